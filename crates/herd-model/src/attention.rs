@@ -1,0 +1,73 @@
+//! Grouped-query self-attention (8 KV heads in every Llama 3 model) with RoPE, an additive mask
+//! for causality and document boundaries, and an optional KV cache.
+
+use candle_core::{DType, Result, Tensor, D};
+
+use crate::cache::KvCache;
+use crate::linear::Linear;
+use crate::rope::Rope;
+
+/// The four projections of one attention layer and its head counts.
+#[derive(Debug, Clone)]
+pub struct Attention {
+    pub(crate) wq: Linear,
+    pub(crate) wk: Linear,
+    pub(crate) wv: Linear,
+    pub(crate) wo: Linear,
+    pub(crate) n_heads: usize,
+    pub(crate) n_kv_heads: usize,
+    pub(crate) head_dim: usize,
+}
+
+/// What every layer's attention shares in one forward pass.
+pub struct AttentionInput<'a> {
+    /// RoPE cosines, `[batch, seq, head_dim/2]`.
+    pub cos: &'a Tensor,
+    /// RoPE sines, same shape.
+    pub sin: &'a Tensor,
+    /// Additive mask `[batch|1, 1, seq, kv_len]`, or `None` when all keys are visible.
+    pub mask: Option<&'a Tensor>,
+}
+
+impl Attention {
+    /// Attends `x` (`[batch, seq, dim]`) to itself and to what `cache` holds for layer `layer`.
+    pub fn forward(
+        &self,
+        x: &Tensor,
+        input: &AttentionInput,
+        cache: Option<(&mut KvCache, usize)>,
+    ) -> Result<Tensor> {
+        let (b, t, _) = x.dims3()?;
+        let (h, kvh, hd) = (self.n_heads, self.n_kv_heads, self.head_dim);
+        let heads = |proj: &Linear, n: usize| -> Result<Tensor> {
+            proj.forward(x)?.reshape((b, t, n, hd))?.transpose(1, 2)
+        };
+        let q = Rope::apply(&heads(&self.wq, h)?, input.cos, input.sin)?;
+        let k = Rope::apply(&heads(&self.wk, kvh)?, input.cos, input.sin)?;
+        let v = heads(&self.wv, kvh)?.contiguous()?;
+        let (k, v) = match cache {
+            Some((cache, layer)) => cache.append(layer, &k, &v)?,
+            None => (k, v),
+        };
+        let kv_len = k.dim(2)?;
+        // The query heads of one group share a KV head: fold the group into the rows.
+        let group = h / kvh;
+        let q = q.reshape((b, kvh, group * t, hd))?;
+        let scores = (q.matmul(&k.t()?)? * (1.0 / (hd as f64).sqrt()))?;
+        let scores = scores.to_dtype(DType::F32)?;
+        let scores = match input.mask {
+            Some(mask) => scores
+                .reshape((b, kvh, group, t, kv_len))?
+                .broadcast_add(&mask.to_dtype(DType::F32)?.unsqueeze(1)?)?
+                .reshape((b, kvh, group * t, kv_len))?,
+            None => scores,
+        };
+        let probs = candle_nn::ops::softmax(&scores, D::Minus1)?.to_dtype(v.dtype())?;
+        let out = probs.matmul(&v)?; // [b, kvh, group * t, hd]
+        let out = out
+            .reshape((b, h, t, hd))?
+            .transpose(1, 2)?
+            .reshape((b, t, h * hd))?;
+        self.wo.forward(&out)
+    }
+}

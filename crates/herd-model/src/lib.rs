@@ -1,0 +1,27 @@
+//! herd-model: the Llama 3 model of *The Llama 3 Herd of Models* on candle.
+//!
+//! Configs and presets ([`config`]), the Transformer read top to bottom like the paper
+//! ([`rope`], [`attention`], [`feed_forward`], [`block`], [`llama`]), and the checkpoint adapters
+//! that bring HF safetensors, GGUF and Meta `.pth` weights into one layout ([`checkpoint`]).
+
+pub mod attention;
+pub mod block;
+pub mod cache;
+pub mod checkpoint;
+pub mod config;
+pub mod error;
+pub mod feed_forward;
+pub mod linear;
+pub mod llama;
+pub mod norm;
+pub mod rope;
+pub mod seeded;
+pub mod sequence;
+pub mod weights;
+
+pub use cache::KvCache;
+pub use config::{LlamaConfig, RopeScaling};
+pub use error::{Error, Result};
+pub use llama::Llama;
+pub use sequence::SequenceLayout;
+pub use weights::{Weight, Weights};

@@ -1,0 +1,163 @@
+//! The Llama 3 Transformer: token embedding, the blocks, a final RMSNorm and the output
+//! projection (paper §3.2).
+
+use candle_core::{DType, Device, Result, Tensor};
+
+use crate::attention::{Attention, AttentionInput};
+use crate::block::Block;
+use crate::cache::KvCache;
+use crate::config::LlamaConfig;
+use crate::feed_forward::FeedForward;
+use crate::linear::Linear;
+use crate::norm::RmsNorm;
+use crate::rope::Rope;
+use crate::sequence::SequenceLayout;
+use crate::weights::Weights;
+
+/// A dense Llama 3 decoder ready for inference.
+#[derive(Debug, Clone)]
+pub struct Llama {
+    config: LlamaConfig,
+    embedding: Tensor,
+    blocks: Vec<Block>,
+    norm: RmsNorm,
+    output: Linear,
+    rope: Rope,
+    dtype: DType,
+    device: Device,
+}
+
+/// HF name of a tensor of block `layer`.
+pub fn layer_tensor(layer: usize, suffix: &str) -> String {
+    format!("model.layers.{layer}.{suffix}")
+}
+
+impl Llama {
+    /// Builds the model from `weights` (HF names, half-split RoPE layout). Dense weights are cast
+    /// to `dtype`; quantized ones stay quantized (their activations are f32).
+    pub fn load(
+        config: LlamaConfig,
+        weights: &Weights,
+        dtype: DType,
+        device: &Device,
+    ) -> crate::Result<Llama> {
+        config
+            .validate()
+            .map_err(|m| crate::Error::format(weights.source(), format!("bad config: {m}")))?;
+        let (d, hd) = (config.dim, config.head_dim);
+        let linear = |name: &str, out: usize, inp: usize| -> crate::Result<Linear> {
+            Ok(Linear::new(weights.get(name, &[out, inp])?.to_matmul(dtype)?))
+        };
+        let norm = |name: &str| -> crate::Result<RmsNorm> {
+            let w = weights.get(name, &[d])?.to_dense(DType::F32)?;
+            Ok(RmsNorm::new(w, config.norm_eps)?)
+        };
+        let mut blocks = Vec::with_capacity(config.n_layers);
+        for l in 0..config.n_layers {
+            let t = |suffix: &str| layer_tensor(l, suffix);
+            blocks.push(Block {
+                attention_norm: norm(&t("input_layernorm.weight"))?,
+                attention: Attention {
+                    wq: linear(&t("self_attn.q_proj.weight"), config.n_heads * hd, d)?,
+                    wk: linear(&t("self_attn.k_proj.weight"), config.n_kv_heads * hd, d)?,
+                    wv: linear(&t("self_attn.v_proj.weight"), config.n_kv_heads * hd, d)?,
+                    wo: linear(&t("self_attn.o_proj.weight"), d, config.n_heads * hd)?,
+                    n_heads: config.n_heads,
+                    n_kv_heads: config.n_kv_heads,
+                    head_dim: hd,
+                },
+                ffn_norm: norm(&t("post_attention_layernorm.weight"))?,
+                feed_forward: FeedForward {
+                    gate: linear(&t("mlp.gate_proj.weight"), config.ffn_dim, d)?,
+                    up: linear(&t("mlp.up_proj.weight"), config.ffn_dim, d)?,
+                    down: linear(&t("mlp.down_proj.weight"), d, config.ffn_dim)?,
+                },
+            });
+        }
+        let embed = weights.get("model.embed_tokens.weight", &[config.vocab_size, d])?;
+        let embedding = embed.to_dense(dtype)?;
+        let output = if config.tie_embeddings && !weights.contains("lm_head.weight") {
+            Linear::new(embed.to_matmul(dtype)?)
+        } else {
+            linear("lm_head.weight", config.vocab_size, d)?
+        };
+        Ok(Llama {
+            rope: Rope::new(&config),
+            norm: norm("model.norm.weight")?,
+            config,
+            embedding,
+            blocks,
+            output,
+            dtype,
+            device: device.clone(),
+        })
+    }
+
+    /// The model's hyper-parameters.
+    pub fn config(&self) -> &LlamaConfig {
+        &self.config
+    }
+
+    /// The dtype of activations (f32 for quantized models).
+    pub fn dtype(&self) -> DType {
+        self.dtype
+    }
+
+    /// The device the weights live on.
+    pub fn device(&self) -> &Device {
+        &self.device
+    }
+
+    /// A KV cache sized for this model.
+    pub fn new_cache(&self, capacity: usize) -> KvCache {
+        KvCache::new(self.config.n_layers, capacity)
+    }
+
+    /// Final (normalised) hidden states `[batch, seq, dim]` of `tokens` (`[batch, seq]`, u32)
+    /// laid out as `layout` says; appends to `cache` when given.
+    pub fn hidden_states(
+        &self,
+        tokens: &Tensor,
+        layout: &SequenceLayout,
+        mut cache: Option<&mut KvCache>,
+    ) -> Result<Tensor> {
+        let (b, t) = tokens.dims2()?;
+        if (b, t) != (layout.batch(), layout.seq_len()) {
+            candle_core::bail!(
+                "tokens are [{b}, {t}] but the layout is [{}, {}]",
+                layout.batch(),
+                layout.seq_len()
+            );
+        }
+        let (cos, sin) = self.rope.cos_sin(layout.positions(), b, self.dtype, &self.device)?;
+        let mask = layout.mask(self.dtype, &self.device)?;
+        let input = AttentionInput {
+            cos: &cos,
+            sin: &sin,
+            mask: mask.as_ref(),
+        };
+        let mut x = self
+            .embedding
+            .index_select(&tokens.flatten_all()?, 0)?
+            .reshape((b, t, self.config.dim))?;
+        for (l, block) in self.blocks.iter().enumerate() {
+            x = block.forward(&x, &input, cache.as_deref_mut().map(|c| (c, l)))?;
+        }
+        self.norm.forward(&x)
+    }
+
+    /// Output logits (f32) for hidden states `[..., dim]`.
+    pub fn logits(&self, hidden: &Tensor) -> Result<Tensor> {
+        self.output.forward(hidden)?.to_dtype(DType::F32)
+    }
+
+    /// Logits `[batch, seq, vocab]` at every position.
+    pub fn forward(
+        &self,
+        tokens: &Tensor,
+        layout: &SequenceLayout,
+        cache: Option<&mut KvCache>,
+    ) -> Result<Tensor> {
+        self.logits(&self.hidden_states(tokens, layout, cache)?)
+    }
+}

@@ -1,0 +1,172 @@
+//! Rotary position embedding (RoPE) with θ = 500,000 and Llama 3.1's frequency scaling.
+//!
+//! herd keeps query/key features in the half-split layout of HF checkpoints: feature `i` of a
+//! head rotates with feature `i + head_dim/2`. Meta's and GGUF checkpoints rotate adjacent pairs;
+//! their adapters permute the query/key projection rows once at load time (see `checkpoint`).
+
+use candle_core::{DType, Device, Result, Tensor};
+
+use crate::config::{LlamaConfig, RopeScaling};
+
+/// The rotation frequencies of one attention head.
+#[derive(Debug, Clone)]
+pub struct Rope {
+    inv_freq: Vec<f32>,
+}
+
+impl Rope {
+    /// Frequencies `θ^(-2i/d)` for `i < d/2`, rescaled as the config says. The arithmetic is
+    /// the references' own, in f32 (HF `_compute_default_rope_parameters` and
+    /// `_compute_llama3_parameters`, `llama_models` `precompute_freqs_cis`/`apply_scaling`; torch's
+    /// CPU `pow` rounds a double-precision power to f32): at positions near 10^4 a one-ulp
+    /// difference in a frequency moves logits by ~5e-4.
+    pub fn new(config: &LlamaConfig) -> Rope {
+        let d = config.head_dim;
+        let base: Vec<f32> = (0..d / 2)
+            .map(|i| {
+                let exponent = (2 * i) as f32 / d as f32;
+                1.0 / (config.rope_theta.powf(exponent as f64) as f32)
+            })
+            .collect();
+        let inv_freq = match &config.rope_scaling {
+            None => base,
+            Some(scaling) => scale_frequencies(&base, scaling),
+        };
+        Rope { inv_freq }
+    }
+
+    /// The frequencies, one per rotated pair.
+    pub fn inv_freq(&self) -> &[f32] {
+        &self.inv_freq
+    }
+
+    /// `cos` and `sin` of `position · frequency`, shaped `[batch, seq, head_dim/2]`, computed
+    /// in f32 like the reference implementations and then cast to `dtype`.
+    pub fn cos_sin(
+        &self,
+        positions: &[u32],
+        batch: usize,
+        dtype: DType,
+        device: &Device,
+    ) -> Result<(Tensor, Tensor)> {
+        let half = self.inv_freq.len();
+        let mut cos = Vec::with_capacity(positions.len() * half);
+        let mut sin = Vec::with_capacity(positions.len() * half);
+        for &p in positions {
+            for &f in &self.inv_freq {
+                let angle = p as f32 * f;
+                cos.push(angle.cos());
+                sin.push(angle.sin());
+            }
+        }
+        let shape = (batch, positions.len() / batch, half);
+        let cos = Tensor::from_vec(cos, shape, device)?.to_dtype(dtype)?;
+        let sin = Tensor::from_vec(sin, shape, device)?.to_dtype(dtype)?;
+        Ok((cos, sin))
+    }
+
+    /// Rotates `x` (`[batch, heads, seq, head_dim]`) by the angles in `cos`/`sin`.
+    pub fn apply(x: &Tensor, cos: &Tensor, sin: &Tensor) -> Result<Tensor> {
+        candle_nn::rotary_emb::rope(&x.contiguous()?, cos, sin)
+    }
+}
+
+/// Llama 3.1 scaling (`apply_scaling` in `llama_models`, `_compute_llama3_parameters` in HF):
+/// wavelengths longer than `original/low_freq_factor` are divided by `factor`, shorter than
+/// `original/high_freq_factor` kept, and those in between interpolated smoothly.
+fn scale_frequencies(inv_freq: &[f32], scaling: &RopeScaling) -> Vec<f32> {
+    match scaling {
+        RopeScaling::Linear { factor } => inv_freq.iter().map(|f| f / *factor as f32).collect(),
+        RopeScaling::FreqFactors { factors } => {
+            inv_freq.iter().zip(factors).map(|(f, s)| f / *s as f32).collect()
+        }
+        &RopeScaling::Llama3 {
+            factor,
+            low_freq_factor,
+            high_freq_factor,
+            original_context,
+        } => {
+            let (factor, low, high) = (factor as f32, low_freq_factor as f32, high_freq_factor as f32);
+            let original = original_context as f32;
+            let (low_freq_wavelen, high_freq_wavelen) = (original / low, original / high);
+            inv_freq
+                .iter()
+                .map(|&f| {
+                    let wavelen = 2.0 * std::f32::consts::PI / f;
+                    if wavelen < high_freq_wavelen {
+                        f
+                    } else if wavelen > low_freq_wavelen {
+                        f / factor
+                    } else {
+                        let smooth = (original / wavelen - low) / (high - low);
+                        (1.0 - smooth) * f / factor + smooth * f
+                    }
+                })
+                .collect()
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::LLAMA31_SCALING;
+
+    #[test]
+    fn llama31_scaling_has_three_regimes() {
+        // head_dim 128, θ = 500,000: values from `llama_models` apply_scaling.
+        let mut config = LlamaConfig::preset("llama3.1-8b").unwrap();
+        let scaled = Rope::new(&config);
+        config.rope_scaling = None;
+        let plain = Rope::new(&config);
+        // Highest frequency (wavelength 2π) is kept.
+        assert_eq!(scaled.inv_freq()[0], plain.inv_freq()[0]);
+        // Lowest frequencies are divided by 8.
+        let last = plain.inv_freq().len() - 1;
+        let ratio = plain.inv_freq()[last] / scaled.inv_freq()[last];
+        assert!((ratio - 8.0).abs() < 1e-5, "{ratio}");
+        // Some frequency lies strictly between (the smooth ramp).
+        assert!(plain
+            .inv_freq()
+            .iter()
+            .zip(scaled.inv_freq())
+            .any(|(p, s)| { let r = p / s; r > 1.01 && r < 7.99 }));
+        assert_eq!(config.rope_scaling, None);
+        assert!(matches!(LLAMA31_SCALING, RopeScaling::Llama3 { .. }));
+    }
+
+    #[test]
+    fn frequencies_are_bit_identical_to_transformers() {
+        // LlamaRotaryEmbedding(config).inv_freq of the tiny fixture model (head_dim 16,
+        // θ = 500,000, llama3 scaling), transformers 4.57.6 / torch 2.9.1.
+        let config = LlamaConfig {
+            head_dim: 16,
+            ..LlamaConfig::preset("llama3.1-8b").unwrap()
+        };
+        let bits: Vec<u32> = Rope::new(&config).inv_freq().iter().map(|f| f.to_bits()).collect();
+        assert_eq!(
+            bits,
+            [0x3f800000, 0x3e4693b0, 0x3d1a08c8, 0x3beef74f, 0x3a0995d2, 0x380fc8f8, 0x36df10c4, 0x35ad07a7]
+        );
+    }
+
+    #[test]
+    fn rotation_matches_the_complex_product() {
+        // A rotation by angle a of (x_i, x_{i+d/2}) is multiplication by e^{ia}.
+        let config = LlamaConfig {
+            head_dim: 4,
+            ..LlamaConfig::preset("llama3.2-1b").unwrap()
+        };
+        let rope = Rope::new(&config);
+        let dev = Device::Cpu;
+        let x = Tensor::new(&[[[[1f32, 2.0, 3.0, 4.0]]]], &dev).unwrap();
+        let (cos, sin) = rope.cos_sin(&[7], 1, DType::F32, &dev).unwrap();
+        let y: Vec<f32> = Rope::apply(&x, &cos, &sin).unwrap().flatten_all().unwrap().to_vec1().unwrap();
+        for i in 0..2 {
+            let a = 7.0 * rope.inv_freq()[i];
+            let (re, im) = ([1f32, 2.0][i], [3f32, 4.0][i]);
+            assert!((y[i] - (re * a.cos() - im * a.sin())).abs() < 1e-5);
+            assert!((y[i + 2] - (re * a.sin() + im * a.cos())).abs() < 1e-5);
+        }
+    }
+}

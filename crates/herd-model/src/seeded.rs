@@ -1,0 +1,103 @@
+//! Deterministic weights from one seeded generator, bit-identical to
+//! `tools/fixtures/seeded_weights.py`, so reference fixtures store only inputs and outputs:
+//! both sides rebuild the same random model.
+//!
+//! Each tensor draws from its own splitmix64 stream seeded with the FNV-1a hash of its HF name;
+//! values fill it in row-major order. `r = 2u − 1` with `u` the top 24 bits of a draw. Linear
+//! weights are `r·√(3/in_features)`, embeddings `r`, RMSNorm weights `1 + 0.1·r`.
+
+use candle_core::{Device, Tensor};
+
+use crate::config::LlamaConfig;
+use crate::llama::layer_tensor;
+use crate::weights::{Weight, Weights};
+
+/// One step of splitmix64.
+pub fn splitmix64(state: &mut u64) -> u64 {
+    *state = state.wrapping_add(0x9E37_79B9_7F4A_7C15);
+    let mut z = *state;
+    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+    z ^ (z >> 31)
+}
+
+/// FNV-1a 64-bit hash.
+pub fn fnv1a64(bytes: &[u8]) -> u64 {
+    bytes.iter().fold(0xcbf2_9ce4_8422_2325, |h, &b| (h ^ b as u64).wrapping_mul(0x100_0000_01b3))
+}
+
+/// The values of the tensor `name` of shape `dims` (`[out, in]` for matrices).
+pub fn tensor_values(name: &str, dims: &[usize]) -> Vec<f32> {
+    let mut state = fnv1a64(name.as_bytes());
+    let n: usize = dims.iter().product();
+    let r = move || {
+        let u = (splitmix64(&mut state) >> 40) as f32 / 16_777_216.0;
+        2.0 * u - 1.0
+    };
+    let mut r = r;
+    if name.ends_with("norm.weight") {
+        (0..n).map(|_| 1.0 + r() * 0.1f32).collect()
+    } else if name == "model.embed_tokens.weight" {
+        (0..n).map(|_| r()).collect()
+    } else {
+        let scale = (3.0f64 / dims[dims.len() - 1] as f64).sqrt() as f32;
+        (0..n).map(|_| r() * scale).collect()
+    }
+}
+
+/// Every tensor of a model of shape `config`, under HF names, in f32.
+pub fn weights(config: &LlamaConfig, device: &Device) -> candle_core::Result<Weights> {
+    let (d, hd) = (config.dim, config.head_dim);
+    let mut shapes: Vec<(String, Vec<usize>)> = vec![
+        ("model.embed_tokens.weight".into(), vec![config.vocab_size, d]),
+        ("model.norm.weight".into(), vec![d]),
+    ];
+    if !config.tie_embeddings {
+        shapes.push(("lm_head.weight".into(), vec![config.vocab_size, d]));
+    }
+    for l in 0..config.n_layers {
+        let t = |s: &str| layer_tensor(l, s);
+        shapes.extend([
+            (t("input_layernorm.weight"), vec![d]),
+            (t("post_attention_layernorm.weight"), vec![d]),
+            (t("self_attn.q_proj.weight"), vec![config.n_heads * hd, d]),
+            (t("self_attn.k_proj.weight"), vec![config.n_kv_heads * hd, d]),
+            (t("self_attn.v_proj.weight"), vec![config.n_kv_heads * hd, d]),
+            (t("self_attn.o_proj.weight"), vec![d, config.n_heads * hd]),
+            (t("mlp.gate_proj.weight"), vec![config.ffn_dim, d]),
+            (t("mlp.up_proj.weight"), vec![config.ffn_dim, d]),
+            (t("mlp.down_proj.weight"), vec![d, config.ffn_dim]),
+        ]);
+    }
+    let mut weights = Weights::new("<seeded>");
+    for (name, dims) in shapes {
+        let values = tensor_values(&name, &dims);
+        weights.insert(name, Weight::Dense(Tensor::from_vec(values, dims, device)?));
+    }
+    Ok(weights)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn splitmix64_and_fnv1a_reference_values() {
+        let mut s = 0u64;
+        assert_eq!(splitmix64(&mut s), 0xe220a8397b1dcdaf);
+        assert_eq!(splitmix64(&mut s), 0x6e789e6aa1b965f4);
+        assert_eq!(fnv1a64(b"a"), 0xaf63dc4c8601ec8c);
+        assert_eq!(fnv1a64(b"model.embed_tokens.weight"), 0xa88fd795d5c6d156);
+    }
+
+    #[test]
+    fn first_values_match_the_python_generator() {
+        let bits = |v: Vec<f32>| v.iter().take(4).map(|x| x.to_bits()).collect::<Vec<_>>();
+        let embed = tensor_values("model.embed_tokens.weight", &[4, 1]);
+        assert_eq!(bits(embed), [0xbe83cc70, 0xbeb84d28, 0x3cd9aa40, 0xbf00cc36]);
+        let q = tensor_values("model.layers.0.self_attn.q_proj.weight", &[1, 64]);
+        assert_eq!(bits(q), [0xbd0f20f7, 0xbe400542, 0x3e1e1cd8, 0xbcbac195]);
+        let head = tensor_values("lm_head.weight", &[1, 64]);
+        assert_eq!(bits(head), [0x3e5a804a, 0x3e56ef30, 0xbe4b2576, 0xbd08f64f]);
+    }
+}
