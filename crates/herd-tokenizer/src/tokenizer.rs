@@ -1,0 +1,217 @@
+//! One tokenizer type for every model herd runs: Meta's Llama 3 tiktoken BPE or a byte-level
+//! BPE, with the ids that start and stop generation and the model's chat template.
+
+use std::path::Path;
+
+use serde_json::Value;
+
+use crate::byte_level::{ByteLevelBpe, GgufVocab};
+use crate::error::{Error, Result};
+use crate::llama3::{self, Llama3Tokenizer};
+
+enum Backend {
+    Llama3(Box<Llama3Tokenizer>),
+    ByteLevel(Box<ByteLevelBpe>),
+}
+
+/// A tokenizer with its special ids and chat template.
+pub struct Tokenizer {
+    backend: Backend,
+    bos: Option<u32>,
+    add_bos: bool,
+    stop: Vec<u32>,
+    chat_template: Option<String>,
+}
+
+/// What a GGUF says about its tokenizer besides the vocabulary.
+#[derive(Debug, Clone, Default)]
+pub struct GgufTokenizerInfo {
+    /// The vocabulary.
+    pub vocab: GgufVocab,
+    /// `tokenizer.ggml.bos_token_id`.
+    pub bos: Option<u32>,
+    /// `tokenizer.ggml.eos_token_id`, `eot_token_id`, `eom_token_id`: ids that end generation.
+    pub stop: Vec<u32>,
+    /// `tokenizer.ggml.add_bos_token` (llama.cpp's default for BPE vocabularies: false).
+    pub add_bos: Option<bool>,
+    /// `tokenizer.chat_template` (Jinja).
+    pub chat_template: Option<String>,
+}
+
+impl Tokenizer {
+    /// Meta's Llama 3 tokenizer from `tokenizer.model`: BOS `<|begin_of_text|>` prepended, and
+    /// generation stops at `<|end_of_text|>`, `<|eom_id|>` or `<|eot_id|>`.
+    pub fn llama3(path: &Path) -> Result<Tokenizer> {
+        Ok(Tokenizer {
+            backend: Backend::Llama3(Box::new(Llama3Tokenizer::from_file(path)?)),
+            bos: Some(llama3::special::BEGIN_OF_TEXT),
+            add_bos: true,
+            stop: vec![llama3::special::END_OF_TEXT, llama3::special::EOM, llama3::special::EOT],
+            chat_template: None,
+        })
+    }
+
+    /// An HF `tokenizer.json`, with `tokenizer_config.json` beside it when present (BOS/EOS tokens,
+    /// `add_bos_token`, `chat_template`).
+    pub fn from_tokenizer_json(path: &Path) -> Result<Tokenizer> {
+        let bpe = ByteLevelBpe::from_file(path)?;
+        let config_path = path.with_file_name("tokenizer_config.json");
+        let config: Value = match std::fs::read_to_string(&config_path) {
+            Ok(text) => serde_json::from_str(&text).map_err(|e| Error::format(&config_path, format!("not JSON: {e}")))?,
+            Err(_) => Value::Null,
+        };
+        // Token fields are a string or an AddedToken object with `content`.
+        let token = |key: &str| -> Option<u32> {
+            let v = config.get(key)?;
+            let text = v.as_str().or_else(|| v.get("content").and_then(Value::as_str))?;
+            bpe.token_id(text)
+        };
+        let bos = token("bos_token");
+        let mut stop: Vec<u32> = token("eos_token").into_iter().collect();
+        for extra in ["<|eot_id|>", "<|eom_id|>", "<|end_of_text|>", "<|im_end|>"] {
+            if let Some(id) = bpe.token_id(extra).filter(|id| !stop.contains(id)) {
+                stop.push(id);
+            }
+        }
+        let add_bos = config.get("add_bos_token").and_then(Value::as_bool).unwrap_or(bos.is_some());
+        let chat_template = config.get("chat_template").and_then(Value::as_str).map(str::to_string);
+        Ok(Tokenizer { backend: Backend::ByteLevel(Box::new(bpe)), bos, add_bos, stop, chat_template })
+    }
+
+    /// The tokenizer a GGUF embeds.
+    pub fn from_gguf(info: GgufTokenizerInfo, source: &Path) -> Result<Tokenizer> {
+        let bpe = ByteLevelBpe::from_gguf(&info.vocab).map_err(|m| Error::format(source, m))?;
+        Ok(Tokenizer {
+            backend: Backend::ByteLevel(Box::new(bpe)),
+            bos: info.bos,
+            add_bos: info.add_bos.unwrap_or(false),
+            stop: info.stop,
+            chat_template: info.chat_template,
+        })
+    }
+
+    /// Loads a tokenizer file: `tokenizer.model` (tiktoken ranks) or `tokenizer.json` (HF), or
+    /// the one inside a model folder.
+    pub fn from_path(path: &Path) -> Result<Tokenizer> {
+        if path.is_dir() {
+            for (file, json) in [("tokenizer.json", true), ("tokenizer.model", false)] {
+                let candidate = path.join(file);
+                if candidate.exists() {
+                    return if json { Self::from_tokenizer_json(&candidate) } else { Self::llama3(&candidate) };
+                }
+            }
+            return Err(Error::format(path, "no tokenizer.json or tokenizer.model in this folder"));
+        }
+        let is_json = std::fs::read(path)
+            .map_err(|e| Error::Io { path: path.into(), source: e })?
+            .iter()
+            .find(|b| !b.is_ascii_whitespace())
+            == Some(&b'{');
+        if is_json {
+            Self::from_tokenizer_json(path)
+        } else {
+            Self::llama3(path)
+        }
+    }
+
+    /// Whether this is Meta's Llama 3 tokenizer (and so Meta's Llama 3.1 chat format applies).
+    pub fn is_llama3(&self) -> bool {
+        matches!(self.backend, Backend::Llama3(_))
+    }
+
+    /// Encodes `text` without BOS; special-token text is special only when `allow_special`.
+    pub fn encode(&self, text: &str, allow_special: bool) -> Result<Vec<u32>> {
+        match &self.backend {
+            Backend::Llama3(t) => Ok(t.encode(text, allow_special)),
+            Backend::ByteLevel(t) => t.encode(text, allow_special),
+        }
+    }
+
+    /// Encodes `text` as the start of a sequence: with BOS when the model expects one.
+    pub fn encode_prompt(&self, text: &str, allow_special: bool) -> Result<Vec<u32>> {
+        let mut ids: Vec<u32> = self.bos.filter(|_| self.add_bos).into_iter().collect();
+        ids.extend(self.encode(text, allow_special)?);
+        Ok(ids)
+    }
+
+    /// Decodes ids to text; special tokens appear as their text, invalid UTF-8 as U+FFFD.
+    pub fn decode(&self, ids: &[u32]) -> Result<String> {
+        match &self.backend {
+            Backend::Llama3(t) => {
+                let bytes = t.decode_bytes(ids).ok_or_else(|| {
+                    let bad = ids.iter().copied().find(|&id| t.decode_bytes(&[id]).is_none()).unwrap_or(u32::MAX);
+                    Error::UnknownId(bad)
+                })?;
+                Ok(String::from_utf8_lossy(&bytes).into_owned())
+            }
+            Backend::ByteLevel(t) => t.decode(ids),
+        }
+    }
+
+    /// The id of a token string (e.g. `<|eot_id|>`).
+    pub fn token_id(&self, token: &str) -> Option<u32> {
+        match &self.backend {
+            Backend::Llama3(t) => t.special_id(token).or_else(|| match t.encode(token, false).as_slice() {
+                [id] => Some(*id),
+                _ => None,
+            }),
+            Backend::ByteLevel(t) => t.token_id(token),
+        }
+    }
+
+    /// Number of ids.
+    pub fn vocab_size(&self) -> usize {
+        match &self.backend {
+            Backend::Llama3(t) => t.vocab_size(),
+            Backend::ByteLevel(t) => t.vocab_size(),
+        }
+    }
+
+    /// The beginning-of-sequence id, if the tokenizer has one.
+    pub fn bos_id(&self) -> Option<u32> {
+        self.bos
+    }
+
+    /// Ids that end a generated turn.
+    pub fn stop_ids(&self) -> &[u32] {
+        &self.stop
+    }
+
+    /// The model's Jinja chat template, when it carries one.
+    pub fn chat_template(&self) -> Option<&str> {
+        self.chat_template.as_deref()
+    }
+}
+
+/// Turns a stream of generated ids into text pieces as soon as they are complete UTF-8
+/// (a character may span several tokens).
+pub struct StreamDecoder<'a> {
+    tokenizer: &'a Tokenizer,
+    ids: Vec<u32>,
+    emitted: usize,
+}
+
+impl<'a> StreamDecoder<'a> {
+    /// A decoder with nothing generated yet.
+    pub fn new(tokenizer: &'a Tokenizer) -> StreamDecoder<'a> {
+        StreamDecoder { tokenizer, ids: Vec::new(), emitted: 0 }
+    }
+
+    /// Adds one id; returns the text that became complete, if any.
+    pub fn push(&mut self, id: u32) -> Result<Option<String>> {
+        self.ids.push(id);
+        let text = self.tokenizer.decode(&self.ids)?;
+        if text.ends_with('\u{FFFD}') || text.len() <= self.emitted {
+            return Ok(None);
+        }
+        let piece = text[self.emitted..].to_string();
+        self.emitted = text.len();
+        Ok(Some(piece))
+    }
+
+    /// Whatever is left (an incomplete character comes out as U+FFFD).
+    pub fn finish(self) -> Result<String> {
+        let text = self.tokenizer.decode(&self.ids)?;
+        Ok(text.get(self.emitted..).unwrap_or_default().to_string())
+    }
+}
