@@ -1,1 +1,13 @@
+//! herd-infer: running herd models. Loading a model path with its tokenizer ([`loader`]),
+//! sampling ([`sampling`]), generation on the KV cache ([`generate`]), scoring ([`score`]) and
+//! speed measurement ([`bench`]).
 
+pub mod bench;
+pub mod generate;
+pub mod loader;
+pub mod sampling;
+pub mod score;
+
+pub use generate::{FinishReason, GenerateConfig, GeneratedToken, Generation, Session};
+pub use loader::{load, LoadedModel};
+pub use sampling::{Sampler, SamplingConfig};

@@ -24,7 +24,9 @@ impl Block {
         input: &AttentionInput,
         cache: Option<(&mut KvCache, usize)>,
     ) -> Result<Tensor> {
-        let h = (x + self.attention.forward(&self.attention_norm.forward(x)?, input, cache)?)?;
+        let h = (x + self
+            .attention
+            .forward(&self.attention_norm.forward(x)?, input, cache)?)?;
         &h + self.feed_forward.forward(&self.ffn_norm.forward(&h)?)?
     }
 }

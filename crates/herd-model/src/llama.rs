@@ -46,7 +46,9 @@ impl Llama {
             .map_err(|m| crate::Error::format(weights.source(), format!("bad config: {m}")))?;
         let (d, hd) = (config.dim, config.head_dim);
         let linear = |name: &str, out: usize, inp: usize| -> crate::Result<Linear> {
-            Ok(Linear::new(weights.get(name, &[out, inp])?.to_matmul(dtype)?))
+            Ok(Linear::new(
+                weights.get(name, &[out, inp])?.to_matmul(dtype)?,
+            ))
         };
         let norm = |name: &str| -> crate::Result<RmsNorm> {
             let w = weights.get(name, &[d])?.to_dense(DType::F32)?;
@@ -129,7 +131,9 @@ impl Llama {
                 layout.seq_len()
             );
         }
-        let (cos, sin) = self.rope.cos_sin(layout.positions(), b, self.dtype, &self.device)?;
+        let (cos, sin) = self
+            .rope
+            .cos_sin(layout.positions(), b, self.dtype, &self.device)?;
         let mask = layout.mask(self.dtype, &self.device)?;
         let input = AttentionInput {
             cos: &cos,

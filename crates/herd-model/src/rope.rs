@@ -77,16 +77,22 @@ impl Rope {
 fn scale_frequencies(inv_freq: &[f32], scaling: &RopeScaling) -> Vec<f32> {
     match scaling {
         RopeScaling::Linear { factor } => inv_freq.iter().map(|f| f / *factor as f32).collect(),
-        RopeScaling::FreqFactors { factors } => {
-            inv_freq.iter().zip(factors).map(|(f, s)| f / *s as f32).collect()
-        }
+        RopeScaling::FreqFactors { factors } => inv_freq
+            .iter()
+            .zip(factors)
+            .map(|(f, s)| f / *s as f32)
+            .collect(),
         &RopeScaling::Llama3 {
             factor,
             low_freq_factor,
             high_freq_factor,
             original_context,
         } => {
-            let (factor, low, high) = (factor as f32, low_freq_factor as f32, high_freq_factor as f32);
+            let (factor, low, high) = (
+                factor as f32,
+                low_freq_factor as f32,
+                high_freq_factor as f32,
+            );
             let original = original_context as f32;
             let (low_freq_wavelen, high_freq_wavelen) = (original / low, original / high);
             inv_freq
@@ -130,7 +136,10 @@ mod tests {
             .inv_freq()
             .iter()
             .zip(scaled.inv_freq())
-            .any(|(p, s)| { let r = p / s; r > 1.01 && r < 7.99 }));
+            .any(|(p, s)| {
+                let r = p / s;
+                r > 1.01 && r < 7.99
+            }));
         assert_eq!(config.rope_scaling, None);
         assert!(matches!(LLAMA31_SCALING, RopeScaling::Llama3 { .. }));
     }
@@ -143,10 +152,17 @@ mod tests {
             head_dim: 16,
             ..LlamaConfig::preset("llama3.1-8b").unwrap()
         };
-        let bits: Vec<u32> = Rope::new(&config).inv_freq().iter().map(|f| f.to_bits()).collect();
+        let bits: Vec<u32> = Rope::new(&config)
+            .inv_freq()
+            .iter()
+            .map(|f| f.to_bits())
+            .collect();
         assert_eq!(
             bits,
-            [0x3f800000, 0x3e4693b0, 0x3d1a08c8, 0x3beef74f, 0x3a0995d2, 0x380fc8f8, 0x36df10c4, 0x35ad07a7]
+            [
+                0x3f800000, 0x3e4693b0, 0x3d1a08c8, 0x3beef74f, 0x3a0995d2, 0x380fc8f8, 0x36df10c4,
+                0x35ad07a7
+            ]
         );
     }
 
@@ -161,7 +177,12 @@ mod tests {
         let dev = Device::Cpu;
         let x = Tensor::new(&[[[[1f32, 2.0, 3.0, 4.0]]]], &dev).unwrap();
         let (cos, sin) = rope.cos_sin(&[7], 1, DType::F32, &dev).unwrap();
-        let y: Vec<f32> = Rope::apply(&x, &cos, &sin).unwrap().flatten_all().unwrap().to_vec1().unwrap();
+        let y: Vec<f32> = Rope::apply(&x, &cos, &sin)
+            .unwrap()
+            .flatten_all()
+            .unwrap()
+            .to_vec1()
+            .unwrap();
         for i in 0..2 {
             let a = 7.0 * rope.inv_freq()[i];
             let (re, im) = ([1f32, 2.0][i], [3f32, 4.0][i]);

@@ -23,7 +23,9 @@ pub fn splitmix64(state: &mut u64) -> u64 {
 
 /// FNV-1a 64-bit hash.
 pub fn fnv1a64(bytes: &[u8]) -> u64 {
-    bytes.iter().fold(0xcbf2_9ce4_8422_2325, |h, &b| (h ^ b as u64).wrapping_mul(0x100_0000_01b3))
+    bytes.iter().fold(0xcbf2_9ce4_8422_2325, |h, &b| {
+        (h ^ b as u64).wrapping_mul(0x100_0000_01b3)
+    })
 }
 
 /// The values of the tensor `name` of shape `dims` (`[out, in]` for matrices).
@@ -49,7 +51,10 @@ pub fn tensor_values(name: &str, dims: &[usize]) -> Vec<f32> {
 pub fn weights(config: &LlamaConfig, device: &Device) -> candle_core::Result<Weights> {
     let (d, hd) = (config.dim, config.head_dim);
     let mut shapes: Vec<(String, Vec<usize>)> = vec![
-        ("model.embed_tokens.weight".into(), vec![config.vocab_size, d]),
+        (
+            "model.embed_tokens.weight".into(),
+            vec![config.vocab_size, d],
+        ),
         ("model.norm.weight".into(), vec![d]),
     ];
     if !config.tie_embeddings {
@@ -61,8 +66,14 @@ pub fn weights(config: &LlamaConfig, device: &Device) -> candle_core::Result<Wei
             (t("input_layernorm.weight"), vec![d]),
             (t("post_attention_layernorm.weight"), vec![d]),
             (t("self_attn.q_proj.weight"), vec![config.n_heads * hd, d]),
-            (t("self_attn.k_proj.weight"), vec![config.n_kv_heads * hd, d]),
-            (t("self_attn.v_proj.weight"), vec![config.n_kv_heads * hd, d]),
+            (
+                t("self_attn.k_proj.weight"),
+                vec![config.n_kv_heads * hd, d],
+            ),
+            (
+                t("self_attn.v_proj.weight"),
+                vec![config.n_kv_heads * hd, d],
+            ),
             (t("self_attn.o_proj.weight"), vec![d, config.n_heads * hd]),
             (t("mlp.gate_proj.weight"), vec![config.ffn_dim, d]),
             (t("mlp.up_proj.weight"), vec![config.ffn_dim, d]),
@@ -94,7 +105,10 @@ mod tests {
     fn first_values_match_the_python_generator() {
         let bits = |v: Vec<f32>| v.iter().take(4).map(|x| x.to_bits()).collect::<Vec<_>>();
         let embed = tensor_values("model.embed_tokens.weight", &[4, 1]);
-        assert_eq!(bits(embed), [0xbe83cc70, 0xbeb84d28, 0x3cd9aa40, 0xbf00cc36]);
+        assert_eq!(
+            bits(embed),
+            [0xbe83cc70, 0xbeb84d28, 0x3cd9aa40, 0xbf00cc36]
+        );
         let q = tensor_values("model.layers.0.self_attn.q_proj.weight", &[1, 64]);
         assert_eq!(bits(q), [0xbd0f20f7, 0xbe400542, 0x3e1e1cd8, 0xbcbac195]);
         let head = tensor_values("lm_head.weight", &[1, 64]);

@@ -44,7 +44,10 @@ impl SequenceLayout {
     }
 
     /// The same block with each token tagged by document: no token attends across documents.
-    pub fn with_documents(mut self, documents: Vec<u32>) -> std::result::Result<SequenceLayout, String> {
+    pub fn with_documents(
+        mut self,
+        documents: Vec<u32>,
+    ) -> std::result::Result<SequenceLayout, String> {
         if documents.len() != self.positions.len() || self.cached != 0 {
             return Err(format!(
                 "{} document ids for {} tokens ({} cached): documents need one id per token and no cache",
@@ -110,14 +113,20 @@ impl SequenceLayout {
             return Ok(None);
         }
         let (t, kv) = (self.seq_len, self.cached + self.seq_len);
-        let rows = if self.documents.is_some() { self.batch } else { 1 };
+        let rows = if self.documents.is_some() {
+            self.batch
+        } else {
+            1
+        };
         let mut mask = vec![0f32; rows * t * kv];
         for r in 0..rows {
             for i in 0..t {
                 for j in 0..kv {
                     let causal = j <= self.cached + i;
                     let same_doc = match &self.documents {
-                        Some(docs) => j >= self.cached && docs[r * t + i] == docs[r * t + j - self.cached],
+                        Some(docs) => {
+                            j >= self.cached && docs[r * t + i] == docs[r * t + j - self.cached]
+                        }
                         None => true,
                     };
                     if !(causal && same_doc) {
@@ -140,7 +149,13 @@ mod tests {
         let layout = SequenceLayout::packed(&[vec![2, 3]]).unwrap();
         assert_eq!(layout.positions(), &[0, 1, 0, 1, 2]);
         let mask = layout.mask(DType::F32, &Device::Cpu).unwrap().unwrap();
-        let m: Vec<Vec<f32>> = mask.squeeze(0).unwrap().squeeze(0).unwrap().to_vec2().unwrap();
+        let m: Vec<Vec<f32>> = mask
+            .squeeze(0)
+            .unwrap()
+            .squeeze(0)
+            .unwrap()
+            .to_vec2()
+            .unwrap();
         let allowed = |i: usize, j: usize| m[i][j] == 0.0;
         assert!(allowed(1, 0) && !allowed(0, 1));
         assert!(!allowed(2, 1) && !allowed(3, 0) && allowed(4, 2) && allowed(4, 4));

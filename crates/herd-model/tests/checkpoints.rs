@@ -16,17 +16,34 @@ fn fixtures() -> &'static Path {
 
 fn tiny_config() -> LlamaConfig {
     let text = std::fs::read_to_string(fixtures().join("config_rope_scaling.json")).unwrap();
-    LlamaConfig { vocab_size: 512, tie_embeddings: false, ..hf::parse_config(&text).unwrap() }
+    LlamaConfig {
+        vocab_size: 512,
+        tie_embeddings: false,
+        ..hf::parse_config(&text).unwrap()
+    }
 }
 
 fn logits(model: &Llama, tokens: &[u32]) -> Vec<Vec<f32>> {
-    let input = Tensor::new(tokens, &Device::Cpu).unwrap().unsqueeze(0).unwrap();
+    let input = Tensor::new(tokens, &Device::Cpu)
+        .unwrap()
+        .unsqueeze(0)
+        .unwrap();
     let layout = SequenceLayout::causal(1, tokens.len(), 0);
-    model.forward(&input, &layout, None).unwrap().squeeze(0).unwrap().to_vec2().unwrap()
+    model
+        .forward(&input, &layout, None)
+        .unwrap()
+        .squeeze(0)
+        .unwrap()
+        .to_vec2()
+        .unwrap()
 }
 
 fn max_diff(a: &[Vec<f32>], b: &[Vec<f32>]) -> f32 {
-    a.iter().flatten().zip(b.iter().flatten()).map(|(x, y)| (x - y).abs()).fold(0.0, f32::max)
+    a.iter()
+        .flatten()
+        .zip(b.iter().flatten())
+        .map(|(x, y)| (x - y).abs())
+        .fold(0.0, f32::max)
 }
 
 const TOKENS: [u32; 12] = [1, 17, 300, 42, 511, 7, 7, 99, 250, 3, 128, 64];
@@ -37,7 +54,9 @@ fn both_config_spellings_read_the_same() {
     let v4 = read("config_rope_scaling.json");
     assert_eq!(v4, read("config_rope_parameters.json"));
     assert_eq!(v4.rope_theta, 500_000.0);
-    assert!(matches!(v4.rope_scaling, Some(herd_model::RopeScaling::Llama3 { factor, .. }) if factor == 8.0));
+    assert!(
+        matches!(v4.rope_scaling, Some(herd_model::RopeScaling::Llama3 { factor, .. }) if factor == 8.0)
+    );
 }
 
 #[test]
@@ -46,8 +65,15 @@ fn meta_checkpoint_matches_llama_models_reference() {
     let ckpt = checkpoint::load(&dir, &Device::Cpu).unwrap();
     assert_eq!(ckpt.format, Format::Meta);
     assert_eq!(ckpt.config.ffn_dim, 112);
-    let reference: Value = serde_json::from_str(&std::fs::read_to_string(dir.join("reference.json")).unwrap()).unwrap();
-    let tokens: Vec<u32> = reference["input_ids"].as_array().unwrap().iter().map(|v| v.as_u64().unwrap() as u32).collect();
+    let reference: Value =
+        serde_json::from_str(&std::fs::read_to_string(dir.join("reference.json")).unwrap())
+            .unwrap();
+    let tokens: Vec<u32> = reference["input_ids"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_u64().unwrap() as u32)
+        .collect();
     let model = Llama::load(ckpt.config.clone(), &ckpt.weights, DType::F32, &Device::Cpu).unwrap();
     let ours = logits(&model, &tokens);
     for key in ["logits_meta", "logits_hf"] {
@@ -57,7 +83,14 @@ fn meta_checkpoint_matches_llama_models_reference() {
     }
     // Saved as HF safetensors and read back: the same logits, bit for bit.
     let out = tempfile::tempdir().unwrap();
-    hf::save(out.path(), &ckpt.config, &ckpt.weights, DType::F32, usize::MAX).unwrap();
+    hf::save(
+        out.path(),
+        &ckpt.config,
+        &ckpt.weights,
+        DType::F32,
+        usize::MAX,
+    )
+    .unwrap();
     let back = checkpoint::load(out.path(), &Device::Cpu).unwrap();
     assert_eq!(back.format, Format::Hf);
     let again = Llama::load(back.config, &back.weights, DType::F32, &Device::Cpu).unwrap();
@@ -72,7 +105,10 @@ fn sharded_safetensors_round_trip() {
     let dir = tempfile::tempdir().unwrap();
     hf::save(dir.path(), &config, &weights, DType::F32, 40_000).unwrap();
     assert!(dir.path().join("model.safetensors.index.json").exists());
-    assert!(dir.path().join("model-00002-of-00005.safetensors").exists() || std::fs::read_dir(dir.path()).unwrap().count() > 3);
+    assert!(
+        dir.path().join("model-00002-of-00005.safetensors").exists()
+            || std::fs::read_dir(dir.path()).unwrap().count() > 3
+    );
     let back = checkpoint::load(dir.path(), &Device::Cpu).unwrap();
     let again = Llama::load(back.config, &back.weights, DType::F32, &Device::Cpu).unwrap();
     assert_eq!(logits(&again, &TOKENS), logits(&model, &TOKENS));
@@ -82,17 +118,26 @@ fn sharded_safetensors_round_trip() {
 /// matrices in `dtype`.
 fn write_gguf(path: &Path, config: &LlamaConfig, weights: &Weights, dtype: GgmlDType) {
     let gguf_name = |hf: &str| -> String {
-        let fixed = [("model.embed_tokens.weight", "token_embd.weight"), ("model.norm.weight", "output_norm.weight"), ("lm_head.weight", "output.weight")];
+        let fixed = [
+            ("model.embed_tokens.weight", "token_embd.weight"),
+            ("model.norm.weight", "output_norm.weight"),
+            ("lm_head.weight", "output.weight"),
+        ];
         if let Some((_, g)) = fixed.iter().find(|(h, _)| *h == hf) {
             return g.to_string();
         }
         let rest = hf.strip_prefix("model.layers.").unwrap();
         let (layer, t) = rest.split_once('.').unwrap();
         let g = match t {
-            "input_layernorm.weight" => "attn_norm", "post_attention_layernorm.weight" => "ffn_norm",
-            "self_attn.q_proj.weight" => "attn_q", "self_attn.k_proj.weight" => "attn_k",
-            "self_attn.v_proj.weight" => "attn_v", "self_attn.o_proj.weight" => "attn_output",
-            "mlp.gate_proj.weight" => "ffn_gate", "mlp.up_proj.weight" => "ffn_up", "mlp.down_proj.weight" => "ffn_down",
+            "input_layernorm.weight" => "attn_norm",
+            "post_attention_layernorm.weight" => "ffn_norm",
+            "self_attn.q_proj.weight" => "attn_q",
+            "self_attn.k_proj.weight" => "attn_k",
+            "self_attn.v_proj.weight" => "attn_v",
+            "self_attn.o_proj.weight" => "attn_output",
+            "mlp.gate_proj.weight" => "ffn_gate",
+            "mlp.up_proj.weight" => "ffn_up",
+            "mlp.down_proj.weight" => "ffn_down",
             other => panic!("{other}"),
         };
         format!("blk.{layer}.{g}.weight")
@@ -100,14 +145,26 @@ fn write_gguf(path: &Path, config: &LlamaConfig, weights: &Weights, dtype: GgmlD
     let mut tensors = Vec::new();
     for (name, weight) in weights.iter() {
         let weight = if name.ends_with("q_proj.weight") {
-            permute::select_rows(weight, &permute::meta_rows_from_hf(config.n_heads, config.head_dim)).unwrap()
+            permute::select_rows(
+                weight,
+                &permute::meta_rows_from_hf(config.n_heads, config.head_dim),
+            )
+            .unwrap()
         } else if name.ends_with("k_proj.weight") {
-            permute::select_rows(weight, &permute::meta_rows_from_hf(config.n_kv_heads, config.head_dim)).unwrap()
+            permute::select_rows(
+                weight,
+                &permute::meta_rows_from_hf(config.n_kv_heads, config.head_dim),
+            )
+            .unwrap()
         } else {
             weight.clone()
         };
         let dense = weight.to_dense(DType::F32).unwrap();
-        let q = if dense.rank() == 2 { QTensor::quantize(&dense, dtype).unwrap() } else { QTensor::quantize(&dense, GgmlDType::F32).unwrap() };
+        let q = if dense.rank() == 2 {
+            QTensor::quantize(&dense, dtype).unwrap()
+        } else {
+            QTensor::quantize(&dense, GgmlDType::F32).unwrap()
+        };
         tensors.push((gguf_name(name), q));
     }
     let u32v = |v: usize| GgufValue::U32(v as u32);
@@ -118,8 +175,14 @@ fn write_gguf(path: &Path, config: &LlamaConfig, weights: &Weights, dtype: GgmlD
         ("llama.feed_forward_length", u32v(config.ffn_dim)),
         ("llama.attention.head_count", u32v(config.n_heads)),
         ("llama.attention.head_count_kv", u32v(config.n_kv_heads)),
-        ("llama.attention.layer_norm_rms_epsilon", GgufValue::F32(config.norm_eps as f32)),
-        ("llama.rope.freq_base", GgufValue::F32(config.rope_theta as f32)),
+        (
+            "llama.attention.layer_norm_rms_epsilon",
+            GgufValue::F32(config.norm_eps as f32),
+        ),
+        (
+            "llama.rope.freq_base",
+            GgufValue::F32(config.rope_theta as f32),
+        ),
         ("llama.vocab_size", u32v(config.vocab_size)),
         ("llama.context_length", u32v(config.max_seq_len)),
     ];
@@ -131,9 +194,15 @@ fn write_gguf(path: &Path, config: &LlamaConfig, weights: &Weights, dtype: GgmlD
 
 #[test]
 fn gguf_in_llama_cpp_layout_gives_the_same_model() {
-    let config = LlamaConfig { rope_scaling: None, ..tiny_config() };
+    let config = LlamaConfig {
+        rope_scaling: None,
+        ..tiny_config()
+    };
     let weights = seeded::weights(&config, &Device::Cpu).unwrap();
-    let reference = logits(&Llama::load(config.clone(), &weights, DType::F32, &Device::Cpu).unwrap(), &TOKENS);
+    let reference = logits(
+        &Llama::load(config.clone(), &weights, DType::F32, &Device::Cpu).unwrap(),
+        &TOKENS,
+    );
     let dir = tempfile::tempdir().unwrap();
     // F32 proves the layout exactly; Q8_0 adds weight and activation (q8) rounding, still far
     // below the error of a wrong row permutation (~2).
@@ -156,11 +225,17 @@ fn bad_checkpoints_name_the_file_and_tensor() {
     let dir = tempfile::tempdir().unwrap();
 
     // A tensor of the wrong shape.
-    weights.insert("model.layers.1.mlp.up_proj.weight", Weight::Dense(Tensor::zeros((3, 3), DType::F32, &Device::Cpu).unwrap()));
+    weights.insert(
+        "model.layers.1.mlp.up_proj.weight",
+        Weight::Dense(Tensor::zeros((3, 3), DType::F32, &Device::Cpu).unwrap()),
+    );
     hf::save(dir.path(), &config, &weights, DType::F32, usize::MAX).unwrap();
     let ckpt = checkpoint::load(dir.path(), &Device::Cpu).unwrap();
     let err = Llama::load(ckpt.config, &ckpt.weights, DType::F32, &Device::Cpu).unwrap_err();
-    assert!(matches!(&err, Error::Shape { name, .. } if name == "model.layers.1.mlp.up_proj.weight"), "{err}");
+    assert!(
+        matches!(&err, Error::Shape { name, .. } if name == "model.layers.1.mlp.up_proj.weight"),
+        "{err}"
+    );
     assert!(err.to_string().contains(&dir.path().display().to_string()));
 
     // A missing tensor.
@@ -173,7 +248,10 @@ fn bad_checkpoints_name_the_file_and_tensor() {
     hf::save(dir.path(), &config, &partial, DType::F32, usize::MAX).unwrap();
     let ckpt = checkpoint::load(dir.path(), &Device::Cpu).unwrap();
     let err = Llama::load(ckpt.config, &ckpt.weights, DType::F32, &Device::Cpu).unwrap_err();
-    assert!(err.to_string().contains("model.norm.weight") && err.to_string().contains("missing"), "{err}");
+    assert!(
+        err.to_string().contains("model.norm.weight") && err.to_string().contains("missing"),
+        "{err}"
+    );
 
     // A truncated safetensors file.
     let file = dir.path().join("model.safetensors");
@@ -184,13 +262,26 @@ fn bad_checkpoints_name_the_file_and_tensor() {
 
     // A truncated GGUF: the error names the tensor that could not be read.
     let gguf = dir.path().join("tiny.gguf");
-    write_gguf(&gguf, &config, &seeded::weights(&config, &Device::Cpu).unwrap(), GgmlDType::F32);
+    write_gguf(
+        &gguf,
+        &config,
+        &seeded::weights(&config, &Device::Cpu).unwrap(),
+        GgmlDType::F32,
+    );
     let bytes = std::fs::read(&gguf).unwrap();
     std::fs::write(&gguf, &bytes[..bytes.len() - 5000]).unwrap();
-    let err = checkpoint::load(&gguf, &Device::Cpu).unwrap_err().to_string();
-    assert!(err.contains("tiny.gguf") && err.contains("tensor `"), "{err}");
+    let err = checkpoint::load(&gguf, &Device::Cpu)
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("tiny.gguf") && err.contains("tensor `"),
+        "{err}"
+    );
 
     // Not a model at all.
     std::fs::write(&gguf, b"hello").unwrap();
-    assert!(checkpoint::load(&gguf, &Device::Cpu).unwrap_err().to_string().contains("not a GGUF"));
+    assert!(checkpoint::load(&gguf, &Device::Cpu)
+        .unwrap_err()
+        .to_string()
+        .contains("not a GGUF"));
 }

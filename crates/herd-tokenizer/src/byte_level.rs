@@ -34,8 +34,12 @@ pub struct GgufVocab {
 impl ByteLevelBpe {
     /// Loads an HF `tokenizer.json`.
     pub fn from_file(path: &Path) -> Result<ByteLevelBpe> {
-        let text = std::fs::read_to_string(path).map_err(|e| Error::Io { path: path.into(), source: e })?;
-        let value: Value = serde_json::from_str(&text).map_err(|e| Error::format(path, format!("not JSON: {e}")))?;
+        let text = std::fs::read_to_string(path).map_err(|e| Error::Io {
+            path: path.into(),
+            source: e,
+        })?;
+        let value: Value = serde_json::from_str(&text)
+            .map_err(|e| Error::format(path, format!("not JSON: {e}")))?;
         Self::from_json(value).map_err(|m| Error::format(path, m))
     }
 
@@ -46,16 +50,28 @@ impl ByteLevelBpe {
         // llama.cpp's `llama_vocab` pre-tokenizers, as the equivalent HF components.
         let (pre_tokenizer, ignore_merges) = match pre {
             "default" | "gpt2" | "gpt-2" => (byte_level(true), false),
-            "smollm" => (json!({"type": "Sequence", "pretokenizers": [{"type": "Digits", "individual_digits": true}, byte_level(true)]}), false),
+            "smollm" => (
+                json!({"type": "Sequence", "pretokenizers": [{"type": "Digits", "individual_digits": true}, byte_level(true)]}),
+                false,
+            ),
             "llama-bpe" | "llama3" => (
                 json!({"type": "Sequence", "pretokenizers": [
                     {"type": "Split", "pattern": {"Regex": llama3::PATTERN}, "behavior": "Isolated", "invert": false},
                     byte_level(false)]}),
                 true,
             ),
-            other => return Err(format!("GGUF pre-tokenizer `{other}` is not supported (gpt2, smollm, llama-bpe are)")),
+            other => {
+                return Err(format!(
+                    "GGUF pre-tokenizer `{other}` is not supported (gpt2, smollm, llama-bpe are)"
+                ))
+            }
         };
-        let vocab_map: serde_json::Map<String, Value> = vocab.tokens.iter().enumerate().map(|(i, t)| (t.clone(), json!(i))).collect();
+        let vocab_map: serde_json::Map<String, Value> = vocab
+            .tokens
+            .iter()
+            .enumerate()
+            .map(|(i, t)| (t.clone(), json!(i)))
+            .collect();
         let added: Vec<Value> = vocab
             .tokens
             .iter()
@@ -79,28 +95,45 @@ impl ByteLevelBpe {
     }
 
     fn from_json(mut value: Value) -> std::result::Result<ByteLevelBpe, String> {
-        let parse = |v: &Value| tokenizers::Tokenizer::from_bytes(v.to_string()).map_err(|e| format!("not a usable tokenizer.json: {e}"));
+        let parse = |v: &Value| {
+            tokenizers::Tokenizer::from_bytes(v.to_string())
+                .map_err(|e| format!("not a usable tokenizer.json: {e}"))
+        };
         let with_specials = parse(&value)?;
         // Without the added tokens, special-token text is ordinary text for the BPE.
         value["added_tokens"] = json!([]);
         let plain = parse(&value)?;
-        Ok(ByteLevelBpe { with_specials, plain })
+        Ok(ByteLevelBpe {
+            with_specials,
+            plain,
+        })
     }
 
     /// Encodes `text`; special-token text becomes special ids only when `allow_special` is set.
     /// No BOS is added here (the caller decides).
     pub fn encode(&self, text: &str, allow_special: bool) -> Result<Vec<u32>> {
-        let tokenizer = if allow_special { &self.with_specials } else { &self.plain };
-        let encoding = tokenizer.encode(text, false).map_err(|e| Error::Other(format!("tokenization failed: {e}")))?;
+        let tokenizer = if allow_special {
+            &self.with_specials
+        } else {
+            &self.plain
+        };
+        let encoding = tokenizer
+            .encode(text, false)
+            .map_err(|e| Error::Other(format!("tokenization failed: {e}")))?;
         Ok(encoding.get_ids().to_vec())
     }
 
     /// Decodes ids to text, special tokens included (invalid UTF-8 becomes U+FFFD).
     pub fn decode(&self, ids: &[u32]) -> Result<String> {
-        if let Some(&bad) = ids.iter().find(|&&id| self.with_specials.id_to_token(id).is_none()) {
+        if let Some(&bad) = ids
+            .iter()
+            .find(|&&id| self.with_specials.id_to_token(id).is_none())
+        {
             return Err(Error::UnknownId(bad));
         }
-        self.with_specials.decode(ids, false).map_err(|e| Error::Other(format!("decoding failed: {e}")))
+        self.with_specials
+            .decode(ids, false)
+            .map_err(|e| Error::Other(format!("decoding failed: {e}")))
     }
 
     /// Number of ids, added tokens included.

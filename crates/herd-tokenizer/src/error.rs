@@ -7,7 +7,10 @@ use std::path::PathBuf;
 pub enum Error {
     /// The file could not be read.
     #[error("{path}: {source}")]
-    Io { path: PathBuf, source: std::io::Error },
+    Io {
+        path: PathBuf,
+        source: std::io::Error,
+    },
     /// The file is not a valid tokenizer (the message says where).
     #[error("{path}: {message}")]
     Format { path: PathBuf, message: String },
@@ -22,7 +25,10 @@ pub enum Error {
 impl Error {
     /// An [`Error::Format`] for `path`.
     pub fn format(path: impl Into<PathBuf>, message: impl Into<String>) -> Error {
-        Error::Format { path: path.into(), message: message.into() }
+        Error::Format {
+            path: path.into(),
+            message: message.into(),
+        }
     }
 }
 

@@ -77,21 +77,38 @@ impl Llama3Tokenizer {
     pub fn from_ranks(ranks: crate::tiktoken::Ranks, path: &Path) -> Result<Llama3Tokenizer> {
         let base = ranks.len() as u32;
         if base != NUM_BASE_TOKENS {
-            return Err(crate::Error::format(path, format!("{base} ranks; Llama 3's tokenizer.model has {NUM_BASE_TOKENS}")));
+            return Err(crate::Error::format(
+                path,
+                format!("{base} ranks; Llama 3's tokenizer.model has {NUM_BASE_TOKENS}"),
+            ));
         }
         let specials = special_tokens();
-        let with_ids: Vec<(String, u32)> = specials.iter().enumerate().map(|(i, s)| (s.clone(), base + i as u32)).collect();
-        Ok(Llama3Tokenizer { bpe: core_bpe(ranks, &with_ids, PATTERN)?, specials })
+        let with_ids: Vec<(String, u32)> = specials
+            .iter()
+            .enumerate()
+            .map(|(i, s)| (s.clone(), base + i as u32))
+            .collect();
+        Ok(Llama3Tokenizer {
+            bpe: core_bpe(ranks, &with_ids, PATTERN)?,
+            specials,
+        })
     }
 
     /// Encodes `text`; special-token text becomes special ids only when `allow_special` is set
     /// (Meta's `allowed_special="all"`), otherwise it is encoded as plain text.
     pub fn encode(&self, text: &str, allow_special: bool) -> Vec<u32> {
-        let allowed: HashSet<&str> = if allow_special { self.specials.iter().map(String::as_str).collect() } else { HashSet::new() };
+        let allowed: HashSet<&str> = if allow_special {
+            self.specials.iter().map(String::as_str).collect()
+        } else {
+            HashSet::new()
+        };
         let mut ids = Vec::new();
         for chunk in char_chunks(text, MAX_ENCODE_CHARS) {
             for piece in split_runs(chunk, MAX_RUN_CHARS) {
-                let (piece_ids, _) = self.bpe.encode(piece, &allowed).expect("the split pattern matches any text");
+                let (piece_ids, _) = self
+                    .bpe
+                    .encode(piece, &allowed)
+                    .expect("the split pattern matches any text");
                 ids.extend(piece_ids);
             }
         }
@@ -110,7 +127,10 @@ impl Llama3Tokenizer {
 
     /// The id of a special token string.
     pub fn special_id(&self, token: &str) -> Option<u32> {
-        self.specials.iter().position(|s| s == token).map(|i| NUM_BASE_TOKENS + i as u32)
+        self.specials
+            .iter()
+            .position(|s| s == token)
+            .map(|i| NUM_BASE_TOKENS + i as u32)
     }
 }
 
@@ -166,8 +186,14 @@ mod tests {
     fn special_tokens_have_metas_ids() {
         let tokens = special_tokens();
         assert_eq!(tokens.len(), 256);
-        assert_eq!(tokens[(special::EOT - NUM_BASE_TOKENS) as usize], "<|eot_id|>");
-        assert_eq!(tokens[(special::PYTHON_TAG - NUM_BASE_TOKENS) as usize], "<|python_tag|>");
+        assert_eq!(
+            tokens[(special::EOT - NUM_BASE_TOKENS) as usize],
+            "<|eot_id|>"
+        );
+        assert_eq!(
+            tokens[(special::PYTHON_TAG - NUM_BASE_TOKENS) as usize],
+            "<|python_tag|>"
+        );
         assert_eq!(tokens[255], "<|reserved_special_token_245|>");
     }
 
@@ -175,6 +201,9 @@ mod tests {
     fn runs_are_cut_like_meta() {
         assert_eq!(split_runs("aaaaa  b", 2), vec!["aa", "aa", "a  b"]);
         assert_eq!(split_runs("", 2), vec![""]);
-        assert_eq!(char_chunks("héllo", 2).collect::<Vec<_>>(), vec!["hé", "ll", "o"]);
+        assert_eq!(
+            char_chunks("héllo", 2).collect::<Vec<_>>(),
+            vec!["hé", "ll", "o"]
+        );
     }
 }

@@ -15,19 +15,29 @@ pub type Ranks = FxHashMap<Vec<u8>, u32>;
 
 /// Reads a tiktoken rank file; a bad line is reported with its number.
 pub fn read_ranks(path: &Path) -> Result<Ranks> {
-    let text = std::fs::read_to_string(path).map_err(|e| Error::Io { path: path.into(), source: e })?;
+    let text = std::fs::read_to_string(path).map_err(|e| Error::Io {
+        path: path.into(),
+        source: e,
+    })?;
     let mut ranks = Ranks::default();
     for (n, line) in text.lines().enumerate().filter(|(_, l)| !l.is_empty()) {
         let bad = |what: &str| Error::format(path, format!("line {}: {what}: {line:?}", n + 1));
-        let (token, rank) = line.split_once(' ').ok_or_else(|| bad("expected `base64 rank`"))?;
-        let bytes = base64::engine::general_purpose::STANDARD.decode(token).map_err(|_| bad("bad base64"))?;
+        let (token, rank) = line
+            .split_once(' ')
+            .ok_or_else(|| bad("expected `base64 rank`"))?;
+        let bytes = base64::engine::general_purpose::STANDARD
+            .decode(token)
+            .map_err(|_| bad("bad base64"))?;
         let rank: u32 = rank.trim().parse().map_err(|_| bad("bad rank"))?;
         if ranks.insert(bytes, rank).is_some() {
             return Err(bad("duplicate token"));
         }
     }
     if ranks.is_empty() {
-        return Err(Error::format(path, "no ranks in file (is this a tiktoken tokenizer.model?)"));
+        return Err(Error::format(
+            path,
+            "no ranks in file (is this a tiktoken tokenizer.model?)",
+        ));
     }
     Ok(ranks)
 }
@@ -35,5 +45,6 @@ pub fn read_ranks(path: &Path) -> Result<Ranks> {
 /// Builds tiktoken's BPE from ranks, special tokens and the pre-tokenizer split pattern.
 pub fn core_bpe(ranks: Ranks, specials: &[(String, u32)], pattern: &str) -> Result<CoreBPE> {
     let specials: FxHashMap<String, u32> = specials.iter().cloned().collect();
-    CoreBPE::new(ranks, specials, pattern).map_err(|e| Error::Other(format!("cannot build BPE: {e}")))
+    CoreBPE::new(ranks, specials, pattern)
+        .map_err(|e| Error::Other(format!("cannot build BPE: {e}")))
 }

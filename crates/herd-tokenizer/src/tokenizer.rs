@@ -46,7 +46,11 @@ impl Tokenizer {
             backend: Backend::Llama3(Box::new(Llama3Tokenizer::from_file(path)?)),
             bos: Some(llama3::special::BEGIN_OF_TEXT),
             add_bos: true,
-            stop: vec![llama3::special::END_OF_TEXT, llama3::special::EOM, llama3::special::EOT],
+            stop: vec![
+                llama3::special::END_OF_TEXT,
+                llama3::special::EOM,
+                llama3::special::EOT,
+            ],
             chat_template: None,
         })
     }
@@ -57,13 +61,16 @@ impl Tokenizer {
         let bpe = ByteLevelBpe::from_file(path)?;
         let config_path = path.with_file_name("tokenizer_config.json");
         let config: Value = match std::fs::read_to_string(&config_path) {
-            Ok(text) => serde_json::from_str(&text).map_err(|e| Error::format(&config_path, format!("not JSON: {e}")))?,
+            Ok(text) => serde_json::from_str(&text)
+                .map_err(|e| Error::format(&config_path, format!("not JSON: {e}")))?,
             Err(_) => Value::Null,
         };
         // Token fields are a string or an AddedToken object with `content`.
         let token = |key: &str| -> Option<u32> {
             let v = config.get(key)?;
-            let text = v.as_str().or_else(|| v.get("content").and_then(Value::as_str))?;
+            let text = v
+                .as_str()
+                .or_else(|| v.get("content").and_then(Value::as_str))?;
             bpe.token_id(text)
         };
         let bos = token("bos_token");
@@ -73,9 +80,21 @@ impl Tokenizer {
                 stop.push(id);
             }
         }
-        let add_bos = config.get("add_bos_token").and_then(Value::as_bool).unwrap_or(bos.is_some());
-        let chat_template = config.get("chat_template").and_then(Value::as_str).map(str::to_string);
-        Ok(Tokenizer { backend: Backend::ByteLevel(Box::new(bpe)), bos, add_bos, stop, chat_template })
+        let add_bos = config
+            .get("add_bos_token")
+            .and_then(Value::as_bool)
+            .unwrap_or(bos.is_some());
+        let chat_template = config
+            .get("chat_template")
+            .and_then(Value::as_str)
+            .map(str::to_string);
+        Ok(Tokenizer {
+            backend: Backend::ByteLevel(Box::new(bpe)),
+            bos,
+            add_bos,
+            stop,
+            chat_template,
+        })
     }
 
     /// The tokenizer a GGUF embeds.
@@ -97,13 +116,23 @@ impl Tokenizer {
             for (file, json) in [("tokenizer.json", true), ("tokenizer.model", false)] {
                 let candidate = path.join(file);
                 if candidate.exists() {
-                    return if json { Self::from_tokenizer_json(&candidate) } else { Self::llama3(&candidate) };
+                    return if json {
+                        Self::from_tokenizer_json(&candidate)
+                    } else {
+                        Self::llama3(&candidate)
+                    };
                 }
             }
-            return Err(Error::format(path, "no tokenizer.json or tokenizer.model in this folder"));
+            return Err(Error::format(
+                path,
+                "no tokenizer.json or tokenizer.model in this folder",
+            ));
         }
         let is_json = std::fs::read(path)
-            .map_err(|e| Error::Io { path: path.into(), source: e })?
+            .map_err(|e| Error::Io {
+                path: path.into(),
+                source: e,
+            })?
             .iter()
             .find(|b| !b.is_ascii_whitespace())
             == Some(&b'{');
@@ -139,7 +168,11 @@ impl Tokenizer {
         match &self.backend {
             Backend::Llama3(t) => {
                 let bytes = t.decode_bytes(ids).ok_or_else(|| {
-                    let bad = ids.iter().copied().find(|&id| t.decode_bytes(&[id]).is_none()).unwrap_or(u32::MAX);
+                    let bad = ids
+                        .iter()
+                        .copied()
+                        .find(|&id| t.decode_bytes(&[id]).is_none())
+                        .unwrap_or(u32::MAX);
                     Error::UnknownId(bad)
                 })?;
                 Ok(String::from_utf8_lossy(&bytes).into_owned())
@@ -151,10 +184,13 @@ impl Tokenizer {
     /// The id of a token string (e.g. `<|eot_id|>`).
     pub fn token_id(&self, token: &str) -> Option<u32> {
         match &self.backend {
-            Backend::Llama3(t) => t.special_id(token).or_else(|| match t.encode(token, false).as_slice() {
-                [id] => Some(*id),
-                _ => None,
-            }),
+            Backend::Llama3(t) => {
+                t.special_id(token)
+                    .or_else(|| match t.encode(token, false).as_slice() {
+                        [id] => Some(*id),
+                        _ => None,
+                    })
+            }
             Backend::ByteLevel(t) => t.token_id(token),
         }
     }
@@ -177,6 +213,13 @@ impl Tokenizer {
         &self.stop
     }
 
+    /// Also stops generation at `token`, if the vocabulary has it.
+    pub fn add_stop_token(&mut self, token: &str) {
+        if let Some(id) = self.token_id(token).filter(|id| !self.stop.contains(id)) {
+            self.stop.push(id);
+        }
+    }
+
     /// The model's Jinja chat template, when it carries one.
     pub fn chat_template(&self) -> Option<&str> {
         self.chat_template.as_deref()
@@ -194,7 +237,11 @@ pub struct StreamDecoder<'a> {
 impl<'a> StreamDecoder<'a> {
     /// A decoder with nothing generated yet.
     pub fn new(tokenizer: &'a Tokenizer) -> StreamDecoder<'a> {
-        StreamDecoder { tokenizer, ids: Vec::new(), emitted: 0 }
+        StreamDecoder {
+            tokenizer,
+            ids: Vec::new(),
+            emitted: 0,
+        }
     }
 
     /// Adds one id; returns the text that became complete, if any.

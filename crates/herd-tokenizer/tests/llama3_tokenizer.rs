@@ -12,18 +12,33 @@ fn text_of(case: &Value) -> String {
         return text.as_str().unwrap().to_string();
     }
     let r = &case["repeat"];
-    format!("{}{}{}", r["prefix"].as_str().unwrap(), r["unit"].as_str().unwrap().repeat(r["count"].as_u64().unwrap() as usize), r["suffix"].as_str().unwrap())
+    format!(
+        "{}{}{}",
+        r["prefix"].as_str().unwrap(),
+        r["unit"]
+            .as_str()
+            .unwrap()
+            .repeat(r["count"].as_u64().unwrap() as usize),
+        r["suffix"].as_str().unwrap()
+    )
 }
 
 fn ids(v: &Value) -> Vec<u32> {
-    v.as_array().unwrap().iter().map(|x| x.as_u64().unwrap() as u32).collect()
+    v.as_array()
+        .unwrap()
+        .iter()
+        .map(|x| x.as_u64().unwrap() as u32)
+        .collect()
 }
 
 #[test]
 fn encode_and_decode_match_llama_models() {
-    let Some(path) = asset("llama3/tokenizer.model") else { return };
+    let Some(path) = asset("llama3/tokenizer.model") else {
+        return;
+    };
     let tokenizer = Tokenizer::llama3(&path).unwrap();
-    let fixture: Value = serde_json::from_str(include_str!("fixtures/llama3_tokenizer.json")).unwrap();
+    let fixture: Value =
+        serde_json::from_str(include_str!("fixtures/llama3_tokenizer.json")).unwrap();
     let cases = fixture["cases"].as_array().unwrap();
     let mut failures = Vec::new();
     for case in cases {
@@ -40,9 +55,19 @@ fn encode_and_decode_match_llama_models() {
             failures.push(case["name"].as_str().unwrap().to_string());
         }
     }
-    assert!(failures.is_empty(), "{} of {} cases differ: {failures:?}", failures.len(), cases.len());
+    assert!(
+        failures.is_empty(),
+        "{} of {} cases differ: {failures:?}",
+        failures.len(),
+        cases.len()
+    );
     for case in fixture["decode_cases"].as_array().unwrap() {
-        assert_eq!(tokenizer.decode(&ids(&case["ids"])).unwrap(), case["text"].as_str().unwrap(), "{}", case["name"]);
+        assert_eq!(
+            tokenizer.decode(&ids(&case["ids"])).unwrap(),
+            case["text"].as_str().unwrap(),
+            "{}",
+            case["name"]
+        );
     }
 }
 
@@ -60,9 +85,16 @@ fn llama_cpp_vocab_test_vectors() {
     let outputs = std::fs::read_to_string(out).unwrap();
     let inputs: Vec<&str> = inputs.split("\n__ggml_vocab_test__\n").collect();
     let outputs: Vec<&str> = outputs.lines().collect();
-    assert_eq!(inputs.len(), outputs.len() + 1, "the .inp file ends with a separator");
+    assert_eq!(
+        inputs.len(),
+        outputs.len() + 1,
+        "the .inp file ends with a separator"
+    );
     for (text, expected) in inputs.iter().zip(&outputs) {
-        let expected: Vec<u32> = expected.split_whitespace().map(|t| t.parse().unwrap()).collect();
+        let expected: Vec<u32> = expected
+            .split_whitespace()
+            .map(|t| t.parse().unwrap())
+            .collect();
         assert_eq!(tokenizer.encode(text, false).unwrap(), expected, "{text:?}");
     }
 }

@@ -37,18 +37,25 @@ pub fn load(path: &Path, device: &Device) -> Result<(LlamaConfig, Weights, Metad
     let config = config_from_metadata(path, &content)?;
     let mut weights = Weights::new(path);
     for (gguf_name, info) in &content.tensor_infos {
-        let Some(name) = hf_name(gguf_name) else { continue };
+        let Some(name) = hf_name(gguf_name) else {
+            continue;
+        };
         let qtensor = content
             .tensor(&mut file, gguf_name, device)
             .map_err(|e| Error::format(path, format!("tensor `{gguf_name}`: {e}")))?;
         let weight = match info.ggml_dtype {
-            GgmlDType::F32 | GgmlDType::F16 | GgmlDType::BF16 => Weight::Dense(qtensor.dequantize(device)?),
+            GgmlDType::F32 | GgmlDType::F16 | GgmlDType::BF16 => {
+                Weight::Dense(qtensor.dequantize(device)?)
+            }
             _ => Weight::Quantized(Arc::new(qtensor)),
         };
         let weight = if name.ends_with("q_proj.weight") {
             select_rows(&weight, &hf_rows_from_meta(config.n_heads, config.head_dim))?
         } else if name.ends_with("k_proj.weight") {
-            select_rows(&weight, &hf_rows_from_meta(config.n_kv_heads, config.head_dim))?
+            select_rows(
+                &weight,
+                &hf_rows_from_meta(config.n_kv_heads, config.head_dim),
+            )?
         } else {
             weight
         };
@@ -93,26 +100,45 @@ fn config_from_metadata(path: &Path, content: &Content) -> Result<LlamaConfig> {
         .map(String::as_str)
         .unwrap_or("(none)");
     if arch != "llama" {
-        return Err(Error::format(path, format!("architecture `{arch}` is not supported (herd runs `llama` GGUFs)")));
+        return Err(Error::format(
+            path,
+            format!("architecture `{arch}` is not supported (herd runs `llama` GGUFs)"),
+        ));
     }
     let get = |key: &str| md.get(&format!("llama.{key}"));
     let int = |key: &str| -> Result<usize> {
         get(key)
-            .and_then(|v| v.to_u32().ok().map(|x| x as usize).or_else(|| v.to_u64().ok().map(|x| x as usize)))
+            .and_then(|v| {
+                v.to_u32()
+                    .ok()
+                    .map(|x| x as usize)
+                    .or_else(|| v.to_u64().ok().map(|x| x as usize))
+            })
             .ok_or_else(|| Error::format(path, format!("metadata `llama.{key}` is missing")))
     };
     // GGUF stores f32; read it back as the decimal it was written from (1e-5, not 9.9999997e-6).
-    let float = |key: &str| get(key).and_then(|v| v.to_f32().ok()).map(|x| x.to_string().parse::<f64>().unwrap_or(x as f64));
+    let float = |key: &str| {
+        get(key)
+            .and_then(|v| v.to_f32().ok())
+            .map(|x| x.to_string().parse::<f64>().unwrap_or(x as f64))
+    };
     let dim = int("embedding_length")?;
     let n_heads = int("attention.head_count")?;
-    let head_dim = int("attention.key_length").or_else(|_| int("rope.dimension_count")).unwrap_or(dim / n_heads.max(1));
+    let head_dim = int("attention.key_length")
+        .or_else(|_| int("rope.dimension_count"))
+        .unwrap_or(dim / n_heads.max(1));
     let vocab_size = match int("vocab_size") {
         Ok(v) => v,
         Err(_) => md
             .get("tokenizer.ggml.tokens")
             .and_then(|v| v.to_vec().ok())
             .map(Vec::len)
-            .ok_or_else(|| Error::format(path, "neither `llama.vocab_size` nor `tokenizer.ggml.tokens`"))?,
+            .ok_or_else(|| {
+                Error::format(
+                    path,
+                    "neither `llama.vocab_size` nor `tokenizer.ggml.tokens`",
+                )
+            })?,
     };
     let rope_scaling = if let Some(info) = content.tensor_infos.get("rope_freqs.weight") {
         let mut file = File::open(path).map_err(|e| Error::io(path, e))?;
@@ -120,12 +146,24 @@ fn config_from_metadata(path: &Path, content: &Content) -> Result<LlamaConfig> {
             .read(&mut file, content.tensor_data_offset, &Device::Cpu)
             .and_then(|q| q.dequantize(&Device::Cpu)?.to_vec1::<f32>())
             .map_err(|e| Error::format(path, format!("tensor `rope_freqs.weight`: {e}")))?;
-        Some(RopeScaling::FreqFactors { factors: factors.into_iter().map(f64::from).collect() })
+        Some(RopeScaling::FreqFactors {
+            factors: factors.into_iter().map(f64::from).collect(),
+        })
     } else {
-        match get("rope.scaling.type").and_then(|v| v.to_string().ok()).map(String::as_str) {
-            Some("linear") => Some(RopeScaling::Linear { factor: float("rope.scaling.factor").unwrap_or(1.0) }),
+        match get("rope.scaling.type")
+            .and_then(|v| v.to_string().ok())
+            .map(String::as_str)
+        {
+            Some("linear") => Some(RopeScaling::Linear {
+                factor: float("rope.scaling.factor").unwrap_or(1.0),
+            }),
             None | Some("none") => None,
-            Some(other) => return Err(Error::format(path, format!("rope scaling `{other}` is not supported"))),
+            Some(other) => {
+                return Err(Error::format(
+                    path,
+                    format!("rope scaling `{other}` is not supported"),
+                ))
+            }
         }
     };
     let config = LlamaConfig {
@@ -142,7 +180,9 @@ fn config_from_metadata(path: &Path, content: &Content) -> Result<LlamaConfig> {
         max_seq_len: int("context_length").unwrap_or(8192),
         tie_embeddings: !content.tensor_infos.contains_key("output.weight"),
     };
-    config.validate().map_err(|m| Error::format(path, format!("bad hyper-parameters: {m}")))?;
+    config
+        .validate()
+        .map_err(|m| Error::format(path, format!("bad hyper-parameters: {m}")))?;
     Ok(config)
 }
 
@@ -152,8 +192,14 @@ mod tests {
 
     #[test]
     fn names_map_to_hf() {
-        assert_eq!(hf_name("blk.12.attn_q.weight").unwrap(), "model.layers.12.self_attn.q_proj.weight");
-        assert_eq!(hf_name("token_embd.weight").unwrap(), "model.embed_tokens.weight");
+        assert_eq!(
+            hf_name("blk.12.attn_q.weight").unwrap(),
+            "model.layers.12.self_attn.q_proj.weight"
+        );
+        assert_eq!(
+            hf_name("token_embd.weight").unwrap(),
+            "model.embed_tokens.weight"
+        );
         assert!(hf_name("rope_freqs.weight").is_none());
     }
 }

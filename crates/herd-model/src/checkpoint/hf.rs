@@ -51,18 +51,26 @@ pub fn read_config(path: &Path) -> Result<LlamaConfig> {
 
 /// Parses the text of an HF Llama `config.json`.
 pub fn parse_config(text: &str) -> std::result::Result<LlamaConfig, String> {
-    let hf: HfConfig = serde_json::from_str(text).map_err(|e| format!("not a Llama config.json: {e}"))?;
+    let hf: HfConfig =
+        serde_json::from_str(text).map_err(|e| format!("not a Llama config.json: {e}"))?;
     if hf.attention_bias || hf.mlp_bias {
-        return Err("attention_bias/mlp_bias are not Llama 3 (herd supports bias-free models)".into());
+        return Err(
+            "attention_bias/mlp_bias are not Llama 3 (herd supports bias-free models)".into(),
+        );
     }
     if let Some(act) = hf.hidden_act.as_deref().filter(|a| *a != "silu") {
-        return Err(format!("hidden_act `{act}` is not supported (Llama uses silu)"));
+        return Err(format!(
+            "hidden_act `{act}` is not supported (Llama uses silu)"
+        ));
     }
     // transformers 5.x keeps θ inside rope_parameters; 4.x has rope_theta beside rope_scaling.
     let rope = hf.rope_parameters.as_ref().or(hf.rope_scaling.as_ref());
     let theta = hf
         .rope_theta
-        .or_else(|| rope.and_then(|r| r.get("rope_theta")).and_then(Value::as_f64))
+        .or_else(|| {
+            rope.and_then(|r| r.get("rope_theta"))
+                .and_then(Value::as_f64)
+        })
         .unwrap_or(10_000.0);
     let rope_scaling = match rope {
         Some(r) if !r.is_null() => parse_rope_scaling(r)?,
@@ -74,7 +82,9 @@ pub fn parse_config(text: &str) -> std::result::Result<LlamaConfig, String> {
         n_layers: hf.num_hidden_layers,
         n_heads: hf.num_attention_heads,
         n_kv_heads: hf.num_key_value_heads.unwrap_or(hf.num_attention_heads),
-        head_dim: hf.head_dim.unwrap_or(hf.hidden_size / hf.num_attention_heads.max(1)),
+        head_dim: hf
+            .head_dim
+            .unwrap_or(hf.hidden_size / hf.num_attention_heads.max(1)),
         ffn_dim: hf.intermediate_size,
         norm_eps: hf.rms_norm_eps,
         rope_theta: theta,
@@ -99,7 +109,9 @@ fn parse_rope_scaling(r: &Value) -> std::result::Result<Option<RopeScaling>, Str
     };
     Ok(match kind {
         "default" => None,
-        "linear" => Some(RopeScaling::Linear { factor: num("factor")? }),
+        "linear" => Some(RopeScaling::Linear {
+            factor: num("factor")?,
+        }),
         "llama3" => Some(RopeScaling::Llama3 {
             factor: num("factor")?,
             low_freq_factor: num("low_freq_factor")?,
@@ -113,7 +125,11 @@ fn parse_rope_scaling(r: &Value) -> std::result::Result<Option<RopeScaling>, Str
                 .map(|a| a.iter().filter_map(Value::as_f64).collect())
                 .ok_or("rope scaling `herd_freq_factors` needs a list `factors`")?,
         }),
-        other => return Err(format!("rope scaling type `{other}` is not supported (default, linear, llama3 are)")),
+        other => {
+            return Err(format!(
+                "rope scaling type `{other}` is not supported (default, linear, llama3 are)"
+            ))
+        }
     })
 }
 
@@ -122,12 +138,19 @@ pub fn config_json(config: &LlamaConfig, dtype: DType) -> Value {
     let rope_scaling = match &config.rope_scaling {
         None => Value::Null,
         Some(RopeScaling::Linear { factor }) => json!({"rope_type": "linear", "factor": factor}),
-        Some(RopeScaling::Llama3 { factor, low_freq_factor, high_freq_factor, original_context }) => json!({
+        Some(RopeScaling::Llama3 {
+            factor,
+            low_freq_factor,
+            high_freq_factor,
+            original_context,
+        }) => json!({
             "rope_type": "llama3", "factor": factor, "low_freq_factor": low_freq_factor,
             "high_freq_factor": high_freq_factor, "original_max_position_embeddings": original_context,
         }),
         // HF has no per-frequency factors (llama.cpp's `rope_freqs`); herd reads this spelling back.
-        Some(RopeScaling::FreqFactors { factors }) => json!({"rope_type": "herd_freq_factors", "factors": factors}),
+        Some(RopeScaling::FreqFactors { factors }) => {
+            json!({"rope_type": "herd_freq_factors", "factors": factors})
+        }
     };
     json!({
         "architectures": ["LlamaForCausalLM"],
@@ -157,7 +180,8 @@ fn weight_files(dir: &Path) -> Result<Vec<PathBuf>> {
     let index = dir.join("model.safetensors.index.json");
     if index.exists() {
         let text = std::fs::read_to_string(&index).map_err(|e| Error::io(&index, e))?;
-        let value: Value = serde_json::from_str(&text).map_err(|e| Error::format(&index, e.to_string()))?;
+        let value: Value =
+            serde_json::from_str(&text).map_err(|e| Error::format(&index, e.to_string()))?;
         let map = value
             .get("weight_map")
             .and_then(Value::as_object)
@@ -175,7 +199,10 @@ fn weight_files(dir: &Path) -> Result<Vec<PathBuf>> {
     if single.exists() {
         return Ok(vec![single]);
     }
-    Err(Error::format(dir, "no model.safetensors or model.safetensors.index.json in this folder"))
+    Err(Error::format(
+        dir,
+        "no model.safetensors or model.safetensors.index.json in this folder",
+    ))
 }
 
 /// Loads config and weights of an HF model folder onto `device`.
@@ -195,7 +222,13 @@ pub fn load(dir: &Path, device: &Device) -> Result<(LlamaConfig, Weights)> {
 /// Writes `weights` (dequantized, cast to `dtype`) and `config.json` into `dir` as an HF model
 /// folder, in shards of at most `max_shard_bytes` with an index when more than one is needed.
 /// Every file is written to a temporary name and renamed, so a crash leaves no half file.
-pub fn save(dir: &Path, config: &LlamaConfig, weights: &Weights, dtype: DType, max_shard_bytes: usize) -> Result<()> {
+pub fn save(
+    dir: &Path,
+    config: &LlamaConfig,
+    weights: &Weights,
+    dtype: DType,
+    max_shard_bytes: usize,
+) -> Result<()> {
     std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
     let mut shards: Vec<BTreeMap<String, Tensor>> = vec![BTreeMap::new()];
     let mut shard_bytes = 0;
@@ -207,17 +240,25 @@ pub fn save(dir: &Path, config: &LlamaConfig, weights: &Weights, dtype: DType, m
             shard_bytes = 0;
         }
         shard_bytes += bytes;
-        shards.last_mut().expect("one shard").insert(name.clone(), tensor);
+        shards
+            .last_mut()
+            .expect("one shard")
+            .insert(name.clone(), tensor);
     }
     let n = shards.len();
     let mut weight_map = BTreeMap::new();
     let mut total = 0usize;
     for (i, shard) in shards.iter().enumerate() {
-        let file = if n == 1 { "model.safetensors".to_string() } else { format!("model-{:05}-of-{n:05}.safetensors", i + 1) };
+        let file = if n == 1 {
+            "model.safetensors".to_string()
+        } else {
+            format!("model-{:05}-of-{n:05}.safetensors", i + 1)
+        };
         let path = dir.join(&file);
         let tmp = dir.join(format!(".{file}.tmp"));
         let map: HashMap<String, Tensor> = shard.clone().into_iter().collect();
-        candle_core::safetensors::save(&map, &tmp).map_err(|e| Error::format(&tmp, e.to_string()))?;
+        candle_core::safetensors::save(&map, &tmp)
+            .map_err(|e| Error::format(&tmp, e.to_string()))?;
         std::fs::rename(&tmp, &path).map_err(|e| Error::io(&path, e))?;
         for (name, t) in shard {
             weight_map.insert(name.clone(), file.clone());
@@ -226,7 +267,10 @@ pub fn save(dir: &Path, config: &LlamaConfig, weights: &Weights, dtype: DType, m
     }
     if n > 1 {
         let index = json!({"metadata": {"total_size": total}, "weight_map": weight_map});
-        write_atomic(&dir.join("model.safetensors.index.json"), &serde_json::to_vec_pretty(&index).expect("json"))?;
+        write_atomic(
+            &dir.join("model.safetensors.index.json"),
+            &serde_json::to_vec_pretty(&index).expect("json"),
+        )?;
     }
     let config = serde_json::to_vec_pretty(&config_json(config, dtype)).expect("json");
     write_atomic(&dir.join("config.json"), &config)
@@ -255,7 +299,10 @@ mod tests {
 
     #[test]
     fn hub_config_of_llama32_1b_is_the_preset() {
-        assert_eq!(parse_config(LLAMA32_1B).unwrap(), LlamaConfig::preset("llama3.2-1b").unwrap());
+        assert_eq!(
+            parse_config(LLAMA32_1B).unwrap(),
+            LlamaConfig::preset("llama3.2-1b").unwrap()
+        );
     }
 
     #[test]

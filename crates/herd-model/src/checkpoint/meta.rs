@@ -57,7 +57,8 @@ pub fn ffn_dim(dim: usize, multiple_of: usize, ffn_dim_multiplier: Option<f64>) 
 /// `use_scaled_rope` is set.
 pub fn read_params(path: &Path) -> Result<LlamaConfig> {
     let text = std::fs::read_to_string(path).map_err(|e| Error::io(path, e))?;
-    let p: Params = serde_json::from_str(&text).map_err(|e| Error::format(path, format!("not a Meta params.json: {e}")))?;
+    let p: Params = serde_json::from_str(&text)
+        .map_err(|e| Error::format(path, format!("not a Meta params.json: {e}")))?;
     let n_kv_heads = p.n_kv_heads.unwrap_or(p.n_heads);
     let config = LlamaConfig {
         vocab_size: p.vocab_size,
@@ -126,7 +127,10 @@ fn shard_files(dir: &Path) -> Result<Vec<PathBuf>> {
         .collect();
     files.sort();
     if files.is_empty() {
-        return Err(Error::format(dir, "no consolidated.*.pth file in this folder"));
+        return Err(Error::format(
+            dir,
+            "no consolidated.*.pth file in this folder",
+        ));
     }
     Ok(files)
 }
@@ -137,19 +141,27 @@ pub fn load(dir: &Path, device: &Device) -> Result<(LlamaConfig, Weights)> {
     let files = shard_files(dir)?;
     let shards = files
         .iter()
-        .map(|f| PthTensors::new(f, None).map_err(|e| Error::format(f, format!("not a readable PyTorch checkpoint: {e}"))))
+        .map(|f| {
+            PthTensors::new(f, None)
+                .map_err(|e| Error::format(f, format!("not a readable PyTorch checkpoint: {e}")))
+        })
         .collect::<Result<Vec<_>>>()?;
     let mut weights = Weights::new(dir);
     let mut names: Vec<String> = shards[0].tensor_infos().keys().cloned().collect();
     names.sort();
     for meta_name in names {
-        let Some(name) = hf_name(&meta_name) else { continue };
+        let Some(name) = hf_name(&meta_name) else {
+            continue;
+        };
         let mut parts = Vec::with_capacity(shards.len());
         for (file, shard) in files.iter().zip(&shards) {
             let tensor = shard
                 .get(&meta_name)
                 .map_err(|e| Error::format(file, format!("tensor `{meta_name}`: {e}")))?
-                .ok_or_else(|| Error::MissingTensor { path: file.clone(), name: meta_name.clone() })?;
+                .ok_or_else(|| Error::MissingTensor {
+                    path: file.clone(),
+                    name: meta_name.clone(),
+                })?;
             parts.push(tensor.to_device(device)?);
         }
         let tensor = match shard_dim(&meta_name) {
@@ -160,7 +172,10 @@ pub fn load(dir: &Path, device: &Device) -> Result<(LlamaConfig, Weights)> {
         let weight = if name.ends_with("q_proj.weight") {
             select_rows(&weight, &hf_rows_from_meta(config.n_heads, config.head_dim))?
         } else if name.ends_with("k_proj.weight") {
-            select_rows(&weight, &hf_rows_from_meta(config.n_kv_heads, config.head_dim))?
+            select_rows(
+                &weight,
+                &hf_rows_from_meta(config.n_kv_heads, config.head_dim),
+            )?
         } else {
             weight
         };
@@ -189,6 +204,9 @@ mod tests {
         assert_eq!(shard_dim("layers.3.attention.wq.weight"), Some(0));
         assert_eq!(shard_dim("tok_embeddings.weight"), Some(1));
         assert_eq!(shard_dim("layers.3.ffn_norm.weight"), None);
-        assert_eq!(hf_name("layers.3.feed_forward.w3.weight").unwrap(), "model.layers.3.mlp.up_proj.weight");
+        assert_eq!(
+            hf_name("layers.3.feed_forward.w3.weight").unwrap(),
+            "model.layers.3.mlp.up_proj.weight"
+        );
     }
 }

@@ -51,7 +51,10 @@ pub fn detect(path: &Path) -> Result<Format> {
         if &magic == b"GGUF" {
             return Ok(Format::Gguf);
         }
-        return Err(Error::format(path, "not a GGUF file (a model is a .gguf file, an HF folder or a Meta folder)"));
+        return Err(Error::format(
+            path,
+            "not a GGUF file (a model is a .gguf file, an HF folder or a Meta folder)",
+        ));
     }
     if path.join("config.json").exists() {
         return Ok(Format::Hf);
@@ -60,9 +63,15 @@ pub fn detect(path: &Path) -> Result<Format> {
         return Ok(Format::Meta);
     }
     if !path.exists() {
-        return Err(Error::io(path, std::io::Error::new(std::io::ErrorKind::NotFound, "no such file or folder")));
+        return Err(Error::io(
+            path,
+            std::io::Error::new(std::io::ErrorKind::NotFound, "no such file or folder"),
+        ));
     }
-    Err(Error::format(path, "no config.json (HF) or params.json (Meta) in this folder"))
+    Err(Error::format(
+        path,
+        "no config.json (HF) or params.json (Meta) in this folder",
+    ))
 }
 
 /// Reads the checkpoint at `path` (GGUF file, HF folder or Meta folder) onto `device`.
@@ -82,5 +91,11 @@ pub fn load(path: &Path, device: &Device) -> Result<Checkpoint> {
             (c, w, Some(m))
         }
     };
-    Ok(Checkpoint { path: path.to_path_buf(), format, config, weights, gguf_metadata })
+    Ok(Checkpoint {
+        path: path.to_path_buf(),
+        format,
+        config,
+        weights,
+        gguf_metadata,
+    })
 }

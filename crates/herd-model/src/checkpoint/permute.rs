@@ -85,13 +85,27 @@ mod tests {
     #[test]
     fn quantized_rows_move_whole() {
         let dev = Device::Cpu;
-        let dense = Tensor::arange(0f32, 4.0 * 64.0, &dev).unwrap().reshape((4, 64)).unwrap();
+        let dense = Tensor::arange(0f32, 4.0 * 64.0, &dev)
+            .unwrap()
+            .reshape((4, 64))
+            .unwrap();
         let q = Arc::new(QTensor::quantize(&dense, GgmlDType::Q8_0).unwrap());
         let rows = [2u32, 0, 3, 1];
         let permuted = select_rows(&Weight::Quantized(q.clone()), &rows).unwrap();
-        let expected = q.dequantize(&dev).unwrap().index_select(&Tensor::new(&rows, &dev).unwrap(), 0).unwrap();
+        let expected = q
+            .dequantize(&dev)
+            .unwrap()
+            .index_select(&Tensor::new(&rows, &dev).unwrap(), 0)
+            .unwrap();
         let got = permuted.to_dense(candle_core::DType::F32).unwrap();
-        let diff = (got - expected).unwrap().abs().unwrap().max_all().unwrap().to_scalar::<f32>().unwrap();
+        let diff = (got - expected)
+            .unwrap()
+            .abs()
+            .unwrap()
+            .max_all()
+            .unwrap()
+            .to_scalar::<f32>()
+            .unwrap();
         assert_eq!(diff, 0.0);
     }
 }

@@ -12,9 +12,17 @@ use crate::tokenizer::Tokenizer;
 
 /// The text of a tool call as it is written into an assistant message.
 pub fn encode_tool_call(call: &ToolCall, format: ToolPromptFormat) -> String {
-    let arg = |key: &str| call.arguments.get(key).and_then(|v| v.as_str()).unwrap_or_default().to_string();
+    let arg = |key: &str| {
+        call.arguments
+            .get(key)
+            .and_then(|v| v.as_str())
+            .unwrap_or_default()
+            .to_string()
+    };
     match call.tool_name.as_str() {
-        "brave_search" | "wolfram_alpha" | "photogen" => format!("{}.call(query=\"{}\")", call.tool_name, arg("query")),
+        "brave_search" | "wolfram_alpha" | "photogen" => {
+            format!("{}.call(query=\"{}\")", call.tool_name, arg("query"))
+        }
         "code_interpreter" => arg("code"),
         name => match format {
             ToolPromptFormat::Json => {
@@ -24,10 +32,17 @@ pub fn encode_tool_call(call: &ToolCall, format: ToolPromptFormat) -> String {
                 object.insert("parameters".into(), call.arguments.clone());
                 json_dumps(&serde_json::Value::Object(object))
             }
-            ToolPromptFormat::FunctionTag => format!("<function={name}>{}</function>", json_dumps(&call.arguments)),
+            ToolPromptFormat::FunctionTag => format!(
+                "<function={name}>{}</function>",
+                json_dumps(&call.arguments)
+            ),
             ToolPromptFormat::PythonList => {
                 let args = match &call.arguments {
-                    serde_json::Value::Object(map) => map.iter().map(|(k, v)| format!("{k}={}", python_list_value(v))).collect::<Vec<_>>().join(", "),
+                    serde_json::Value::Object(map) => map
+                        .iter()
+                        .map(|(k, v)| format!("{k}={}", python_list_value(v)))
+                        .collect::<Vec<_>>()
+                        .join(", "),
                     other => python_list_value(other),
                 };
                 format!("[{name}({args})]")
@@ -46,10 +61,19 @@ pub fn encode_header(tokenizer: &Tokenizer, role: Role) -> Result<Vec<u32>> {
 }
 
 /// One message: header, content, tool calls, end token.
-pub fn encode_message(tokenizer: &Tokenizer, message: &Message, format: ToolPromptFormat) -> Result<Vec<u32>> {
+pub fn encode_message(
+    tokenizer: &Tokenizer,
+    message: &Message,
+    format: ToolPromptFormat,
+) -> Result<Vec<u32>> {
     let mut ids = encode_header(tokenizer, message.role)?;
     let assistant = message.role == Role::Assistant;
-    if assistant && message.tool_calls.first().is_some_and(|c| c.tool_name == "code_interpreter") {
+    if assistant
+        && message
+            .tool_calls
+            .first()
+            .is_some_and(|c| c.tool_name == "code_interpreter")
+    {
         ids.push(special::PYTHON_TAG);
     }
     ids.extend(tokenizer.encode(&message.content, false)?);
@@ -59,12 +83,20 @@ pub fn encode_message(tokenizer: &Tokenizer, message: &Message, format: ToolProm
         }
     }
     let waits_for_tool = assistant && message.stop_reason == Some(StopReason::EndOfMessage);
-    ids.push(if waits_for_tool { special::EOM } else { special::EOT });
+    ids.push(if waits_for_tool {
+        special::EOM
+    } else {
+        special::EOT
+    });
     Ok(ids)
 }
 
 /// A whole dialog as the model's prompt, ending with the assistant header.
-pub fn encode_dialog_prompt(tokenizer: &Tokenizer, messages: &[Message], format: ToolPromptFormat) -> Result<Vec<u32>> {
+pub fn encode_dialog_prompt(
+    tokenizer: &Tokenizer,
+    messages: &[Message],
+    format: ToolPromptFormat,
+) -> Result<Vec<u32>> {
     let mut ids = vec![special::BEGIN_OF_TEXT];
     for message in messages {
         ids.extend(encode_message(tokenizer, message, format)?);

@@ -62,7 +62,12 @@ pub struct ToolCall {
 }
 
 /// Meta's built-in tools.
-pub const BUILTIN_TOOLS: &[&str] = &["brave_search", "wolfram_alpha", "photogen", "code_interpreter"];
+pub const BUILTIN_TOOLS: &[&str] = &[
+    "brave_search",
+    "wolfram_alpha",
+    "photogen",
+    "code_interpreter",
+];
 
 /// One message of a dialog.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -83,7 +88,12 @@ pub struct Message {
 impl Message {
     /// A message with text only.
     pub fn new(role: Role, content: impl Into<String>) -> Message {
-        Message { role, content: content.into(), tool_calls: Vec::new(), stop_reason: None }
+        Message {
+            role,
+            content: content.into(),
+            tool_calls: Vec::new(),
+            stop_reason: None,
+        }
     }
 }
 
@@ -98,4 +108,24 @@ pub enum ToolPromptFormat {
     FunctionTag,
     /// `[name(key=value, …)]`.
     PythonList,
+}
+
+/// The prompt of a chat, ending where the assistant's reply starts: Meta's Llama 3.1 format for
+/// the Llama 3 tokenizer, else the model's own Jinja template.
+pub fn encode_chat(tokenizer: &crate::Tokenizer, messages: &[Message]) -> crate::Result<Vec<u32>> {
+    if tokenizer.is_llama3() {
+        return llama3::encode_dialog_prompt(tokenizer, messages, ToolPromptFormat::default());
+    }
+    let template = tokenizer.chat_template().ok_or_else(|| {
+        crate::Error::Other("the tokenizer has no chat template and is not Llama 3's".into())
+    })?;
+    let token_text = |id: Option<u32>| {
+        id.and_then(|i| tokenizer.decode(&[i]).ok())
+            .unwrap_or_default()
+    };
+    let bos = token_text(tokenizer.bos_id());
+    let eos = token_text(tokenizer.stop_ids().first().copied());
+    let text =
+        template::render(template, messages, true, &bos, &eos).map_err(crate::Error::Other)?;
+    tokenizer.encode(&text, true)
 }

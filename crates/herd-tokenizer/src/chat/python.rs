@@ -12,7 +12,11 @@ pub fn float_repr(x: f64) -> String {
         return "NaN".into();
     }
     if x.is_infinite() {
-        return if x > 0.0 { "Infinity".into() } else { "-Infinity".into() };
+        return if x > 0.0 {
+            "Infinity".into()
+        } else {
+            "-Infinity".into()
+        };
     }
     let sci = format!("{x:e}"); // shortest digits, e.g. "-1.5e-5"
     let (mantissa, exp) = sci.split_once('e').expect("{:e} has an exponent");
@@ -27,11 +31,19 @@ pub fn float_repr(x: f64) -> String {
         } else if point as usize >= digits.len() {
             format!("{}{}.0", digits, "0".repeat(point as usize - digits.len()))
         } else {
-            format!("{}.{}", &digits[..point as usize], &digits[point as usize..])
+            format!(
+                "{}.{}",
+                &digits[..point as usize],
+                &digits[point as usize..]
+            )
         };
         format!("{sign}{text}")
     } else {
-        let rest = if digits.len() > 1 { format!(".{}", &digits[1..]) } else { String::new() };
+        let rest = if digits.len() > 1 {
+            format!(".{}", &digits[1..])
+        } else {
+            String::new()
+        };
         let esign = if exp < 0 { '-' } else { '+' };
         format!("{sign}{}{rest}e{esign}{:02}", &digits[..1], exp.abs())
     }
@@ -113,18 +125,34 @@ pub fn python_list_value(value: &Value) -> String {
         Value::Bool(b) => if *b { "True" } else { "False" }.into(),
         Value::Number(n) => number_text(n),
         Value::String(s) => format!("\"{s}\""),
-        Value::Array(items) => format!("[{}]", items.iter().map(python_list_value).collect::<Vec<_>>().join(", ")),
+        Value::Array(items) => format!(
+            "[{}]",
+            items
+                .iter()
+                .map(python_list_value)
+                .collect::<Vec<_>>()
+                .join(", ")
+        ),
         Value::Object(map) => format!(
             "{{{}}}",
-            map.iter().map(|(k, v)| format!("{k}={}", python_list_value(v))).collect::<Vec<_>>().join(", ")
+            map.iter()
+                .map(|(k, v)| format!("{k}={}", python_list_value(v)))
+                .collect::<Vec<_>>()
+                .join(", ")
         ),
     }
 }
 
+/// A call `name(key=literal, …)`: the name and its keyword arguments.
+pub type Call = (String, Map<String, Value>);
+
 /// A `[name(key=literal, …), …]` list of keyword-only calls: the calls, or `None` when the
 /// text has another shape. `Err` when a value is not a literal (Python's `ValueError`).
-pub fn parse_call_list(text: &str) -> Option<Result<Vec<(String, Map<String, Value>)>, String>> {
-    let mut p = Parser { s: text.as_bytes(), i: 0 };
+pub fn parse_call_list(text: &str) -> Option<Result<Vec<Call>, String>> {
+    let mut p = Parser {
+        s: text.as_bytes(),
+        i: 0,
+    };
     p.ws();
     if !p.eat(b'[') {
         return None;
@@ -151,7 +179,12 @@ pub fn parse_call_list(text: &str) -> Option<Result<Vec<(String, Map<String, Val
             p.ws();
             match p.literal() {
                 Ok(v) => args.insert(key, v),
-                Err(Shape::NotLiteral) => return Some(Err(format!("argument `{}` of `{name}` is not a literal", args.len()))),
+                Err(Shape::NotLiteral) => {
+                    return Some(Err(format!(
+                        "argument `{}` of `{name}` is not a literal",
+                        args.len()
+                    )))
+                }
                 Err(Shape::Syntax) => return None,
             };
             p.ws();
@@ -206,7 +239,11 @@ impl Parser<'_> {
 
     fn ident(&mut self) -> Option<String> {
         let start = self.i;
-        while self.i < self.s.len() && (self.s[self.i].is_ascii_alphanumeric() || self.s[self.i] == b'_' || self.s[self.i] >= 0x80) {
+        while self.i < self.s.len()
+            && (self.s[self.i].is_ascii_alphanumeric()
+                || self.s[self.i] == b'_'
+                || self.s[self.i] >= 0x80)
+        {
             self.i += 1;
         }
         let id = std::str::from_utf8(&self.s[start..self.i]).ok()?;
@@ -229,7 +266,11 @@ impl Parser<'_> {
                     self.ws();
                     if !self.eat(b',') {
                         self.ws();
-                        return if self.eat(close) { Ok(Value::Array(items)) } else { Err(Shape::Syntax) };
+                        return if self.eat(close) {
+                            Ok(Value::Array(items))
+                        } else {
+                            Err(Shape::Syntax)
+                        };
                     }
                 }
             }
@@ -254,11 +295,17 @@ impl Parser<'_> {
                     self.ws();
                     if !self.eat(b',') {
                         self.ws();
-                        return if self.eat(b'}') { Ok(Value::Object(map)) } else { Err(Shape::Syntax) };
+                        return if self.eat(b'}') {
+                            Ok(Value::Object(map))
+                        } else {
+                            Err(Shape::Syntax)
+                        };
                     }
                 }
             }
-            Some(c) if c.is_ascii_digit() || *c == b'-' || *c == b'+' || *c == b'.' => self.number(),
+            Some(c) if c.is_ascii_digit() || *c == b'-' || *c == b'+' || *c == b'.' => {
+                self.number()
+            }
             Some(_) => {
                 let word = self.ident().ok_or(Shape::Syntax)?;
                 match word.as_str() {
@@ -274,17 +321,25 @@ impl Parser<'_> {
 
     fn number(&mut self) -> Result<Value, Shape> {
         let start = self.i;
-        while self.i < self.s.len() && (self.s[self.i].is_ascii_alphanumeric() || b"+-._".contains(&self.s[self.i])) {
+        while self.i < self.s.len()
+            && (self.s[self.i].is_ascii_alphanumeric() || b"+-._".contains(&self.s[self.i]))
+        {
             self.i += 1;
         }
-        let text = std::str::from_utf8(&self.s[start..self.i]).map_err(|_| Shape::Syntax)?.replace('_', "");
+        let text = std::str::from_utf8(&self.s[start..self.i])
+            .map_err(|_| Shape::Syntax)?
+            .replace('_', "");
         if let Ok(i) = text.parse::<i64>() {
             return Ok(Value::from(i));
         }
         if let Ok(u) = text.parse::<u64>() {
             return Ok(Value::from(u));
         }
-        text.parse::<f64>().ok().and_then(Number::from_f64).map(Value::Number).ok_or(Shape::Syntax)
+        text.parse::<f64>()
+            .ok()
+            .and_then(Number::from_f64)
+            .map(Value::Number)
+            .ok_or(Shape::Syntax)
     }
 
     fn string(&mut self) -> Result<String, Shape> {
@@ -306,8 +361,14 @@ impl Parser<'_> {
                     b'0' => out.push(0),
                     b'\\' | b'\'' | b'"' => out.push(e),
                     b'u' => {
-                        let hex = std::str::from_utf8(self.s.get(self.i..self.i + 4).ok_or(Shape::Syntax)?).map_err(|_| Shape::Syntax)?;
-                        let ch = u32::from_str_radix(hex, 16).ok().and_then(char::from_u32).ok_or(Shape::Syntax)?;
+                        let hex = std::str::from_utf8(
+                            self.s.get(self.i..self.i + 4).ok_or(Shape::Syntax)?,
+                        )
+                        .map_err(|_| Shape::Syntax)?;
+                        let ch = u32::from_str_radix(hex, 16)
+                            .ok()
+                            .and_then(char::from_u32)
+                            .ok_or(Shape::Syntax)?;
                         self.i += 4;
                         out.extend_from_slice(ch.to_string().as_bytes());
                     }
@@ -330,7 +391,17 @@ mod tests {
 
     #[test]
     fn floats_print_like_python_repr() {
-        for (x, text) in [(3.0, "3.0"), (0.1, "0.1"), (1e21, "1e+21"), (1e-5, "1e-05"), (-1.5, "-1.5"), (1e16, "1e+16"), (123456789012345.0, "123456789012345.0"), (0.0001, "0.0001"), (2.5e-7, "2.5e-07")] {
+        for (x, text) in [
+            (3.0, "3.0"),
+            (0.1, "0.1"),
+            (1e21, "1e+21"),
+            (1e-5, "1e-05"),
+            (-1.5, "-1.5"),
+            (1e16, "1e+16"),
+            (123456789012345.0, "123456789012345.0"),
+            (0.0001, "0.0001"),
+            (2.5e-7, "2.5e-07"),
+        ] {
             assert_eq!(float_repr(x), text);
         }
     }
@@ -338,7 +409,10 @@ mod tests {
     #[test]
     fn json_dumps_escapes_like_python() {
         let v: Value = serde_json::from_str(r#"{"s": "São \"q\" 😀", "f": 2.0, "i": 3}"#).unwrap();
-        assert_eq!(json_dumps(&v), r#"{"s": "S\u00e3o \"q\" \ud83d\ude00", "f": 2.0, "i": 3}"#);
+        assert_eq!(
+            json_dumps(&v),
+            r#"{"s": "S\u00e3o \"q\" \ud83d\ude00", "f": 2.0, "i": 3}"#
+        );
     }
 
     #[test]

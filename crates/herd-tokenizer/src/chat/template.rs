@@ -6,13 +6,26 @@ use minijinja::{context, Environment};
 use crate::chat::Message;
 
 /// Renders `messages` with `template`; `add_generation_prompt` opens the assistant's turn.
-pub fn render(template: &str, messages: &[Message], add_generation_prompt: bool, bos_token: &str, eos_token: &str) -> Result<String, String> {
+pub fn render(
+    template: &str,
+    messages: &[Message],
+    add_generation_prompt: bool,
+    bos_token: &str,
+    eos_token: &str,
+) -> Result<String, String> {
     let mut env = Environment::new();
     env.set_unknown_method_callback(minijinja_contrib::pycompat::unknown_method_callback);
-    env.add_function("raise_exception", |msg: String| -> Result<String, minijinja::Error> {
-        Err(minijinja::Error::new(minijinja::ErrorKind::InvalidOperation, msg))
-    });
-    env.add_template("chat", template).map_err(|e| format!("chat template does not parse: {e}"))?;
+    env.add_function(
+        "raise_exception",
+        |msg: String| -> Result<String, minijinja::Error> {
+            Err(minijinja::Error::new(
+                minijinja::ErrorKind::InvalidOperation,
+                msg,
+            ))
+        },
+    );
+    env.add_template("chat", template)
+        .map_err(|e| format!("chat template does not parse: {e}"))?;
     let messages: Vec<serde_json::Value> = messages
         .iter()
         .map(|m| serde_json::json!({"role": m.role.header(), "content": m.content}))

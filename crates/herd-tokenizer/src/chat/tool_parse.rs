@@ -13,14 +13,20 @@ use crate::chat::llama3::is_builtin;
 use crate::chat::python::parse_call_list;
 use crate::chat::{Message, Role, StopReason, ToolCall};
 
-static FUNCTION_TAG: LazyLock<Regex> = LazyLock::new(|| Regex::new(r"<function=(?P<name>[^}]+)>(?P<args>\{.*?\})").expect("valid regex"));
-static BUILTIN_CALL: LazyLock<Regex> = LazyLock::new(|| Regex::new(r#"\b(?P<tool>\w+)\.call\(query="(?P<query>[^"]*)"\)"#).expect("valid regex"));
+static FUNCTION_TAG: LazyLock<Regex> = LazyLock::new(|| {
+    Regex::new(r"<function=(?P<name>[^}]+)>(?P<args>\{.*?\})").expect("valid regex")
+});
+static BUILTIN_CALL: LazyLock<Regex> = LazyLock::new(|| {
+    Regex::new(r#"\b(?P<tool>\w+)\.call\(query="(?P<query>[^"]*)"\)"#).expect("valid regex")
+});
 
 /// Parses a generated assistant reply (special tokens as text) into a message.
 pub fn parse_assistant_reply(content: &str, stop_reason: StopReason) -> Result<Message, String> {
     let mut content = content.trim_matches(' ');
     let mut stop_reason = stop_reason;
-    content = content.strip_prefix("<|start_header_id|>assistant<|end_header_id|>\n\n").unwrap_or(content);
+    content = content
+        .strip_prefix("<|start_header_id|>assistant<|end_header_id|>\n\n")
+        .unwrap_or(content);
     let python_tag = content.starts_with("<|python_tag|>");
     content = content.strip_prefix("<|python_tag|>").unwrap_or(content);
     if let Some(rest) = content.strip_suffix("<|eot_id|>") {
@@ -33,26 +39,53 @@ pub fn parse_assistant_reply(content: &str, stop_reason: StopReason) -> Result<M
     let call = match custom_tool_call(content)? {
         Some((name, args)) if is_builtin(&name) => {
             let first = match &args {
-                Value::Object(map) => map.values().next().cloned().ok_or(format!("built-in tool `{name}` called without arguments"))?,
+                Value::Object(map) => map
+                    .values()
+                    .next()
+                    .cloned()
+                    .ok_or(format!("built-in tool `{name}` called without arguments"))?,
                 _ => return Err(format!("built-in tool `{name}` needs keyword arguments")),
             };
-            Some((name, Value::Object(Map::from_iter([("query".to_string(), first)]))))
+            Some((
+                name,
+                Value::Object(Map::from_iter([("query".to_string(), first)])),
+            ))
         }
         // `"parameters": null` is no call at all.
         Some((_, Value::Null)) => None,
         Some(call) => Some(call),
         None => builtin_tool_call(content).or_else(|| {
-            python_tag.then(|| ("code_interpreter".to_string(), Value::Object(Map::from_iter([("code".to_string(), Value::String(content.to_string()))]))))
+            python_tag.then(|| {
+                (
+                    "code_interpreter".to_string(),
+                    Value::Object(Map::from_iter([(
+                        "code".to_string(),
+                        Value::String(content.to_string()),
+                    )])),
+                )
+            })
         }),
     };
     let (content, tool_calls) = match call {
         Some((tool_name, arguments)) => {
             validate_arguments(&arguments)?;
-            (String::new(), vec![ToolCall { call_id: String::new(), tool_name, arguments }])
+            (
+                String::new(),
+                vec![ToolCall {
+                    call_id: String::new(),
+                    tool_name,
+                    arguments,
+                }],
+            )
         }
         None => (content.to_string(), Vec::new()),
     };
-    Ok(Message { role: Role::Assistant, content, tool_calls, stop_reason: Some(stop_reason) })
+    Ok(Message {
+        role: Role::Assistant,
+        content,
+        tool_calls,
+        stop_reason: Some(stop_reason),
+    })
 }
 
 /// `maybe_extract_custom_tool_call`: function tag, whole-reply JSON, or a Python call list.
@@ -60,13 +93,22 @@ fn custom_tool_call(content: &str) -> Result<Option<(String, Value)>, String> {
     if let Some(m) = FUNCTION_TAG.captures(content) {
         // Meta turns every single quote into a double quote before parsing.
         let args = m["args"].replace('\'', "\"");
-        return Ok(serde_json::from_str::<Value>(&args).ok().map(|a| (m["name"].to_string(), a)));
+        return Ok(serde_json::from_str::<Value>(&args)
+            .ok()
+            .map(|a| (m["name"].to_string(), a)));
     }
     if let Ok(Value::Object(object)) = serde_json::from_str::<Value>(content) {
-        if object.get("type").and_then(Value::as_str) == Some("function") || object.contains_key("name") {
+        if object.get("type").and_then(Value::as_str) == Some("function")
+            || object.contains_key("name")
+        {
             let name = object.get("name").ok_or("tool call JSON has no `name`")?;
-            let params = object.get("parameters").ok_or("tool call JSON has no `parameters`")?;
-            let name = name.as_str().map(str::to_string).unwrap_or_else(|| name.to_string());
+            let params = object
+                .get("parameters")
+                .ok_or("tool call JSON has no `parameters`")?;
+            let name = name
+                .as_str()
+                .map(str::to_string)
+                .unwrap_or_else(|| name.to_string());
             return Ok(Some((name, params.clone())));
         }
         return Ok(None);
@@ -83,7 +125,13 @@ fn custom_tool_call(content: &str) -> Result<Option<(String, Value)>, String> {
 
 fn builtin_tool_call(content: &str) -> Option<(String, Value)> {
     let m = BUILTIN_CALL.captures(content)?;
-    Some((m["tool"].to_string(), Value::Object(Map::from_iter([("query".to_string(), Value::String(m["query"].to_string()))]))))
+    Some((
+        m["tool"].to_string(),
+        Value::Object(Map::from_iter([(
+            "query".to_string(),
+            Value::String(m["query"].to_string()),
+        )])),
+    ))
 }
 
 /// Meta's type for arguments: a string, or an object of primitives, lists of primitives and
@@ -102,6 +150,8 @@ fn validate_arguments(arguments: &Value) -> Result<(), String> {
     if ok {
         Ok(())
     } else {
-        Err(format!("tool arguments nest too deeply or are not an object: {arguments}"))
+        Err(format!(
+            "tool arguments nest too deeply or are not an object: {arguments}"
+        ))
     }
 }

@@ -1,0 +1,85 @@
+//! Prompt-processing and decode speed, measured like llama.cpp's `llama-bench` (`pp` and `tg`):
+//! a prompt of `prompt_len` tokens in one pass, and `gen_len` single-token steps on the cache.
+
+use std::time::Instant;
+
+use anyhow::Result;
+use candle_core::Tensor;
+use herd_model::{Llama, SequenceLayout};
+use serde::Serialize;
+
+/// Tokens per second of one test, over repetitions.
+#[derive(Debug, Clone, Serialize)]
+pub struct Throughput {
+    /// Tokens per repetition.
+    pub tokens: usize,
+    /// Mean tokens/s.
+    pub mean: f64,
+    /// Standard deviation of tokens/s.
+    pub stdev: f64,
+}
+
+fn throughput(tokens: usize, seconds: &[f64]) -> Throughput {
+    let rates: Vec<f64> = seconds.iter().map(|s| tokens as f64 / s).collect();
+    let mean = rates.iter().sum::<f64>() / rates.len() as f64;
+    let var = rates.iter().map(|r| (r - mean).powi(2)).sum::<f64>()
+        / rates.len().max(2).saturating_sub(1) as f64;
+    Throughput {
+        tokens,
+        mean,
+        stdev: var.sqrt(),
+    }
+}
+
+fn tokens(n: usize, vocab: usize, salt: usize) -> Vec<u32> {
+    (0..n)
+        .map(|i| ((i * 7919 + salt * 104_729 + 13) % vocab) as u32)
+        .collect()
+}
+
+/// Prompt processing of `prompt_len` tokens, `repetitions` times after one warm-up.
+pub fn prompt_processing(
+    model: &Llama,
+    prompt_len: usize,
+    repetitions: usize,
+) -> Result<Throughput> {
+    let mut seconds = Vec::new();
+    for r in 0..=repetitions {
+        let ids = tokens(prompt_len, model.config().vocab_size, r);
+        let mut cache = model.new_cache(prompt_len);
+        let input = Tensor::new(ids.as_slice(), model.device())?.unsqueeze(0)?;
+        let start = Instant::now();
+        let hidden = model.hidden_states(
+            &input,
+            &SequenceLayout::causal(1, prompt_len, 0),
+            Some(&mut cache),
+        )?;
+        model
+            .logits(&hidden.narrow(1, prompt_len - 1, 1)?)?
+            .to_vec3::<f32>()?;
+        if r > 0 {
+            seconds.push(start.elapsed().as_secs_f64());
+        }
+    }
+    Ok(throughput(prompt_len, &seconds))
+}
+
+/// Decoding of `gen_len` tokens one at a time, `repetitions` times after one warm-up.
+pub fn decode(model: &Llama, gen_len: usize, repetitions: usize) -> Result<Throughput> {
+    let mut seconds = Vec::new();
+    for r in 0..=repetitions {
+        let ids = tokens(gen_len, model.config().vocab_size, r);
+        let mut cache = model.new_cache(gen_len);
+        let start = Instant::now();
+        for (i, &id) in ids.iter().enumerate() {
+            let input = Tensor::new(&[id], model.device())?.unsqueeze(0)?;
+            model
+                .forward(&input, &SequenceLayout::causal(1, 1, i), Some(&mut cache))?
+                .to_vec3::<f32>()?;
+        }
+        if r > 0 {
+            seconds.push(start.elapsed().as_secs_f64());
+        }
+    }
+    Ok(throughput(gen_len, &seconds))
+}

@@ -1,0 +1,175 @@
+//! Autoregressive generation on the KV cache: the prompt is processed once, then one token per
+//! step, until a stop token or the token budget. A [`Session`] keeps its cache between calls, so
+//! a chat only processes what each new turn adds.
+
+use std::time::Instant;
+
+use anyhow::{bail, Result};
+use candle_core::{Device, Tensor};
+use herd_model::{KvCache, Llama, SequenceLayout};
+use serde::Serialize;
+
+use crate::sampling::{log_softmax, top_k_logprobs, Sampler, SamplingConfig};
+
+/// What to generate.
+#[derive(Debug, Clone)]
+pub struct GenerateConfig {
+    /// Most tokens to generate.
+    pub max_tokens: usize,
+    /// Token choice.
+    pub sampling: SamplingConfig,
+    /// Tokens that end generation (not emitted).
+    pub stop_tokens: Vec<u32>,
+    /// Alternatives to report per generated token (0: none).
+    pub top_logprobs: usize,
+}
+
+/// One generated token with its log-probability under the model (before sampling filters).
+#[derive(Debug, Clone, Serialize)]
+pub struct GeneratedToken {
+    /// The token id.
+    pub id: u32,
+    /// `log p(id | context)`.
+    pub logprob: f32,
+    /// The most likely alternatives as `(id, logprob)`, best first.
+    pub top: Vec<(u32, f32)>,
+}
+
+/// Why generation ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum FinishReason {
+    /// A stop token was produced.
+    Stop,
+    /// The token budget ran out.
+    Length,
+    /// The caller stopped it.
+    Cancelled,
+}
+
+/// The result of one generation.
+#[derive(Debug, Clone, Serialize)]
+pub struct Generation {
+    /// Generated tokens (the stop token excluded).
+    pub tokens: Vec<GeneratedToken>,
+    /// The stop token, when one ended generation.
+    pub stop_token: Option<u32>,
+    /// Why it ended.
+    pub finish: FinishReason,
+    /// Prompt tokens the model had to process (those not already cached).
+    pub prompt_tokens: usize,
+    /// Seconds spent on the prompt.
+    pub prompt_seconds: f64,
+    /// Seconds spent generating.
+    pub decode_seconds: f64,
+}
+
+/// A model with a KV cache and the tokens it holds.
+pub struct Session<'m> {
+    model: &'m Llama,
+    cache: KvCache,
+    tokens: Vec<u32>,
+}
+
+impl<'m> Session<'m> {
+    /// A session whose cache holds up to `capacity` tokens.
+    pub fn new(model: &'m Llama, capacity: usize) -> Session<'m> {
+        Session {
+            model,
+            cache: model.new_cache(capacity),
+            tokens: Vec::new(),
+        }
+    }
+
+    /// Tokens in the cache.
+    pub fn tokens(&self) -> &[u32] {
+        &self.tokens
+    }
+
+    /// Runs `tokens` after what is cached and returns the logits of the last position.
+    fn feed(&mut self, tokens: &[u32]) -> Result<Vec<f32>> {
+        let device: &Device = self.model.device();
+        let input = Tensor::new(tokens, device)?.unsqueeze(0)?;
+        let layout = SequenceLayout::causal(1, tokens.len(), self.cache.len());
+        let hidden = self
+            .model
+            .hidden_states(&input, &layout, Some(&mut self.cache))?;
+        let last = hidden.narrow(1, tokens.len() - 1, 1)?;
+        let logits = self.model.logits(&last)?.flatten_all()?.to_vec1::<f32>()?;
+        self.tokens.extend_from_slice(tokens);
+        Ok(logits)
+    }
+
+    /// Generates a continuation of `prompt` (the whole context, not just a new turn). When the
+    /// cache holds a prefix of `prompt`, only the rest is processed. `on_token` sees each token
+    /// as it is produced and may return `false` to stop.
+    pub fn generate(
+        &mut self,
+        prompt: &[u32],
+        config: &GenerateConfig,
+        mut on_token: impl FnMut(&GeneratedToken) -> Result<bool>,
+    ) -> Result<Generation> {
+        if prompt.is_empty() {
+            bail!("the prompt is empty: nothing to continue from");
+        }
+        let mut reused = self
+            .tokens
+            .iter()
+            .zip(prompt)
+            .take_while(|(a, b)| a == b)
+            .count();
+        if reused < self.tokens.len() || reused == prompt.len() {
+            // The cache holds something else (or everything): start over.
+            self.cache.clear();
+            self.tokens.clear();
+            reused = 0;
+        }
+        let budget = self.cache.capacity().saturating_sub(prompt.len());
+        if budget == 0 {
+            bail!(
+                "the prompt has {} tokens; the context holds {}",
+                prompt.len(),
+                self.cache.capacity()
+            );
+        }
+        let start = Instant::now();
+        let mut logits = self.feed(&prompt[reused..])?;
+        let prompt_seconds = start.elapsed().as_secs_f64();
+        let start = Instant::now();
+        let mut sampler = Sampler::new(config.sampling.clone());
+        let mut tokens: Vec<GeneratedToken> = Vec::new();
+        let mut finish = FinishReason::Length;
+        let mut stop_token = None;
+        for step in 0..config.max_tokens.min(budget) {
+            let id = sampler.sample(&logits, &self.tokens);
+            let logprobs = log_softmax(&logits);
+            let token = GeneratedToken {
+                id,
+                logprob: logprobs[id as usize],
+                top: top_k_logprobs(&logprobs, config.top_logprobs),
+            };
+            if config.stop_tokens.contains(&id) {
+                finish = FinishReason::Stop;
+                stop_token = Some(id);
+                break;
+            }
+            let go_on = on_token(&token)?;
+            tokens.push(token);
+            if !go_on {
+                finish = FinishReason::Cancelled;
+                break;
+            }
+            if step + 1 < config.max_tokens.min(budget) {
+                logits = self.feed(&[id])?;
+            }
+        }
+        Ok(Generation {
+            tokens,
+            stop_token,
+            finish,
+            prompt_tokens: prompt.len() - reused,
+            prompt_seconds,
+            decode_seconds: start.elapsed().as_secs_f64(),
+        })
+    }
+}

@@ -1,0 +1,58 @@
+//! Scoring a text: the log-probability of every token given the ones before it, with the most
+//! likely alternatives (what evaluation harnesses ask of a model).
+
+use anyhow::{bail, Result};
+use candle_core::Tensor;
+use herd_model::{Llama, SequenceLayout};
+use serde::Serialize;
+
+use crate::sampling::{log_softmax, top_k_logprobs};
+
+/// The score of one token.
+#[derive(Debug, Clone, Serialize)]
+pub struct TokenScore {
+    /// Index in the sequence.
+    pub position: usize,
+    /// The token id.
+    pub token: u32,
+    /// `log p(token | tokens before it)`.
+    pub logprob: f32,
+    /// Whether it is the model's most likely token there.
+    pub is_greedy: bool,
+    /// The most likely tokens there as `(id, logprob)`, best first.
+    pub top: Vec<(u32, f32)>,
+}
+
+/// Scores `ids[1..]` given their prefixes (the first token has no prediction).
+pub fn score(model: &Llama, ids: &[u32], top_k: usize) -> Result<Vec<TokenScore>> {
+    if ids.len() < 2 {
+        bail!("scoring needs at least two tokens (the first one is only context)");
+    }
+    if ids.len() > model.config().max_seq_len {
+        bail!(
+            "{} tokens exceed the model's context of {}",
+            ids.len(),
+            model.config().max_seq_len
+        );
+    }
+    let input = Tensor::new(ids, model.device())?.unsqueeze(0)?;
+    let layout = SequenceLayout::causal(1, ids.len(), 0);
+    let logits = model
+        .forward(&input, &layout, None)?
+        .squeeze(0)?
+        .to_vec2::<f32>()?;
+    Ok((1..ids.len())
+        .map(|p| {
+            let logprobs = log_softmax(&logits[p - 1]);
+            let token = ids[p];
+            let top = top_k_logprobs(&logprobs, top_k.max(1));
+            TokenScore {
+                position: p,
+                token,
+                logprob: logprobs[token as usize],
+                is_greedy: top[0].0 == token,
+                top: top.into_iter().take(top_k).collect(),
+            }
+        })
+        .collect())
+}

@@ -1,0 +1,90 @@
+//! The subcommands and the flags they share.
+
+pub mod bench;
+pub mod chat;
+pub mod generate;
+pub mod score;
+pub mod tokens;
+
+use std::path::PathBuf;
+
+use anyhow::{bail, Result};
+use candle_core::{DType, Device};
+use herd_infer::{LoadedModel, SamplingConfig};
+
+/// Which model to load and how.
+#[derive(clap::Args, Debug)]
+pub struct ModelArgs {
+    /// Model: a .gguf file, an HF folder (config.json + safetensors) or a Meta folder
+    /// (params.json + consolidated.*.pth).
+    #[arg(long, short)]
+    pub model: PathBuf,
+    /// Tokenizer to use instead of the model's own (tokenizer.model, tokenizer.json or a GGUF).
+    #[arg(long)]
+    pub tokenizer: Option<PathBuf>,
+    /// Activation and weight dtype for dense weights: f32, f16 or bf16 (quantized GGUF weights
+    /// always run with f32 activations).
+    #[arg(long, default_value = "f32")]
+    pub dtype: String,
+}
+
+impl ModelArgs {
+    /// Loads the model on the CPU.
+    pub fn load(&self) -> Result<LoadedModel> {
+        let dtype = match self.dtype.as_str() {
+            "f32" => DType::F32,
+            "f16" => DType::F16,
+            "bf16" => DType::BF16,
+            other => bail!("--dtype {other}: use f32, f16 or bf16"),
+        };
+        herd_infer::load(&self.model, self.tokenizer.as_deref(), dtype, &Device::Cpu)
+    }
+}
+
+/// Sampling flags (defaults as llama.cpp's).
+#[derive(clap::Args, Debug)]
+pub struct SamplingArgs {
+    /// Softmax temperature; 0 is greedy.
+    #[arg(long, default_value_t = 0.8)]
+    pub temperature: f32,
+    /// Always pick the most likely token (same as --temperature 0).
+    #[arg(long)]
+    pub greedy: bool,
+    /// Keep the k most likely tokens (0: all).
+    #[arg(long, default_value_t = 40)]
+    pub top_k: usize,
+    /// Keep the most likely tokens up to this total probability.
+    #[arg(long, default_value_t = 0.95)]
+    pub top_p: f32,
+    /// Drop tokens less likely than this fraction of the best one.
+    #[arg(long, default_value_t = 0.05)]
+    pub min_p: f32,
+    /// Penalty for tokens already in the context (1: off).
+    #[arg(long, default_value_t = 1.0)]
+    pub repetition_penalty: f32,
+    /// Seed of the sampler; the same seed gives the same text.
+    #[arg(long, default_value_t = 0)]
+    pub seed: u64,
+}
+
+impl SamplingArgs {
+    /// The sampler configuration.
+    pub fn config(&self) -> SamplingConfig {
+        SamplingConfig {
+            temperature: if self.greedy { 0.0 } else { self.temperature },
+            top_k: self.top_k,
+            top_p: self.top_p,
+            min_p: self.min_p,
+            repetition_penalty: self.repetition_penalty,
+            seed: self.seed,
+        }
+    }
+}
+
+/// Reads all of stdin, for commands whose input was not given as a flag.
+pub fn read_stdin() -> Result<String> {
+    use std::io::Read;
+    let mut text = String::new();
+    std::io::stdin().read_to_string(&mut text)?;
+    Ok(text)
+}
