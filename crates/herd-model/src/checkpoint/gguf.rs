@@ -11,7 +11,7 @@ use candle_core::quantized::gguf_file::{Content, Value};
 use candle_core::quantized::GgmlDType;
 use candle_core::Device;
 
-use crate::checkpoint::permute::{hf_rows_from_meta, select_rows};
+use crate::checkpoint::permute::meta_to_half_split;
 use crate::config::{LlamaConfig, RopeScaling};
 use crate::error::{Error, Result};
 use crate::weights::{Weight, Weights};
@@ -49,16 +49,13 @@ pub fn load(path: &Path, device: &Device) -> Result<(LlamaConfig, Weights, Metad
             }
             _ => Weight::Quantized(Arc::new(qtensor)),
         };
-        let weight = if name.ends_with("q_proj.weight") {
-            select_rows(&weight, &hf_rows_from_meta(config.n_heads, config.head_dim))?
-        } else if name.ends_with("k_proj.weight") {
-            select_rows(
-                &weight,
-                &hf_rows_from_meta(config.n_kv_heads, config.head_dim),
-            )?
-        } else {
-            weight
-        };
+        let weight = meta_to_half_split(
+            &name,
+            weight,
+            config.n_heads,
+            config.n_kv_heads,
+            config.head_dim,
+        )?;
         weights.insert(name, weight);
     }
     Ok((config, weights, content.metadata))

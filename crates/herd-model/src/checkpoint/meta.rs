@@ -9,7 +9,7 @@ use candle_core::pickle::PthTensors;
 use candle_core::{Device, Tensor};
 use serde::Deserialize;
 
-use crate::checkpoint::permute::{hf_rows_from_meta, select_rows};
+use crate::checkpoint::permute::meta_to_half_split;
 use crate::config::{LlamaConfig, LLAMA31_SCALING};
 use crate::error::{Error, Result};
 use crate::weights::{Weight, Weights};
@@ -169,16 +169,13 @@ pub fn load(dir: &Path, device: &Device) -> Result<(LlamaConfig, Weights)> {
             _ => parts.swap_remove(0),
         };
         let weight = Weight::Dense(tensor);
-        let weight = if name.ends_with("q_proj.weight") {
-            select_rows(&weight, &hf_rows_from_meta(config.n_heads, config.head_dim))?
-        } else if name.ends_with("k_proj.weight") {
-            select_rows(
-                &weight,
-                &hf_rows_from_meta(config.n_kv_heads, config.head_dim),
-            )?
-        } else {
-            weight
-        };
+        let weight = meta_to_half_split(
+            &name,
+            weight,
+            config.n_heads,
+            config.n_kv_heads,
+            config.head_dim,
+        )?;
         weights.insert(name, weight);
     }
     Ok((config, weights))

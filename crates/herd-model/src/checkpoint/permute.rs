@@ -64,6 +64,24 @@ fn select_quantized_rows(q: &QTensor, rows: &[u32]) -> Result<QTensor> {
     qtensor_from_ggml(dtype, &out, dims, &q.device())
 }
 
+/// A weight read from a Meta-layout checkpoint (Meta `.pth`, GGUF) in herd's half-split layout:
+/// query and key projections get their rows permuted, every other tensor is unchanged.
+pub fn meta_to_half_split(
+    hf_name: &str,
+    weight: Weight,
+    n_heads: usize,
+    n_kv_heads: usize,
+    head_dim: usize,
+) -> Result<Weight> {
+    if hf_name.ends_with("q_proj.weight") {
+        select_rows(&weight, &hf_rows_from_meta(n_heads, head_dim))
+    } else if hf_name.ends_with("k_proj.weight") {
+        select_rows(&weight, &hf_rows_from_meta(n_kv_heads, head_dim))
+    } else {
+        Ok(weight)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
