@@ -1,29 +1,57 @@
 //! A bias-free linear layer whose weight is dense or block-quantized.
+//! Q4_1 weights on the CPU run herd's SIMD kernel ([`crate::q4_1`]); other formats run
+//! candle's.
 
-use candle_core::quantized::QMatMul;
-use candle_core::{Module, Result, Tensor};
+use candle_core::quantized::{GgmlDType, QMatMul};
+use candle_core::{DType, Device, Module, Result, Tensor};
+
+use crate::q4_1::Q4_1Matrix;
+use crate::weights::Weight;
+
+#[derive(Debug, Clone)]
+enum Kernel {
+    Candle(QMatMul),
+    Ggml(Q4_1Matrix),
+}
 
 /// `y = x Wᵀ`, with `W` stored as `[out_features, in_features]`.
 #[derive(Debug, Clone)]
 pub struct Linear {
-    weight: QMatMul,
+    kernel: Kernel,
 }
 
 impl Linear {
-    /// Wraps a weight matrix.
-    pub fn new(weight: QMatMul) -> Linear {
-        Linear { weight }
+    /// A layer for `weight`: dense weights are cast to `dtype`, quantized ones stay quantized.
+    pub fn new(weight: &Weight, dtype: DType) -> Result<Linear> {
+        if let Weight::Quantized(q) = weight {
+            if q.dtype() == GgmlDType::Q4_1 && q.device().is_cpu() {
+                if let [rows, cols] = *q.shape().dims() {
+                    if let Some(m) = Q4_1Matrix::new(q.dtype(), rows, cols, q.data()?.to_vec()) {
+                        return Ok(Linear {
+                            kernel: Kernel::Ggml(m),
+                        });
+                    }
+                }
+            }
+        }
+        Ok(Linear {
+            kernel: Kernel::Candle(weight.to_matmul(dtype)?),
+        })
     }
 
     /// Applies the layer to `x` of any rank; leading dimensions are folded into one matmul.
     pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
         let dims = x.dims();
-        if dims.len() <= 2 {
-            return self.weight.forward(x);
-        }
         let (lead, in_features) = dims.split_at(dims.len() - 1);
         let rows: usize = lead.iter().product();
-        let y = self.weight.forward(&x.reshape((rows, in_features[0]))?)?;
+        let x2 = x.reshape((rows, in_features[0]))?;
+        let y = match &self.kernel {
+            Kernel::Candle(w) => w.forward(&x2)?,
+            Kernel::Ggml(m) => {
+                let input = x2.to_dtype(DType::F32)?.flatten_all()?.to_vec1::<f32>()?;
+                Tensor::from_vec(m.matmul(&input, rows), (rows, m.rows()), &Device::Cpu)?
+            }
+        };
         let mut out_dims = lead.to_vec();
         out_dims.push(y.dim(1)?);
         y.reshape(out_dims)

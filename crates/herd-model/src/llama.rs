@@ -46,9 +46,7 @@ impl Llama {
             .map_err(|m| crate::Error::format(weights.source(), format!("bad config: {m}")))?;
         let (d, hd) = (config.dim, config.head_dim);
         let linear = |name: &str, out: usize, inp: usize| -> crate::Result<Linear> {
-            Ok(Linear::new(
-                weights.get(name, &[out, inp])?.to_matmul(dtype)?,
-            ))
+            Ok(Linear::new(weights.get(name, &[out, inp])?, dtype)?)
         };
         let norm = |name: &str| -> crate::Result<RmsNorm> {
             let w = weights.get(name, &[d])?.to_dense(DType::F32)?;
@@ -79,7 +77,7 @@ impl Llama {
         let embed = weights.get("model.embed_tokens.weight", &[config.vocab_size, d])?;
         let embedding = embed.to_dense(dtype)?;
         let output = if config.tie_embeddings && !weights.contains("lm_head.weight") {
-            Linear::new(embed.to_matmul(dtype)?)
+            Linear::new(embed, dtype)?
         } else {
             linear("lm_head.weight", config.vocab_size, d)?
         };
