@@ -6,6 +6,7 @@ use crate::attention::{Attention, AttentionInput};
 use crate::cache::KvCache;
 use crate::feed_forward::FeedForward;
 use crate::norm::RmsNorm;
+use crate::trace::record;
 
 /// Attention and feed-forward, each behind a pre-norm and a residual connection.
 #[derive(Debug, Clone)]
@@ -23,10 +24,19 @@ impl Block {
         x: &Tensor,
         input: &AttentionInput,
         cache: Option<(&mut KvCache, usize)>,
+        layer: usize,
     ) -> Result<Tensor> {
-        let h = (x + self
-            .attention
-            .forward(&self.attention_norm.forward(x)?, input, cache)?)?;
-        &h + self.feed_forward.forward(&self.ffn_norm.forward(&h)?)?
+        let trace = |name: &str, t: &Tensor| record(name, Some(layer), t);
+        let normed = self.attention_norm.forward(x)?;
+        trace("attn_norm", &normed);
+        let attention = self.attention.forward(&normed, input, cache)?;
+        trace("attn_out", &attention);
+        let h = (x + attention)?;
+        trace("ffn_inp", &h);
+        let ffn = self.feed_forward.forward(&self.ffn_norm.forward(&h)?)?;
+        trace("ffn_out", &ffn);
+        let out = (&h + ffn)?;
+        trace("l_out", &out);
+        Ok(out)
     }
 }

@@ -18,6 +18,7 @@ pub mod q4_1;
 pub mod rope;
 pub mod seeded;
 pub mod sequence;
+pub mod trace;
 pub mod weights;
 
 pub use cache::KvCache;

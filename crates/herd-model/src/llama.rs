@@ -142,10 +142,13 @@ impl Llama {
             .embedding
             .index_select(&tokens.flatten_all()?, 0)?
             .reshape((b, t, self.config.dim))?;
+        crate::trace::record("embd", None, &x);
         for (l, block) in self.blocks.iter().enumerate() {
-            x = block.forward(&x, &input, cache.as_deref_mut().map(|c| (c, l)))?;
+            x = block.forward(&x, &input, cache.as_deref_mut().map(|c| (c, l)), l)?;
         }
-        self.norm.forward(&x)
+        let out = self.norm.forward(&x)?;
+        crate::trace::record("result_norm", None, &out);
+        Ok(out)
     }
 
     /// Output logits (f32) for hidden states `[..., dim]`.
