@@ -68,6 +68,7 @@ impl Attention {
             .reshape((b, h, t, hd))?
             .transpose(1, 2)?
             .reshape((b, t, h * hd))?;
+        crate::trace::record("kqv_out", None, &out);
         self.wo.forward(&out)
     }
 }
