@@ -4,7 +4,7 @@
 //! logit gap is below 0.1 (a near-tie that kernel rounding may flip, `docs` decisions); from
 //! there on, fed llama.cpp's tokens, herd's top-5 agrees with llama.cpp's.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use candle_core::{DType, Device, Tensor};
 use herd_infer::sampling::argmax;
@@ -13,25 +13,6 @@ use herd_model::{KvCache, Llama, SequenceLayout};
 use serde_json::Value;
 
 const NEAR_TIE: f64 = 0.1;
-
-fn asset(relative: &str) -> Option<PathBuf> {
-    let dir = std::env::var("HERD_ASSETS")
-        .map(PathBuf::from)
-        .unwrap_or_else(|_| {
-            PathBuf::from(std::env::var("HOME").unwrap_or_default()).join(".cache/herd-assets")
-        });
-    let path = dir.join(relative);
-    if path.exists() {
-        return Some(path);
-    }
-    assert!(
-        std::env::var("CI").is_err(),
-        "asset {} is missing: run ../shared/assets/fetch.sh",
-        path.display()
-    );
-    eprintln!("skipping: {} not found", path.display());
-    None
-}
 
 fn ids(v: &Value) -> Vec<u32> {
     v.as_array()
@@ -126,7 +107,7 @@ fn check(gguf: &Path, fixture: &Value, decisive: f64) -> (usize, usize, f64) {
 
 #[test]
 fn q4_1_follows_llama_cpp() {
-    let Some(gguf) = asset("smollm2/SmolLM2-135M-Instruct.Q4_1.gguf") else {
+    let Some(gguf) = herd_model::assets::for_test("smollm2/SmolLM2-135M-Instruct.Q4_1.gguf") else {
         return;
     };
     let fixture: Value =
@@ -167,7 +148,7 @@ fn q8_0_and_f16_follow_llama_cpp() {
 
 #[test]
 fn chat_prompt_is_the_gguf_template() {
-    let Some(gguf) = asset("smollm2/SmolLM2-135M-Instruct.Q4_1.gguf") else {
+    let Some(gguf) = herd_model::assets::for_test("smollm2/SmolLM2-135M-Instruct.Q4_1.gguf") else {
         return;
     };
     let loaded = load(&gguf, None, DType::F32, &Device::Cpu).unwrap();

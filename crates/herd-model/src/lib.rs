@@ -4,6 +4,7 @@
 //! ([`rope`], [`attention`], [`feed_forward`], [`block`], [`llama`]), and the checkpoint adapters
 //! that bring HF safetensors, GGUF and Meta `.pth` weights into one layout ([`checkpoint`]).
 
+pub mod assets;
 pub mod attention;
 pub mod block;
 pub mod cache;
