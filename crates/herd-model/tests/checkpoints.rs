@@ -218,6 +218,62 @@ fn gguf_in_llama_cpp_layout_gives_the_same_model() {
     }
 }
 
+/// Every block format loads, and the quantized model computes what its own dequantized weights
+/// give: only the 8-bit rounding of activations inside quantized matmuls separates the two (the
+/// Q/K layout is proven exactly by the F32 GGUF test above; rows move the same way in every
+/// format).
+#[test]
+fn block_quantized_gguf_formats_load() {
+    // 256-wide so that K-quant super-blocks (256 values) fit in a row.
+    let config = LlamaConfig {
+        dim: 256,
+        head_dim: 64,
+        ffn_dim: 512,
+        rope_scaling: None,
+        ..tiny_config()
+    };
+    let weights = seeded::weights(&config, &Device::Cpu).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    for dtype in [
+        GgmlDType::Q4_0,
+        GgmlDType::Q4_1,
+        GgmlDType::Q5_0,
+        GgmlDType::Q8_0,
+        GgmlDType::Q4K,
+        GgmlDType::Q5K,
+        GgmlDType::Q6K,
+    ] {
+        let path = dir.path().join(format!("tiny-{dtype:?}.gguf"));
+        write_gguf(&path, &config, &weights, dtype);
+        let ckpt = checkpoint::load(&path, &Device::Cpu).unwrap();
+        assert!(ckpt
+            .weights
+            .iter()
+            .any(|(_, w)| matches!(w, Weight::Quantized(q) if q.dtype() == dtype)));
+        let quantized = logits(
+            &Llama::load(ckpt.config.clone(), &ckpt.weights, DType::F32, &Device::Cpu).unwrap(),
+            &TOKENS,
+        );
+        let mut dense = Weights::new(&path);
+        for (name, w) in ckpt.weights.iter() {
+            dense.insert(name.clone(), Weight::Dense(w.to_dense(DType::F32).unwrap()));
+        }
+        let reference = logits(
+            &Llama::load(ckpt.config, &dense, DType::F32, &Device::Cpu).unwrap(),
+            &TOKENS,
+        );
+        let scale = reference
+            .iter()
+            .flatten()
+            .fold(0f32, |m, &x| m.max(x.abs()));
+        let diff = max_diff(&quantized, &reference);
+        assert!(
+            diff < 0.05 * scale,
+            "{dtype:?}: {diff} vs logit scale {scale}"
+        );
+    }
+}
+
 #[test]
 fn bad_checkpoints_name_the_file_and_tensor() {
     let config = tiny_config();
