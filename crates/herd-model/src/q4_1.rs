@@ -86,6 +86,7 @@ impl Q4_1Matrix {
         // activation row while they are in cache. Tasks run on candle's worker pool, so herd's
         // kernel and candle's ops share the same threads instead of competing for the cores.
         let mut yt = vec![0f32; self.rows * n];
+        let isa = isa();
         let pool = candle_core::utils::barrier_pool();
         let rows_per_task = (self.rows / ((pool.n_workers() + 1) * 8)).clamp(1, 256);
         let tasks: Vec<Mutex<&mut [f32]>> =
@@ -96,8 +97,14 @@ impl Q4_1Matrix {
                 for (i, y) in out.chunks_exact_mut(n).enumerate() {
                     let r = task * rows_per_task + i;
                     let w = &self.data[r * row_bytes..(r + 1) * row_bytes];
-                    for (yj, act) in y.iter_mut().zip(&acts) {
-                        *yj = dot_q4_1(w, act);
+                    let mut j = 0;
+                    while j + 4 <= n {
+                        let four = [&acts[j], &acts[j + 1], &acts[j + 2], &acts[j + 3]];
+                        y[j..j + 4].copy_from_slice(&dot_rows(isa, w, four));
+                        j += 4;
+                    }
+                    for (yj, act) in y[j..].iter_mut().zip(&acts[j..]) {
+                        *yj = dot_rows(isa, w, [act])[0];
                     }
                 }
             }
@@ -113,23 +120,41 @@ impl Q4_1Matrix {
     }
 }
 
-/// Whether the AVX2 kernels can run here.
-fn has_avx2() -> bool {
+/// The best dot-product kernel this CPU runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Isa {
+    Scalar,
     #[cfg(target_arch = "x86_64")]
-    return std::arch::is_x86_feature_detected!("avx2")
-        && std::arch::is_x86_feature_detected!("fma");
-    #[cfg(not(target_arch = "x86_64"))]
-    false
+    Avx2,
+    #[cfg(target_arch = "x86_64")]
+    Vnni,
 }
 
-/// One Q4_1 weight row against q8_1 activations.
-fn dot_q4_1(w: &[u8], a: &Q8Row) -> f32 {
+fn isa() -> Isa {
     #[cfg(target_arch = "x86_64")]
-    if has_avx2() {
-        // SAFETY: the CPU has AVX2 and FMA (checked by has_avx2).
-        return unsafe { simd::dot_q4_1(w, a) };
+    {
+        use std::arch::is_x86_feature_detected as has;
+        if has!("avx2") && has!("fma") {
+            return if has!("avx512vnni") && has!("avx512vl") {
+                Isa::Vnni
+            } else {
+                Isa::Avx2
+            };
+        }
     }
-    dot_q4_1_scalar(w, a)
+    Isa::Scalar
+}
+
+/// One Q4_1 weight row against `N` activation rows.
+fn dot_rows<const N: usize>(isa: Isa, w: &[u8], acts: [&Q8Row; N]) -> [f32; N] {
+    match isa {
+        // SAFETY: `isa()` checked that the CPU has these features.
+        #[cfg(target_arch = "x86_64")]
+        Isa::Vnni => unsafe { simd::dot_q4_1_vnni(w, acts) },
+        #[cfg(target_arch = "x86_64")]
+        Isa::Avx2 => unsafe { simd::dot_q4_1_avx2(w, acts) },
+        Isa::Scalar => acts.map(|a| dot_q4_1_scalar(w, a)),
+    }
 }
 
 /// Σ_blocks d_w d_a Σ q_w q_a + m_w s_a (the reference the SIMD kernel is tested against).
@@ -156,7 +181,10 @@ fn dot_q4_1_scalar(w: &[u8], a: &Q8Row) -> f32 {
 
 #[cfg(target_arch = "x86_64")]
 mod simd {
-    //! AVX2 version, lane for lane the arithmetic of ggml's x86 `ggml_vec_dot_q4_1_q8_1`.
+    //! x86 versions, lane for lane the arithmetic of ggml's `ggml_vec_dot_q4_1_q8_1`: per block,
+    //! 8 i32 lanes each summing 4 byte products, turned to f32 and fused into the accumulator.
+    //! AVX-512 VNNI's `vpdpbusd` forms exactly those lanes in one instruction; AVX2 needs
+    //! `maddubs` + `madd`. `N` activation rows share each unpacked weight block.
     use std::arch::x86_64::*;
 
     use super::{f16_bits, Q8Row, Q4_1_BYTES};
@@ -172,30 +200,58 @@ mod simd {
         _mm_cvtss_f32(s)
     }
 
-    /// Σ over 32 lanes of unsigned × signed bytes, as 8 float partial sums.
+    /// The 32 weight nibbles of a block as bytes: low nibbles are elements 0..16, high 16..32.
     #[inline]
     #[target_feature(enable = "avx2,fma")]
-    unsafe fn mul_sum_us8(ax: __m256i, sy: __m256i) -> __m256 {
-        let dot = _mm256_maddubs_epi16(ax, sy);
-        _mm256_cvtepi32_ps(_mm256_madd_epi16(dot, _mm256_set1_epi16(1)))
+    unsafe fn unpack(block: &[u8]) -> __m256i {
+        let packed = _mm_loadu_si128(block[4..20].as_ptr() as *const __m128i);
+        _mm256_and_si256(
+            _mm256_set_m128i(_mm_srli_epi16(packed, 4), packed),
+            _mm256_set1_epi8(0x0f),
+        )
     }
 
+    #[inline]
     #[target_feature(enable = "avx2,fma")]
-    pub unsafe fn dot_q4_1(w: &[u8], a: &Q8Row) -> f32 {
-        let mut acc = _mm256_setzero_ps();
-        let mut summs = 0f32;
-        let low = _mm256_set1_epi8(0x0f);
-        for (b, block) in w.chunks_exact(Q4_1_BYTES).enumerate() {
-            let (d, m) = (f16_bits(&block[0..2]), f16_bits(&block[2..4]));
-            summs += m * a.s[b];
-            let packed = _mm_loadu_si128(block[4..20].as_ptr() as *const __m128i);
-            // Low nibbles are elements 0..16, high nibbles 16..32.
-            let qx = _mm256_and_si256(_mm256_set_m128i(_mm_srli_epi16(packed, 4), packed), low);
-            let qy = _mm256_loadu_si256(a.q[b].as_ptr() as *const __m256i);
-            acc = _mm256_fmadd_ps(_mm256_set1_ps(d * a.d[b]), mul_sum_us8(qx, qy), acc);
-        }
-        hsum(acc) + summs
+    unsafe fn lanes_avx2(qx: __m256i, qy: __m256i) -> __m256i {
+        _mm256_madd_epi16(_mm256_maddubs_epi16(qx, qy), _mm256_set1_epi16(1))
     }
+
+    #[inline]
+    #[target_feature(enable = "avx2,fma,avx512vnni,avx512vl")]
+    unsafe fn lanes_vnni(qx: __m256i, qy: __m256i) -> __m256i {
+        _mm256_dpbusd_epi32(_mm256_setzero_si256(), qx, qy)
+    }
+
+    macro_rules! dot_rows {
+        ($name:ident, $features:literal, $lanes:ident) => {
+            /// One Q4_1 weight row against `N` activation rows.
+            #[target_feature(enable = $features)]
+            pub unsafe fn $name<const N: usize>(w: &[u8], acts: [&Q8Row; N]) -> [f32; N] {
+                let mut acc = [_mm256_setzero_ps(); N];
+                let mut summs = [0f32; N];
+                for (b, block) in w.chunks_exact(Q4_1_BYTES).enumerate() {
+                    let (d, m) = (f16_bits(&block[0..2]), f16_bits(&block[2..4]));
+                    let qx = unpack(block);
+                    for i in 0..N {
+                        let a = acts[i];
+                        summs[i] += m * a.s[b];
+                        let qy = _mm256_loadu_si256(a.q[b].as_ptr() as *const __m256i);
+                        let xy = _mm256_cvtepi32_ps($lanes(qx, qy));
+                        acc[i] = _mm256_fmadd_ps(_mm256_set1_ps(d * a.d[b]), xy, acc[i]);
+                    }
+                }
+                let mut out = [0f32; N];
+                for i in 0..N {
+                    out[i] = hsum(acc[i]) + summs[i];
+                }
+                out
+            }
+        };
+    }
+
+    dot_rows!(dot_q4_1_avx2, "avx2,fma", lanes_avx2);
+    dot_rows!(dot_q4_1_vnni, "avx2,fma,avx512vnni,avx512vl", lanes_vnni);
 }
 
 #[cfg(test)]
@@ -255,7 +311,16 @@ mod tests {
             }
             // The scalar reference gives the dispatched (SIMD) result up to summation order.
             let acts = quantize_row(&x[..cols]);
-            let scalar = dot_q4_1_scalar(&m.data[..cols / BLOCK * Q4_1_BYTES], &acts);
+            let w0 = &m.data[..cols / BLOCK * Q4_1_BYTES];
+            let scalar = dot_q4_1_scalar(w0, &acts);
+            // Every kernel this CPU has gives the same sums (VNNI and AVX2 bit for bit).
+            #[cfg(target_arch = "x86_64")]
+            if isa() == Isa::Vnni {
+                assert_eq!(
+                    dot_rows(Isa::Vnni, w0, [&acts, &acts]),
+                    dot_rows(Isa::Avx2, w0, [&acts, &acts])
+                );
+            }
             assert!(
                 (scalar - y[0]).abs() < 1e-4,
                 "{dtype:?}: scalar {scalar} vs {}",
