@@ -15,7 +15,7 @@ pub mod feed_forward;
 pub mod linear;
 pub mod llama;
 pub mod norm;
-pub mod q4_1;
+pub mod quantized;
 pub mod rope;
 pub mod seeded;
 pub mod sequence;

@@ -1,17 +1,17 @@
 //! A bias-free linear layer whose weight is dense or block-quantized.
-//! Q4_1 weights on the CPU run herd's SIMD kernel ([`crate::q4_1`]); other formats run
-//! candle's.
+//! Q4_1 and Q8_0 weights on the CPU run herd's kernels ([`crate::quantized`]); other formats
+//! run candle's.
 
 use candle_core::quantized::{GgmlDType, QMatMul};
 use candle_core::{DType, Device, Module, Result, Tensor};
 
-use crate::q4_1::Q4_1Matrix;
+use crate::quantized::QuantMatrix;
 use crate::weights::Weight;
 
 #[derive(Debug, Clone)]
 enum Kernel {
     Candle(QMatMul),
-    Ggml(Q4_1Matrix),
+    Ggml(QuantMatrix),
 }
 
 /// `y = x Wᵀ`, with `W` stored as `[out_features, in_features]`.
@@ -24,9 +24,9 @@ impl Linear {
     /// A layer for `weight`: dense weights are cast to `dtype`, quantized ones stay quantized.
     pub fn new(weight: &Weight, dtype: DType) -> Result<Linear> {
         if let Weight::Quantized(q) = weight {
-            if q.dtype() == GgmlDType::Q4_1 && q.device().is_cpu() {
+            if matches!(q.dtype(), GgmlDType::Q4_1 | GgmlDType::Q8_0) && q.device().is_cpu() {
                 if let [rows, cols] = *q.shape().dims() {
-                    if let Some(m) = Q4_1Matrix::new(q.dtype(), rows, cols, q.data()?.to_vec()) {
+                    if let Some(m) = QuantMatrix::new(q.dtype(), rows, cols, q.data()?.to_vec()) {
                         return Ok(Linear {
                             kernel: Kernel::Ggml(m),
                         });

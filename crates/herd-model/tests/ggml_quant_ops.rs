@@ -1,12 +1,14 @@
-//! herd's Q4_1 kernel against ggml's own `quantize_row_q8_1` + `ggml_vec_dot_q4_1_q8_1` on real
-//! SmolLM2 rows (fixture made with llama.cpp's CPU library by `tools/reference/ggml_q4_1_ops.py`):
-//! the same activation rounding and block arithmetic, up to float summation order.
+//! herd's quantized kernels against ggml's own functions on real SmolLM2 rows: Q4_1 against
+//! `quantize_row_q8_1` + `ggml_vec_dot_q4_1_q8_1`, Q8_0 against `quantize_row_q8_0` +
+//! `ggml_vec_dot_q8_0_q8_0` (fixture made with llama.cpp's CPU library by
+//! `tools/reference/ggml_quant_ops.py`): the same activation rounding, including exact .5 ties,
+//! and block arithmetic, up to float summation order.
 
 use std::fs::File;
 
 use candle_core::quantized::gguf_file::Content;
 use candle_core::Device;
-use herd_model::q4_1::Q4_1Matrix;
+use herd_model::quantized::QuantMatrix;
 use serde_json::Value;
 
 fn hex_f32(hex: &str) -> Vec<f32> {
@@ -22,11 +24,12 @@ fn hex_f32(hex: &str) -> Vec<f32> {
 }
 
 #[test]
-fn q4_1_dot_products_equal_ggml() {
+fn quantized_dot_products_equal_ggml() {
     let Some(gguf) = herd_model::assets::for_test("smollm2/SmolLM2-135M-Instruct.Q4_1.gguf") else {
         return;
     };
-    let fixture: Value = serde_json::from_str(include_str!("fixtures/ggml_q4_1_ops.json")).unwrap();
+    let fixture: Value =
+        serde_json::from_str(include_str!("fixtures/ggml_quant_ops.json")).unwrap();
     let mut file = File::open(&gguf).unwrap();
     let content = Content::read(&mut file).unwrap();
     for case in fixture["cases"].as_array().unwrap() {
@@ -35,7 +38,7 @@ fn q4_1_dot_products_equal_ggml() {
         let [rows, cols] = *q.shape().dims() else {
             panic!("{name} is not a matrix")
         };
-        let matrix = Q4_1Matrix::new(q.dtype(), rows, cols, q.data().unwrap().to_vec()).unwrap();
+        let matrix = QuantMatrix::new(q.dtype(), rows, cols, q.data().unwrap().to_vec()).unwrap();
         let x = hex_f32(case["x_f32_hex"].as_str().unwrap());
         let y = matrix.matmul(&x, 1);
         for (r, expected) in case["dots"].as_array().unwrap().iter().enumerate() {

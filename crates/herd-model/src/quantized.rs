@@ -1,13 +1,15 @@
-//! Matrix products with Q4_1 weights, the arithmetic of llama.cpp's ggml: activations are
-//! quantized to `q8_1` blocks of 32 (scale `d = amax/127` stored as f16, values
-//! `round_half_even(x · 127/amax)`, block sum `s = f16(d · Σq)`), then each block contributes
-//! `d_w · d_a · Σ q_w q_a + m_w · s_a`, with AVX2 `maddubs` on x86.
+//! Matrix products with Q4_1 and Q8_0 weights, the arithmetic of llama.cpp's ggml: activations
+//! are quantized to blocks of 32 bytes (scale `d = amax/127` stored as f16, values
+//! `round_half_even(x · 127/amax)`, and for Q4_1's `q8_1` the block sum `s = f16(d · Σq)`); each
+//! block then contributes `d_w · d_a · Σ q_w q_a` (+ `m_w · s_a` for Q4_1), with AVX-512 VNNI or
+//! AVX2 on x86. Tested against ggml's own functions (`tests/ggml_quant_ops.rs`).
 //!
 //! Written here because candle 0.11 has no SIMD Q4_1 dot product (its scalar loop took 78% of
-//! decode time). The rounding is ggml's, yet SmolLM2's logits still differ from llama.cpp's by
-//! 0.1–0.6 on Q4_1 (0.03 on F16): the source of that gap is not this kernel (candle's kernel and
-//! dequantized f32 weights land as far), and is open. Block layout (`block_q4_1`): f16 d, f16 m,
-//! 16 bytes whose low nibbles are elements 0–15 and high nibbles 16–31.
+//! decode time) and its Q8_0 path processes one activation row at a time. The rounding is
+//! ggml's, yet a 30-layer model's logits still differ from llama.cpp's by 0.1–0.6: every op before
+//! a quantized matmul would have to round as ggml does (see docs/BENCHMARKS.md). Block layouts:
+//! `block_q4_1` = f16 d, f16 m, 16 bytes of nibbles (low: elements 0–15, high: 16–31);
+//! `block_q8_0` = f16 d, 32 × i8.
 
 use candle_core::quantized::GgmlDType;
 use half::f16;
@@ -18,16 +20,32 @@ pub const BLOCK: usize = 32;
 
 /// A weight matrix `[rows, cols]` in a ggml block format this module computes with.
 #[derive(Debug, Clone)]
-pub struct Q4_1Matrix {
+pub struct QuantMatrix {
+    format: Format,
     rows: usize,
     cols: usize,
     data: Vec<u8>,
 }
 
-/// Bytes of one `block_q4_1`.
-const Q4_1_BYTES: usize = 20;
+/// The block formats herd computes with itself.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Format {
+    Q4_1,
+    Q8_0,
+}
 
-/// Activations of one row in `q8_1` blocks: scale, ggml's `s`, and the 32 values.
+impl Format {
+    /// Bytes of one block of 32 weights.
+    fn bytes(self) -> usize {
+        match self {
+            Format::Q4_1 => 20,
+            Format::Q8_0 => 34,
+        }
+    }
+}
+
+/// Activations of one row in `q8_1` blocks: scale, ggml's `s` (unused by Q8_0 weights, whose
+/// `q8_0` activations are otherwise the same), and the 32 values.
 struct Q8Row {
     d: Vec<f32>,
     s: Vec<f32>,
@@ -65,12 +83,21 @@ fn quantize_row(x: &[f32]) -> Q8Row {
     row
 }
 
-impl Q4_1Matrix {
-    /// Wraps raw ggml blocks; `None` unless they are Q4_1 of that shape.
-    pub fn new(dtype: GgmlDType, rows: usize, cols: usize, data: Vec<u8>) -> Option<Q4_1Matrix> {
-        let expected = rows * cols / BLOCK * Q4_1_BYTES;
-        (dtype == GgmlDType::Q4_1 && cols.is_multiple_of(BLOCK) && data.len() == expected)
-            .then_some(Q4_1Matrix { rows, cols, data })
+impl QuantMatrix {
+    /// Wraps raw ggml blocks; `None` unless they are Q4_1 or Q8_0 of that shape.
+    pub fn new(dtype: GgmlDType, rows: usize, cols: usize, data: Vec<u8>) -> Option<QuantMatrix> {
+        let format = match dtype {
+            GgmlDType::Q4_1 => Format::Q4_1,
+            GgmlDType::Q8_0 => Format::Q8_0,
+            _ => return None,
+        };
+        let expected = rows * cols / BLOCK * format.bytes();
+        (cols.is_multiple_of(BLOCK) && data.len() == expected).then_some(QuantMatrix {
+            format,
+            rows,
+            cols,
+            data,
+        })
     }
 
     /// Output features.
@@ -81,7 +108,8 @@ impl Q4_1Matrix {
     /// `y = x Wᵀ` for `x` of shape `[n, cols]` (row-major); returns `[n, rows]`.
     pub fn matmul(&self, x: &[f32], n: usize) -> Vec<f32> {
         let acts: Vec<Q8Row> = x.chunks_exact(self.cols).map(quantize_row).collect();
-        let row_bytes = self.cols / BLOCK * Q4_1_BYTES;
+        let row_bytes = self.cols / BLOCK * self.format.bytes();
+        let format = self.format;
         // Transposed result [rows, n]: each task owns whole weight rows and reuses them for every
         // activation row while they are in cache. Tasks run on candle's worker pool, so herd's
         // kernel and candle's ops share the same threads instead of competing for the cores.
@@ -100,11 +128,11 @@ impl Q4_1Matrix {
                     let mut j = 0;
                     while j + 4 <= n {
                         let four = [&acts[j], &acts[j + 1], &acts[j + 2], &acts[j + 3]];
-                        y[j..j + 4].copy_from_slice(&dot_rows(isa, w, four));
+                        y[j..j + 4].copy_from_slice(&dot_rows(isa, format, w, four));
                         j += 4;
                     }
                     for (yj, act) in y[j..].iter_mut().zip(&acts[j..]) {
-                        *yj = dot_rows(isa, w, [act])[0];
+                        *yj = dot_rows(isa, format, w, [act])[0];
                     }
                 }
             }
@@ -145,15 +173,20 @@ fn isa() -> Isa {
     Isa::Scalar
 }
 
-/// One Q4_1 weight row against `N` activation rows.
-fn dot_rows<const N: usize>(isa: Isa, w: &[u8], acts: [&Q8Row; N]) -> [f32; N] {
-    match isa {
-        // SAFETY: `isa()` checked that the CPU has these features.
+/// One weight row against `N` activation rows.
+fn dot_rows<const N: usize>(isa: Isa, format: Format, w: &[u8], acts: [&Q8Row; N]) -> [f32; N] {
+    // SAFETY: `isa()` checked that the CPU has the features each kernel needs.
+    match (isa, format) {
         #[cfg(target_arch = "x86_64")]
-        Isa::Vnni => unsafe { simd::dot_q4_1_vnni(w, acts) },
+        (Isa::Vnni, Format::Q4_1) => unsafe { simd::q4_1_vnni(w, acts) },
         #[cfg(target_arch = "x86_64")]
-        Isa::Avx2 => unsafe { simd::dot_q4_1_avx2(w, acts) },
-        Isa::Scalar => acts.map(|a| dot_q4_1_scalar(w, a)),
+        (Isa::Vnni, Format::Q8_0) => unsafe { simd::q8_0_vnni(w, acts) },
+        #[cfg(target_arch = "x86_64")]
+        (Isa::Avx2, Format::Q4_1) => unsafe { simd::q4_1_avx2(w, acts) },
+        #[cfg(target_arch = "x86_64")]
+        (Isa::Avx2, Format::Q8_0) => unsafe { simd::q8_0_avx2(w, acts) },
+        (Isa::Scalar, Format::Q4_1) => acts.map(|a| dot_q4_1_scalar(w, a)),
+        (Isa::Scalar, Format::Q8_0) => acts.map(|a| dot_q8_0_scalar(w, a)),
     }
 }
 
@@ -161,7 +194,7 @@ fn dot_rows<const N: usize>(isa: Isa, w: &[u8], acts: [&Q8Row; N]) -> [f32; N] {
 fn dot_q4_1_scalar(w: &[u8], a: &Q8Row) -> f32 {
     let mut acc = 0f32;
     let mut summs = 0f32;
-    for (b, block) in w.chunks_exact(Q4_1_BYTES).enumerate() {
+    for (b, block) in w.chunks_exact(Format::Q4_1.bytes()).enumerate() {
         let (d, m, qs) = (
             f16_bits(&block[0..2]),
             f16_bits(&block[2..4]),
@@ -179,6 +212,20 @@ fn dot_q4_1_scalar(w: &[u8], a: &Q8Row) -> f32 {
     acc + summs
 }
 
+/// Σ_blocks d_w d_a Σ q_w q_a (the reference the SIMD kernel is tested against).
+fn dot_q8_0_scalar(w: &[u8], a: &Q8Row) -> f32 {
+    let mut acc = 0f32;
+    for (b, block) in w.chunks_exact(Format::Q8_0.bytes()).enumerate() {
+        let sumi: i32 = block[2..34]
+            .iter()
+            .zip(&a.q[b])
+            .map(|(&q, &x)| q as i8 as i32 * x as i32)
+            .sum();
+        acc += f16_bits(&block[0..2]) * a.d[b] * sumi as f32;
+    }
+    acc
+}
+
 #[cfg(target_arch = "x86_64")]
 mod simd {
     //! x86 versions, lane for lane the arithmetic of ggml's `ggml_vec_dot_q4_1_q8_1`: per block,
@@ -187,7 +234,7 @@ mod simd {
     //! `maddubs` + `madd`. `N` activation rows share each unpacked weight block.
     use std::arch::x86_64::*;
 
-    use super::{f16_bits, Q8Row, Q4_1_BYTES};
+    use super::{f16_bits, Q8Row};
 
     #[inline]
     #[target_feature(enable = "avx2,fma")]
@@ -223,21 +270,46 @@ mod simd {
         _mm256_dpbusd_epi32(_mm256_setzero_si256(), qx, qy)
     }
 
+    /// A Q4_1 block: the nibbles as unsigned bytes against the activations, and (d, m).
+    #[inline]
+    #[target_feature(enable = "avx2,fma")]
+    unsafe fn q4_1_block(block: &[u8], qy: __m256i) -> (__m256i, __m256i, f32, f32) {
+        (
+            unpack(block),
+            qy,
+            f16_bits(&block[0..2]),
+            f16_bits(&block[2..4]),
+        )
+    }
+
+    /// A Q8_0 block as ggml's `mul_sum_i8_pairs_float` feeds it: |w| (unsigned) against
+    /// sign(a, w), and (d, 0).
+    #[inline]
+    #[target_feature(enable = "avx2,fma")]
+    unsafe fn q8_0_block(block: &[u8], qy: __m256i) -> (__m256i, __m256i, f32, f32) {
+        let qx = _mm256_loadu_si256(block[2..34].as_ptr() as *const __m256i);
+        (
+            _mm256_sign_epi8(qx, qx),
+            _mm256_sign_epi8(qy, qx),
+            f16_bits(&block[0..2]),
+            0.0,
+        )
+    }
+
     macro_rules! dot_rows {
-        ($name:ident, $features:literal, $lanes:ident) => {
-            /// One Q4_1 weight row against `N` activation rows.
+        ($name:ident, $features:literal, $lanes:ident, $block:ident, $bytes:expr) => {
+            /// One weight row against `N` activation rows; each weight block is prepared once.
             #[target_feature(enable = $features)]
             pub unsafe fn $name<const N: usize>(w: &[u8], acts: [&Q8Row; N]) -> [f32; N] {
                 let mut acc = [_mm256_setzero_ps(); N];
                 let mut summs = [0f32; N];
-                for (b, block) in w.chunks_exact(Q4_1_BYTES).enumerate() {
-                    let (d, m) = (f16_bits(&block[0..2]), f16_bits(&block[2..4]));
-                    let qx = unpack(block);
+                for (b, block) in w.chunks_exact($bytes).enumerate() {
                     for i in 0..N {
                         let a = acts[i];
-                        summs[i] += m * a.s[b];
                         let qy = _mm256_loadu_si256(a.q[b].as_ptr() as *const __m256i);
-                        let xy = _mm256_cvtepi32_ps($lanes(qx, qy));
+                        let (x, y, d, m) = $block(block, qy);
+                        summs[i] += m * a.s[b];
+                        let xy = _mm256_cvtepi32_ps($lanes(x, y));
                         acc[i] = _mm256_fmadd_ps(_mm256_set1_ps(d * a.d[b]), xy, acc[i]);
                     }
                 }
@@ -250,8 +322,22 @@ mod simd {
         };
     }
 
-    dot_rows!(dot_q4_1_avx2, "avx2,fma", lanes_avx2);
-    dot_rows!(dot_q4_1_vnni, "avx2,fma,avx512vnni,avx512vl", lanes_vnni);
+    dot_rows!(q4_1_avx2, "avx2,fma", lanes_avx2, q4_1_block, 20);
+    dot_rows!(
+        q4_1_vnni,
+        "avx2,fma,avx512vnni,avx512vl",
+        lanes_vnni,
+        q4_1_block,
+        20
+    );
+    dot_rows!(q8_0_avx2, "avx2,fma", lanes_avx2, q8_0_block, 34);
+    dot_rows!(
+        q8_0_vnni,
+        "avx2,fma,avx512vnni,avx512vl",
+        lanes_vnni,
+        q8_0_block,
+        34
+    );
 }
 
 #[cfg(test)]
@@ -283,15 +369,17 @@ mod tests {
 
     #[test]
     fn simd_and_scalar_agree_with_dequantized_products() {
-        assert!(Q4_1Matrix::new(GgmlDType::Q8_0, 1, 32, vec![0; 34]).is_none());
+        assert!(QuantMatrix::new(GgmlDType::Q4_0, 1, 32, vec![0; 18]).is_none());
         let dev = Device::Cpu;
-        let (rows, cols, n) = (24, 96, 3);
+        let (rows, cols, n) = (24, 96, 6);
         let w = Tensor::from_vec(random(rows * cols, 1), (rows, cols), &dev).unwrap();
         let x = random(n * cols, 2);
-        {
-            let dtype = GgmlDType::Q4_1;
+        for (dtype, format) in [
+            (GgmlDType::Q4_1, Format::Q4_1),
+            (GgmlDType::Q8_0, Format::Q8_0),
+        ] {
             let q = QTensor::quantize(&w, dtype).unwrap();
-            let m = Q4_1Matrix::new(dtype, rows, cols, q.data().unwrap().to_vec()).unwrap();
+            let m = QuantMatrix::new(dtype, rows, cols, q.data().unwrap().to_vec()).unwrap();
             let y = m.matmul(&x, n);
             let wd: Vec<Vec<f32>> = q.dequantize(&dev).unwrap().to_vec2().unwrap();
             for j in 0..n {
@@ -309,23 +397,23 @@ mod tests {
                     );
                 }
             }
-            // The scalar reference gives the dispatched (SIMD) result up to summation order.
+            // The scalar reference gives the dispatched (SIMD) result up to summation order, and
+            // VNNI gives AVX2's sums bit for bit.
             let acts = quantize_row(&x[..cols]);
-            let w0 = &m.data[..cols / BLOCK * Q4_1_BYTES];
-            let scalar = dot_q4_1_scalar(w0, &acts);
-            // Every kernel this CPU has gives the same sums (VNNI and AVX2 bit for bit).
-            #[cfg(target_arch = "x86_64")]
-            if isa() == Isa::Vnni {
-                assert_eq!(
-                    dot_rows(Isa::Vnni, w0, [&acts, &acts]),
-                    dot_rows(Isa::Avx2, w0, [&acts, &acts])
-                );
-            }
+            let w0 = &m.data[..cols / BLOCK * format.bytes()];
+            let [scalar] = dot_rows(Isa::Scalar, format, w0, [&acts]);
             assert!(
                 (scalar - y[0]).abs() < 1e-4,
                 "{dtype:?}: scalar {scalar} vs {}",
                 y[0]
             );
+            #[cfg(target_arch = "x86_64")]
+            if isa() == Isa::Vnni {
+                assert_eq!(
+                    dot_rows(Isa::Vnni, format, w0, [&acts, &acts]),
+                    dot_rows(Isa::Avx2, format, w0, [&acts, &acts])
+                );
+            }
         }
     }
 }
