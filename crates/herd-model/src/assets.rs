@@ -1,4 +1,4 @@
-//! Where fetched files live: the cache that `tools/fetch-assets.sh` fills (`$HERD_ASSETS`, by
+//! Where fetched files live: the cache that `herd fetch` fills (`$HERD_ASSETS`, by
 //! default `~/.cache/herd-assets`), with a helper for tests that need one of its files.
 
 use std::path::PathBuf;
