@@ -49,13 +49,7 @@ pub fn load(path: &Path, device: &Device) -> Result<(LlamaConfig, Weights, Metad
             }
             _ => Weight::Quantized(Arc::new(qtensor)),
         };
-        let weight = meta_to_half_split(
-            &name,
-            weight,
-            config.n_heads,
-            config.n_kv_heads,
-            config.head_dim,
-        )?;
+        let weight = meta_to_half_split(&name, weight, &config)?;
         weights.insert(name, weight);
     }
     Ok((config, weights, content.metadata))

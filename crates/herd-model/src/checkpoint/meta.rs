@@ -169,13 +169,7 @@ pub fn load(dir: &Path, device: &Device) -> Result<(LlamaConfig, Weights)> {
             _ => parts.swap_remove(0),
         };
         let weight = Weight::Dense(tensor);
-        let weight = meta_to_half_split(
-            &name,
-            weight,
-            config.n_heads,
-            config.n_kv_heads,
-            config.head_dim,
-        )?;
+        let weight = meta_to_half_split(&name, weight, &config)?;
         weights.insert(name, weight);
     }
     Ok((config, weights))

@@ -11,6 +11,7 @@ use std::sync::Arc;
 use candle_core::quantized::{ggml_file::qtensor_from_ggml, QTensor};
 use candle_core::{Result, Tensor};
 
+use crate::config::LlamaConfig;
 use crate::weights::Weight;
 
 /// For each HF row, the Meta row it comes from.
@@ -66,17 +67,14 @@ fn select_quantized_rows(q: &QTensor, rows: &[u32]) -> Result<QTensor> {
 
 /// A weight read from a Meta-layout checkpoint (Meta `.pth`, GGUF) in herd's half-split layout:
 /// query and key projections get their rows permuted, every other tensor is unchanged.
-pub fn meta_to_half_split(
-    hf_name: &str,
-    weight: Weight,
-    n_heads: usize,
-    n_kv_heads: usize,
-    head_dim: usize,
-) -> Result<Weight> {
+pub fn meta_to_half_split(hf_name: &str, weight: Weight, config: &LlamaConfig) -> Result<Weight> {
     if hf_name.ends_with("q_proj.weight") {
-        select_rows(&weight, &hf_rows_from_meta(n_heads, head_dim))
+        select_rows(&weight, &hf_rows_from_meta(config.n_heads, config.head_dim))
     } else if hf_name.ends_with("k_proj.weight") {
-        select_rows(&weight, &hf_rows_from_meta(n_kv_heads, head_dim))
+        select_rows(
+            &weight,
+            &hf_rows_from_meta(config.n_kv_heads, config.head_dim),
+        )
     } else {
         Ok(weight)
     }
