@@ -111,10 +111,5 @@ pub fn gguf_tokenizer(md: &Metadata, path: &Path) -> Result<Tokenizer> {
             .and_then(|v| v.to_bool().ok()),
         chat_template: string("tokenizer.chat_template"),
     };
-    let mut tokenizer = Tokenizer::from_gguf(info, path)?;
-    // Chat models end their turn with a template token the GGUF may not list as EOS/EOT.
-    for end in ["<|im_end|>", "<|eot_id|>", "<|end_of_text|>"] {
-        tokenizer.add_stop_token(end);
-    }
-    Ok(tokenizer)
+    Ok(Tokenizer::from_gguf(info, path)?)
 }

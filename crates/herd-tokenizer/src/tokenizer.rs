@@ -9,6 +9,10 @@ use crate::byte_level::{ByteLevelBpe, GgufVocab};
 use crate::error::{Error, Result};
 use crate::llama3::{self, Llama3Tokenizer};
 
+/// Tokens that end a chat turn in Llama 3 (`<|eot_id|>`, `<|eom_id|>`, `<|end_of_text|>`) and
+/// ChatML (`<|im_end|>`) templates.
+const TURN_END_TOKENS: [&str; 4] = ["<|eot_id|>", "<|eom_id|>", "<|end_of_text|>", "<|im_end|>"];
+
 enum Backend {
     Llama3(Box<Llama3Tokenizer>),
     ByteLevel(Box<ByteLevelBpe>),
@@ -74,12 +78,7 @@ impl Tokenizer {
             bpe.token_id(text)
         };
         let bos = token("bos_token");
-        let mut stop: Vec<u32> = token("eos_token").into_iter().collect();
-        for extra in ["<|eot_id|>", "<|eom_id|>", "<|end_of_text|>", "<|im_end|>"] {
-            if let Some(id) = bpe.token_id(extra).filter(|id| !stop.contains(id)) {
-                stop.push(id);
-            }
-        }
+        let stop: Vec<u32> = token("eos_token").into_iter().collect();
         let add_bos = config
             .get("add_bos_token")
             .and_then(Value::as_bool)
@@ -94,7 +93,8 @@ impl Tokenizer {
             add_bos,
             stop,
             chat_template,
-        })
+        }
+        .with_turn_end_tokens())
     }
 
     /// The tokenizer a GGUF embeds.
@@ -106,7 +106,19 @@ impl Tokenizer {
             add_bos: info.add_bos.unwrap_or(false),
             stop: info.stop,
             chat_template: info.chat_template,
-        })
+        }
+        .with_turn_end_tokens())
+    }
+
+    /// Also stops at the turn-ending tokens of the common chat templates the vocabulary has:
+    /// chat models end a reply with one, and their config often names only the plain EOS.
+    fn with_turn_end_tokens(mut self) -> Tokenizer {
+        for token in TURN_END_TOKENS {
+            if let Some(id) = self.token_id(token).filter(|id| !self.stop.contains(id)) {
+                self.stop.push(id);
+            }
+        }
+        self
     }
 
     /// Loads a tokenizer file: `tokenizer.model` (tiktoken ranks) or `tokenizer.json` (HF), or
@@ -211,13 +223,6 @@ impl Tokenizer {
     /// Ids that end a generated turn.
     pub fn stop_ids(&self) -> &[u32] {
         &self.stop
-    }
-
-    /// Also stops generation at `token`, if the vocabulary has it.
-    pub fn add_stop_token(&mut self, token: &str) {
-        if let Some(id) = self.token_id(token).filter(|id| !self.stop.contains(id)) {
-            self.stop.push(id);
-        }
     }
 
     /// The model's Jinja chat template, when it carries one.
