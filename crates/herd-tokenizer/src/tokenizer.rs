@@ -232,10 +232,14 @@ impl Tokenizer {
 }
 
 /// Turns a stream of generated ids into text pieces as soon as they are complete UTF-8
-/// (a character may span several tokens).
+/// (a character may span several tokens). Only the ids since the last emitted piece, plus that
+/// piece's ids as context, are decoded per token, so streaming stays linear in the output length.
 pub struct StreamDecoder<'a> {
     tokenizer: &'a Tokenizer,
     ids: Vec<u32>,
+    /// Start of the decoding window: ids before it are emitted and not needed as context.
+    window: usize,
+    /// Ids before this index are emitted; `window..emitted` is context for the next piece.
     emitted: usize,
 }
 
@@ -245,25 +249,80 @@ impl<'a> StreamDecoder<'a> {
         StreamDecoder {
             tokenizer,
             ids: Vec::new(),
+            window: 0,
             emitted: 0,
         }
+    }
+
+    /// The text the ids from `emitted` on add after the window's context.
+    fn pending(&self) -> Result<String> {
+        let context = self
+            .tokenizer
+            .decode(&self.ids[self.window..self.emitted])?;
+        let text = self.tokenizer.decode(&self.ids[self.window..])?;
+        Ok(text.get(context.len()..).unwrap_or_default().to_string())
     }
 
     /// Adds one id; returns the text that became complete, if any.
     pub fn push(&mut self, id: u32) -> Result<Option<String>> {
         self.ids.push(id);
-        let text = self.tokenizer.decode(&self.ids)?;
-        if text.ends_with('\u{FFFD}') || text.len() <= self.emitted {
+        let piece = self.pending()?;
+        if piece.is_empty() || piece.ends_with('\u{FFFD}') {
             return Ok(None);
         }
-        let piece = text[self.emitted..].to_string();
-        self.emitted = text.len();
+        self.window = self.emitted;
+        self.emitted = self.ids.len();
         Ok(Some(piece))
     }
 
     /// Whatever is left (an incomplete character comes out as U+FFFD).
     pub fn finish(self) -> Result<String> {
-        let text = self.tokenizer.decode(&self.ids)?;
-        Ok(text.get(self.emitted..).unwrap_or_default().to_string())
+        self.pending()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn streamed_pieces_add_up_to_the_decoded_text() {
+        // A byte-level vocabulary where "é" (2 bytes) is split over two tokens.
+        let bytes: Vec<String> = (0..=255u8).map(|b| byte_char(b).to_string()).collect();
+        let vocab = GgufVocab {
+            pre: None,
+            token_types: vec![1; bytes.len()],
+            tokens: bytes,
+            merges: Vec::new(),
+        };
+        let tokenizer = Tokenizer::from_gguf(
+            GgufTokenizerInfo {
+                vocab,
+                ..Default::default()
+            },
+            Path::new("test"),
+        )
+        .unwrap();
+        let ids = tokenizer.encode("héllo wörld", false).unwrap();
+        let mut stream = StreamDecoder::new(&tokenizer);
+        let mut pieces = Vec::new();
+        for &id in &ids {
+            pieces.extend(stream.push(id).unwrap());
+        }
+        pieces.push(stream.finish().unwrap());
+        assert!(pieces.iter().all(|p| !p.contains('\u{FFFD}')));
+        assert_eq!(pieces.concat(), tokenizer.decode(&ids).unwrap());
+    }
+
+    /// GPT-2's byte-to-character map.
+    fn byte_char(b: u8) -> char {
+        let printable = |b: u8| {
+            (b'!'..=b'~').contains(&b) || (0xa1..=0xac).contains(&b) || (0xae..=0xff).contains(&b)
+        };
+        if printable(b) {
+            return b as char;
+        }
+        let shifted = (0..b).filter(|&x| !printable(x)).count() as u32;
+        char::from_u32(256 + shifted).unwrap()
     }
 }
