@@ -70,12 +70,14 @@ impl Sampler {
         if c.temperature <= 0.0 {
             return argmax(&logits);
         }
-        // Candidates sorted by logit, most likely first.
+        // Candidates sorted by logit, most likely first; with top-k only those k are sorted.
+        let by_logit = |a: &u32, b: &u32| logits[*b as usize].total_cmp(&logits[*a as usize]);
         let mut order: Vec<u32> = (0..logits.len() as u32).collect();
-        order.sort_unstable_by(|&a, &b| logits[b as usize].total_cmp(&logits[a as usize]));
-        if c.top_k > 0 {
+        if c.top_k > 0 && c.top_k < order.len() {
+            order.select_nth_unstable_by(c.top_k - 1, by_logit);
             order.truncate(c.top_k);
         }
+        order.sort_unstable_by(by_logit);
         let max = logits[order[0] as usize];
         let mut probs: Vec<f32> = order
             .iter()
