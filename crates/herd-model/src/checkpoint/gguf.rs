@@ -34,7 +34,7 @@ fn read_content(path: &Path) -> Result<(File, Content)> {
 /// Loads a llama-architecture GGUF onto `device`.
 pub fn load(path: &Path, device: &Device) -> Result<(LlamaConfig, Weights, Metadata)> {
     let (mut file, content) = read_content(path)?;
-    let config = config_from_metadata(path, &content)?;
+    let config = config_from_metadata(path, &content, &mut file)?;
     let mut weights = Weights::new(path);
     for (gguf_name, info) in &content.tensor_infos {
         let Some(name) = hf_name(gguf_name) else {
@@ -83,7 +83,7 @@ fn hf_name(gguf: &str) -> Option<String> {
     Some(format!("model.layers.{layer}.{hf}"))
 }
 
-fn config_from_metadata(path: &Path, content: &Content) -> Result<LlamaConfig> {
+fn config_from_metadata(path: &Path, content: &Content, file: &mut File) -> Result<LlamaConfig> {
     let md = &content.metadata;
     let arch = md
         .get("general.architecture")
@@ -132,9 +132,8 @@ fn config_from_metadata(path: &Path, content: &Content) -> Result<LlamaConfig> {
             })?,
     };
     let rope_scaling = if let Some(info) = content.tensor_infos.get("rope_freqs.weight") {
-        let mut file = File::open(path).map_err(|e| Error::io(path, e))?;
         let factors = info
-            .read(&mut file, content.tensor_data_offset, &Device::Cpu)
+            .read(file, content.tensor_data_offset, &Device::Cpu)
             .and_then(|q| q.dequantize(&Device::Cpu)?.to_vec1::<f32>())
             .map_err(|e| Error::format(path, format!("tensor `rope_freqs.weight`: {e}")))?;
         Some(RopeScaling::FreqFactors {

@@ -10,6 +10,7 @@ use candle_core::{DType, Device, Tensor};
 use serde::Deserialize;
 use serde_json::{json, Value};
 
+use crate::checkpoint::write_atomic;
 use crate::config::{LlamaConfig, RopeScaling};
 use crate::error::{Error, Result};
 use crate::weights::{Weight, Weights};
@@ -274,14 +275,6 @@ pub fn save(
     }
     let config = serde_json::to_vec_pretty(&config_json(config, dtype)).expect("json");
     write_atomic(&dir.join("config.json"), &config)
-}
-
-/// Writes `bytes` to `path` through a temporary file and a rename.
-pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
-    let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("file");
-    let tmp = path.with_file_name(format!(".{name}.tmp"));
-    std::fs::write(&tmp, bytes).map_err(|e| Error::io(&tmp, e))?;
-    std::fs::rename(&tmp, path).map_err(|e| Error::io(path, e))
 }
 
 #[cfg(test)]

