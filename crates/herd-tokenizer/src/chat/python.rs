@@ -105,7 +105,8 @@ fn write_json_string(s: &str, out: &mut String) {
             '\t' => out.push_str("\\t"),
             '\u{8}' => out.push_str("\\b"),
             '\u{c}' => out.push_str("\\f"),
-            c if (c as u32) < 0x20 || (c as u32) > 0x7e && c != '\u{7f}' => {
+            // Python escapes everything outside ' '..='~' (`[^\ -~]`), DEL included.
+            c if (c as u32) < 0x20 || (c as u32) > 0x7e => {
                 let mut units = [0u16; 2];
                 for unit in c.encode_utf16(&mut units) {
                     out.push_str(&format!("\\u{unit:04x}"));
@@ -413,6 +414,8 @@ mod tests {
             json_dumps(&v),
             r#"{"s": "S\u00e3o \"q\" \ud83d\ude00", "f": 2.0, "i": 3}"#
         );
+        // Python: json.dumps("\x7f") == '"\\u007f"'.
+        assert_eq!(json_dumps(&Value::String("\u{7f}".into())), r#""\u007f""#);
     }
 
     #[test]
