@@ -1,7 +1,7 @@
 //! Grouped-query self-attention (8 KV heads in every Llama 3 model) with RoPE, an additive mask
 //! for causality and document boundaries, and an optional KV cache.
 
-use candle_core::{DType, Result, Tensor, D};
+use candle_core::{Result, Tensor, D};
 
 use crate::cache::KvCache;
 use crate::linear::Linear;
@@ -54,11 +54,12 @@ impl Attention {
         let group = h / kvh;
         let q = q.reshape((b, kvh, group * t, hd))?;
         let scores = (q.matmul(&k.t()?)? * (1.0 / (hd as f64).sqrt()))?;
-        let scores = scores.to_dtype(DType::F32)?;
+        let wide = crate::norm::accumulation_dtype(scores.dtype());
+        let scores = scores.to_dtype(wide)?;
         let scores = match input.mask {
             Some(mask) => scores
                 .reshape((b, kvh, group, t, kv_len))?
-                .broadcast_add(&mask.to_dtype(DType::F32)?.unsqueeze(1)?)?
+                .broadcast_add(&mask.to_dtype(wide)?.unsqueeze(1)?)?
                 .reshape((b, kvh, group * t, kv_len))?,
             None => scores,
         };

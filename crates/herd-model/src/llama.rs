@@ -9,7 +9,7 @@ use crate::cache::KvCache;
 use crate::config::LlamaConfig;
 use crate::feed_forward::FeedForward;
 use crate::linear::Linear;
-use crate::norm::RmsNorm;
+use crate::norm::{accumulation_dtype, RmsNorm};
 use crate::rope::Rope;
 use crate::sequence::SequenceLayout;
 use crate::weights::Weights;
@@ -32,6 +32,35 @@ pub fn layer_tensor(layer: usize, suffix: &str) -> String {
     format!("model.layers.{layer}.{suffix}")
 }
 
+/// Every parameter tensor of a model of shape `config`: HF name and dims (`[out, in]` for
+/// matrices), embedding and final norm first, then block by block.
+pub fn tensor_shapes(config: &LlamaConfig) -> Vec<(String, Vec<usize>)> {
+    let (d, hd, v) = (config.dim, config.head_dim, config.vocab_size);
+    let mut shapes = vec![
+        ("model.embed_tokens.weight".to_string(), vec![v, d]),
+        ("model.norm.weight".to_string(), vec![d]),
+    ];
+    if !config.tie_embeddings {
+        shapes.push(("lm_head.weight".to_string(), vec![v, d]));
+    }
+    for l in 0..config.n_layers {
+        let t = |s: &str| layer_tensor(l, s);
+        let (q, kv, f) = (config.n_heads * hd, config.n_kv_heads * hd, config.ffn_dim);
+        shapes.extend([
+            (t("input_layernorm.weight"), vec![d]),
+            (t("post_attention_layernorm.weight"), vec![d]),
+            (t("self_attn.q_proj.weight"), vec![q, d]),
+            (t("self_attn.k_proj.weight"), vec![kv, d]),
+            (t("self_attn.v_proj.weight"), vec![kv, d]),
+            (t("self_attn.o_proj.weight"), vec![d, q]),
+            (t("mlp.gate_proj.weight"), vec![f, d]),
+            (t("mlp.up_proj.weight"), vec![f, d]),
+            (t("mlp.down_proj.weight"), vec![d, f]),
+        ]);
+    }
+    shapes
+}
+
 impl Llama {
     /// Builds the model from `weights` (HF names, half-split RoPE layout). Dense weights are cast
     /// to `dtype`; quantized ones stay quantized (their activations are f32).
@@ -49,7 +78,9 @@ impl Llama {
             Ok(Linear::new(weights.get(name, &[out, inp])?, dtype)?)
         };
         let norm = |name: &str| -> crate::Result<RmsNorm> {
-            let w = weights.get(name, &[d])?.to_dense(DType::F32)?;
+            let w = weights
+                .get(name, &[d])?
+                .to_dense(accumulation_dtype(dtype))?;
             Ok(RmsNorm::new(w, config.norm_eps)?)
         };
         let mut blocks = Vec::with_capacity(config.n_layers);
@@ -151,9 +182,11 @@ impl Llama {
         Ok(out)
     }
 
-    /// Output logits (f32) for hidden states `[..., dim]`.
+    /// Output logits (f32, or f64 for an f64 model) for hidden states `[..., dim]`.
     pub fn logits(&self, hidden: &Tensor) -> Result<Tensor> {
-        self.output.forward(hidden)?.to_dtype(DType::F32)
+        self.output
+            .forward(hidden)?
+            .to_dtype(accumulation_dtype(self.dtype))
     }
 
     /// Logits `[batch, seq, vocab]` at every position.

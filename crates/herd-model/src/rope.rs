@@ -65,9 +65,19 @@ impl Rope {
         Ok((cos, sin))
     }
 
-    /// Rotates `x` (`[batch, heads, seq, head_dim]`) by the angles in `cos`/`sin`.
+    /// Rotates `x` (`[batch, heads, seq, head_dim]`) by the angles in `cos`/`sin` (half-split
+    /// pairs `(i, i + head_dim/2)`). candle's fused kernel has no backward pass, so when
+    /// gradients are tracked the rotation runs as composed tensor ops.
     pub fn apply(x: &Tensor, cos: &Tensor, sin: &Tensor) -> Result<Tensor> {
-        candle_nn::rotary_emb::rope(&x.contiguous()?, cos, sin)
+        if !x.track_op() {
+            return candle_nn::rotary_emb::rope(&x.contiguous()?, cos, sin);
+        }
+        let half = x.dim(candle_core::D::Minus1)? / 2;
+        let (x1, x2) = (x.narrow(3, 0, half)?, x.narrow(3, half, half)?);
+        let (cos, sin) = (cos.unsqueeze(1)?, sin.unsqueeze(1)?);
+        let first = (x1.broadcast_mul(&cos)? - x2.broadcast_mul(&sin)?)?;
+        let second = (x2.broadcast_mul(&cos)? + x1.broadcast_mul(&sin)?)?;
+        Tensor::cat(&[first, second], 3)
     }
 }
 

@@ -9,7 +9,7 @@
 use candle_core::{Device, Tensor};
 
 use crate::config::LlamaConfig;
-use crate::llama::layer_tensor;
+use crate::llama::tensor_shapes;
 use crate::weights::{Weight, Weights};
 
 /// One step of splitmix64.
@@ -49,39 +49,8 @@ pub fn tensor_values(name: &str, dims: &[usize]) -> Vec<f32> {
 
 /// Every tensor of a model of shape `config`, under HF names, in f32.
 pub fn weights(config: &LlamaConfig, device: &Device) -> candle_core::Result<Weights> {
-    let (d, hd) = (config.dim, config.head_dim);
-    let mut shapes: Vec<(String, Vec<usize>)> = vec![
-        (
-            "model.embed_tokens.weight".into(),
-            vec![config.vocab_size, d],
-        ),
-        ("model.norm.weight".into(), vec![d]),
-    ];
-    if !config.tie_embeddings {
-        shapes.push(("lm_head.weight".into(), vec![config.vocab_size, d]));
-    }
-    for l in 0..config.n_layers {
-        let t = |s: &str| layer_tensor(l, s);
-        shapes.extend([
-            (t("input_layernorm.weight"), vec![d]),
-            (t("post_attention_layernorm.weight"), vec![d]),
-            (t("self_attn.q_proj.weight"), vec![config.n_heads * hd, d]),
-            (
-                t("self_attn.k_proj.weight"),
-                vec![config.n_kv_heads * hd, d],
-            ),
-            (
-                t("self_attn.v_proj.weight"),
-                vec![config.n_kv_heads * hd, d],
-            ),
-            (t("self_attn.o_proj.weight"), vec![d, config.n_heads * hd]),
-            (t("mlp.gate_proj.weight"), vec![config.ffn_dim, d]),
-            (t("mlp.up_proj.weight"), vec![config.ffn_dim, d]),
-            (t("mlp.down_proj.weight"), vec![d, config.ffn_dim]),
-        ]);
-    }
     let mut weights = Weights::new("<seeded>");
-    for (name, dims) in shapes {
+    for (name, dims) in tensor_shapes(config) {
         let values = tensor_values(&name, &dims);
         weights.insert(name, Weight::Dense(Tensor::from_vec(values, dims, device)?));
     }

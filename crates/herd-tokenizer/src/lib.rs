@@ -10,6 +10,7 @@ pub mod error;
 pub mod llama3;
 pub mod tiktoken;
 pub mod tokenizer;
+pub mod train;
 
 pub use error::{Error, Result};
 pub use tokenizer::{GgufTokenizerInfo, StreamDecoder, Tokenizer};

@@ -19,40 +19,41 @@ const MAX_ENCODE_CHARS: usize = 400_000;
 /// Longest run of whitespace or of non-whitespace handed to the BPE (`MAX_NO_WHITESPACES_CHARS`).
 const MAX_RUN_CHARS: usize = 25_000;
 
-/// Number of regular (BPE) tokens; special tokens follow.
+/// Number of regular (BPE) tokens in Meta's `tokenizer.model`; special tokens follow.
 pub const NUM_BASE_TOKENS: u32 = 128_000;
 /// Number of special tokens.
 pub const NUM_SPECIAL_TOKENS: u32 = 256;
 
-/// Ids of the special tokens with a role in Llama 3.x.
+/// Names of the special tokens with a role in Llama 3.x. Their ids follow the BPE ranks
+/// (128,000 + index in Meta's tokenizer; after the last rank in a vocabulary herd trains).
 pub mod special {
-    pub const BEGIN_OF_TEXT: u32 = 128_000;
-    pub const END_OF_TEXT: u32 = 128_001;
-    pub const FINETUNE_RIGHT_PAD: u32 = 128_004;
-    pub const STEP: u32 = 128_005;
-    pub const START_HEADER: u32 = 128_006;
-    pub const END_HEADER: u32 = 128_007;
-    pub const EOM: u32 = 128_008;
-    pub const EOT: u32 = 128_009;
-    pub const PYTHON_TAG: u32 = 128_010;
-    pub const IMAGE: u32 = 128_011;
+    pub const BEGIN_OF_TEXT: &str = "<|begin_of_text|>";
+    pub const END_OF_TEXT: &str = "<|end_of_text|>";
+    pub const FINETUNE_RIGHT_PAD: &str = "<|finetune_right_pad_id|>";
+    pub const STEP: &str = "<|step_id|>";
+    pub const START_HEADER: &str = "<|start_header_id|>";
+    pub const END_HEADER: &str = "<|end_header_id|>";
+    pub const EOM: &str = "<|eom_id|>";
+    pub const EOT: &str = "<|eot_id|>";
+    pub const PYTHON_TAG: &str = "<|python_tag|>";
+    pub const IMAGE: &str = "<|image|>";
 }
 
 /// The 256 special token strings in id order from 128,000, as in `llama_models` 0.3.
 pub fn special_tokens() -> Vec<String> {
     let named = [
-        "<|begin_of_text|>",
-        "<|end_of_text|>",
+        special::BEGIN_OF_TEXT,
+        special::END_OF_TEXT,
         "<|reserved_special_token_0|>",
         "<|reserved_special_token_1|>",
-        "<|finetune_right_pad_id|>",
-        "<|step_id|>",
-        "<|start_header_id|>",
-        "<|end_header_id|>",
-        "<|eom_id|>",
-        "<|eot_id|>",
-        "<|python_tag|>",
-        "<|image|>",
+        special::FINETUNE_RIGHT_PAD,
+        special::STEP,
+        special::START_HEADER,
+        special::END_HEADER,
+        special::EOM,
+        special::EOT,
+        special::PYTHON_TAG,
+        special::IMAGE,
     ];
     let mut tokens: Vec<String> = named.iter().map(|s| s.to_string()).collect();
     let reserved = NUM_SPECIAL_TOKENS as usize - tokens.len();
@@ -60,10 +61,13 @@ pub fn special_tokens() -> Vec<String> {
     tokens
 }
 
-/// Meta's Llama 3 tokenizer.
+/// Meta's Llama 3 tokenizer: tiktoken BPE ranks, Meta's split pattern and the 256 special
+/// tokens after the last rank. Meta's `tokenizer.model` has 128,000 ranks; the vocabularies
+/// `herd tokenizer train` writes have the same layout with fewer.
 pub struct Llama3Tokenizer {
     bpe: CoreBPE,
     specials: Vec<String>,
+    base: u32,
 }
 
 impl Llama3Tokenizer {
@@ -73,13 +77,20 @@ impl Llama3Tokenizer {
         Self::from_ranks(ranks, path)
     }
 
-    /// Builds the tokenizer from BPE ranks; special tokens take the ids after the last rank.
+    /// Builds the tokenizer from BPE ranks, which must be `0..n` with every single byte among
+    /// them; special tokens take the ids after the last rank.
     pub fn from_ranks(ranks: crate::tiktoken::Ranks, path: &Path) -> Result<Llama3Tokenizer> {
         let base = ranks.len() as u32;
-        if base != NUM_BASE_TOKENS {
+        if let Some(rank) = ranks.values().find(|&&r| r >= base) {
             return Err(crate::Error::format(
                 path,
-                format!("{base} ranks; Llama 3's tokenizer.model has {NUM_BASE_TOKENS}"),
+                format!("rank {rank} but only {base} ranks: ranks must be 0..{base}"),
+            ));
+        }
+        if let Some(byte) = (0..=255u8).find(|b| !ranks.contains_key(&vec![*b])) {
+            return Err(crate::Error::format(
+                path,
+                format!("byte {byte:#04x} has no rank: every single byte needs one"),
             ));
         }
         let specials = special_tokens();
@@ -91,6 +102,7 @@ impl Llama3Tokenizer {
         Ok(Llama3Tokenizer {
             bpe: core_bpe(ranks, &with_ids, PATTERN)?,
             specials,
+            base,
         })
     }
 
@@ -122,7 +134,7 @@ impl Llama3Tokenizer {
 
     /// Number of ids (regular plus special).
     pub fn vocab_size(&self) -> usize {
-        (NUM_BASE_TOKENS + NUM_SPECIAL_TOKENS) as usize
+        (self.base + NUM_SPECIAL_TOKENS) as usize
     }
 
     /// The id of a special token string.
@@ -130,7 +142,7 @@ impl Llama3Tokenizer {
         self.specials
             .iter()
             .position(|s| s == token)
-            .map(|i| NUM_BASE_TOKENS + i as u32)
+            .map(|i| self.base + i as u32)
     }
 }
 
@@ -186,14 +198,8 @@ mod tests {
     fn special_tokens_have_metas_ids() {
         let tokens = special_tokens();
         assert_eq!(tokens.len(), 256);
-        assert_eq!(
-            tokens[(special::EOT - NUM_BASE_TOKENS) as usize],
-            "<|eot_id|>"
-        );
-        assert_eq!(
-            tokens[(special::PYTHON_TAG - NUM_BASE_TOKENS) as usize],
-            "<|python_tag|>"
-        );
+        assert_eq!(tokens[9], special::EOT);
+        assert_eq!(tokens[10], special::PYTHON_TAG);
         assert_eq!(tokens[255], "<|reserved_special_token_245|>");
     }
 

@@ -43,19 +43,22 @@ pub struct GgufTokenizerInfo {
 }
 
 impl Tokenizer {
-    /// Meta's Llama 3 tokenizer from `tokenizer.model`: BOS `<|begin_of_text|>` prepended, and
+    /// Meta's Llama 3 tokenizer from `tokenizer.model` (or a vocabulary `herd tokenizer train`
+    /// wrote in the same format): BOS `<|begin_of_text|>` prepended, and
     /// generation stops at `<|end_of_text|>`, `<|eom_id|>` or `<|eot_id|>`.
     pub fn llama3(path: &Path) -> Result<Tokenizer> {
+        let bpe = Llama3Tokenizer::from_file(path)?;
+        let id = |name: &str| bpe.special_id(name).expect("one of the 256 special tokens");
         Ok(Tokenizer {
-            backend: Backend::Llama3(Box::new(Llama3Tokenizer::from_file(path)?)),
-            bos: Some(llama3::special::BEGIN_OF_TEXT),
+            bos: Some(id(llama3::special::BEGIN_OF_TEXT)),
             add_bos: true,
             stop: vec![
-                llama3::special::END_OF_TEXT,
-                llama3::special::EOM,
-                llama3::special::EOT,
+                id(llama3::special::END_OF_TEXT),
+                id(llama3::special::EOM),
+                id(llama3::special::EOT),
             ],
             chat_template: None,
+            backend: Backend::Llama3(Box::new(bpe)),
         })
     }
 

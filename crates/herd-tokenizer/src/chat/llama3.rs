@@ -51,11 +51,20 @@ pub fn encode_tool_call(call: &ToolCall, format: ToolPromptFormat) -> String {
     }
 }
 
+/// The id of one of Llama 3's special tokens in `tokenizer`'s vocabulary.
+pub fn special_id(tokenizer: &Tokenizer, name: &str) -> Result<u32> {
+    tokenizer.token_id(name).ok_or_else(|| {
+        crate::Error::Other(format!(
+            "the tokenizer has no {name} token: the Llama 3 chat format needs Meta's special tokens"
+        ))
+    })
+}
+
 /// `<|start_header_id|>role<|end_header_id|>\n\n`.
 pub fn encode_header(tokenizer: &Tokenizer, role: Role) -> Result<Vec<u32>> {
-    let mut ids = vec![special::START_HEADER];
+    let mut ids = vec![special_id(tokenizer, special::START_HEADER)?];
     ids.extend(tokenizer.encode(role.header(), false)?);
-    ids.push(special::END_HEADER);
+    ids.push(special_id(tokenizer, special::END_HEADER)?);
     ids.extend(tokenizer.encode("\n\n", false)?);
     Ok(ids)
 }
@@ -74,7 +83,7 @@ pub fn encode_message(
             .first()
             .is_some_and(|c| c.tool_name == "code_interpreter")
     {
-        ids.push(special::PYTHON_TAG);
+        ids.push(special_id(tokenizer, special::PYTHON_TAG)?);
     }
     ids.extend(tokenizer.encode(&message.content, false)?);
     if assistant {
@@ -83,11 +92,12 @@ pub fn encode_message(
         }
     }
     let waits_for_tool = assistant && message.stop_reason == Some(StopReason::EndOfMessage);
-    ids.push(if waits_for_tool {
+    let end = if waits_for_tool {
         special::EOM
     } else {
         special::EOT
-    });
+    };
+    ids.push(special_id(tokenizer, end)?);
     Ok(ids)
 }
 
@@ -97,7 +107,7 @@ pub fn encode_dialog_prompt(
     messages: &[Message],
     format: ToolPromptFormat,
 ) -> Result<Vec<u32>> {
-    let mut ids = vec![special::BEGIN_OF_TEXT];
+    let mut ids = vec![special_id(tokenizer, special::BEGIN_OF_TEXT)?];
     for message in messages {
         ids.extend(encode_message(tokenizer, message, format)?);
     }

@@ -1,0 +1,46 @@
+//! Errors of training: each says what to fix (the recipe key, the checkpoint file, the data).
+
+/// An error of a training run.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// A tensor operation failed.
+    #[error(transparent)]
+    Candle(#[from] candle_core::Error),
+    /// The model or a checkpoint could not be built or read.
+    #[error(transparent)]
+    Model(#[from] herd_model::Error),
+    /// Token shards could not be read.
+    #[error(transparent)]
+    Shards(#[from] herd_data::Error),
+    /// The data do not fit the recipe.
+    #[error("data: {0}")]
+    Data(String),
+    /// The recipe is malformed or inconsistent.
+    #[error("recipe {path}: {message}")]
+    Recipe { path: String, message: String },
+    /// A checkpoint is missing something or does not match the run.
+    #[error("checkpoint: {0}")]
+    Checkpoint(String),
+    /// Training diverged.
+    #[error("{0}")]
+    Diverged(String),
+    /// A file could not be read or written.
+    #[error("{path}: {source}")]
+    Io {
+        path: std::path::PathBuf,
+        source: std::io::Error,
+    },
+}
+
+impl Error {
+    /// An I/O error on `path`.
+    pub fn io(path: &std::path::Path, source: std::io::Error) -> Error {
+        Error::Io {
+            path: path.to_path_buf(),
+            source,
+        }
+    }
+}
+
+/// herd-train's result type.
+pub type Result<T> = std::result::Result<T, Error>;

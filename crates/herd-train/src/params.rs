@@ -1,0 +1,143 @@
+//! The trainable parameters of a Llama model: one candle `Var` per HF-named tensor, their
+//! initialisation, which of them take weight decay, and the model that computes with them.
+
+use candle_core::{DType, Device, Tensor, Var};
+use herd_model::llama::tensor_shapes;
+use herd_model::seeded::{fnv1a64, splitmix64};
+use herd_model::{Llama, LlamaConfig, Weight, Weights};
+
+use crate::error::{Error, Result};
+
+/// Standard deviation of the normal initialisation of matrices (HF's `initializer_range`).
+pub const INIT_STD: f64 = 0.02;
+
+/// Named `Var`s in [`tensor_shapes`] order.
+pub struct Parameters {
+    config: LlamaConfig,
+    names: Vec<String>,
+    vars: Vec<Var>,
+}
+
+impl Parameters {
+    /// Fresh parameters: matrices and embeddings from N(0, 0.02²), RMSNorm scales 1. Each
+    /// tensor draws from its own stream (seed and name), so the values do not depend on the
+    /// order tensors are made in.
+    pub fn init(config: &LlamaConfig, seed: u64, dtype: DType, device: &Device) -> Result<Self> {
+        let mut names = Vec::new();
+        let mut vars = Vec::new();
+        for (name, dims) in tensor_shapes(config) {
+            let n: usize = dims.iter().product();
+            let values: Vec<f64> = if dims.len() == 1 {
+                vec![1.0; n]
+            } else {
+                normal_values(seed ^ fnv1a64(name.as_bytes()), n, INIT_STD)
+            };
+            let tensor = Tensor::from_vec(values, dims, device)?.to_dtype(dtype)?;
+            vars.push(Var::from_tensor(&tensor)?);
+            names.push(name);
+        }
+        Ok(Parameters {
+            config: config.clone(),
+            names,
+            vars,
+        })
+    }
+
+    /// Parameters holding `weights` (a checkpoint), cast to `dtype`.
+    pub fn from_weights(
+        config: &LlamaConfig,
+        weights: &Weights,
+        dtype: DType,
+        device: &Device,
+    ) -> Result<Self> {
+        let mut names = Vec::new();
+        let mut vars = Vec::new();
+        for (name, dims) in tensor_shapes(config) {
+            let tensor = weights.get(&name, &dims)?.to_dense(dtype)?;
+            vars.push(Var::from_tensor(&tensor.to_device(device)?)?);
+            names.push(name);
+        }
+        Ok(Parameters {
+            config: config.clone(),
+            names,
+            vars,
+        })
+    }
+
+    /// The model's shape.
+    pub fn config(&self) -> &LlamaConfig {
+        &self.config
+    }
+
+    /// HF names, in parameter order.
+    pub fn names(&self) -> &[String] {
+        &self.names
+    }
+
+    /// The variables, in parameter order.
+    pub fn vars(&self) -> &[Var] {
+        &self.vars
+    }
+
+    /// Number of scalar parameters.
+    pub fn count(&self) -> usize {
+        self.vars.iter().map(|v| v.elem_count()).sum()
+    }
+
+    /// Whether weight decay applies: matrices (embeddings and projections), not norm scales.
+    pub fn decays(&self, index: usize) -> bool {
+        self.vars[index].rank() >= 2
+    }
+
+    /// The current values as [`Weights`] (sharing storage with the variables).
+    pub fn weights(&self) -> Weights {
+        let mut weights = Weights::new("<training>");
+        for (name, var) in self.names.iter().zip(&self.vars) {
+            weights.insert(name.clone(), Weight::Dense(var.as_tensor().clone()));
+        }
+        weights
+    }
+
+    /// A model computing with these variables: gradients of its outputs reach them, and
+    /// updates to them are seen by it.
+    pub fn model(&self) -> Result<Llama> {
+        let var = &self.vars[0];
+        Llama::load(
+            self.config.clone(),
+            &self.weights(),
+            var.dtype(),
+            var.device(),
+        )
+        .map_err(Error::from)
+    }
+}
+
+/// `n` draws of N(0, std²) from a splitmix64 stream (Box–Muller).
+fn normal_values(seed: u64, n: usize, std: f64) -> Vec<f64> {
+    let mut state = seed;
+    let mut uniform = move || ((splitmix64(&mut state) >> 11) as f64 + 0.5) / (1u64 << 53) as f64;
+    let mut out = Vec::with_capacity(n + 1);
+    while out.len() < n {
+        let (u1, u2) = (uniform(), uniform());
+        let radius = (-2.0 * u1.ln()).sqrt() * std;
+        let angle = 2.0 * std::f64::consts::PI * u2;
+        out.push(radius * angle.cos());
+        out.push(radius * angle.sin());
+    }
+    out.truncate(n);
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn normal_values_have_the_asked_moments() {
+        let v = normal_values(7, 200_000, 0.02);
+        let mean = v.iter().sum::<f64>() / v.len() as f64;
+        let var = v.iter().map(|x| (x - mean).powi(2)).sum::<f64>() / v.len() as f64;
+        assert!(mean.abs() < 2e-4, "{mean}");
+        assert!((var.sqrt() - 0.02).abs() < 2e-4, "{}", var.sqrt());
+    }
+}
