@@ -2,13 +2,23 @@
 //!
 //! [`loader`] packs documents from token shards into rows with document boundaries,
 //! [`params`] holds the trainable tensors, [`loss`] the next-token loss, [`adamw`] and
-//! [`schedule`] the optimizer and its learning rate and batch stages.
+//! [`schedule`] the optimizer and its learning rate and batch stages, [`step`] one step's
+//! arithmetic; [`trainer`] runs a [`recipe`] with [`checkpoint`]s, [`metrics`] and the final
+//! [`average`].
 
 pub mod adamw;
+pub mod average;
+pub mod checkpoint;
 pub mod error;
 pub mod loader;
 pub mod loss;
+pub mod metrics;
 pub mod params;
+pub mod recipe;
 pub mod schedule;
+pub mod step;
+pub mod trainer;
 
 pub use error::{Error, Result};
+pub use recipe::Recipe;
+pub use trainer::{pretrain, RunOptions, RunSummary};

@@ -1,0 +1,330 @@
+//! Pretraining recipes (`recipes/*.toml`): the model shape, the data sources and their mix, the
+//! optimizer, the schedule of learning rate, batch size and sequence length, annealing and
+//! checkpointing — the whole run as data. Paths are relative to the working directory.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use herd_model::LlamaConfig;
+use serde::Deserialize;
+
+use crate::adamw::AdamWConfig;
+use crate::error::{Error, Result};
+use crate::loader::SourceSpec;
+use crate::schedule::{LrSchedule, Stage};
+
+/// A whole pretraining run.
+#[derive(Debug, Clone)]
+pub struct Recipe {
+    /// Where it was read from.
+    pub path: PathBuf,
+    /// Short name (`tiny`, `small`, `1b`).
+    pub name: String,
+    /// Seed of initialisation and data order.
+    pub seed: u64,
+    /// The tiktoken vocabulary (`tokenizer.model`) the shards were made with.
+    pub tokenizer: PathBuf,
+    /// Model shape.
+    pub model: LlamaConfig,
+    /// Data.
+    pub data: DataSection,
+    /// Optimizer.
+    pub optimizer: AdamWConfig,
+    /// Gradient clipping norm.
+    pub grad_clip: f64,
+    /// Learning rate schedule.
+    pub lr: LrSchedule,
+    /// Steps, stages, micro-batches.
+    pub training: TrainingSection,
+    /// Annealing, if the run ends with it.
+    pub anneal: Option<AnnealSection>,
+    /// Checkpointing.
+    pub checkpoint: CheckpointSection,
+    /// Validation.
+    pub eval: EvalSection,
+}
+
+/// `[data]`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DataSection {
+    /// Share of each source's documents held out for validation.
+    pub validation_fraction: f64,
+    /// `[[data.sources]]`.
+    pub sources: Vec<SourceSpec>,
+}
+
+/// `[training]`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TrainingSection {
+    /// Optimizer steps of the run.
+    pub total_steps: u64,
+    /// Rows per forward/backward pass (gradient accumulation over a step's rows).
+    pub micro_batch_rows: usize,
+    /// Batch-size and sequence-length stages, `[[training.stages]]`.
+    pub stages: Vec<Stage>,
+    /// Stop with an error after this many non-finite steps in a row.
+    #[serde(default = "default_max_bad")]
+    pub max_bad_steps_in_a_row: u32,
+    /// Peak FLOP/s of the machine in GFLOP/s, for the MFU estimate.
+    #[serde(default = "default_peak")]
+    pub peak_gflops: f64,
+}
+
+fn default_max_bad() -> u32 {
+    5
+}
+
+fn default_peak() -> f64 {
+    // f32 GEMM on 2 cores of the CI machine, measured with PyTorch (design/peers.md).
+    178.0
+}
+
+/// `[anneal]`: the last `steps` steps take the rate linearly to 0 on their own data mix, and the
+/// final model averages the last `average_last` checkpoints taken every `checkpoint_every`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AnnealSection {
+    /// Steps of annealing at the end of the run.
+    pub steps: u64,
+    /// Mixture weights by source name during annealing (missing sources get 0).
+    pub mix: BTreeMap<String, f64>,
+    /// Steps between annealing checkpoints.
+    pub checkpoint_every: u64,
+    /// How many of the last annealing checkpoints the final model averages.
+    pub average_last: usize,
+}
+
+/// `[checkpoint]`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CheckpointSection {
+    /// Steps between checkpoints (one is always written at the last step run).
+    pub every: u64,
+    /// Checkpoints kept.
+    pub keep_last: usize,
+}
+
+/// `[eval]`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EvalSection {
+    /// Steps between validation passes (one is always run at the last step).
+    pub every: u64,
+    /// Validation rows (at the current sequence length).
+    pub rows: usize,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct OptimizerSection {
+    peak_lr: f64,
+    min_lr: f64,
+    warmup_steps: u64,
+    #[serde(default)]
+    decay_steps: Option<u64>,
+    beta1: f64,
+    beta2: f64,
+    eps: f64,
+    weight_decay: f64,
+    grad_clip: f64,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RecipeFile {
+    name: String,
+    #[serde(default)]
+    description: Option<String>,
+    seed: u64,
+    tokenizer: PathBuf,
+    model: toml::Table,
+    data: DataSection,
+    optimizer: OptimizerSection,
+    training: TrainingSection,
+    #[serde(default)]
+    anneal: Option<AnnealSection>,
+    checkpoint: CheckpointSection,
+    eval: EvalSection,
+}
+
+impl Recipe {
+    /// Reads and checks a recipe file.
+    pub fn load(path: &Path) -> Result<Recipe> {
+        let text = std::fs::read_to_string(path).map_err(|e| Error::io(path, e))?;
+        Self::parse(&text, path)
+    }
+
+    /// Parses recipe text (`path` names it in errors).
+    pub fn parse(text: &str, path: &Path) -> Result<Recipe> {
+        let bad = |message: String| Error::Recipe {
+            path: path.display().to_string(),
+            message,
+        };
+        let file: RecipeFile = toml::from_str(text).map_err(|e| bad(e.to_string()))?;
+        let _ = file.description;
+        let model = model_config(file.model).map_err(&bad)?;
+        model.validate().map_err(|m| bad(format!("[model]: {m}")))?;
+        let o = file.optimizer;
+        let anneal_steps = file.anneal.as_ref().map_or(0, |a| a.steps);
+        let total = file.training.total_steps;
+        let recipe = Recipe {
+            path: path.to_path_buf(),
+            name: file.name,
+            seed: file.seed,
+            tokenizer: file.tokenizer,
+            data: file.data,
+            optimizer: AdamWConfig {
+                beta1: o.beta1,
+                beta2: o.beta2,
+                eps: o.eps,
+                weight_decay: o.weight_decay,
+            },
+            grad_clip: o.grad_clip,
+            lr: LrSchedule {
+                peak_lr: o.peak_lr,
+                min_lr: o.min_lr,
+                warmup_steps: o.warmup_steps,
+                decay_steps: o.decay_steps.unwrap_or(total - anneal_steps.min(total)),
+                total_steps: total,
+                anneal_steps,
+            },
+            model,
+            training: file.training,
+            anneal: file.anneal,
+            checkpoint: file.checkpoint,
+            eval: file.eval,
+        };
+        recipe.check().map_err(bad)?;
+        Ok(recipe)
+    }
+
+    fn check(&self) -> std::result::Result<(), String> {
+        let t = &self.training;
+        if t.stages.is_empty() {
+            return Err("[training] needs at least one [[training.stages]]".into());
+        }
+        for s in &t.stages {
+            if s.seq_len > self.model.max_seq_len {
+                return Err(format!(
+                    "a stage has seq_len {} beyond the model's max_seq_len {}",
+                    s.seq_len, self.model.max_seq_len
+                ));
+            }
+            if s.seq_len == 0 || s.batch_rows == 0 {
+                return Err("stages need seq_len and batch_rows above 0".into());
+            }
+        }
+        if t.micro_batch_rows == 0 || self.checkpoint.every == 0 || self.eval.every == 0 {
+            return Err("micro_batch_rows, checkpoint.every and eval.every must be above 0".into());
+        }
+        if self.data.sources.iter().all(|s| s.weight <= 0.0) {
+            return Err("[[data.sources]] need a positive weight".into());
+        }
+        if let Some(a) = &self.anneal {
+            if a.steps > t.total_steps || a.checkpoint_every == 0 || a.average_last == 0 {
+                return Err(
+                    "[anneal] needs steps ≤ total_steps, checkpoint_every and average_last above 0"
+                        .into(),
+                );
+            }
+            for name in a.mix.keys() {
+                if !self.data.sources.iter().any(|s| &s.name == name) {
+                    return Err(format!(
+                        "[anneal.mix] names {name:?}, which is not a data source"
+                    ));
+                }
+            }
+            if a.mix.values().all(|w| *w <= 0.0) {
+                return Err("[anneal.mix] needs a positive weight".into());
+            }
+        }
+        Ok(())
+    }
+
+    /// Mixture weights (one per source) for `step`.
+    pub fn mix_at(&self, step: u64) -> Vec<f64> {
+        match &self.anneal {
+            Some(a) if self.lr.is_annealing(step) => self
+                .data
+                .sources
+                .iter()
+                .map(|s| a.mix.get(&s.name).copied().unwrap_or(0.0))
+                .collect(),
+            _ => self.data.sources.iter().map(|s| s.weight).collect(),
+        }
+    }
+
+    /// Training FLOPs per token: 6 per matmul parameter (the output layer included, the input
+    /// embedding lookup not) plus attention's 12 · layers · seq_len · dim.
+    pub fn flops_per_token(&self, seq_len: usize) -> f64 {
+        let c = &self.model;
+        let matmul = c.num_parameters()
+            - c.vocab_size * c.dim * usize::from(!c.tie_embeddings)
+            - (2 * c.n_layers + 1) * c.dim;
+        6.0 * matmul as f64 + 12.0 * (c.n_layers * seq_len * c.dim) as f64
+    }
+}
+
+/// `[model]`: a `preset` and/or explicit fields (which override the preset's).
+fn model_config(mut table: toml::Table) -> std::result::Result<LlamaConfig, String> {
+    let mut base = match table.remove("preset") {
+        Some(toml::Value::String(name)) => {
+            let preset =
+                LlamaConfig::preset(&name).ok_or(format!("[model]: unknown preset {name:?}"))?;
+            toml::Table::try_from(preset).map_err(|e| e.to_string())?
+        }
+        Some(_) => return Err("[model] preset must be a string".into()),
+        None => toml::Table::new(),
+    };
+    base.extend(table);
+    toml::Value::Table(base)
+        .try_into()
+        .map_err(|e| format!("[model]: {e}"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn shipped_recipes_parse() {
+        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../recipes");
+        for name in ["tiny", "small", "1b"] {
+            let path = dir.join(format!("{name}.toml"));
+            let recipe = Recipe::load(&path).unwrap();
+            assert_eq!(recipe.name, name);
+        }
+        let small = Recipe::load(&dir.join("small.toml")).unwrap();
+        let c = &small.model;
+        let millions = (c.num_parameters() - 2 * c.vocab_size * c.dim) as f64 / 1e6;
+        assert!(
+            (20.0..30.0).contains(&millions),
+            "small has {millions}M parameters"
+        );
+        let one_b = Recipe::load(&dir.join("1b.toml")).unwrap();
+        assert_eq!(one_b.model, LlamaConfig::preset("llama3.2-1b").unwrap());
+    }
+
+    #[test]
+    fn errors_name_the_problem() {
+        let text = std::fs::read_to_string(
+            Path::new(env!("CARGO_MANIFEST_DIR")).join("../../recipes/tiny.toml"),
+        )
+        .unwrap();
+        let broken = text.replace("seq_len = 256", "seq_len = 100000");
+        let err = Recipe::parse(&broken, Path::new("x.toml"))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("x.toml") && err.contains("max_seq_len"),
+            "{err}"
+        );
+        let typo = text.replace("keep_last", "keep_lats");
+        let err = Recipe::parse(&typo, Path::new("x.toml"))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("keep_lats"), "{err}");
+    }
+}

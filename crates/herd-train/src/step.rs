@@ -1,0 +1,135 @@
+//! One training step's arithmetic: the mean next-token loss of a batch and its gradient with
+//! respect to every parameter, summed over micro-batches (gradient accumulation); clipping by
+//! global norm; and the loss of a batch without gradients, for validation.
+
+use candle_core::{Device, Tensor};
+use herd_model::{Llama, SequenceLayout};
+
+use crate::error::{Error, Result};
+use crate::loader::Batch;
+use crate::loss::nll_sum;
+use crate::params::Parameters;
+
+/// Loss and gradients of one batch.
+pub struct Gradients {
+    /// Mean loss over the batch's targets.
+    pub loss: f64,
+    /// d loss / d parameter, in parameter order.
+    pub grads: Vec<Tensor>,
+    /// Targets that carried loss.
+    pub n_targets: usize,
+}
+
+/// Input ids, target ids, target weights and the packed layout of `batch` on `device`.
+fn tensors(batch: &Batch, model: &Llama) -> Result<(Tensor, Tensor, Tensor, SequenceLayout)> {
+    let device = model.device();
+    let shape = (batch.rows, batch.seq_len);
+    let inputs = Tensor::from_vec(batch.inputs.clone(), shape, device)?;
+    let targets = Tensor::from_vec(batch.targets.clone(), batch.targets.len(), device)?;
+    let weights = Tensor::from_vec(batch.weights.clone(), batch.weights.len(), device)?
+        .to_dtype(herd_model::norm::accumulation_dtype(model.dtype()))?;
+    let layout = SequenceLayout::packed(&batch.doc_lens).map_err(Error::Data)?;
+    Ok((inputs, targets, weights, layout))
+}
+
+/// Sum of the target losses of `batch` as a scalar tensor (differentiable).
+pub fn batch_nll_sum(model: &Llama, batch: &Batch) -> Result<Tensor> {
+    let (inputs, targets, weights, layout) = tensors(batch, model)?;
+    let logits = model.forward(&inputs, &layout, None)?;
+    let vocab = logits.dim(2)?;
+    nll_sum(&logits.reshape(((), vocab))?, &targets, &weights)
+}
+
+/// Mean loss of `batch` and its gradients, running `micro_rows` rows at a time.
+pub fn loss_and_grads(
+    model: &Llama,
+    params: &Parameters,
+    batch: &Batch,
+    micro_rows: usize,
+) -> Result<Gradients> {
+    let n_targets = batch.n_targets().max(1);
+    let mut grads: Option<Vec<Tensor>> = None;
+    let mut loss = 0.0;
+    for start in (0..batch.rows).step_by(micro_rows.max(1)) {
+        let micro = batch.slice(start, micro_rows.min(batch.rows - start));
+        let scaled = (batch_nll_sum(model, &micro)? / n_targets as f64)?;
+        loss += scaled
+            .to_dtype(candle_core::DType::F64)?
+            .to_scalar::<f64>()?;
+        let mut store = scaled.backward()?;
+        let micro_grads = params
+            .vars()
+            .iter()
+            .zip(params.names())
+            .map(|(var, name)| match store.remove(var.as_tensor()) {
+                Some(g) => Ok(g.detach()),
+                None => Err(Error::Data(format!("no gradient reached {name}"))),
+            })
+            .collect::<Result<Vec<Tensor>>>()?;
+        grads = Some(match grads {
+            None => micro_grads,
+            Some(acc) => acc
+                .iter()
+                .zip(&micro_grads)
+                .map(|(a, g)| Ok((a + g)?))
+                .collect::<Result<_>>()?,
+        });
+    }
+    Ok(Gradients {
+        loss,
+        grads: grads.unwrap_or_default(),
+        n_targets: batch.n_targets(),
+    })
+}
+
+/// The global L2 norm of `grads`; when above `max_norm` they are scaled down to it
+/// (PyTorch's `clip_grad_norm_`). Returns the norm before clipping.
+pub fn clip_grad_norm(grads: &mut [Tensor], max_norm: f64) -> Result<f64> {
+    let mut sum = 0.0f64;
+    for g in grads.iter() {
+        sum += g
+            .sqr()?
+            .sum_all()?
+            .to_dtype(candle_core::DType::F64)?
+            .to_scalar::<f64>()?;
+    }
+    let norm = sum.sqrt();
+    let coefficient = max_norm / (norm + 1e-6);
+    if coefficient < 1.0 {
+        for g in grads.iter_mut() {
+            *g = (&*g * coefficient)?;
+        }
+    }
+    Ok(norm)
+}
+
+/// Mean loss of `batch` under `model` (built without gradient tracking).
+pub fn evaluate(model: &Llama, batch: &Batch, micro_rows: usize) -> Result<f64> {
+    let mut sum = 0.0;
+    for start in (0..batch.rows).step_by(micro_rows.max(1)) {
+        let micro = batch.slice(start, micro_rows.min(batch.rows - start));
+        let nll = batch_nll_sum(model, &micro)?;
+        sum += nll.to_dtype(candle_core::DType::F64)?.to_scalar::<f64>()?;
+    }
+    Ok(sum / batch.n_targets().max(1) as f64)
+}
+
+/// A model on the parameters' current values that tracks no gradients (for validation and
+/// sampling during training).
+pub fn frozen_model(params: &Parameters) -> Result<Llama> {
+    let mut weights = herd_model::Weights::new("<training>");
+    for (name, var) in params.names().iter().zip(params.vars()) {
+        weights.insert(
+            name.clone(),
+            herd_model::Weight::Dense(var.as_tensor().detach()),
+        );
+    }
+    let dtype = params.vars()[0].dtype();
+    let device: Device = params.vars()[0].device().clone();
+    Ok(Llama::load(
+        params.config().clone(),
+        &weights,
+        dtype,
+        &device,
+    )?)
+}

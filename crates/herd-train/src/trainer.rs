@@ -1,0 +1,264 @@
+//! The pretraining loop (`herd pretrain`): for each step, the stage's batch from the loader, loss
+//! and gradients over micro-batches, clipping, AdamW at the scheduled rate; then metrics,
+//! validation, checkpoints, and at the end the final model (the average of the last annealing
+//! checkpoints when the recipe anneals).
+//!
+//! A run resumes from its newest checkpoint and then computes exactly what the uninterrupted
+//! run would have: the loader's cursor, the optimizer's moments and the step come back, and
+//! nothing else carries state (initialisation and data order are functions of the seed).
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use candle_core::{DType, Device};
+use indicatif::{ProgressBar, ProgressStyle};
+
+use crate::adamw::AdamW;
+use crate::average::average_checkpoints;
+use crate::checkpoint::{self, Checkpoint, TrainerState};
+use crate::error::{Error, Result};
+use crate::loader::{Batch, Loader};
+use crate::metrics::{MetricsLog, StepMetrics};
+use crate::params::Parameters;
+use crate::recipe::Recipe;
+use crate::schedule::stage_at;
+use crate::step::{clip_grad_norm, evaluate, frozen_model, loss_and_grads};
+
+/// How to run a recipe.
+#[derive(Debug, Clone)]
+pub struct RunOptions {
+    /// Output folder: `checkpoints/`, `anneal/`, `final/`, `metrics.jsonl`.
+    pub out: PathBuf,
+    /// Stop after this step (a checkpoint is written there); `None` runs the recipe to its end.
+    pub max_steps: Option<u64>,
+    /// Continue from the newest checkpoint in `out`.
+    pub resume: bool,
+    /// Draw a progress bar on stderr.
+    pub progress: bool,
+}
+
+/// What a run did.
+#[derive(Debug, Clone)]
+pub struct RunSummary {
+    /// Steps completed (over all sessions of the run).
+    pub steps: u64,
+    /// Loss of the last step run.
+    pub last_loss: Option<f64>,
+    /// Last validation loss.
+    pub val_loss: Option<f64>,
+    /// The final model, when the recipe ran to its end.
+    pub final_model: Option<PathBuf>,
+    /// Steps skipped for non-finite values.
+    pub skipped_steps: u64,
+}
+
+/// Runs (or resumes) `recipe`.
+pub fn pretrain(recipe: &Recipe, options: &RunOptions) -> Result<RunSummary> {
+    let device = Device::Cpu;
+    let out = &options.out;
+    let mut loader = Loader::open(
+        &recipe.data.sources,
+        recipe.seed,
+        recipe.data.validation_fraction,
+    )?;
+    check_vocabulary(recipe, &loader)?;
+    let ckpt_root = out.join("checkpoints");
+    let existing = checkpoint::list_steps(&ckpt_root)?;
+    let (params, mut optimizer, mut state) = match (options.resume, existing.last()) {
+        (true, Some(&step)) => {
+            let dir = checkpoint::step_dir(&ckpt_root, step);
+            let loaded = checkpoint::load(&dir, &device)?;
+            let params =
+                Parameters::from_weights(&recipe.model, &loaded.weights, DType::F32, &device)?;
+            let mut optimizer = AdamW::new(&params, recipe.optimizer.clone())?;
+            optimizer.restore(&params, &loaded.optimizer, loaded.state.step)?;
+            loader.set_cursor(loaded.state.cursor.clone())?;
+            (params, optimizer, loaded.state)
+        }
+        (false, Some(_)) => {
+            return Err(Error::Checkpoint(format!(
+                "{} already holds checkpoints: pass --resume to continue that run, or choose another --out",
+                ckpt_root.display()
+            )))
+        }
+        (_, None) => {
+            let params = Parameters::init(&recipe.model, recipe.seed, DType::F32, &device)?;
+            let optimizer = AdamW::new(&params, recipe.optimizer.clone())?;
+            let state = TrainerState {
+                cursor: loader.cursor().clone(),
+                ..TrainerState::default()
+            };
+            (params, optimizer, state)
+        }
+    };
+    let mut metrics = MetricsLog::open(&out.join("metrics.jsonl"), state.step)?;
+    let total = recipe.lr.total_steps;
+    let stop = options.max_steps.unwrap_or(total).min(total);
+    let model = params.model()?;
+    let bar = progress_bar(options.progress, state.step, stop);
+    let mut validation: HashMap<usize, Option<Batch>> = HashMap::new();
+    let mut summary = RunSummary {
+        steps: state.step,
+        last_loss: None,
+        val_loss: None,
+        final_model: None,
+        skipped_steps: state.skipped_steps,
+    };
+    for step in state.step..stop {
+        let stage = stage_at(&recipe.training.stages, step).clone();
+        let batch = loader.next_batch(stage.batch_rows, stage.seq_len, &recipe.mix_at(step));
+        let started = Instant::now();
+        let mut g = loss_and_grads(&model, &params, &batch, recipe.training.micro_batch_rows)?;
+        let grad_norm = clip_grad_norm(&mut g.grads, recipe.grad_clip)?;
+        let lr = recipe.lr.lr(step);
+        let finite = g.loss.is_finite() && grad_norm.is_finite();
+        if finite {
+            optimizer.step(&params, &g.grads, lr)?;
+            state.bad_in_a_row = 0;
+        } else {
+            state.skipped_steps += 1;
+            state.bad_in_a_row += 1;
+        }
+        let tokens = (stage.batch_rows * stage.seq_len) as u64;
+        state.step = step + 1;
+        state.tokens += tokens;
+        state.cursor = loader.cursor().clone();
+        let seconds = started.elapsed().as_secs_f64();
+        let tokens_per_s = tokens as f64 / seconds;
+        let mut line = StepMetrics {
+            step: state.step,
+            loss: g.loss,
+            lr,
+            grad_norm,
+            seq_len: stage.seq_len,
+            batch_rows: stage.batch_rows,
+            tokens: state.tokens,
+            tokens_per_s,
+            mfu: tokens_per_s * recipe.flops_per_token(stage.seq_len)
+                / (recipe.training.peak_gflops * 1e9),
+            val_loss: None,
+            skipped: !finite,
+        };
+        if state.step.is_multiple_of(recipe.eval.every) || state.step == total {
+            let val = validation
+                .entry(stage.seq_len)
+                .or_insert_with(|| loader.validation_batch(recipe.eval.rows, stage.seq_len));
+            if let Some(val) = val {
+                let frozen = frozen_model(&params)?;
+                line.val_loss = Some(evaluate(&frozen, val, recipe.training.micro_batch_rows)?);
+                summary.val_loss = line.val_loss;
+            }
+        }
+        metrics.log(&line)?;
+        summary.last_loss = Some(g.loss);
+        summary.steps = state.step;
+        summary.skipped_steps = state.skipped_steps;
+        bar.set_position(state.step);
+        bar.set_message(format!(
+            "loss {:.3}{} · {:.0} tok/s · lr {lr:.2e}",
+            g.loss,
+            line.val_loss
+                .map(|v| format!(" (val {v:.3})"))
+                .unwrap_or_default(),
+            tokens_per_s
+        ));
+        if state.bad_in_a_row > recipe.training.max_bad_steps_in_a_row {
+            return Err(Error::Diverged(format!(
+                "step {}: {} steps in a row had a non-finite loss or gradient (last loss {}); \
+                 lower the learning rate or resume from an earlier checkpoint",
+                state.step, state.bad_in_a_row, g.loss
+            )));
+        }
+        if let Some(anneal) = &recipe.anneal {
+            let into = state.step + anneal.steps;
+            if recipe.lr.is_annealing(step)
+                && into > total
+                && (into - total).is_multiple_of(anneal.checkpoint_every)
+            {
+                let dir = out.join("anneal").join(format!("step-{:08}", state.step));
+                checkpoint::save_model(&dir, &recipe.model, &params.weights(), &recipe.tokenizer)?;
+                if !state.anneal_checkpoints.contains(&dir) {
+                    state.anneal_checkpoints.push(dir);
+                }
+            }
+        }
+        if state.step.is_multiple_of(recipe.checkpoint.every) || state.step == stop {
+            let ckpt = Checkpoint {
+                config: &recipe.model,
+                weights: &params.weights(),
+                optimizer: optimizer.state(&params),
+                state: &state,
+                tokenizer: &recipe.tokenizer,
+            };
+            checkpoint::save(&ckpt_root, &ckpt, recipe.checkpoint.keep_last)?;
+        }
+    }
+    bar.finish();
+    if state.step == total {
+        let dir = out.join("final");
+        write_final(recipe, &params, &state, &dir, &device)?;
+        summary.final_model = Some(dir);
+    }
+    Ok(summary)
+}
+
+/// The final model: the mean of the last annealing checkpoints, or the last weights.
+fn write_final(
+    recipe: &Recipe,
+    params: &Parameters,
+    state: &TrainerState,
+    dir: &Path,
+    device: &Device,
+) -> Result<()> {
+    let keep = recipe.anneal.as_ref().map_or(0, |a| a.average_last);
+    let last: Vec<&Path> = state
+        .anneal_checkpoints
+        .iter()
+        .rev()
+        .take(keep)
+        .rev()
+        .map(PathBuf::as_path)
+        .collect();
+    if last.is_empty() {
+        return checkpoint::save_model(dir, &recipe.model, &params.weights(), &recipe.tokenizer);
+    }
+    let (config, mean) = average_checkpoints(&last, device)?;
+    checkpoint::save_model(dir, &config, &mean, &recipe.tokenizer)
+}
+
+/// Shards, tokenizer and model must agree on the vocabulary.
+fn check_vocabulary(recipe: &Recipe, loader: &Loader) -> Result<()> {
+    let model = recipe.model.vocab_size;
+    let shards = loader.vocab_size() as usize;
+    if shards > model {
+        return Err(Error::Data(format!(
+            "the shards use a vocabulary of {shards} ids but the model has {model}: \
+             were they tokenized with {}?",
+            recipe.tokenizer.display()
+        )));
+    }
+    if !recipe.tokenizer.is_file() {
+        return Err(Error::Data(format!(
+            "{}: no such tokenizer file (the recipe's `tokenizer`)",
+            recipe.tokenizer.display()
+        )));
+    }
+    Ok(())
+}
+
+fn progress_bar(show: bool, position: u64, stop: u64) -> ProgressBar {
+    if !show {
+        return ProgressBar::hidden();
+    }
+    let bar = ProgressBar::new(stop);
+    bar.set_style(
+        ProgressStyle::with_template(
+            "{spinner} step {pos}/{len} [{elapsed_precise} < {eta_precise}] {wide_bar} {msg}",
+        )
+        .expect("template"),
+    );
+    bar.set_position(position);
+    bar.reset_eta();
+    bar
+}

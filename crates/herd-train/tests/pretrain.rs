@@ -1,0 +1,238 @@
+//! End-to-end pretraining on real text (Gutenberg books from `../shared/data`, with a
+//! vocabulary trained on them): exact resume, and a validation loss well below the unigram
+//! entropy of the data.
+
+use std::collections::HashMap;
+use std::io::Read;
+use std::path::{Path, PathBuf};
+
+use herd_data::tokenize::{tokenize_files, TokenizeOptions};
+use herd_tokenizer::train::{ranks_file_text, train_ranks};
+use herd_tokenizer::Tokenizer;
+use herd_train::{metrics, pretrain, Recipe, RunOptions};
+
+/// Texts of two books cut into ~2,000-character documents (the last 40 of them first, so the
+/// validation split sees both books).
+fn book_documents() -> Option<Vec<String>> {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../../shared/data/books/gutenberg");
+    if !dir.exists() {
+        assert!(
+            std::env::var("CI").is_err(),
+            "CI needs ../shared beside the repo"
+        );
+        eprintln!("skipping: {} is missing", dir.display());
+        return None;
+    }
+    let mut docs = Vec::new();
+    for book in ["carroll-alice.txt.gz", "austen-persuasion.txt.gz"] {
+        let mut text = String::new();
+        let file = std::fs::File::open(dir.join(book)).unwrap();
+        flate2::read::GzDecoder::new(file)
+            .read_to_string(&mut text)
+            .unwrap();
+        let text: String = text.chars().take(150_000).collect();
+        let mut current = String::new();
+        for paragraph in text.split("\n\n") {
+            current.push_str(paragraph);
+            current.push_str("\n\n");
+            if current.len() > 2_000 {
+                docs.push(std::mem::take(&mut current));
+            }
+        }
+    }
+    Some(docs)
+}
+
+struct Corpus {
+    _dir: tempfile::TempDir,
+    root: PathBuf,
+    unigram_entropy: f64,
+}
+
+/// Tokenizer (768 ids) and shards under a temporary folder.
+fn corpus() -> Option<Corpus> {
+    let docs = book_documents()?;
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().to_path_buf();
+    let ranks = train_ranks(docs.iter(), 768, 2).unwrap();
+    std::fs::write(root.join("tokenizer.model"), ranks_file_text(&ranks)).unwrap();
+    let jsonl: String = docs
+        .iter()
+        .map(|d| serde_json::json!({ "text": d }).to_string() + "\n")
+        .collect();
+    std::fs::write(root.join("books.jsonl"), jsonl).unwrap();
+    let tokenizer = Tokenizer::llama3(&root.join("tokenizer.model")).unwrap();
+    let options = TokenizeOptions {
+        field: "text",
+        shard_tokens: 40_000,
+        progress: &|_, _, _| {},
+    };
+    let files = [root.join("books.jsonl")];
+    let summary = tokenize_files(&files, &tokenizer, &root.join("shards"), &options).unwrap();
+    assert!(summary.shards.len() >= 2 && summary.bad.is_empty());
+    // Unigram entropy (nats) of the tokens.
+    let mut counts: HashMap<u32, f64> = HashMap::new();
+    for shard in &summary.shards {
+        let shard = herd_data::Shard::open(shard).unwrap();
+        for d in 0..shard.n_docs() {
+            for t in shard.document(d) {
+                *counts.entry(t).or_default() += 1.0;
+            }
+        }
+    }
+    let n: f64 = counts.values().sum();
+    let unigram_entropy = -counts.values().map(|c| c / n * (c / n).ln()).sum::<f64>();
+    Some(Corpus {
+        _dir: dir,
+        root,
+        unigram_entropy,
+    })
+}
+
+fn recipe(corpus: &Corpus, total: u64, anneal: u64) -> Recipe {
+    let root = corpus.root.display();
+    let text = format!(
+        r#"
+name = "test"
+seed = 7
+tokenizer = "{root}/tokenizer.model"
+[model]
+vocab_size = 768
+dim = 64
+n_layers = 2
+n_heads = 4
+n_kv_heads = 2
+head_dim = 16
+ffn_dim = 192
+norm_eps = 1e-5
+rope_theta = 500000.0
+max_seq_len = 64
+tie_embeddings = false
+[data]
+validation_fraction = 0.1
+[[data.sources]]
+name = "books"
+shards = "{root}/shards"
+weight = 1.0
+[optimizer]
+peak_lr = 3e-3
+min_lr = 3e-4
+warmup_steps = 10
+beta1 = 0.9
+beta2 = 0.95
+eps = 1e-8
+weight_decay = 0.1
+grad_clip = 1.0
+[training]
+total_steps = {total}
+micro_batch_rows = 4
+[[training.stages]]
+until_step = {half}
+seq_len = 32
+batch_rows = 16
+[[training.stages]]
+until_step = {total}
+seq_len = 64
+batch_rows = 8
+[anneal]
+steps = {anneal}
+checkpoint_every = 2
+average_last = 2
+mix = {{ books = 1.0 }}
+[checkpoint]
+every = 4
+keep_last = 2
+[eval]
+every = 10
+rows = 16
+"#,
+        half = total / 2
+    );
+    Recipe::parse(&text, Path::new("test.toml")).unwrap()
+}
+
+fn run(
+    recipe: &Recipe,
+    out: &Path,
+    max_steps: Option<u64>,
+    resume: bool,
+) -> herd_train::RunSummary {
+    let options = RunOptions {
+        out: out.to_path_buf(),
+        max_steps,
+        resume,
+        progress: false,
+    };
+    pretrain(recipe, &options).unwrap()
+}
+
+#[test]
+fn stopped_and_resumed_run_is_bit_identical() {
+    let Some(corpus) = corpus() else { return };
+    let recipe = recipe(&corpus, 14, 6);
+    let straight = corpus.root.join("straight");
+    run(&recipe, &straight, None, false);
+    let split = corpus.root.join("split");
+    let first = run(&recipe, &split, Some(7), false);
+    assert_eq!(first.steps, 7);
+    assert!(first.final_model.is_none());
+    // Without --resume an existing run is not overwritten.
+    let again = pretrain(
+        &recipe,
+        &RunOptions {
+            out: split.clone(),
+            max_steps: None,
+            resume: false,
+            progress: false,
+        },
+    );
+    assert!(again.unwrap_err().to_string().contains("--resume"));
+    let resumed = run(&recipe, &split, None, true);
+    assert_eq!(resumed.steps, 14);
+    let bytes = |root: &Path| std::fs::read(root.join("final/model.safetensors")).unwrap();
+    assert!(bytes(&straight) == bytes(&split), "final weights differ");
+    let losses = |root: &Path| -> Vec<(u64, u64, Option<u64>)> {
+        metrics::read(&root.join("metrics.jsonl"))
+            .unwrap()
+            .iter()
+            .map(|m| (m.step, m.loss.to_bits(), m.val_loss.map(f64::to_bits)))
+            .collect()
+    };
+    assert_eq!(losses(&straight).len(), 14);
+    assert_eq!(losses(&straight), losses(&split));
+    // The final model is the average of the last two annealing checkpoints (steps 12 and 14).
+    let anneal: Vec<_> = std::fs::read_dir(straight.join("anneal"))
+        .unwrap()
+        .collect();
+    assert_eq!(anneal.len(), 3);
+    assert!(straight.join("final/tokenizer.model").exists());
+    assert_eq!(
+        herd_train::checkpoint::list_steps(&straight.join("checkpoints")).unwrap(),
+        vec![12, 14]
+    );
+}
+
+#[test]
+fn validation_loss_falls_well_below_the_unigram_entropy() {
+    let Some(corpus) = corpus() else { return };
+    let recipe = recipe(&corpus, 400, 40);
+    let out = corpus.root.join("run");
+    let summary = run(&recipe, &out, None, false);
+    let val = summary.val_loss.unwrap();
+    let lines = metrics::read(&out.join("metrics.jsonl")).unwrap();
+    let first_val = lines.iter().find_map(|m| m.val_loss).unwrap();
+    println!(
+        "unigram entropy {:.3} nats; validation loss {first_val:.3} at step 10, {val:.3} at the end",
+        corpus.unigram_entropy
+    );
+    assert!(
+        val < corpus.unigram_entropy - 0.5,
+        "{val} vs {}",
+        corpus.unigram_entropy
+    );
+    assert!(val < first_val);
+    // The final model loads for generation as an HF folder with its tokenizer.
+    let loaded =
+        herd_model::checkpoint::load(&out.join("final"), &candle_core::Device::Cpu).unwrap();
+    assert_eq!(loaded.config, recipe.model);
+}
