@@ -313,7 +313,7 @@ mod tests {
             Path::new(env!("CARGO_MANIFEST_DIR")).join("../../recipes/tiny.toml"),
         )
         .unwrap();
-        let broken = text.replace("seq_len = 256", "seq_len = 100000");
+        let broken = text.replace("seq_len = 256\nbatch_rows", "seq_len = 100000\nbatch_rows");
         let err = Recipe::parse(&broken, Path::new("x.toml"))
             .unwrap_err()
             .to_string();
