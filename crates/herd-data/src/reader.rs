@@ -1,5 +1,6 @@
 //! Reading documents from files: JSONL (plain or `.gz`, the text in one field) and plain text
-//! (one document per file). Folders are read recursively in name order. A JSONL record that is
+//! (one document per file; a file that is not UTF-8 is read as Latin-1, the usual encoding of
+//! older plain-text archives such as Project Gutenberg's). Folders are read recursively in name order. A JSONL record that is
 //! not JSON or has no text field is counted and reported with its line number, never fatal.
 
 use std::fs::File;
@@ -81,10 +82,12 @@ pub fn read_documents(
     let open = || File::open(path).map_err(|e| Error::io(path, e));
     match kind(path) {
         Some(Kind::Text) => {
-            let mut text = String::new();
+            let mut bytes = Vec::new();
             open()?
-                .read_to_string(&mut text)
-                .map_err(|e| Error::format(path, format!("not UTF-8 text: {e}")))?;
+                .read_to_end(&mut bytes)
+                .map_err(|e| Error::io(path, e))?;
+            let text = String::from_utf8(bytes)
+                .unwrap_or_else(|e| e.into_bytes().iter().map(|&b| b as char).collect());
             each(Document {
                 id: path.display().to_string(),
                 text,
@@ -138,6 +141,30 @@ fn read_jsonl(
     Ok(())
 }
 
+/// `text` cut at line breaks into pieces of at least `target_chars` bytes (the last may be
+/// shorter), so a whole book, or a file of one article per line, becomes many documents of a
+/// few thousand characters that the loader can shuffle. Concatenated, the pieces are `text`.
+pub fn split_lines(text: &str, target_chars: usize) -> Vec<&str> {
+    let mut pieces = Vec::new();
+    let mut start = 0;
+    let mut search = 0;
+    while let Some(found) = text[search..].find('\n') {
+        let mut end = search + found + 1;
+        while text[end..].starts_with('\n') {
+            end += 1;
+        }
+        if end - start >= target_chars {
+            pieces.push(&text[start..end]);
+            start = end;
+        }
+        search = end;
+    }
+    if start < text.len() {
+        pieces.push(&text[start..]);
+    }
+    pieces
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -172,6 +199,19 @@ mod tests {
     }
 
     #[test]
+    fn texts_split_at_line_breaks_into_pieces_that_concatenate_back() {
+        let text = "one one\ntwo\n\n\nthree three three\n\nfour";
+        let pieces = split_lines(text, 10);
+        assert_eq!(
+            pieces,
+            ["one one\ntwo\n\n\n", "three three three\n\n", "four"]
+        );
+        assert_eq!(pieces.concat(), text);
+        assert_eq!(split_lines("no breaks", 2), ["no breaks"]);
+        assert!(split_lines("", 2).is_empty());
+    }
+
+    #[test]
     fn gzip_and_text_files_and_folders() {
         let dir = tempfile::tempdir().unwrap();
         let gz = dir.path().join("b.jsonl.gz");
@@ -179,13 +219,19 @@ mod tests {
         enc.write_all(b"{\"text\":\"zipped\"}\n").unwrap();
         enc.finish().unwrap();
         std::fs::write(dir.path().join("a.txt"), "plain book").unwrap();
+        std::fs::write(dir.path().join("c.txt"), b"Bruneti\xe8re").unwrap();
         std::fs::write(dir.path().join("notes.md"), "skipped").unwrap();
         let files = input_files(&[dir.path().to_path_buf()]).unwrap();
         let names: Vec<String> = files
             .iter()
             .map(|f| f.file_name().unwrap().to_string_lossy().into_owned())
             .collect();
-        assert_eq!(names, ["a.txt", "b.jsonl.gz"]);
+        assert_eq!(names, ["a.txt", "b.jsonl.gz", "c.txt"]);
+        assert_eq!(
+            collect(&files[2]).0[0].text,
+            "Brunetière",
+            "Latin-1 fallback"
+        );
         assert_eq!(collect(&files[0]).0[0].text, "plain book");
         assert_eq!(collect(&files[1]).0[0].text, "zipped");
     }

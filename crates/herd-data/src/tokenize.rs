@@ -9,7 +9,7 @@ use herd_tokenizer::Tokenizer;
 use rayon::prelude::*;
 
 use crate::error::{Error, Result};
-use crate::reader::{read_documents, BadRecord, Document};
+use crate::reader::{read_documents, split_lines, BadRecord, Document};
 use crate::shard::ShardWriter;
 
 /// Documents tokenized together (in parallel) before they are written.
@@ -34,6 +34,8 @@ pub struct TokenizeOptions<'a> {
     pub field: &'a str,
     /// Close a shard once it holds this many tokens.
     pub shard_tokens: u64,
+    /// Cut each document at line breaks into documents of about this many bytes.
+    pub split_chars: Option<usize>,
     /// Called after each batch with (documents, tokens, input bytes) so far.
     pub progress: &'a (dyn Fn(u64, u64, u64) + Sync),
 }
@@ -87,9 +89,18 @@ pub fn tokenize_files(
     for file in files {
         read_documents(file, options.field, &mut bad, &mut |doc| {
             bytes += doc.text.len() as u64;
-            batch.push(doc);
-            if batch.len() == BATCH {
-                flush(&mut batch, &mut summary, bytes)?;
+            let pieces = match options.split_chars {
+                Some(n) => split_lines(&doc.text, n),
+                None => vec![doc.text.as_str()],
+            };
+            for (i, piece) in pieces.iter().enumerate() {
+                batch.push(Document {
+                    id: format!("{}#{i}", doc.id),
+                    text: piece.to_string(),
+                });
+                if batch.len() == BATCH {
+                    flush(&mut batch, &mut summary, bytes)?;
+                }
             }
             Ok(())
         })?;

@@ -65,6 +65,7 @@ fn corpus() -> Option<Corpus> {
     let options = TokenizeOptions {
         field: "text",
         shard_tokens: 40_000,
+        split_chars: None,
         progress: &|_, _, _| {},
     };
     let files = [root.join("books.jsonl")];

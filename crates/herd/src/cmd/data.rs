@@ -1,0 +1,80 @@
+//! `herd data …`: curation commands. `tokenize` turns documents into the token shards that
+//! `herd pretrain` reads.
+
+use std::path::PathBuf;
+
+use anyhow::Result;
+use herd_data::reader::input_files;
+use herd_data::tokenize::{tokenize_files, TokenizeOptions};
+use indicatif::{ProgressBar, ProgressStyle};
+
+/// `herd data` subcommands.
+#[derive(clap::Subcommand, Debug)]
+pub enum Command {
+    /// Tokenize documents (.txt files, .jsonl/.jsonl.gz records, or folders of them) into token
+    /// shards: `<|begin_of_text|> text <|end_of_text|>` per document, in input order.
+    Tokenize(TokenizeArgs),
+}
+
+/// Flags of `herd data tokenize`.
+#[derive(clap::Args, Debug)]
+pub struct TokenizeArgs {
+    /// Tokenizer: tokenizer.model (Meta's or one `herd tokenizer train` wrote), tokenizer.json…
+    #[arg(long, short)]
+    tokenizer: PathBuf,
+    /// Input files or folders.
+    #[arg(long, short, required = true, num_args = 1..)]
+    input: Vec<PathBuf>,
+    /// Output folder for `shard-NNNNN.tokens`.
+    #[arg(long, short)]
+    out: PathBuf,
+    /// JSONL field holding the text.
+    #[arg(long, default_value = "text")]
+    field: String,
+    /// Close a shard once it holds this many tokens.
+    #[arg(long, default_value_t = 100_000_000)]
+    shard_tokens: u64,
+    /// Cut documents at line breaks into documents of about this many bytes (for books and
+    /// other long texts, so that training batches mix many of them).
+    #[arg(long)]
+    split_chars: Option<usize>,
+}
+
+/// Runs `herd data …`.
+pub fn run(command: Command) -> Result<()> {
+    let Command::Tokenize(args) = command;
+    let tokenizer = herd_infer::loader::load_tokenizer(&args.tokenizer)?;
+    let files = input_files(&args.input)?;
+    let bar = ProgressBar::new_spinner();
+    bar.set_style(
+        ProgressStyle::with_template("{spinner} {elapsed_precise} {msg}").expect("template"),
+    );
+    let started = std::time::Instant::now();
+    let progress = |docs: u64, tokens: u64, bytes: u64| {
+        let s = started.elapsed().as_secs_f64().max(1e-9);
+        bar.set_message(format!(
+            "{docs} docs, {tokens} tokens · {:.0} docs/s · {:.2} MB/s",
+            docs as f64 / s,
+            bytes as f64 / 1e6 / s
+        ));
+        bar.tick();
+    };
+    let options = TokenizeOptions {
+        field: &args.field,
+        shard_tokens: args.shard_tokens,
+        split_chars: args.split_chars,
+        progress: &progress,
+    };
+    let summary = tokenize_files(&files, &tokenizer, &args.out, &options)?;
+    bar.finish_and_clear();
+    super::report_bad_records(&summary.bad);
+    eprintln!(
+        "{} documents, {} tokens in {} shards under {} ({:.1} s)",
+        summary.documents,
+        summary.tokens,
+        summary.shards.len(),
+        args.out.display(),
+        started.elapsed().as_secs_f64()
+    );
+    Ok(())
+}
