@@ -1,11 +1,12 @@
 //! Grouped-query self-attention (8 KV heads in every Llama 3 model) with RoPE, an additive mask
 //! for causality and document boundaries, and an optional KV cache.
 
-use candle_core::{Result, Tensor, D};
+use candle_core::{Result, Tensor};
 
 use crate::cache::KvCache;
 use crate::linear::Linear;
 use crate::rope::Rope;
+use crate::softmax::masked_softmax;
 
 /// The four projections of one attention layer and its head counts.
 #[derive(Debug, Clone)]
@@ -49,21 +50,15 @@ impl Attention {
             Some((cache, layer)) => cache.append(layer, &k, &v)?,
             None => (k, v),
         };
-        let kv_len = k.dim(2)?;
         // The query heads of one group share a KV head: fold the group into the rows.
         let group = h / kvh;
         let q = q.reshape((b, kvh, group * t, hd))?;
-        let scores = (q.matmul(&k.t()?)? * (1.0 / (hd as f64).sqrt()))?;
+        let scores = q.matmul(&k.t()?)?;
         let wide = crate::norm::accumulation_dtype(scores.dtype());
-        let scores = scores.to_dtype(wide)?;
-        let scores = match input.mask {
-            Some(mask) => scores
-                .reshape((b, kvh, group, t, kv_len))?
-                .broadcast_add(&mask.to_dtype(wide)?.unsqueeze(1)?)?
-                .reshape((b, kvh, group * t, kv_len))?,
-            None => scores,
-        };
-        let probs = candle_nn::ops::softmax(&scores, D::Minus1)?.to_dtype(v.dtype())?;
+        let mask = input.mask.map(|m| m.to_dtype(wide)).transpose()?;
+        let scale = 1.0 / (hd as f64).sqrt();
+        let probs = masked_softmax(&scores.to_dtype(wide)?, mask.as_ref(), scale, t)?
+            .to_dtype(v.dtype())?;
         let out = probs.matmul(&v)?; // [b, kvh, group * t, hd]
         let out = out
             .reshape((b, h, t, hd))?

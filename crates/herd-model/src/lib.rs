@@ -12,6 +12,7 @@ pub mod checkpoint;
 pub mod config;
 pub mod error;
 pub mod feed_forward;
+pub mod kernel;
 pub mod linear;
 pub mod llama;
 pub mod norm;
@@ -19,6 +20,7 @@ pub mod quantized;
 pub mod rope;
 pub mod seeded;
 pub mod sequence;
+pub mod softmax;
 pub mod trace;
 pub mod weights;
 

@@ -4,7 +4,11 @@
 //! head rotates with feature `i + head_dim/2`. Meta's and GGUF checkpoints rotate adjacent pairs;
 //! their adapters permute the query/key projection rows once at load time (see `checkpoint`).
 
-use candle_core::{DType, Device, Result, Tensor};
+use candle_core::{CpuStorage, CustomOp3, DType, Device, Layout, Result, Shape, Tensor};
+use num_traits::Zero;
+
+use crate::for_real_dtype;
+use crate::kernel::{for_each_row, slice, storage, Real};
 
 use crate::config::{LlamaConfig, RopeScaling};
 
@@ -66,18 +70,85 @@ impl Rope {
     }
 
     /// Rotates `x` (`[batch, heads, seq, head_dim]`) by the angles in `cos`/`sin` (half-split
-    /// pairs `(i, i + head_dim/2)`). candle's fused kernel has no backward pass, so when
-    /// gradients are tracked the rotation runs as composed tensor ops.
+    /// pairs `(i, i + head_dim/2)`). f32/f64 on the CPU run herd's op, which has a backward pass
+    /// (the rotation by the opposite angle); other dtypes and devices run candle's kernel.
     pub fn apply(x: &Tensor, cos: &Tensor, sin: &Tensor) -> Result<Tensor> {
-        if !x.track_op() {
-            return candle_nn::rotary_emb::rope(&x.contiguous()?, cos, sin);
+        let x = x.contiguous()?;
+        if x.device().is_cpu() && matches!(x.dtype(), DType::F32 | DType::F64) {
+            x.apply_op3(
+                &cos.contiguous()?,
+                &sin.contiguous()?,
+                RopeOp { inverse: false },
+            )
+        } else {
+            candle_nn::rotary_emb::rope(&x, cos, sin)
         }
-        let half = x.dim(candle_core::D::Minus1)? / 2;
-        let (x1, x2) = (x.narrow(3, 0, half)?, x.narrow(3, half, half)?);
-        let (cos, sin) = (cos.unsqueeze(1)?, sin.unsqueeze(1)?);
-        let first = (x1.broadcast_mul(&cos)? - x2.broadcast_mul(&sin)?)?;
-        let second = (x2.broadcast_mul(&cos)? + x1.broadcast_mul(&sin)?)?;
-        Tensor::cat(&[first, second], 3)
+    }
+}
+
+/// Half-split rotation of `[batch, heads, seq, head_dim]` rows by `cos`/`sin`
+/// (`[batch, seq, head_dim/2]`); `inverse` rotates by the opposite angle, which is the
+/// gradient of the rotation.
+#[derive(Debug, Clone, Copy)]
+struct RopeOp {
+    inverse: bool,
+}
+
+impl CustomOp3 for RopeOp {
+    fn name(&self) -> &'static str {
+        "herd-rope"
+    }
+
+    fn cpu_fwd(
+        &self,
+        xs: &CpuStorage,
+        xl: &Layout,
+        cs: &CpuStorage,
+        cl: &Layout,
+        ss: &CpuStorage,
+        sl: &Layout,
+    ) -> Result<(CpuStorage, Shape)> {
+        let (b, h, t, d) = xl.shape().dims4()?;
+        let half = d / 2;
+        if cl.shape().elem_count() != b * t * half || sl.shape().elem_count() != b * t * half {
+            candle_core::bail!("rope: cos/sin are {:?}, x is {:?}", cl.shape(), xl.shape());
+        }
+        let sign = if self.inverse { -1.0 } else { 1.0 };
+        for_real_dtype!(xs, T => {
+            let (x, cos, sin) = (slice::<T>(xs, xl)?, slice::<T>(cs, cl)?, slice::<T>(ss, sl)?);
+            let sign = T::narrow(sign);
+            let mut out = vec![T::zero(); x.len()];
+            for_each_row(&mut out, t * d, |bh, out| {
+                    let x = &x[bh * t * d..(bh + 1) * t * d];
+                    let angles = (bh / h) * t * half;
+                    for p in 0..t {
+                        let (row, o) = (&x[p * d..(p + 1) * d], &mut out[p * d..(p + 1) * d]);
+                        let at = angles + p * half;
+                        for i in 0..half {
+                            let (c, s) = (cos[at + i], sin[at + i] * sign);
+                            let (x1, x2) = (row[i], row[i + half]);
+                            o[i] = x1 * c - x2 * s;
+                            o[i + half] = x2 * c + x1 * s;
+                        }
+                    }
+                });
+            Ok((storage(out), xl.shape().clone()))
+        })
+    }
+
+    fn bwd(
+        &self,
+        _x: &Tensor,
+        cos: &Tensor,
+        sin: &Tensor,
+        _y: &Tensor,
+        dy: &Tensor,
+    ) -> Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
+        let inverse = RopeOp {
+            inverse: !self.inverse,
+        };
+        let dx = dy.contiguous()?.apply_op3_no_bwd(cos, sin, &inverse)?;
+        Ok((Some(dx), None, None))
     }
 }
 
@@ -199,5 +270,51 @@ mod tests {
             assert!((y[i] - (re * a.cos() - im * a.sin())).abs() < 1e-5);
             assert!((y[i + 2] - (re * a.sin() + im * a.cos())).abs() < 1e-5);
         }
+    }
+
+    /// The fused rotation's gradient equals autograd through the composed rotation (f64).
+    #[test]
+    fn rotation_gradient_matches_the_composed_one() {
+        let dev = Device::Cpu;
+        let (b, h, t, d) = (2, 3, 5, 8);
+        let x =
+            candle_core::Var::from_tensor(&Tensor::randn(0f64, 1.0, (b, h, t, d), &dev).unwrap())
+                .unwrap();
+        let angles = Tensor::randn(0f64, 2.0, (b, t, d / 2), &dev).unwrap();
+        let (cos, sin) = (angles.cos().unwrap(), angles.sin().unwrap());
+        let upstream = Tensor::randn(0f64, 1.0, (b, h, t, d), &dev).unwrap();
+        let fused = Rope::apply(&x, &cos, &sin).unwrap();
+        let (x1, x2) = (
+            x.narrow(3, 0, d / 2).unwrap(),
+            x.narrow(3, d / 2, d / 2).unwrap(),
+        );
+        let (c, s) = (cos.unsqueeze(1).unwrap(), sin.unsqueeze(1).unwrap());
+        let first = (x1.broadcast_mul(&c).unwrap() - x2.broadcast_mul(&s).unwrap()).unwrap();
+        let second = (x2.broadcast_mul(&c).unwrap() + x1.broadcast_mul(&s).unwrap()).unwrap();
+        let composed = Tensor::cat(&[first, second], 3).unwrap();
+        let diff = |a: &Tensor, b: &Tensor| -> f64 {
+            (a - b)
+                .unwrap()
+                .abs()
+                .unwrap()
+                .max_all()
+                .unwrap()
+                .to_scalar()
+                .unwrap()
+        };
+        assert!(diff(&fused, &composed) < 1e-14);
+        let ga = (fused * &upstream)
+            .unwrap()
+            .sum_all()
+            .unwrap()
+            .backward()
+            .unwrap();
+        let gb = (composed * &upstream)
+            .unwrap()
+            .sum_all()
+            .unwrap()
+            .backward()
+            .unwrap();
+        assert!(diff(ga.get(&x).unwrap(), gb.get(&x).unwrap()) < 1e-14);
     }
 }

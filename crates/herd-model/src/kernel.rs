@@ -1,0 +1,75 @@
+//! Shared plumbing of herd's fused CPU ops (candle custom ops with a backward pass): typed
+//! slices of contiguous storage, a dtype dispatch for f32/f64, and row-parallel loops on
+//! rayon's pool (the one candle's matmuls use). candle's own fused kernels (softmax, RMSNorm,
+//! RoPE) have no backward pass, and the composed tensor-op versions allocate a buffer per
+//! elementwise step; these ops do one pass forward and one backward.
+
+use candle_core::{CpuStorage, Layout, Result, WithDType};
+use num_traits::Float;
+use rayon::prelude::*;
+
+/// The element types the fused ops compute in.
+pub trait Real: WithDType + Float + Send + Sync {
+    /// The value as f64 (for sums that want the extra precision).
+    fn wide(self) -> f64 {
+        WithDType::to_f64(self)
+    }
+
+    /// An f64 value in this type.
+    fn narrow(value: f64) -> Self {
+        WithDType::from_f64(value)
+    }
+}
+impl Real for f32 {}
+impl Real for f64 {}
+
+/// Outputs smaller than this run on the calling thread: waking rayon's pool costs more than a
+/// decode step's norm or softmax (one token's rows).
+const PARALLEL_MIN: usize = 1 << 15;
+
+/// Runs `f(index, row)` on each `width`-sized row of `out`, on rayon's pool when the output is
+/// large enough to pay for it.
+pub fn for_each_row<T: Send>(out: &mut [T], width: usize, f: impl Fn(usize, &mut [T]) + Sync) {
+    if out.len() >= PARALLEL_MIN {
+        out.par_chunks_mut(width)
+            .enumerate()
+            .for_each(|(i, row)| f(i, row));
+    } else {
+        out.chunks_mut(width)
+            .enumerate()
+            .for_each(|(i, row)| f(i, row));
+    }
+}
+
+/// The contiguous elements of `storage` under `layout`.
+pub fn slice<'a, T: WithDType>(storage: &'a CpuStorage, layout: &Layout) -> Result<&'a [T]> {
+    let data = storage.as_slice::<T>()?;
+    match layout.contiguous_offsets() {
+        Some((start, end)) => Ok(&data[start..end]),
+        None => candle_core::bail!("herd fused op: the input must be contiguous"),
+    }
+}
+
+/// Wraps computed values as candle storage.
+pub fn storage<T: WithDType>(values: Vec<T>) -> CpuStorage {
+    T::to_cpu_storage_owned(values)
+}
+
+/// Runs `$body` with `$t` bound to `f32` or `f64` after the dtype of `$storage`.
+#[macro_export]
+#[doc(hidden)]
+macro_rules! for_real_dtype {
+    ($storage:expr, $t:ident => $body:expr) => {
+        match candle_core::backend::BackendStorage::dtype($storage) {
+            candle_core::DType::F32 => {
+                type $t = f32;
+                $body
+            }
+            candle_core::DType::F64 => {
+                type $t = f64;
+                $body
+            }
+            other => candle_core::bail!("herd fused op: {other:?} is not supported (f32 or f64)"),
+        }
+    };
+}
