@@ -14,11 +14,14 @@ use crate::error::{Error, Result};
 pub struct StepMetrics {
     /// Steps completed (this step is `step − 1`, 0-based).
     pub step: u64,
-    /// Mean training loss of the step's batch (nats per token).
+    /// Mean training loss of the step's batch (nats per token); NaN (JSON `null`) when the step
+    /// was not finite.
+    #[serde(deserialize_with = "null_as_nan")]
     pub loss: f64,
     /// Learning rate of the update.
     pub lr: f64,
     /// Global gradient norm before clipping.
+    #[serde(deserialize_with = "null_as_nan")]
     pub grad_norm: f64,
     /// Rows × tokens per row of the step.
     pub seq_len: usize,
@@ -36,6 +39,11 @@ pub struct StepMetrics {
     /// The step was skipped: its loss or gradient was not finite.
     #[serde(skip_serializing_if = "std::ops::Not::not", default)]
     pub skipped: bool,
+}
+
+/// JSON has no NaN: serde_json writes it as `null`, which reads back as NaN.
+fn null_as_nan<'de, D: serde::Deserializer<'de>>(d: D) -> std::result::Result<f64, D::Error> {
+    Ok(Option::<f64>::deserialize(d)?.unwrap_or(f64::NAN))
 }
 
 /// An append-only metrics file.

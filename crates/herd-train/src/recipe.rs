@@ -256,6 +256,29 @@ impl Recipe {
         }
     }
 
+    /// Bytes the run needs at its largest stage: (f32 weights, gradients and AdamW's two
+    /// moments — 16 bytes per parameter; the activations autograd keeps for one micro-batch
+    /// without recomputation — per layer about 16 vectors of `dim`, 5 of `ffn_dim` and the
+    /// attention scores and probabilities per token, plus three vocabulary-wide rows per token
+    /// at the output).
+    pub fn memory_estimate(&self) -> (u64, u64) {
+        let c = &self.model;
+        let state = 16 * c.num_parameters() as u64;
+        let activations = self
+            .training
+            .stages
+            .iter()
+            .map(|s| {
+                let tokens = (self.training.micro_batch_rows.min(s.batch_rows) * s.seq_len) as u64;
+                let per_layer = 16 * c.dim + 5 * c.ffn_dim + 2 * c.n_heads * s.seq_len;
+                let per_token = c.n_layers * per_layer + 3 * c.vocab_size;
+                4 * tokens * per_token as u64
+            })
+            .max()
+            .unwrap_or(0);
+        (state, activations)
+    }
+
     /// Training FLOPs per token: 6 per matmul parameter (the output layer included, the input
     /// embedding lookup not) plus attention's 12 · layers · seq_len · dim.
     pub fn flops_per_token(&self, seq_len: usize) -> f64 {
@@ -305,6 +328,12 @@ mod tests {
         );
         let one_b = Recipe::load(&dir.join("1b.toml")).unwrap();
         assert_eq!(one_b.model, LlamaConfig::preset("llama3.2-1b").unwrap());
+        // AdamW state alone puts 1b beyond a 24 GB machine; tiny fits in well under 1 GB.
+        let (state, _) = one_b.memory_estimate();
+        assert!((19e9..21e9).contains(&(state as f64)), "{state}");
+        let tiny = Recipe::load(&dir.join("tiny.toml")).unwrap();
+        let (state, activations) = tiny.memory_estimate();
+        assert!(state + activations < 1_000_000_000);
     }
 
     #[test]

@@ -237,3 +237,31 @@ fn validation_loss_falls_well_below_the_unigram_entropy() {
         herd_model::checkpoint::load(&out.join("final"), &candle_core::Device::Cpu).unwrap();
     assert_eq!(loaded.config, recipe.model);
 }
+
+#[test]
+fn diverging_runs_skip_bad_steps_then_stop_with_a_clear_error() {
+    let Some(corpus) = corpus() else { return };
+    let mut recipe = recipe(&corpus, 20, 4);
+    recipe.lr.peak_lr = 1e30; // the weights blow up after the first update
+    recipe.training.max_bad_steps_in_a_row = 2;
+    let out = corpus.root.join("diverged");
+    let options = RunOptions {
+        out: out.clone(),
+        max_steps: None,
+        resume: false,
+        progress: false,
+    };
+    let err = pretrain(&recipe, &options).unwrap_err().to_string();
+    assert!(
+        err.contains("non-finite") && err.contains("learning rate"),
+        "{err}"
+    );
+    let lines = metrics::read(&out.join("metrics.jsonl")).unwrap();
+    let skipped: Vec<u64> = lines.iter().filter(|m| m.skipped).map(|m| m.step).collect();
+    assert_eq!(
+        skipped.len(),
+        3,
+        "two tolerated, the third stops the run: {skipped:?}"
+    );
+    assert!(!lines[0].skipped, "the first step is finite");
+}

@@ -2,7 +2,7 @@
 
 use std::path::PathBuf;
 
-use anyhow::Result;
+use anyhow::{bail, Result};
 use herd_train::{pretrain, Recipe, RunOptions};
 
 /// Flags of `herd pretrain`.
@@ -43,6 +43,26 @@ pub fn run(args: Args) -> Result<()> {
         recipe.lr.total_steps,
         out.display()
     );
+    let (state, activations) = recipe.memory_estimate();
+    let needed = state + activations;
+    let gb = |b: u64| b as f64 / 1e9;
+    eprintln!(
+        "memory: ~{:.1} GB (weights, gradients, AdamW {:.1} GB + activations {:.1} GB)",
+        gb(needed),
+        gb(state),
+        gb(activations)
+    );
+    if let Some(available) = available_memory() {
+        if needed > available {
+            bail!(
+                "recipe {} needs ~{:.1} GB but this machine has {:.1} GB available: \
+                 it is meant for a bigger machine (or lower micro_batch_rows)",
+                recipe.name,
+                gb(needed),
+                gb(available)
+            );
+        }
+    }
     let options = RunOptions {
         out: out.clone(),
         max_steps: args.max_steps,
@@ -72,4 +92,12 @@ pub fn run(args: Args) -> Result<()> {
         ),
     }
     Ok(())
+}
+
+/// `MemAvailable` of /proc/meminfo in bytes (Linux), if readable.
+fn available_memory() -> Option<u64> {
+    let info = std::fs::read_to_string("/proc/meminfo").ok()?;
+    let line = info.lines().find(|l| l.starts_with("MemAvailable:"))?;
+    let kb: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kb * 1024)
 }
