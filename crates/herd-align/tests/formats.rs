@@ -1,0 +1,108 @@
+//! The real post-training data sets read into examples: LLaMA-Factory's demo files (fetched
+//! assets) and the HH-RLHF and AlpacaEval pairs of `../shared/data/posttrain`. Every record is
+//! read or reported with its reason; the counts are the files' own.
+
+use std::path::{Path, PathBuf};
+
+use herd_align::conversation::{parse_record, Example, Format};
+use herd_align::records::read_records;
+use herd_tokenizer::chat::Role;
+
+/// (dialogs, preferences, bad records) of a file.
+fn read(path: &Path) -> (Vec<Example>, Vec<Example>, Vec<String>) {
+    let mut bad = Vec::new();
+    let records = read_records(path, &mut bad).unwrap();
+    let mut reasons: Vec<String> = bad
+        .iter()
+        .map(|b| format!("{}: {}", b.at, b.reason))
+        .collect();
+    let (mut dialogs, mut preferences) = (Vec::new(), Vec::new());
+    for record in records {
+        match parse_record(&record.value, Format::Auto) {
+            Ok(e @ Example::Dialog(_)) => dialogs.push(e),
+            Ok(e @ Example::Preference(_)) => preferences.push(e),
+            Err(reason) => reasons.push(format!("{}: {reason}", record.at)),
+        }
+    }
+    (dialogs, preferences, reasons)
+}
+
+fn shared(relative: &str) -> Option<PathBuf> {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../../../shared/data/posttrain")
+        .join(relative);
+    if !path.exists() {
+        assert!(
+            std::env::var("CI").is_err(),
+            "CI needs ../shared beside the repo"
+        );
+        eprintln!("skipping: {} is missing", path.display());
+        return None;
+    }
+    Some(path)
+}
+
+#[test]
+fn llama_factory_demo_sets() {
+    let cases = [
+        ("alpaca_en_demo.json", 999, 0),
+        ("identity.json", 91, 0),
+        ("glaive_toolcall_en_demo.json", 300, 0),
+        ("kto_en_demo.json", 300, 0),
+        ("dpo_en_demo.json", 0, 300),
+    ];
+    for (file, dialogs, preferences) in cases {
+        let Some(path) = herd_model::assets::for_test(&format!("llamafactory/{file}")) else {
+            continue;
+        };
+        let (d, p, bad) = read(&path);
+        assert!(bad.is_empty(), "{file}: {bad:?}");
+        assert_eq!((d.len(), p.len()), (dialogs, preferences), "{file}");
+    }
+    if let Some(path) = herd_model::assets::for_test("llamafactory/glaive_toolcall_en_demo.json") {
+        let (dialogs, _, _) = read(&path);
+        let calls = dialogs
+            .iter()
+            .filter_map(|e| match e {
+                Example::Dialog(m) => Some(m),
+                _ => None,
+            })
+            .flatten()
+            .filter(|m| !m.tool_calls.is_empty())
+            .count();
+        assert!(calls > 100, "tool calls are read as calls ({calls})");
+    }
+}
+
+#[test]
+fn hh_rlhf_and_alpaca_eval_pairs() {
+    if let Some(path) = shared("hh-rlhf/harmless-base-test.jsonl.gz") {
+        let (d, p, bad) = read(&path);
+        assert!(d.is_empty());
+        assert_eq!(p.len() + bad.len(), 2312);
+        // Nine transcripts end with an empty reply: they are reported, not trained on.
+        assert_eq!(bad.len(), 9, "{bad:?}");
+        assert!(bad.iter().all(|b| b.ends_with("an empty reply")), "{bad:?}");
+        for e in &p {
+            let Example::Preference(p) = e else {
+                unreachable!()
+            };
+            assert_eq!(p.prompt[0].role, Role::User);
+        }
+        println!(
+            "HH-RLHF: {} pairs, {} reported: {:?}",
+            p.len(),
+            bad.len(),
+            &bad[..bad.len().min(3)]
+        );
+    }
+    for (file, n) in [
+        ("alpaca-eval/alpaca_eval_gpt4_pairs.train.jsonl.gz", 1460),
+        ("alpaca-eval/alpaca_eval_gpt4_pairs.test.jsonl.gz", 150),
+    ] {
+        let Some(path) = shared(file) else { continue };
+        let (_, p, bad) = read(&path);
+        assert!(bad.is_empty(), "{bad:?}");
+        assert_eq!(p.len(), n);
+    }
+}
