@@ -5,4 +5,5 @@
 //! messages; [`records`] reads the files they come in.
 
 pub mod conversation;
+pub mod masks;
 pub mod records;

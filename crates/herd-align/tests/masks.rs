@@ -1,0 +1,68 @@
+//! Exactly the assistant tokens carry SFT loss, and exactly the non-formatting response tokens
+//! carry DPO loss, with Meta's Llama 3 tokenizer.
+
+use herd_align::conversation::Preference;
+use herd_align::masks::{dpo_example, sft_example};
+use herd_tokenizer::chat::llama3::encode_dialog_prompt;
+use herd_tokenizer::chat::{Message, Role, StopReason, ToolCall, ToolPromptFormat};
+use herd_tokenizer::Tokenizer;
+
+fn tokenizer() -> Option<Tokenizer> {
+    let path = herd_model::assets::for_test("llama3/tokenizer.model")?;
+    Some(Tokenizer::llama3(&path).unwrap())
+}
+
+#[test]
+fn sft_loss_is_on_assistant_content_and_end_tokens_only() {
+    let Some(tok) = tokenizer() else { return };
+    let mut call = Message::new(Role::Assistant, "");
+    call.tool_calls.push(ToolCall {
+        call_id: String::new(),
+        tool_name: "brave_search".into(),
+        arguments: serde_json::json!({"query": "weather Paris"}),
+    });
+    call.stop_reason = Some(StopReason::EndOfMessage);
+    let messages = vec![
+        Message::new(Role::System, "You are terse."),
+        Message::new(Role::User, "Hi <|eot_id|> there"),
+        Message::new(Role::Assistant, "Hello."),
+        Message::new(Role::User, "Weather in Paris?"),
+        call,
+        Message::new(Role::Ipython, "18C, sunny"),
+        Message::new(Role::Assistant, "18 °C and sunny."),
+    ];
+    let masked = sft_example(&tok, &messages, ToolPromptFormat::Json).unwrap();
+    // The ids are the reference ChatFormat's: the dialog prompt minus the trailing header.
+    let mut prompt = encode_dialog_prompt(&tok, &messages, ToolPromptFormat::Json).unwrap();
+    prompt.truncate(masked.ids.len());
+    assert_eq!(masked.ids, prompt);
+    let text = tok.decode(&masked.loss_ids()).unwrap();
+    assert_eq!(
+        text,
+        "Hello.<|eot_id|>brave_search.call(query=\"weather Paris\")<|eom_id|>18 °C and sunny.<|eot_id|>"
+    );
+    let first = masked.loss.iter().position(|&l| l).unwrap();
+    assert_eq!(
+        tok.decode(&masked.ids[first - 4..first]).unwrap(),
+        "<|start_header_id|>assistant<|end_header_id|>\n\n"
+    );
+}
+
+#[test]
+fn dpo_loss_leaves_out_headers_and_end_tokens() {
+    let Some(tok) = tokenizer() else { return };
+    let pair = Preference {
+        prompt: vec![Message::new(Role::User, "2+2?")],
+        chosen: Message::new(Role::Assistant, "4"),
+        rejected: Message::new(Role::Assistant, "5, probably"),
+        edited: None,
+    };
+    let (prompt, chosen, rejected) = dpo_example(&tok, &pair, ToolPromptFormat::Json).unwrap();
+    assert!(tok
+        .decode(&prompt)
+        .unwrap()
+        .ends_with("<|start_header_id|>assistant<|end_header_id|>\n\n"));
+    assert_eq!(tok.decode(&chosen.loss_ids()).unwrap(), "4");
+    assert_eq!(tok.decode(&rejected.loss_ids()).unwrap(), "5, probably");
+    assert_eq!(tok.decode(&rejected.ids).unwrap(), "5, probably<|eot_id|>");
+}
