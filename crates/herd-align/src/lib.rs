@@ -5,5 +5,6 @@
 //! messages; [`records`] reads the files they come in.
 
 pub mod conversation;
+pub mod dpo;
 pub mod masks;
 pub mod records;
