@@ -73,3 +73,35 @@ macro_rules! for_real_dtype {
         }
     };
 }
+
+/// Test support: how far a fused op is from the composed tensor ops it replaces.
+#[cfg(test)]
+pub(crate) mod check {
+    use candle_core::{Tensor, Var};
+
+    /// Largest absolute difference of two f64 tensors.
+    pub fn max_diff(a: &Tensor, b: &Tensor) -> f64 {
+        let d = (a - b).unwrap().abs().unwrap().max_all().unwrap();
+        d.to_scalar().unwrap()
+    }
+
+    /// (largest output difference, largest gradient difference over `vars`) of a fused and a
+    /// composed computation of the same function, backpropagating a random upstream gradient.
+    pub fn compare(fused: &Tensor, composed: &Tensor, vars: &[&Var]) -> (f64, f64) {
+        let upstream = Tensor::randn(0f64, 1.0, fused.shape(), fused.device()).unwrap();
+        let grads = |t: &Tensor| {
+            (t * &upstream)
+                .unwrap()
+                .sum_all()
+                .unwrap()
+                .backward()
+                .unwrap()
+        };
+        let (a, b) = (grads(fused), grads(composed));
+        let gradient = vars
+            .iter()
+            .map(|v| max_diff(a.get(v).unwrap(), b.get(v).unwrap()))
+            .fold(0.0, f64::max);
+        (max_diff(fused, composed), gradient)
+    }
+}

@@ -90,65 +90,18 @@ fn corpus() -> Option<Corpus> {
     })
 }
 
+/// The test recipe (`tests/fixtures/recipe.toml.in`) for a corpus under `root`.
+fn recipe_text(root: &Path, total: u64, anneal: u64) -> String {
+    let template = include_str!("fixtures/recipe.toml.in");
+    template
+        .replace("{root}", &root.display().to_string())
+        .replace("{total}", &total.to_string())
+        .replace("{half}", &(total / 2).to_string())
+        .replace("{anneal}", &anneal.to_string())
+}
+
 fn recipe(corpus: &Corpus, total: u64, anneal: u64) -> Recipe {
-    let root = corpus.root.display();
-    let text = format!(
-        r#"
-name = "test"
-seed = 7
-tokenizer = "{root}/tokenizer.model"
-[model]
-vocab_size = 768
-dim = 64
-n_layers = 2
-n_heads = 4
-n_kv_heads = 2
-head_dim = 16
-ffn_dim = 192
-norm_eps = 1e-5
-rope_theta = 500000.0
-max_seq_len = 64
-tie_embeddings = false
-[data]
-validation_fraction = 0.1
-[[data.sources]]
-name = "books"
-shards = "{root}/shards"
-weight = 1.0
-[optimizer]
-peak_lr = 3e-3
-min_lr = 3e-4
-warmup_steps = 10
-beta1 = 0.9
-beta2 = 0.95
-eps = 1e-8
-weight_decay = 0.1
-grad_clip = 1.0
-[training]
-total_steps = {total}
-micro_batch_rows = 4
-[[training.stages]]
-until_step = {half}
-seq_len = 32
-batch_rows = 16
-[[training.stages]]
-until_step = {total}
-seq_len = 64
-batch_rows = 8
-[anneal]
-steps = {anneal}
-checkpoint_every = 2
-average_last = 2
-mix = {{ books = 1.0 }}
-[checkpoint]
-every = 4
-keep_last = 2
-[eval]
-every = 10
-rows = 16
-"#,
-        half = total / 2
-    );
+    let text = recipe_text(&corpus.root, total, anneal);
     Recipe::parse(&text, Path::new("test.toml")).unwrap()
 }
 

@@ -41,60 +41,15 @@ fn write_corpus(dir: &Path) -> Option<PathBuf> {
     Some(path)
 }
 
+/// herd-train's test recipe (`crates/herd-train/tests/fixtures/recipe.toml.in`), 40 steps of
+/// which the last 10 anneal, checkpoints every 4 steps.
 fn recipe(dir: &Path) -> PathBuf {
-    let root = dir.display();
-    let text = format!(
-        r#"
-name = "kill-test"
-seed = 3
-tokenizer = "{root}/tokenizer.model"
-[model]
-vocab_size = 512
-dim = 64
-n_layers = 2
-n_heads = 4
-n_kv_heads = 2
-head_dim = 16
-ffn_dim = 192
-norm_eps = 1e-5
-rope_theta = 500000.0
-max_seq_len = 64
-tie_embeddings = true
-[data]
-validation_fraction = 0.1
-[[data.sources]]
-name = "alice"
-shards = "{root}/shards"
-weight = 1.0
-[optimizer]
-peak_lr = 3e-3
-min_lr = 3e-4
-warmup_steps = 5
-beta1 = 0.9
-beta2 = 0.95
-eps = 1e-8
-weight_decay = 0.1
-grad_clip = 1.0
-[training]
-total_steps = 40
-micro_batch_rows = 4
-[[training.stages]]
-until_step = 40
-seq_len = 64
-batch_rows = 8
-[anneal]
-steps = 10
-checkpoint_every = 5
-average_last = 2
-mix = {{ alice = 1.0 }}
-[checkpoint]
-every = 5
-keep_last = 2
-[eval]
-every = 10
-rows = 8
-"#
-    );
+    let template = include_str!("../../herd-train/tests/fixtures/recipe.toml.in");
+    let text = template
+        .replace("{root}", &dir.display().to_string())
+        .replace("{total}", "40")
+        .replace("{half}", "20")
+        .replace("{anneal}", "10");
     let path = dir.join("recipe.toml");
     std::fs::write(&path, text).unwrap();
     path
@@ -162,9 +117,9 @@ fn killed_and_resumed_run_matches_an_uninterrupted_one() {
         ])
         .spawn()
         .unwrap();
-    // Kill it once it has passed its second checkpoint, wherever it is then.
+    // Kill it once it has passed its third checkpoint, wherever it is then.
     let started = Instant::now();
-    while !killed.join("checkpoints/step-00000010").exists() {
+    while !killed.join("checkpoints/step-00000012").exists() {
         assert!(
             started.elapsed() < Duration::from_secs(300),
             "no checkpoint appeared"
