@@ -4,7 +4,8 @@
 #   2. train an 8K-id vocabulary in Meta's Llama 3 format on it,
 #   3. tokenize it into token shards,
 #   4. pretrain the `tiny` recipe (recipes/tiny.toml) with the paper's recipe,
-#   5. generate text with the result.
+#   5. ask the result something in the Llama 3.1 chat format (a 7M-parameter base model
+#      trained for 3 minutes answers with plausible-looking words, not sense).
 # Rerunning continues (or reuses) the run in runs/tiny.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -26,4 +27,6 @@ if [[ ! -d runs/tiny/final ]]; then
   [[ -d runs/tiny/checkpoints ]] && resume=(--resume)
   $herd pretrain --recipe recipes/tiny.toml --out runs/tiny "${resume[@]}"
 fi
-$herd generate --model runs/tiny/final --prompt "The history of the city" --max-tokens 60 --seed 1
+$herd generate --model runs/tiny/final --chat --prompt "Tell me about the history of the city." \
+  --max-tokens 60 --seed 1
+echo "Talk with it: $herd chat --model runs/tiny/final; curves: $herd plot runs/tiny" >&2
