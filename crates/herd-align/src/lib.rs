@@ -2,9 +2,9 @@
 //! sampling and DPO in rounds, and checkpoint averaging.
 //!
 //! [`conversation`] reads the common conversation and preference formats into Llama 3.1
-//! messages; [`records`] reads the files they come in.
+//! messages (the files come through `herd_data::reader::read_records`); [`masks`] gives them
+//! their SFT and DPO loss masks; [`dpo`] is the DPO objective.
 
 pub mod conversation;
 pub mod dpo;
 pub mod masks;
-pub mod records;

@@ -5,25 +5,23 @@
 use std::path::{Path, PathBuf};
 
 use herd_align::conversation::{parse_record, Example, Format};
-use herd_align::records::read_records;
+use herd_data::reader::read_records;
 use herd_tokenizer::chat::Role;
 
 /// (dialogs, preferences, bad records) of a file.
 fn read(path: &Path) -> (Vec<Example>, Vec<Example>, Vec<String>) {
     let mut bad = Vec::new();
-    let records = read_records(path, &mut bad).unwrap();
-    let mut reasons: Vec<String> = bad
-        .iter()
-        .map(|b| format!("{}: {}", b.at, b.reason))
-        .collect();
-    let (mut dialogs, mut preferences) = (Vec::new(), Vec::new());
-    for record in records {
+    let (mut dialogs, mut preferences, mut reasons) = (Vec::new(), Vec::new(), Vec::new());
+    read_records(path, &mut bad, &mut |record| {
         match parse_record(&record.value, Format::Auto) {
             Ok(e @ Example::Dialog(_)) => dialogs.push(e),
             Ok(e @ Example::Preference(_)) => preferences.push(e),
             Err(reason) => reasons.push(format!("{}: {reason}", record.at)),
         }
-    }
+        Ok(())
+    })
+    .unwrap();
+    reasons.extend(bad.iter().map(|b| format!("{}: {}", b.at, b.reason)));
     (dialogs, preferences, reasons)
 }
 

@@ -1,4 +1,5 @@
-//! Reading documents from files: JSONL (plain or `.gz`, the text in one field) and plain text
+//! Reading documents from files: JSON records (`.jsonl` lines or a `.json` array, plain or
+//! `.gz`, the text in one field) and plain text
 //! (one document per file; a file that is not UTF-8 is read as Latin-1, the usual encoding of
 //! older plain-text archives such as Project Gutenberg's). Folders are read recursively in name order. A JSONL record that is
 //! not JSON or has no text field is counted and reported with its line number, never fatal.
@@ -30,7 +31,7 @@ pub struct BadRecord {
 }
 
 /// The files under `inputs` (files as given, folders recursively in name order) that hold
-/// documents: `*.jsonl`, `*.jsonl.gz`, `*.json.gz`, `*.txt`.
+/// documents: `*.jsonl`, `*.json`, either with `.gz`, and `*.txt`.
 pub fn input_files(inputs: &[PathBuf]) -> Result<Vec<PathBuf>> {
     let mut files = Vec::new();
     for input in inputs {
@@ -53,25 +54,98 @@ pub fn input_files(inputs: &[PathBuf]) -> Result<Vec<PathBuf>> {
 
 #[derive(Clone, Copy)]
 enum Kind {
-    Jsonl,
-    JsonlGz,
+    /// One JSON object per line (`.jsonl`).
+    JsonLines,
+    /// One JSON array of records (`.json`, LLaMA-Factory's data files).
+    JsonArray,
+    /// One document per file (`.txt`).
     Text,
 }
 
-fn kind(path: &Path) -> Option<Kind> {
+/// The kind of `path` and whether it is gzip-compressed (`.gz`).
+fn kind(path: &Path) -> Option<(Kind, bool)> {
     let name = path.file_name()?.to_string_lossy();
-    if name.ends_with(".jsonl") || name.ends_with(".json") {
-        Some(Kind::Jsonl)
-    } else if name.ends_with(".jsonl.gz") || name.ends_with(".json.gz") {
-        Some(Kind::JsonlGz)
-    } else if name.ends_with(".txt") {
-        Some(Kind::Text)
+    let (base, gz) = match name.strip_suffix(".gz") {
+        Some(base) => (base, true),
+        None => (&*name, false),
+    };
+    let kind = if base.ends_with(".jsonl") {
+        Kind::JsonLines
+    } else if base.ends_with(".json") {
+        Kind::JsonArray
+    } else if base.ends_with(".txt") && !gz {
+        Kind::Text
     } else {
-        None
-    }
+        return None;
+    };
+    Some((kind, gz))
 }
 
-/// Calls `each` with every document of `path`, in file order; JSONL takes the text from
+/// One JSON record and where it came from.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Record {
+    /// `file:line` (JSONL) or `file#index` (JSON array, from 0).
+    pub at: String,
+    /// The record.
+    pub value: serde_json::Value,
+}
+
+/// Calls `each` with every record of a JSON file, in file order: `.jsonl` (one object per line)
+/// or `.json` (an array), either possibly `.gz`. A line that is not JSON goes to `bad`.
+pub fn read_records(
+    path: &Path,
+    bad: &mut Vec<BadRecord>,
+    each: &mut dyn FnMut(Record) -> Result<()>,
+) -> Result<()> {
+    let Some((kind @ (Kind::JsonLines | Kind::JsonArray), gz)) = kind(path) else {
+        return Err(Error::format(
+            path,
+            "not a JSON data file: expected .jsonl, .json (an array), or either with .gz",
+        ));
+    };
+    let file = File::open(path).map_err(|e| Error::io(path, e))?;
+    let mut reader: Box<dyn BufRead> = if gz {
+        Box::new(BufReader::new(MultiGzDecoder::new(file)))
+    } else {
+        Box::new(BufReader::new(file))
+    };
+    if let Kind::JsonArray = kind {
+        let mut text = String::new();
+        reader
+            .read_to_string(&mut text)
+            .map_err(|e| Error::io(path, e))?;
+        let items = match serde_json::from_str(&text) {
+            Ok(serde_json::Value::Array(items)) => items,
+            Ok(_) => return Err(Error::format(path, "expected a JSON array of records")),
+            Err(e) => {
+                let message = format!("not JSON ({e}); JSON Lines files end in .jsonl");
+                return Err(Error::format(path, message));
+            }
+        };
+        for (i, value) in items.into_iter().enumerate() {
+            let at = format!("{}#{i}", path.display());
+            each(Record { at, value })?;
+        }
+        return Ok(());
+    }
+    for (n, line) in reader.split(b'\n').enumerate() {
+        let line = line.map_err(|e| Error::io(path, e))?;
+        if line.iter().all(u8::is_ascii_whitespace) {
+            continue;
+        }
+        let at = format!("{}:{}", path.display(), n + 1);
+        match serde_json::from_slice(&line) {
+            Ok(value) => each(Record { at, value })?,
+            Err(e) => bad.push(BadRecord {
+                at,
+                reason: format!("not JSON: {e}"),
+            }),
+        }
+    }
+    Ok(())
+}
+
+/// Calls `each` with every document of `path`, in file order; JSON records take the text from
 /// `field`. Bad records go to `bad`.
 pub fn read_documents(
     path: &Path,
@@ -79,12 +153,11 @@ pub fn read_documents(
     bad: &mut Vec<BadRecord>,
     each: &mut dyn FnMut(Document) -> Result<()>,
 ) -> Result<()> {
-    let open = || File::open(path).map_err(|e| Error::io(path, e));
     match kind(path) {
-        Some(Kind::Text) => {
+        Some((Kind::Text, _)) => {
             let mut bytes = Vec::new();
-            open()?
-                .read_to_end(&mut bytes)
+            File::open(path)
+                .and_then(|mut f| f.read_to_end(&mut bytes))
                 .map_err(|e| Error::io(path, e))?;
             let text = String::from_utf8(bytes)
                 .unwrap_or_else(|e| e.into_bytes().iter().map(|&b| b as char).collect());
@@ -93,52 +166,34 @@ pub fn read_documents(
                 text,
             })
         }
-        Some(Kind::Jsonl) => read_jsonl(path, BufReader::new(open()?), field, bad, each),
-        Some(Kind::JsonlGz) => read_jsonl(
-            path,
-            BufReader::new(MultiGzDecoder::new(open()?)),
-            field,
-            bad,
-            each,
-        ),
-        None => Err(Error::format(
-            path,
-            "unknown input kind: expected .jsonl, .jsonl.gz or .txt",
-        )),
-    }
-}
-
-fn read_jsonl(
-    path: &Path,
-    reader: impl BufRead,
-    field: &str,
-    bad: &mut Vec<BadRecord>,
-    each: &mut dyn FnMut(Document) -> Result<()>,
-) -> Result<()> {
-    for (n, line) in reader.split(b'\n').enumerate() {
-        let line = line.map_err(|e| Error::io(path, e))?;
-        let at = format!("{}:{}", path.display(), n + 1);
-        if line.iter().all(u8::is_ascii_whitespace) {
-            continue;
-        }
-        let text = match serde_json::from_slice::<serde_json::Value>(&line) {
-            Ok(value) => match value.get(field).and_then(|v| v.as_str()) {
-                Some(text) => text.to_string(),
+        Some(_) => {
+            let mut missing = Vec::new();
+            read_records(path, bad, &mut |record| match record
+                .value
+                .get(field)
+                .and_then(|v| v.as_str())
+            {
+                Some(text) => each(Document {
+                    id: record.at,
+                    text: text.to_string(),
+                }),
                 None => {
                     let reason = format!("no string field {field:?}");
-                    bad.push(BadRecord { at, reason });
-                    continue;
+                    missing.push(BadRecord {
+                        at: record.at,
+                        reason,
+                    });
+                    Ok(())
                 }
-            },
-            Err(e) => {
-                let reason = format!("not JSON: {e}");
-                bad.push(BadRecord { at, reason });
-                continue;
-            }
-        };
-        each(Document { id: at, text })?;
+            })?;
+            bad.append(&mut missing);
+            Ok(())
+        }
+        None => Err(Error::format(
+            path,
+            "unknown input kind: expected .jsonl, .json, either with .gz, or .txt",
+        )),
     }
-    Ok(())
 }
 
 /// `text` cut at line breaks into pieces of at least `target_chars` bytes (the last may be
