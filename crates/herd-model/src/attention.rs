@@ -26,7 +26,8 @@ pub struct AttentionInput<'a> {
     pub cos: &'a Tensor,
     /// RoPE sines, same shape.
     pub sin: &'a Tensor,
-    /// Additive mask `[batch|1, 1, seq, kv_len]`, or `None` when all keys are visible.
+    /// Additive mask `[batch|1, 1, seq, kv_len]` in the scores' dtype (f32, or f64 for f64
+    /// models), or `None` when all keys are visible.
     pub mask: Option<&'a Tensor>,
 }
 
@@ -55,10 +56,9 @@ impl Attention {
         let q = q.reshape((b, kvh, group * t, hd))?;
         let scores = q.matmul(&k.t()?)?;
         let wide = crate::norm::accumulation_dtype(scores.dtype());
-        let mask = input.mask.map(|m| m.to_dtype(wide)).transpose()?;
         let scale = 1.0 / (hd as f64).sqrt();
-        let probs = masked_softmax(&scores.to_dtype(wide)?, mask.as_ref(), scale, t)?
-            .to_dtype(v.dtype())?;
+        let probs =
+            masked_softmax(&scores.to_dtype(wide)?, input.mask, scale, t)?.to_dtype(v.dtype())?;
         let out = probs.matmul(&v)?; // [b, kvh, group * t, hd]
         let out = out
             .reshape((b, h, t, hd))?

@@ -163,7 +163,8 @@ impl Llama {
         let (cos, sin) = self
             .rope
             .cos_sin(layout.positions(), b, self.dtype, &self.device)?;
-        let mask = layout.mask(self.dtype, &self.device)?;
+        // In the dtype attention scores are computed in, once for every layer.
+        let mask = layout.mask(accumulation_dtype(self.dtype), &self.device)?;
         let input = AttentionInput {
             cos: &cos,
             sin: &sin,

@@ -91,24 +91,32 @@ impl Parameters {
 
     /// The current values as [`Weights`] (sharing storage with the variables).
     pub fn weights(&self) -> Weights {
+        self.weights_as(|t| t.clone())
+    }
+
+    fn weights_as(&self, tensor: impl Fn(&Tensor) -> Tensor) -> Weights {
         let mut weights = Weights::new("<training>");
         for (name, var) in self.names.iter().zip(&self.vars) {
-            weights.insert(name.clone(), Weight::Dense(var.as_tensor().clone()));
+            weights.insert(name.clone(), Weight::Dense(tensor(var.as_tensor())));
         }
         weights
+    }
+
+    fn build(&self, weights: &Weights) -> Result<Llama> {
+        let var = &self.vars[0];
+        Llama::load(self.config.clone(), weights, var.dtype(), var.device()).map_err(Error::from)
     }
 
     /// A model computing with these variables: gradients of its outputs reach them, and
     /// updates to them are seen by it.
     pub fn model(&self) -> Result<Llama> {
-        let var = &self.vars[0];
-        Llama::load(
-            self.config.clone(),
-            &self.weights(),
-            var.dtype(),
-            var.device(),
-        )
-        .map_err(Error::from)
+        self.build(&self.weights())
+    }
+
+    /// A model on the current values that tracks no gradients (for validation and sampling
+    /// during training); it shares storage with the variables.
+    pub fn frozen_model(&self) -> Result<Llama> {
+        self.build(&self.weights_as(Tensor::detach))
     }
 }
 

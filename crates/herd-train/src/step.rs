@@ -2,7 +2,7 @@
 //! respect to every parameter, summed over micro-batches (gradient accumulation); clipping by
 //! global norm; and the loss of a batch without gradients, for validation.
 
-use candle_core::{Device, Tensor};
+use candle_core::Tensor;
 use herd_model::{Llama, SequenceLayout};
 
 use crate::error::{Error, Result};
@@ -24,9 +24,9 @@ pub struct Gradients {
 fn tensors(batch: &Batch, model: &Llama) -> Result<(Tensor, Tensor, Tensor, SequenceLayout)> {
     let device = model.device();
     let shape = (batch.rows, batch.seq_len);
-    let inputs = Tensor::from_vec(batch.inputs.clone(), shape, device)?;
-    let targets = Tensor::from_vec(batch.targets.clone(), batch.targets.len(), device)?;
-    let weights = Tensor::from_vec(batch.weights.clone(), batch.weights.len(), device)?
+    let inputs = Tensor::from_slice(&batch.inputs, shape, device)?;
+    let targets = Tensor::from_slice(&batch.targets, batch.targets.len(), device)?;
+    let weights = Tensor::from_slice(&batch.weights, batch.weights.len(), device)?
         .to_dtype(herd_model::norm::accumulation_dtype(model.dtype()))?;
     let layout = SequenceLayout::packed(&batch.doc_lens).map_err(Error::Data)?;
     Ok((inputs, targets, weights, layout))
@@ -112,24 +112,4 @@ pub fn evaluate(model: &Llama, batch: &Batch, micro_rows: usize) -> Result<f64> 
         sum += nll.to_dtype(candle_core::DType::F64)?.to_scalar::<f64>()?;
     }
     Ok(sum / batch.n_targets().max(1) as f64)
-}
-
-/// A model on the parameters' current values that tracks no gradients (for validation and
-/// sampling during training).
-pub fn frozen_model(params: &Parameters) -> Result<Llama> {
-    let mut weights = herd_model::Weights::new("<training>");
-    for (name, var) in params.names().iter().zip(params.vars()) {
-        weights.insert(
-            name.clone(),
-            herd_model::Weight::Dense(var.as_tensor().detach()),
-        );
-    }
-    let dtype = params.vars()[0].dtype();
-    let device: Device = params.vars()[0].device().clone();
-    Ok(Llama::load(
-        params.config().clone(),
-        &weights,
-        dtype,
-        &device,
-    )?)
 }

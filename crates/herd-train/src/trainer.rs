@@ -23,7 +23,7 @@ use crate::metrics::{MetricsLog, StepMetrics};
 use crate::params::Parameters;
 use crate::recipe::Recipe;
 use crate::schedule::stage_at;
-use crate::step::{clip_grad_norm, evaluate, frozen_model, loss_and_grads};
+use crate::step::{clip_grad_norm, evaluate, loss_and_grads};
 
 /// How to run a recipe.
 #[derive(Debug, Clone)]
@@ -98,13 +98,7 @@ pub fn pretrain(recipe: &Recipe, options: &RunOptions) -> Result<RunSummary> {
     let model = params.model()?;
     let bar = progress_bar(options.progress, state.step, stop);
     let mut validation: HashMap<usize, Option<Batch>> = HashMap::new();
-    let mut summary = RunSummary {
-        steps: state.step,
-        last_loss: None,
-        val_loss: None,
-        final_model: None,
-        skipped_steps: state.skipped_steps,
-    };
+    let (mut last_loss, mut val_loss) = (None, None);
     for step in state.step..stop {
         let stage = stage_at(&recipe.training.stages, step).clone();
         let batch = loader.next_batch(stage.batch_rows, stage.seq_len, &recipe.mix_at(step));
@@ -145,15 +139,13 @@ pub fn pretrain(recipe: &Recipe, options: &RunOptions) -> Result<RunSummary> {
                 .entry(stage.seq_len)
                 .or_insert_with(|| loader.validation_batch(recipe.eval.rows, stage.seq_len));
             if let Some(val) = val {
-                let frozen = frozen_model(&params)?;
+                let frozen = params.frozen_model()?;
                 line.val_loss = Some(evaluate(&frozen, val, recipe.training.micro_batch_rows)?);
-                summary.val_loss = line.val_loss;
+                val_loss = line.val_loss;
             }
         }
         metrics.log(&line)?;
-        summary.last_loss = Some(g.loss);
-        summary.steps = state.step;
-        summary.skipped_steps = state.skipped_steps;
+        last_loss = Some(g.loss);
         bar.set_position(state.step);
         bar.set_message(format!(
             "loss {:.3}{} · {:.0} tok/s · lr {lr:.2e}",
@@ -171,11 +163,8 @@ pub fn pretrain(recipe: &Recipe, options: &RunOptions) -> Result<RunSummary> {
             )));
         }
         if let Some(anneal) = &recipe.anneal {
-            let into = state.step + anneal.steps;
-            if recipe.lr.is_annealing(step)
-                && into > total
-                && (into - total).is_multiple_of(anneal.checkpoint_every)
-            {
+            let into_annealing = (state.step + anneal.steps).saturating_sub(total);
+            if into_annealing > 0 && into_annealing.is_multiple_of(anneal.checkpoint_every) {
                 let dir = out.join("anneal").join(format!("step-{:08}", state.step));
                 checkpoint::save_model(&dir, &recipe.model, &params.weights(), &recipe.tokenizer)?;
                 if !state.anneal_checkpoints.contains(&dir) {
@@ -198,9 +187,14 @@ pub fn pretrain(recipe: &Recipe, options: &RunOptions) -> Result<RunSummary> {
     if state.step == total {
         let dir = out.join("final");
         write_final(recipe, &params, &state, &dir, &device)?;
-        summary.final_model = Some(dir);
     }
-    Ok(summary)
+    Ok(RunSummary {
+        steps: state.step,
+        last_loss,
+        val_loss,
+        final_model: (state.step == total).then(|| out.join("final")),
+        skipped_steps: state.skipped_steps,
+    })
 }
 
 /// The final model: the mean of the last annealing checkpoints, or the last weights.

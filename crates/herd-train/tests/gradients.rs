@@ -5,7 +5,7 @@ use candle_core::{DType, Device, Tensor};
 use herd_model::LlamaConfig;
 use herd_train::loader::Batch;
 use herd_train::params::Parameters;
-use herd_train::step::{batch_nll_sum, frozen_model, loss_and_grads};
+use herd_train::step::{batch_nll_sum, loss_and_grads};
 
 fn tiny(tied: bool) -> LlamaConfig {
     let mut c = LlamaConfig::preset("llama3.1-8b").unwrap();
@@ -55,7 +55,7 @@ fn check_gradients(tied: bool) {
     let model = params.model().unwrap();
     let analytic = loss_and_grads(&model, &params, &batch, 1).unwrap();
     let loss_at = || -> f64 {
-        let frozen = frozen_model(&params).unwrap();
+        let frozen = params.frozen_model().unwrap();
         let sum = batch_nll_sum(&frozen, &batch).unwrap();
         sum.to_scalar::<f64>().unwrap() / batch.n_targets() as f64
     };
@@ -128,7 +128,7 @@ fn packed_rows_give_each_documents_own_loss() {
             var.set(&(var.as_tensor() * 30.0).unwrap()).unwrap();
         }
     }
-    let model = frozen_model(&params).unwrap();
+    let model = params.frozen_model().unwrap();
     let docs: [&[u32]; 3] = [&[1, 5, 7, 2], &[9, 3, 3], &[11, 4, 6, 8, 10]];
     let alone = |doc: &[u32]| -> f64 {
         let n = doc.len();
