@@ -108,7 +108,6 @@ impl ShardWriter {
 
 /// A memory-mapped shard.
 pub struct Shard {
-    path: PathBuf,
     map: Mmap,
     vocab_size: u32,
     n_tokens: usize,
@@ -137,7 +136,6 @@ impl Shard {
             )));
         }
         let shard = Shard {
-            path: path.to_path_buf(),
             map,
             vocab_size,
             n_tokens,
@@ -162,11 +160,6 @@ impl Shard {
     fn doc_end(&self, doc: usize) -> usize {
         let at = HEADER_BYTES + 4 * self.n_tokens + 8 * doc;
         u64::from_le_bytes(self.map[at..at + 8].try_into().expect("8 bytes")) as usize
-    }
-
-    /// The file this shard was read from.
-    pub fn path(&self) -> &Path {
-        &self.path
     }
 
     /// Ids are below this.

@@ -49,11 +49,6 @@ impl AdamW {
         })
     }
 
-    /// Updates made so far.
-    pub fn steps(&self) -> u64 {
-        self.steps
-    }
-
     /// One update of every parameter with its gradient (`grads` in parameter order):
     /// `p ← p·(1 − lr·wd) − lr/(1−β₁ᵗ) · m / (√v/√(1−β₂ᵗ) + ε)`.
     pub fn step(&mut self, params: &Parameters, grads: &[Tensor], lr: f64) -> Result<()> {

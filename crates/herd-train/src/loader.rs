@@ -41,7 +41,6 @@ pub struct DocRef {
 }
 
 struct Source {
-    name: String,
     shards: Vec<Shard>,
     train: Vec<DocRef>,
     validation: Vec<DocRef>,
@@ -160,7 +159,6 @@ impl Loader {
                 )));
             }
             sources.push(Source {
-                name: spec.name.clone(),
                 shards,
                 train: train.into_iter().map(|(_, d)| d).collect(),
                 validation: validation.into_iter().map(|(_, d)| d).collect(),
@@ -178,24 +176,10 @@ impl Loader {
         })
     }
 
-    /// Source names, in recipe order.
-    pub fn source_names(&self) -> Vec<&str> {
-        self.sources.iter().map(|s| s.name.as_str()).collect()
-    }
-
     /// The largest vocabulary size any shard declares.
     pub fn vocab_size(&self) -> u32 {
         let shards = self.sources.iter().flat_map(|s| &s.shards);
         shards.map(Shard::vocab_size).max().unwrap_or(0)
-    }
-
-    /// Training and validation tokens of each source.
-    pub fn token_counts(&self) -> Vec<(usize, usize)> {
-        let count =
-            |s: &Source, docs: &[DocRef]| -> usize { docs.iter().map(|d| doc_len(s, *d)).sum() };
-        let each = self.sources.iter();
-        each.map(|s| (count(s, &s.train), count(s, &s.validation)))
-            .collect()
     }
 
     /// The state to save in a checkpoint.
@@ -281,11 +265,6 @@ impl Loader {
 struct Row {
     tokens: Vec<u32>,
     pieces: Vec<usize>,
-}
-
-fn doc_len(source: &Source, doc: DocRef) -> usize {
-    let (start, end) = source.shards[doc.shard as usize].doc_range(doc.doc as usize);
-    end - start
 }
 
 /// Fills one row, continuing `pending` first and then drawing documents from `next_doc`;

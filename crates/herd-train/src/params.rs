@@ -64,11 +64,6 @@ impl Parameters {
         })
     }
 
-    /// The model's shape.
-    pub fn config(&self) -> &LlamaConfig {
-        &self.config
-    }
-
     /// HF names, in parameter order.
     pub fn names(&self) -> &[String] {
         &self.names
@@ -77,11 +72,6 @@ impl Parameters {
     /// The variables, in parameter order.
     pub fn vars(&self) -> &[Var] {
         &self.vars
-    }
-
-    /// Number of scalar parameters.
-    pub fn count(&self) -> usize {
-        self.vars.iter().map(|v| v.elem_count()).sum()
     }
 
     /// Whether weight decay applies: matrices (embeddings and projections), not norm scales.
