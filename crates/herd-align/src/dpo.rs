@@ -51,13 +51,18 @@ pub struct DpoStats {
     pub accuracy: f64,
 }
 
+/// −log σ(m) element-wise: softplus(−m) = log(1 + e^{−m}), written stably as
+/// max(−m, 0) + log(1 + e^{−|m|}). The pairwise loss of DPO and of the reward model.
+pub fn neg_log_sigmoid(margin: &Tensor) -> Result<Tensor> {
+    margin.neg()?.relu()? + (margin.abs()?.neg()?.exp()? + 1.0)?.log()?
+}
+
 /// The batch's loss (differentiable in the policy log-probs) and its statistics.
 pub fn dpo_loss(lp: &PairLogProbs, config: DpoConfig) -> Result<(Tensor, DpoStats)> {
     let chosen = ((lp.policy_chosen - lp.reference_chosen)? * config.beta)?;
     let rejected = ((lp.policy_rejected - lp.reference_rejected)? * config.beta)?;
     let margin = (&chosen - &rejected)?;
-    // −log σ(m) = softplus(−m) = log(1 + e^{−m}), written stably as max(−m, 0) + log(1 + e^{−|m|}).
-    let softplus = (margin.neg()?.relu()? + (margin.abs()?.neg()?.exp()? + 1.0)?.log()?)?;
+    let softplus = neg_log_sigmoid(&margin)?;
     let nll = (lp.policy_chosen.neg()? / lp.chosen_tokens)?;
     let loss = (softplus.mean_all()? + (nll.mean_all()? * config.nll_coefficient)?)?;
     let values =

@@ -2,6 +2,7 @@
 //! sampling ([`sampling`]), generation on the KV cache ([`generate`]), scoring ([`score`]) and
 //! speed measurement ([`bench`]).
 
+pub mod batch;
 pub mod bench;
 pub mod generate;
 pub mod loader;

@@ -52,3 +52,50 @@ pub fn average_checkpoints(dirs: &[&Path], device: &Device) -> Result<(LlamaConf
     }
     Ok((config, mean))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::params::Parameters;
+
+    /// The mean of two copies of a checkpoint is that checkpoint, bit for bit.
+    #[test]
+    fn averaging_identical_checkpoints_is_identity() {
+        let dir = tempfile::tempdir().unwrap();
+        let config = LlamaConfig {
+            vocab_size: 64,
+            dim: 16,
+            n_layers: 1,
+            n_heads: 2,
+            n_kv_heads: 1,
+            head_dim: 8,
+            ffn_dim: 32,
+            ..LlamaConfig::preset("llama3.2-1b").unwrap()
+        };
+        let params = Parameters::init(&config, 3, DType::F32, &Device::Cpu).unwrap();
+        let (a, b) = (dir.path().join("a"), dir.path().join("b"));
+        for d in [&a, &b] {
+            hf::save(d, &config, &params.weights(), DType::F32, usize::MAX).unwrap();
+        }
+        let (_, mean) = average_checkpoints(&[&a, &b], &Device::Cpu).unwrap();
+        for (name, weight) in params.weights().iter() {
+            let original: Vec<f32> = weight
+                .to_dense(DType::F32)
+                .unwrap()
+                .flatten_all()
+                .unwrap()
+                .to_vec1()
+                .unwrap();
+            let averaged: Vec<f32> = mean
+                .get(name, &weight.dims())
+                .unwrap()
+                .to_dense(DType::F32)
+                .unwrap()
+                .flatten_all()
+                .unwrap()
+                .to_vec1()
+                .unwrap();
+            assert_eq!(original, averaged, "{name}");
+        }
+    }
+}

@@ -17,17 +17,22 @@ use crate::error::Result;
 /// `logits` is `[n, vocab]`, `targets` `[n]` (u32; any valid id where the weight is 0),
 /// `weights` `[n]` in the logits' dtype.
 pub fn nll_sum(logits: &Tensor, targets: &Tensor, weights: &Tensor) -> Result<Tensor> {
+    Ok(token_nll(logits, targets, weights)?.sum_all()?)
+}
+
+/// `weight · −log softmax(logits)[target]` per position (`[n]`): what [`nll_sum`] adds up,
+/// for losses that sum per sequence (DPO's response log-probabilities).
+pub fn token_nll(logits: &Tensor, targets: &Tensor, weights: &Tensor) -> Result<Tensor> {
     if logits.device().is_cpu() && matches!(logits.dtype(), DType::F32 | DType::F64) {
-        let per_row = logits.contiguous()?.apply_op3(
+        return Ok(logits.contiguous()?.apply_op3(
             &targets.contiguous()?,
             &weights.contiguous()?,
             TokenNll,
-        )?;
-        return Ok(per_row.sum_all()?);
+        )?);
     }
     let log_probs = candle_nn::ops::log_softmax(logits, D::Minus1)?;
     let picked = log_probs.gather(&targets.unsqueeze(1)?, 1)?.squeeze(1)?;
-    Ok((picked * weights)?.sum_all()?.neg()?)
+    Ok((picked * weights)?.neg()?)
 }
 
 /// log Σ exp(row), stably.

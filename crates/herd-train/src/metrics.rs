@@ -1,6 +1,7 @@
 //! The metrics file of a run (`metrics.jsonl`): one JSON object per optimizer step. On resume the
 //! lines after the checkpoint's step are dropped, so the file reads as one uninterrupted run.
 
+use std::collections::BTreeMap;
 use std::fs::{File, OpenOptions};
 use std::io::{BufRead, BufReader, Write};
 use std::path::{Path, PathBuf};
@@ -39,6 +40,10 @@ pub struct StepMetrics {
     /// The step was skipped: its loss or gradient was not finite.
     #[serde(skip_serializing_if = "std::ops::Not::not", default)]
     pub skipped: bool,
+    /// What else a stage reports (post-training: reward accuracy, margins), by name; `null`
+    /// for a value that was not finite.
+    #[serde(flatten, default)]
+    pub extra: BTreeMap<String, Option<f64>>,
 }
 
 /// JSON has no NaN: serde_json writes it as `null`, which reads back as NaN.

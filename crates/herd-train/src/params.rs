@@ -64,6 +64,36 @@ impl Parameters {
         })
     }
 
+    /// Adds a tensor the Llama itself does not use (a reward model's `score.weight`); it is
+    /// trained, checkpointed and decayed like the others.
+    pub fn append(&mut self, name: impl Into<String>, tensor: &Tensor) -> Result<()> {
+        self.vars.push(Var::from_tensor(tensor)?);
+        self.names.push(name.into());
+        Ok(())
+    }
+
+    /// Sets every variable to its tensor in `weights` (a checkpoint of the same parameters).
+    pub fn set_values(&self, weights: &Weights) -> Result<()> {
+        for (name, var) in self.names.iter().zip(&self.vars) {
+            let tensor = weights.get(name, var.dims())?.to_dense(var.dtype())?;
+            var.set(&tensor.to_device(var.device())?)?;
+        }
+        Ok(())
+    }
+
+    /// The model's shape.
+    pub fn config(&self) -> &LlamaConfig {
+        &self.config
+    }
+
+    /// The variable named `name`.
+    pub fn var(&self, name: &str) -> Option<&Var> {
+        self.names
+            .iter()
+            .position(|n| n == name)
+            .map(|i| &self.vars[i])
+    }
+
     /// HF names, in parameter order.
     pub fn names(&self) -> &[String] {
         &self.names
@@ -111,7 +141,7 @@ impl Parameters {
 }
 
 /// `n` draws of N(0, std²) from a splitmix64 stream (Box–Muller).
-fn normal_values(seed: u64, n: usize, std: f64) -> Vec<f64> {
+pub fn normal_values(seed: u64, n: usize, std: f64) -> Vec<f64> {
     let mut state = seed;
     let mut uniform = move || ((splitmix64(&mut state) >> 11) as f64 + 0.5) / (1u64 << 53) as f64;
     let mut out = Vec::with_capacity(n + 1);

@@ -282,12 +282,16 @@ impl Recipe {
     /// Training FLOPs per token: 6 per matmul parameter (the output layer included, the input
     /// embedding lookup not) plus attention's 12 · layers · seq_len · dim.
     pub fn flops_per_token(&self, seq_len: usize) -> f64 {
-        let c = &self.model;
-        let matmul = c.num_parameters()
-            - c.vocab_size * c.dim * usize::from(!c.tie_embeddings)
-            - (2 * c.n_layers + 1) * c.dim;
-        6.0 * matmul as f64 + 12.0 * (c.n_layers * seq_len * c.dim) as f64
+        flops_per_token(&self.model, seq_len)
     }
+}
+
+/// Training FLOPs per token of `c` at `seq_len` (see [`Recipe::flops_per_token`]).
+pub fn flops_per_token(c: &LlamaConfig, seq_len: usize) -> f64 {
+    let matmul = c.num_parameters()
+        - c.vocab_size * c.dim * usize::from(!c.tie_embeddings)
+        - (2 * c.n_layers + 1) * c.dim;
+    6.0 * matmul as f64 + 12.0 * (c.n_layers * seq_len * c.dim) as f64
 }
 
 /// `[model]`: a `preset` and/or explicit fields (which override the preset's).

@@ -21,7 +21,7 @@ pub struct Gradients {
 }
 
 /// Input ids, target ids, target weights and the packed layout of `batch` on `device`.
-fn tensors(batch: &Batch, model: &Llama) -> Result<(Tensor, Tensor, Tensor, SequenceLayout)> {
+pub fn tensors(batch: &Batch, model: &Llama) -> Result<(Tensor, Tensor, Tensor, SequenceLayout)> {
     let device = model.device();
     let shape = (batch.rows, batch.seq_len);
     let inputs = Tensor::from_slice(&batch.inputs, shape, device)?;
@@ -56,30 +56,52 @@ pub fn loss_and_grads(
         loss += scaled
             .to_dtype(candle_core::DType::F64)?
             .to_scalar::<f64>()?;
-        let mut store = scaled.backward()?;
-        let micro_grads = params
-            .vars()
-            .iter()
-            .zip(params.names())
-            .map(|(var, name)| match store.remove(var.as_tensor()) {
-                Some(g) => Ok(g.detach()),
-                None => Err(Error::Data(format!("no gradient reached {name}"))),
-            })
-            .collect::<Result<Vec<Tensor>>>()?;
-        grads = Some(match grads {
-            None => micro_grads,
-            Some(acc) => acc
-                .iter()
-                .zip(&micro_grads)
-                .map(|(a, g)| Ok((a + g)?))
-                .collect::<Result<_>>()?,
-        });
+        accumulate(&mut grads, gradients(params, &scaled, Unused::Error)?)?;
     }
     Ok(Gradients {
         loss,
         grads: grads.unwrap_or_default(),
         n_targets: batch.n_targets(),
     })
+}
+
+/// What [`gradients`] does with a parameter the loss does not depend on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Unused {
+    /// It is a bug (every parameter of a language model reaches its loss).
+    Error,
+    /// Its gradient is zero (a reward model does not use the output layer).
+    Zero,
+}
+
+/// d `loss` / d parameter, in parameter order.
+pub fn gradients(params: &Parameters, loss: &Tensor, unused: Unused) -> Result<Vec<Tensor>> {
+    let mut store = loss.backward()?;
+    params
+        .vars()
+        .iter()
+        .zip(params.names())
+        .map(
+            |(var, name)| match (store.remove(var.as_tensor()), unused) {
+                (Some(g), _) => Ok(g.detach()),
+                (None, Unused::Zero) => Ok(var.as_tensor().zeros_like()?),
+                (None, Unused::Error) => Err(Error::Data(format!("no gradient reached {name}"))),
+            },
+        )
+        .collect()
+}
+
+/// Adds `micro` (one micro-batch's gradients) into `total`.
+pub fn accumulate(total: &mut Option<Vec<Tensor>>, micro: Vec<Tensor>) -> Result<()> {
+    *total = Some(match total.take() {
+        None => micro,
+        Some(acc) => acc
+            .iter()
+            .zip(&micro)
+            .map(|(a, g)| Ok((a + g)?))
+            .collect::<Result<_>>()?,
+    });
+    Ok(())
 }
 
 /// The global L2 norm of `grads`; when above `max_norm` they are scaled down to it

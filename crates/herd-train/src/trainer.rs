@@ -133,6 +133,7 @@ pub fn pretrain(recipe: &Recipe, options: &RunOptions) -> Result<RunSummary> {
                 / (recipe.training.peak_gflops * 1e9),
             val_loss: None,
             skipped: !finite,
+            extra: Default::default(),
         };
         if state.step.is_multiple_of(recipe.eval.every) || state.step == total {
             let val = validation
@@ -241,7 +242,8 @@ fn check_vocabulary(recipe: &Recipe, loader: &Loader) -> Result<()> {
     Ok(())
 }
 
-fn progress_bar(show: bool, position: u64, stop: u64) -> ProgressBar {
+/// A step bar with elapsed time and ETA (hidden when `show` is false), at `position` of `stop`.
+pub fn progress_bar(show: bool, position: u64, stop: u64) -> ProgressBar {
     if !show {
         return ProgressBar::hidden();
     }

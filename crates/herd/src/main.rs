@@ -13,7 +13,7 @@ const MI_OPTION_PURGE_DELAY: libmimalloc_sys::mi_option_t = 15;
 use clap::{Parser, Subcommand};
 
 /// herd — The Llama 3 Herd of Models as one toolkit: train a vocabulary, tokenize a corpus,
-/// pretrain with the paper's recipe, and run, score and benchmark Llama-family models from GGUF
+/// pretrain with the paper's recipe, post-train (SFT, reward model, rejection sampling, DPO), and run, score and benchmark Llama-family models from GGUF
 /// files, Hugging Face folders or Meta checkpoints.
 #[derive(Parser)]
 #[command(name = "herd", version, about, long_about = None, propagate_version = true)]
@@ -47,6 +47,18 @@ enum Command {
     /// Pretrain a Llama 3 model from a recipe (packed documents, AdamW, LR and batch schedules,
     /// annealing, checkpoint averaging, exact resume).
     Pretrain(cmd::pretrain::Args),
+    /// Supervised fine-tuning on conversations: loss on the assistant's tokens, packed rows.
+    Sft(cmd::sft::Args),
+    /// Reward model: train on preference pairs, or score conversations and pairs.
+    #[command(subcommand)]
+    Rm(cmd::rm::Command),
+    /// Rejection sampling: K responses per prompt, the reward model's best kept as SFT data.
+    Rs(cmd::rs::Args),
+    /// Direct preference optimization against a frozen reference (β, NLL term, masked
+    /// formatting tokens).
+    Dpo(cmd::dpo::Args),
+    /// Post-training rounds from a recipe: reward model, then rejection sampling → SFT → DPO.
+    Posttrain(cmd::posttrain::Args),
     /// Draw a run's loss and learning-rate curves as a PNG.
     Plot(cmd::plot::Args),
     /// Average the weights of checkpoints of the same shape.
@@ -75,6 +87,11 @@ fn main() {
         Command::Tokenizer(command) => cmd::tokenizer::run(command),
         Command::Data(command) => cmd::data::run(command),
         Command::Pretrain(args) => cmd::pretrain::run(args),
+        Command::Sft(args) => cmd::sft::run(args),
+        Command::Rm(command) => cmd::rm::run(command),
+        Command::Rs(args) => cmd::rs::run(args),
+        Command::Dpo(args) => cmd::dpo::run(args),
+        Command::Posttrain(args) => cmd::posttrain::run(args),
         Command::Average(args) => cmd::average::run(args),
         Command::Plot(args) => cmd::plot::run(args),
     };

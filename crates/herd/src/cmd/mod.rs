@@ -4,13 +4,19 @@ pub mod average;
 pub mod bench;
 pub mod chat;
 pub mod data;
+pub mod dpo;
 pub mod fetch;
 pub mod generate;
 pub mod plot;
+pub mod posttrain;
 pub mod pretrain;
+pub mod rm;
+pub mod rs;
 pub mod score;
+pub mod sft;
 pub mod tokenizer;
 pub mod tokens;
+pub mod train_args;
 
 use std::path::PathBuf;
 

@@ -1,0 +1,349 @@
+//! The post-training stages as whole jobs — `herd sft`, `herd rm train`, `herd rs`, `herd dpo`
+//! and the rounds of `herd posttrain` call these: read the model folder and the data, split
+//! off the held-out prompts, build the stage's objective and [`fit`] it.
+
+use std::path::{Path, PathBuf};
+
+use candle_core::{DType, Device};
+use herd_model::checkpoint::hf;
+use herd_tokenizer::chat::{Message, ToolPromptFormat};
+use herd_tokenizer::Tokenizer;
+use herd_train::params::Parameters;
+use herd_train::{RunOptions, RunSummary};
+use indicatif::ProgressBar;
+
+use crate::conversation::{Format, Preference};
+use crate::dataset::{is_held_out, prompt_of, token_dialogs, token_pairs, Examples, TokenPair};
+use crate::dpo::DpoConfig;
+use crate::dpo_training::{cached_reference, DpoTraining, PairSet};
+use crate::error::{Error, Result};
+use crate::fit::{fit, Objective, TrainConfig};
+use crate::rejection::{rejection_sample, write_jsonl, RejectionConfig, RejectionStats};
+use crate::reward::{add_head, RewardModel, RewardTraining};
+use crate::sft::Sft;
+
+const FORMAT: ToolPromptFormat = ToolPromptFormat::Json;
+
+/// A model folder opened for training: its parameters (f32) and its tokenizer.
+pub struct Start {
+    /// Trainable parameters holding the folder's weights.
+    pub params: Parameters,
+    /// The tokenizer.
+    pub tokenizer: Tokenizer,
+    /// The tokenizer's file, copied into every checkpoint.
+    pub tokenizer_file: PathBuf,
+}
+
+/// Opens the HF model folder `dir` (as `herd pretrain` writes it) with its `tokenizer.model`
+/// or `tokenizer.json`.
+pub fn open_model(dir: &Path) -> Result<Start> {
+    let (config, weights) = hf::load(dir, &Device::Cpu)?;
+    let tokenizer_file = ["tokenizer.model", "tokenizer.json"]
+        .iter()
+        .map(|f| dir.join(f))
+        .find(|p| p.is_file())
+        .ok_or_else(|| {
+            Error::Invalid(format!(
+                "{}: no tokenizer.model or tokenizer.json beside the model",
+                dir.display()
+            ))
+        })?;
+    let mut params = Parameters::from_weights(&config, &weights, DType::F32, &Device::Cpu)?;
+    if let Ok(score) = weights.get(crate::reward::SCORE_WEIGHT, &[1, config.dim]) {
+        params.append(crate::reward::SCORE_WEIGHT, &score.to_dense(DType::F32)?)?;
+    }
+    Ok(Start {
+        params,
+        tokenizer: Tokenizer::from_path(&tokenizer_file)?,
+        tokenizer_file,
+    })
+}
+
+/// Examples of `files`, reported on stderr when `loud`.
+pub fn read_examples(files: &[PathBuf], loud: bool) -> Result<Examples> {
+    let examples = Examples::read(files, Format::Auto)?;
+    if loud {
+        eprintln!("read {}", examples.report());
+    }
+    Ok(examples)
+}
+
+/// Where the held-out examples come from.
+#[derive(Debug, Clone, PartialEq)]
+pub enum HeldOut {
+    /// This share of the data's prompts, chosen by a hash of the prompt.
+    Fraction(f64),
+    /// These files (all of the data is then trained on).
+    Files(Vec<PathBuf>),
+}
+
+impl HeldOut {
+    /// (training, held-out) examples of `data`.
+    fn split<T>(
+        &self,
+        data: &[PathBuf],
+        loud: bool,
+        items: impl Fn(Examples) -> Vec<T>,
+        prompt: impl Fn(&T) -> &[Message],
+    ) -> Result<(Vec<T>, Vec<T>)> {
+        let all = items(read_examples(data, loud)?);
+        Ok(match self {
+            HeldOut::Fraction(f) => split_by_prompt(all, prompt, *f),
+            HeldOut::Files(files) => (all, items(read_examples(files, loud)?)),
+        })
+    }
+}
+
+/// `items` split into (training, held-out) by their prompt.
+pub fn split_by_prompt<T>(
+    items: Vec<T>,
+    prompt: impl Fn(&T) -> &[Message],
+    fraction: f64,
+) -> (Vec<T>, Vec<T>) {
+    items
+        .into_iter()
+        .partition(|item| !is_held_out(prompt(item), fraction))
+}
+
+/// Conversations for SFT: the dialogs, and each preference's prompt with its chosen reply.
+fn sft_dialogs(examples: Examples) -> Vec<Vec<Message>> {
+    let mut dialogs = examples.dialogs;
+    for p in examples.preferences {
+        let mut d = p.prompt;
+        d.push(p.chosen);
+        dialogs.push(d);
+    }
+    dialogs
+}
+
+/// What a training stage read and did.
+#[derive(Debug)]
+pub struct StageReport {
+    /// Training examples (conversations or pairs).
+    pub train: usize,
+    /// Held-out examples.
+    pub held_out: usize,
+    /// The run.
+    pub run: RunSummary,
+}
+
+fn say(loud: bool, text: String) {
+    if loud {
+        eprintln!("{text}");
+    }
+}
+
+/// SFT of the model in `model` on the conversations of `data`.
+pub fn sft(
+    model: &Path,
+    data: &[PathBuf],
+    config: &TrainConfig,
+    held_out: &HeldOut,
+    options: &RunOptions,
+) -> Result<StageReport> {
+    let start = open_model(model)?;
+    let (train, held) = held_out.split(data, options.progress, sft_dialogs, |d| prompt_of(d))?;
+    let (train, held) = (
+        token_dialogs(&start.tokenizer, &train, FORMAT)?,
+        token_dialogs(&start.tokenizer, &held, FORMAT)?,
+    );
+    let mut objective = Sft::new(train, held, config.seq_len, config.micro_batch);
+    let (n_train, n_held) = (objective.examples(), objective.held_out_len());
+    say(
+        options.progress,
+        format!(
+            "SFT: {n_train} conversations, {n_held} held out, {} longer than {} tokens (cut)",
+            objective.truncated, config.seq_len
+        ),
+    );
+    let run = fit(
+        &mut objective,
+        &start.params,
+        config,
+        options,
+        &start.tokenizer_file,
+    )?;
+    Ok(StageReport {
+        train: n_train,
+        held_out: n_held,
+        run,
+    })
+}
+
+/// Preference pairs of `data`, in tokens, split into (training, held-out) by prompt.
+/// Pairs longer than a row are left out (reported): cutting them would cut off the part
+/// where chosen and rejected differ.
+fn pair_sets(
+    tokenizer: &Tokenizer,
+    data: &[PathBuf],
+    held_out: &HeldOut,
+    seq_len: usize,
+    loud: bool,
+) -> Result<(Vec<TokenPair>, Vec<TokenPair>)> {
+    let (train, held): (Vec<Preference>, Vec<Preference>) =
+        held_out.split(data, loud, |e| e.preferences, |p| &p.prompt)?;
+    if train.is_empty() {
+        return Err(Error::Invalid(format!(
+            "no preference records to train on in {}",
+            data.iter()
+                .map(|p| p.display().to_string())
+                .collect::<Vec<_>>()
+                .join(", ")
+        )));
+    }
+    let mut sets = [
+        token_pairs(tokenizer, &train, FORMAT)?,
+        token_pairs(tokenizer, &held, FORMAT)?,
+    ];
+    for (set, name) in sets.iter_mut().zip(["training", "held-out"]) {
+        let before = set.len();
+        set.retain(|p| p.prompt.len() + p.chosen.ids.len().max(p.rejected.ids.len()) <= seq_len);
+        if before > set.len() {
+            say(
+                loud,
+                format!(
+                    "{} of {before} {name} pairs are longer than {seq_len} tokens: left out",
+                    before - set.len()
+                ),
+            );
+        }
+    }
+    let [train, held] = sets;
+    Ok((train, held))
+}
+
+/// Reward-model training from the model in `model` on the preference pairs of `data`.
+pub fn reward_model(
+    model: &Path,
+    data: &[PathBuf],
+    config: &TrainConfig,
+    held_out: &HeldOut,
+    options: &RunOptions,
+) -> Result<StageReport> {
+    let mut start = open_model(model)?;
+    add_head(&mut start.params, config.seed)?;
+    let (train, held) = pair_sets(
+        &start.tokenizer,
+        data,
+        held_out,
+        config.seq_len,
+        options.progress,
+    )?;
+    let (n_train, n_held) = (train.len(), held.len());
+    say(
+        options.progress,
+        format!("reward model: {n_train} pairs, {n_held} held out"),
+    );
+    let mut objective = RewardTraining::new(train, held, config.seq_len, config.micro_batch);
+    let run = fit(
+        &mut objective,
+        &start.params,
+        config,
+        options,
+        &start.tokenizer_file,
+    )?;
+    Ok(StageReport {
+        train: n_train,
+        held_out: n_held,
+        run,
+    })
+}
+
+/// DPO of the model in `model` (also the frozen reference) on the pairs of `data`.
+pub fn dpo(
+    model: &Path,
+    data: &[PathBuf],
+    config: &TrainConfig,
+    dpo: DpoConfig,
+    held_out: &HeldOut,
+    options: &RunOptions,
+) -> Result<StageReport> {
+    let start = open_model(model)?;
+    let (train, held) = pair_sets(
+        &start.tokenizer,
+        data,
+        held_out,
+        config.seq_len,
+        options.progress,
+    )?;
+    let (n_train, n_held) = (train.len(), held.len());
+    say(
+        options.progress,
+        format!("DPO: {n_train} pairs, {n_held} held out; reference log-probabilities…"),
+    );
+    let reference = start.params.frozen_model()?;
+    let per_pass = config.micro_batch;
+    let train_ref = cached_reference(&options.out, &reference, &train, config.seq_len, per_pass)?;
+    let held_ref = cached_reference(&options.out, &reference, &held, config.seq_len, per_pass)?;
+    drop(reference);
+    let mut objective = DpoTraining::new(
+        PairSet {
+            pairs: train,
+            reference: train_ref,
+        },
+        PairSet {
+            pairs: held,
+            reference: held_ref,
+        },
+        dpo,
+        config.seq_len,
+        config.micro_batch,
+    );
+    let run = fit(
+        &mut objective,
+        &start.params,
+        config,
+        options,
+        &start.tokenizer_file,
+    )?;
+    Ok(StageReport {
+        train: n_train,
+        held_out: n_held,
+        run,
+    })
+}
+
+/// The prompts of every conversation and preference in `data` (each once, in file order).
+pub fn prompts_of(data: &[PathBuf], loud: bool) -> Result<Vec<Vec<Message>>> {
+    let examples = read_examples(data, loud)?;
+    let mut prompts: Vec<Vec<Message>> = examples
+        .dialogs
+        .iter()
+        .map(|d| prompt_of(d).to_vec())
+        .chain(examples.preferences.into_iter().map(|p| p.prompt))
+        .collect();
+    let mut seen = std::collections::HashSet::new();
+    prompts.retain(|p| seen.insert(format!("{p:?}")));
+    Ok(prompts)
+}
+
+/// Rejection sampling: `prompts` answered K times by `policy`, the best by `reward` kept and
+/// written to `out` as JSONL.
+pub fn rejection_sampling(
+    policy: &Path,
+    reward: &Path,
+    prompts: &[Vec<Message>],
+    config: &RejectionConfig,
+    out: &Path,
+    progress: bool,
+) -> Result<RejectionStats> {
+    let start = open_model(policy)?;
+    let model = start.params.frozen_model()?;
+    let reward_model = RewardModel::load(reward, &Device::Cpu)?;
+    let bar = if progress {
+        herd_train::trainer::progress_bar(true, 0, prompts.len() as u64)
+    } else {
+        ProgressBar::hidden()
+    };
+    let (best, stats) = rejection_sample(
+        &model,
+        &reward_model,
+        &start.tokenizer,
+        prompts,
+        config,
+        || bar.inc(1),
+    )?;
+    bar.finish_and_clear();
+    write_jsonl(out, &best)?;
+    Ok(stats)
+}
