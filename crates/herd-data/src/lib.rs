@@ -5,6 +5,8 @@
 //! [`shard`]s.
 
 pub mod error;
+pub mod fasttext;
+pub mod langid;
 pub mod reader;
 pub mod shard;
 pub mod tokenize;

