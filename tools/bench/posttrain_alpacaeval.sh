@@ -19,7 +19,7 @@ HERD=target/release/herd
 [ -d "$BASE" ] || { echo "needs $BASE: herd pretrain --recipe recipes/small.toml" >&2; exit 1; }
 cargo build --release -q -p herd
 mkdir -p "$OUT"
-common=(--seq-len 512 --eval-data "$TEST" --quiet)
+common=(--seq-len 512 --eval-data "$TEST")
 steps() { echo $(( $1 * SCALE / 100 > 0 ? $1 * SCALE / 100 : 1 )); }
 
 [ -d "$OUT/rm/final" ] || /usr/bin/time -v $HERD rm train --model $BASE --data "$TRAIN" --out "$OUT/rm" \
@@ -38,7 +38,7 @@ $HERD rm score --model "$OUT/rm/final" --data "$TEST" --seq-len 512 > "$OUT/rm-t
 python3 - "$TEST" > "$OUT/prompts.txt" <<'PY'
 import gzip, json, sys
 rows = [json.loads(l) for l in gzip.open(sys.argv[1])]
-short = [r["prompt"] for r in rows if len(r["prompt"]) < 120][:4]
+short = list(dict.fromkeys(r["prompt"] for r in rows if len(r["prompt"]) < 120))[:4]
 print("\n".join(p.replace("\n", " ") for p in short))
 PY
 : > "$OUT/answers.md"

@@ -10,9 +10,7 @@ use std::time::Instant;
 use herd_infer::batch::sample_many;
 use herd_infer::{GenerateConfig, SamplingConfig};
 use herd_model::Llama;
-use herd_tokenizer::chat::llama3::{encode_dialog_prompt, special_id};
-use herd_tokenizer::chat::{Message, Role, ToolPromptFormat};
-use herd_tokenizer::llama3::special;
+use herd_tokenizer::chat::{encode_chat, Message, Role, ToolPromptFormat};
 use herd_tokenizer::Tokenizer;
 use serde::{Deserialize, Serialize};
 use serde_json::json;
@@ -92,15 +90,12 @@ pub fn rejection_sample(
 ) -> Result<(Vec<Best>, RejectionStats)> {
     let started = Instant::now();
     let format = ToolPromptFormat::Json;
-    let stop_tokens = vec![
-        special_id(tokenizer, special::EOT)?,
-        special_id(tokenizer, special::EOM)?,
-    ];
+    let stop_tokens = tokenizer.stop_ids().to_vec();
     let mut stats = RejectionStats::default();
     let (mut best_sum, mut all_sum) = (0.0, 0.0);
     let mut kept = Vec::with_capacity(prompts.len());
     for (i, prompt) in prompts.iter().enumerate() {
-        let ids = encode_dialog_prompt(tokenizer, prompt, format)?;
+        let ids = encode_chat(tokenizer, prompt)?;
         let generate = GenerateConfig {
             max_tokens: config.max_tokens,
             sampling: SamplingConfig {

@@ -5,7 +5,6 @@
 use std::path::{Path, PathBuf};
 
 use candle_core::{DType, Device};
-use herd_model::checkpoint::hf;
 use herd_tokenizer::chat::{Message, ToolPromptFormat};
 use herd_tokenizer::Tokenizer;
 use herd_train::params::Parameters;
@@ -34,20 +33,25 @@ pub struct Start {
     pub tokenizer_file: PathBuf,
 }
 
-/// Opens the HF model folder `dir` (as `herd pretrain` writes it) with its `tokenizer.model`
-/// or `tokenizer.json`.
-pub fn open_model(dir: &Path) -> Result<Start> {
-    let (config, weights) = hf::load(dir, &Device::Cpu)?;
-    let tokenizer_file = ["tokenizer.model", "tokenizer.json"]
+/// Opens a model for training: an HF folder (as `herd pretrain` writes it, with its
+/// `tokenizer.model` or `tokenizer.json`), a Meta folder, or a GGUF file (quantized weights
+/// are dequantized to f32; its embedded tokenizer is written as HF files under
+/// `scratch/tokenizer/` so that checkpoints carry it).
+pub fn open_model(path: &Path, scratch: &Path) -> Result<Start> {
+    let checkpoint = herd_model::checkpoint::load(path, &Device::Cpu)?;
+    let (config, weights) = (checkpoint.config, checkpoint.weights);
+    let beside = ["tokenizer.model", "tokenizer.json"]
         .iter()
-        .map(|f| dir.join(f))
-        .find(|p| p.is_file())
-        .ok_or_else(|| {
-            Error::Invalid(format!(
-                "{}: no tokenizer.model or tokenizer.json beside the model",
-                dir.display()
-            ))
-        })?;
+        .map(|f| path.join(f))
+        .find(|p| p.is_file());
+    let tokenizer_file = match beside {
+        Some(file) => file,
+        None => {
+            let tokenizer = herd_infer::loader::load_tokenizer(path)
+                .map_err(|e| Error::Invalid(format!("{}: {e}", path.display())))?;
+            tokenizer.save_hf(&scratch.join("tokenizer"))?
+        }
+    };
     let mut params = Parameters::from_weights(&config, &weights, DType::F32, &Device::Cpu)?;
     if let Ok(score) = weights.get(crate::reward::SCORE_WEIGHT, &[1, config.dim]) {
         params.append(crate::reward::SCORE_WEIGHT, &score.to_dense(DType::F32)?)?;
@@ -141,7 +145,7 @@ pub fn sft(
     held_out: &HeldOut,
     options: &RunOptions,
 ) -> Result<StageReport> {
-    let start = open_model(model)?;
+    let start = open_model(model, &options.out)?;
     let (train, held) = held_out.split(data, options.progress, sft_dialogs, |d| prompt_of(d))?;
     let (train, held) = (
         token_dialogs(&start.tokenizer, &train, FORMAT)?,
@@ -220,7 +224,7 @@ pub fn reward_model(
     held_out: &HeldOut,
     options: &RunOptions,
 ) -> Result<StageReport> {
-    let mut start = open_model(model)?;
+    let mut start = open_model(model, &options.out)?;
     add_head(&mut start.params, config.seed)?;
     let (train, held) = pair_sets(
         &start.tokenizer,
@@ -258,7 +262,7 @@ pub fn dpo(
     held_out: &HeldOut,
     options: &RunOptions,
 ) -> Result<StageReport> {
-    let start = open_model(model)?;
+    let start = open_model(model, &options.out)?;
     let (train, held) = pair_sets(
         &start.tokenizer,
         data,
@@ -327,8 +331,8 @@ pub fn rejection_sampling(
     out: &Path,
     progress: bool,
 ) -> Result<RejectionStats> {
-    let start = open_model(policy)?;
-    let model = start.params.frozen_model()?;
+    let policy = herd_infer::load(policy, None, DType::F32, &Device::Cpu)
+        .map_err(|e| Error::Invalid(format!("{}: {e}", policy.display())))?;
     let reward_model = RewardModel::load(reward, &Device::Cpu)?;
     let bar = if progress {
         herd_train::trainer::progress_bar(true, 0, prompts.len() as u64)
@@ -336,9 +340,9 @@ pub fn rejection_sampling(
         ProgressBar::hidden()
     };
     let (best, stats) = rejection_sample(
-        &model,
+        &policy.model,
         &reward_model,
-        &start.tokenizer,
+        &policy.tokenizer,
         prompts,
         config,
         || bar.inc(1),

@@ -66,3 +66,46 @@ fn dpo_loss_leaves_out_headers_and_end_tokens() {
     assert_eq!(tok.decode(&rejected.loss_ids()).unwrap(), "5, probably");
     assert_eq!(tok.decode(&rejected.ids).unwrap(), "5, probably<|eot_id|>");
 }
+
+/// SmolLM2's tokenizer and ChatML template, from its GGUF.
+fn smollm2() -> Option<Tokenizer> {
+    let path = herd_model::assets::for_test("smollm2/SmolLM2-135M-Instruct.Q4_1.gguf")?;
+    Some(herd_infer::loader::load_tokenizer(&path).unwrap())
+}
+
+#[test]
+fn chatml_masks_come_from_the_models_template() {
+    let Some(tok) = smollm2() else { return };
+    let messages = vec![
+        Message::new(Role::User, "Hi"),
+        Message::new(Role::Assistant, "Hello there."),
+        Message::new(Role::User, "2+2?"),
+        Message::new(Role::Assistant, "4"),
+    ];
+    let masked = sft_example(&tok, &messages, ToolPromptFormat::Json).unwrap();
+    // The ids are the template's rendering, tokenized whole.
+    let chat = tok.chat_template().unwrap();
+    let text = herd_tokenizer::chat::template::render(chat, &messages, false, "", "").unwrap();
+    assert_eq!(masked.ids, tok.encode(&text, true).unwrap());
+    assert_eq!(
+        tok.decode(&masked.loss_ids()).unwrap(),
+        "Hello there.<|im_end|>4<|im_end|>"
+    );
+    let pair = Preference {
+        prompt: vec![Message::new(Role::User, "2+2?")],
+        chosen: Message::new(Role::Assistant, "4"),
+        rejected: Message::new(Role::Assistant, "5, probably"),
+        edited: None,
+    };
+    let (prompt, chosen, rejected) = dpo_example(&tok, &pair, ToolPromptFormat::Json).unwrap();
+    assert!(tok
+        .decode(&prompt)
+        .unwrap()
+        .ends_with("<|im_start|>user\n2+2?<|im_end|>\n<|im_start|>assistant\n"));
+    assert_eq!(tok.decode(&chosen.loss_ids()).unwrap(), "4");
+    assert_eq!(tok.decode(&rejected.loss_ids()).unwrap(), "5, probably");
+    assert_eq!(
+        tok.decode(&rejected.ids).unwrap(),
+        "5, probably<|im_end|>\n"
+    );
+}

@@ -136,6 +136,13 @@ impl ByteLevelBpe {
             .map_err(|e| Error::Other(format!("decoding failed: {e}")))
     }
 
+    /// Writes the HF `tokenizer.json` (special tokens included).
+    pub fn save(&self, path: &Path) -> Result<()> {
+        self.with_specials
+            .save(path, false)
+            .map_err(|e| Error::format(path, format!("cannot write: {e}")))
+    }
+
     /// Number of ids, added tokens included.
     pub fn vocab_size(&self) -> usize {
         self.with_specials.get_vocab_size(true)

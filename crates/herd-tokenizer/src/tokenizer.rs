@@ -232,6 +232,45 @@ impl Tokenizer {
     pub fn chat_template(&self) -> Option<&str> {
         self.chat_template.as_deref()
     }
+
+    /// The text of token `id` (for a template's `bos_token` and `eos_token`).
+    pub fn token_text(&self, id: Option<u32>) -> String {
+        id.and_then(|i| self.decode(&[i]).ok()).unwrap_or_default()
+    }
+
+    /// Writes a byte-level tokenizer as HF files in `dir` — `tokenizer.json` and
+    /// `tokenizer_config.json` (BOS, EOS, `add_bos_token`, `chat_template`) — so that a model
+    /// read from a GGUF can be saved as an HF folder. Returns the `tokenizer.json` path. (Meta's
+    /// Llama 3 tokenizer is a `tokenizer.model` file and is copied as is instead.)
+    pub fn save_hf(&self, dir: &Path) -> Result<std::path::PathBuf> {
+        let Backend::ByteLevel(bpe) = &self.backend else {
+            return Err(Error::Other(
+                "a tiktoken tokenizer is saved by copying its tokenizer.model".into(),
+            ));
+        };
+        std::fs::create_dir_all(dir).map_err(|e| Error::Io {
+            path: dir.into(),
+            source: e,
+        })?;
+        let path = dir.join("tokenizer.json");
+        bpe.save(&path)?;
+        let config = serde_json::json!({
+            "bos_token": self.bos.map(|id| self.token_text(Some(id))),
+            "eos_token": self.stop.first().map(|&id| self.token_text(Some(id))),
+            "add_bos_token": self.add_bos,
+            "chat_template": self.chat_template,
+        });
+        let config_path = dir.join("tokenizer_config.json");
+        std::fs::write(
+            &config_path,
+            serde_json::to_vec_pretty(&config).expect("json"),
+        )
+        .map_err(|e| Error::Io {
+            path: config_path,
+            source: e,
+        })?;
+        Ok(path)
+    }
 }
 
 /// Turns a stream of generated ids into text pieces as soon as they are complete UTF-8

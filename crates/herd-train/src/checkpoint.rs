@@ -38,7 +38,8 @@ pub fn step_dir(root: &Path, step: u64) -> PathBuf {
     root.join(format!("step-{step:08}"))
 }
 
-/// Saves the model (and `tokenizer`) as an HF folder at `dir`, atomically.
+/// Saves the model (and `tokenizer`, with the `tokenizer_config.json` beside it if any) as an
+/// HF folder at `dir`, atomically.
 pub fn save_model(
     dir: &Path,
     config: &LlamaConfig,
@@ -61,6 +62,12 @@ fn write_model(
         .map(|n| n.to_os_string())
         .unwrap_or_else(|| "tokenizer.model".into());
     write_atomic(&dir.join(name), &bytes)?;
+    // An HF tokenizer's settings and chat template travel with it.
+    let config = tokenizer.with_file_name("tokenizer_config.json");
+    if config.is_file() {
+        let bytes = std::fs::read(&config).map_err(|e| Error::io(&config, e))?;
+        write_atomic(&dir.join("tokenizer_config.json"), &bytes)?;
+    }
     Ok(())
 }
 

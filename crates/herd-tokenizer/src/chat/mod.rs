@@ -119,12 +119,8 @@ pub fn encode_chat(tokenizer: &crate::Tokenizer, messages: &[Message]) -> crate:
     let template = tokenizer.chat_template().ok_or_else(|| {
         crate::Error::Other("the tokenizer has no chat template and is not Llama 3's".into())
     })?;
-    let token_text = |id: Option<u32>| {
-        id.and_then(|i| tokenizer.decode(&[i]).ok())
-            .unwrap_or_default()
-    };
-    let bos = token_text(tokenizer.bos_id());
-    let eos = token_text(tokenizer.stop_ids().first().copied());
+    let bos = tokenizer.token_text(tokenizer.bos_id());
+    let eos = tokenizer.token_text(tokenizer.stop_ids().first().copied());
     let text =
         template::render(template, messages, true, &bos, &eos).map_err(crate::Error::Other)?;
     tokenizer.encode(&text, true)
