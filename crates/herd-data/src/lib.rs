@@ -2,11 +2,18 @@
 //! pretraining reads.
 //!
 //! [`reader`] turns files into documents, [`tokenize`] turns documents into token
-//! [`shard`]s.
+//! [`shard`]s. The curation stages: [`filters`] (Gopher quality and repetition rules, dirty
+//! words), [`pii`] redaction, [`gutenberg`] boilerplate, [`langid`] (fastText models read by
+//! [`fasttext`]), and de-duplication by [`minhash`] and by line ([`line_dedup`]).
 
 pub mod error;
 pub mod fasttext;
+pub mod filters;
+pub mod gutenberg;
 pub mod langid;
+pub mod line_dedup;
+pub mod minhash;
+pub mod pii;
 pub mod reader;
 pub mod shard;
 pub mod tokenize;

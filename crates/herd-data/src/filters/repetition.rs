@@ -1,0 +1,173 @@
+//! Gopher's repetition rules (Rae et al. 2021, table A1) — the "duplicated n-gram coverage
+//! ratio" filter of the Llama 3 paper: documents made of repeated lines, paragraphs or word
+//! n-grams are removed. Character shares are of the whole text's length, as in datatrove's
+//! `GopherRepetitionFilter`:
+//!
+//! - duplicate lines / paragraphs: share of lines (paragraphs) that repeat an earlier one, and
+//!   their characters' share;
+//! - top n-gram (n = 2, 3, 4): characters of the most frequent n-gram times its count;
+//! - duplicated n-grams (n = 5 … 10): characters of the words in n-grams that repeat an
+//!   earlier n-gram (each word counted once).
+
+use std::collections::{HashMap, HashSet};
+
+use serde::{Deserialize, Serialize};
+
+use super::{words, Verdict};
+
+/// The thresholds (Gopher's values by default).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct GopherRepetition {
+    /// Most repeated lines, as a share of lines.
+    pub max_duplicate_lines: f64,
+    /// Most repeated paragraphs, as a share of paragraphs.
+    pub max_duplicate_paragraphs: f64,
+    /// Most characters in repeated lines.
+    pub max_duplicate_line_chars: f64,
+    /// Most characters in repeated paragraphs.
+    pub max_duplicate_paragraph_chars: f64,
+    /// Per n (2, 3, 4): most characters covered by the most frequent n-gram.
+    pub max_top_ngram_chars: Vec<(usize, f64)>,
+    /// Per n (5 … 10): most characters covered by repeated n-grams.
+    pub max_duplicate_ngram_chars: Vec<(usize, f64)>,
+}
+
+impl Default for GopherRepetition {
+    fn default() -> Self {
+        GopherRepetition {
+            max_duplicate_lines: 0.3,
+            max_duplicate_paragraphs: 0.3,
+            max_duplicate_line_chars: 0.2,
+            max_duplicate_paragraph_chars: 0.2,
+            max_top_ngram_chars: vec![(2, 0.2), (3, 0.18), (4, 0.16)],
+            max_duplicate_ngram_chars: vec![
+                (5, 0.15),
+                (6, 0.14),
+                (7, 0.13),
+                (8, 0.12),
+                (9, 0.11),
+                (10, 0.10),
+            ],
+        }
+    }
+}
+
+/// (elements that repeat an earlier one, their characters).
+fn duplicates<'a>(items: impl Iterator<Item = &'a str>) -> (usize, usize) {
+    let mut seen = HashSet::new();
+    let (mut n, mut chars) = (0, 0);
+    for item in items {
+        if !seen.insert(item) {
+            n += 1;
+            chars += item.chars().count();
+        }
+    }
+    (n, chars)
+}
+
+/// Characters of the most frequent `n`-gram times its count.
+fn top_ngram_chars(words: &[&str], n: usize) -> usize {
+    let mut counts: HashMap<&[&str], usize> = HashMap::new();
+    for gram in words.windows(n) {
+        *counts.entry(gram).or_default() += 1;
+    }
+    counts
+        .iter()
+        .max_by_key(|(gram, &count)| (count, std::cmp::Reverse(*gram)))
+        .filter(|(_, &count)| count > 1)
+        .map_or(0, |(gram, count)| {
+            gram.iter().map(|w| w.chars().count()).sum::<usize>() * count
+        })
+}
+
+/// Characters of the words inside `n`-grams that repeat an earlier one (each word once).
+fn duplicate_ngram_chars(words: &[&str], n: usize) -> usize {
+    let mut seen = HashSet::new();
+    let mut counted = vec![false; words.len()];
+    for (i, gram) in words.windows(n).enumerate() {
+        if !seen.insert(gram) {
+            counted[i..i + n].iter_mut().for_each(|c| *c = true);
+        }
+    }
+    words
+        .iter()
+        .zip(&counted)
+        .filter(|(_, &c)| c)
+        .map(|(w, _)| w.chars().count())
+        .sum()
+}
+
+impl GopherRepetition {
+    /// Applies the rules to `text`.
+    pub fn check(&self, text: &str) -> Verdict {
+        let length = text.chars().count().max(1) as f64;
+        let paragraphs: Vec<&str> = text
+            .split("\n\n")
+            .map(str::trim)
+            .filter(|p| !p.is_empty())
+            .collect();
+        let (n, chars) = duplicates(paragraphs.iter().copied());
+        if n as f64 / paragraphs.len().max(1) as f64 > self.max_duplicate_paragraphs {
+            return Verdict::Drop("repetition_paragraphs");
+        }
+        if chars as f64 / length > self.max_duplicate_paragraph_chars {
+            return Verdict::Drop("repetition_paragraph_chars");
+        }
+        let lines: Vec<&str> = text
+            .lines()
+            .map(str::trim)
+            .filter(|l| !l.is_empty())
+            .collect();
+        let (n, chars) = duplicates(lines.iter().copied());
+        if n as f64 / lines.len().max(1) as f64 > self.max_duplicate_lines {
+            return Verdict::Drop("repetition_lines");
+        }
+        if chars as f64 / length > self.max_duplicate_line_chars {
+            return Verdict::Drop("repetition_line_chars");
+        }
+        let words = words(text);
+        for &(n, max) in &self.max_top_ngram_chars {
+            if top_ngram_chars(&words, n) as f64 / length > max {
+                return Verdict::Drop("repetition_top_ngram");
+            }
+        }
+        for &(n, max) in &self.max_duplicate_ngram_chars {
+            if duplicate_ngram_chars(&words, n) as f64 / length > max {
+                return Verdict::Drop("repetition_duplicate_ngrams");
+            }
+        }
+        Verdict::Keep
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn counts_follow_the_definitions() {
+        assert_eq!(duplicates(["a", "bb", "a", "bb", "a"].into_iter()), (3, 4));
+        let w = words("a b a b a b c");
+        // "a b" occurs 3 times: 2 chars × 3.
+        assert_eq!(top_ngram_chars(&w, 2), 6);
+        // 5-grams: "a b a b a" then "b a b a b", then "a b a b c": none repeats.
+        assert_eq!(duplicate_ngram_chars(&w, 5), 0);
+        let w = words("x y z w v x y z w v q");
+        // The second "x y z w v" repeats the first: its 5 words count.
+        assert_eq!(duplicate_ngram_chars(&w, 5), 5);
+    }
+
+    #[test]
+    fn repeated_boilerplate_is_dropped_and_prose_kept() {
+        let g = GopherRepetition::default();
+        let prose = "Rivers carry silt to the plains. Farmers wait for the spring flood.\n\n\
+            In autumn the water falls back and leaves the fields dark and rich.\n\n\
+            Boats come up from the sea with salt, cloth and news of distant towns.";
+        assert_eq!(g.check(prose), Verdict::Keep);
+        let menu = "Home\nAbout us\nContact\nHome\nAbout us\nContact\nA line of text here.";
+        assert_eq!(g.check(menu), Verdict::Drop("repetition_lines"));
+        let spam = "buy cheap watches now ".repeat(30);
+        assert_eq!(g.check(&spam), Verdict::Drop("repetition_top_ngram"));
+    }
+}
