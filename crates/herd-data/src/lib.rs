@@ -14,6 +14,7 @@ pub mod langid;
 pub mod line_dedup;
 pub mod minhash;
 pub mod pii;
+pub mod pipeline;
 pub mod reader;
 pub mod shard;
 pub mod tokenize;

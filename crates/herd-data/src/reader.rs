@@ -31,7 +31,7 @@ pub struct BadRecord {
 }
 
 /// The files under `inputs` (files as given, folders recursively in name order) that hold
-/// documents: `*.jsonl`, `*.json`, either with `.gz`, and `*.txt`.
+/// documents: `*.jsonl`, `*.json` and `*.txt`, each possibly `.gz`.
 pub fn input_files(inputs: &[PathBuf]) -> Result<Vec<PathBuf>> {
     let mut files = Vec::new();
     for input in inputs {
@@ -73,7 +73,7 @@ fn kind(path: &Path) -> Option<(Kind, bool)> {
         Kind::JsonLines
     } else if base.ends_with(".json") {
         Kind::JsonArray
-    } else if base.ends_with(".txt") && !gz {
+    } else if base.ends_with(".txt") {
         Kind::Text
     } else {
         return None;
@@ -154,11 +154,15 @@ pub fn read_documents(
     each: &mut dyn FnMut(Document) -> Result<()>,
 ) -> Result<()> {
     match kind(path) {
-        Some((Kind::Text, _)) => {
+        Some((Kind::Text, gz)) => {
             let mut bytes = Vec::new();
-            File::open(path)
-                .and_then(|mut f| f.read_to_end(&mut bytes))
-                .map_err(|e| Error::io(path, e))?;
+            let file = File::open(path).map_err(|e| Error::io(path, e))?;
+            let read = if gz {
+                MultiGzDecoder::new(file).read_to_end(&mut bytes)
+            } else {
+                BufReader::new(file).read_to_end(&mut bytes)
+            };
+            read.map_err(|e| Error::io(path, e))?;
             let text = String::from_utf8(bytes)
                 .unwrap_or_else(|e| e.into_bytes().iter().map(|&b| b as char).collect());
             each(Document {
@@ -191,7 +195,7 @@ pub fn read_documents(
         }
         None => Err(Error::format(
             path,
-            "unknown input kind: expected .jsonl, .json, either with .gz, or .txt",
+            "unknown input kind: expected .jsonl, .json or .txt, each possibly .gz",
         )),
     }
 }

@@ -14,6 +14,10 @@ pub enum Command {
     /// Tokenize documents (.txt files, .jsonl/.jsonl.gz records, or folders of them) into token
     /// shards: `<|begin_of_text|> text <|end_of_text|>` per document, in input order.
     Tokenize(TokenizeArgs),
+    /// Run a curation pipeline (TOML): language id, Gopher quality and repetition filters,
+    /// dirty words, PII redaction, exact/MinHash/line de-duplication; resumable, shardable
+    /// with --tasks/--rank.
+    Run(super::curate::Args),
     /// Identify the language of each line on stdin with a fastText model (as fastText's
     /// predict): prints `lang<TAB>probability` (k pairs per line with --k).
     Langid(LangidArgs),
@@ -60,6 +64,7 @@ pub fn run(command: Command) -> Result<()> {
     match command {
         Command::Tokenize(args) => tokenize(args),
         Command::Langid(args) => langid(args),
+        Command::Run(args) => super::curate::run_pipeline(args),
     }
 }
 

@@ -3,6 +3,7 @@
 pub mod average;
 pub mod bench;
 pub mod chat;
+pub mod curate;
 pub mod data;
 pub mod dpo;
 pub mod fetch;

@@ -1,0 +1,110 @@
+//! `herd data run`: a curation pipeline from a TOML file — inputs, output folder, and
+//! `[[stages]]` in order:
+//!
+//! ```toml
+//! [input]
+//! paths = ["crawl/"]          # .jsonl/.json/.txt, each possibly .gz; folders recursively; ~/ is home
+//! text_field = "text"
+//! [output]
+//! dir = "data/curated"
+//! [[stages]]
+//! kind = "langid"             # model = "…" (default: lid.176.ftz), languages = ["en"], min_prob = 0.65
+//! [[stages]]
+//! kind = "gopher_quality"     # any threshold of filters::gopher::GopherQuality
+//! [[stages]]
+//! kind = "minhash"            # ngram = 5, bands = 14, rows = 8, seed = 1
+//! ```
+//!
+//! [`run`] executes it for one task of `--tasks N` (input files `i` with `i mod N = rank`, so
+//! the same file runs as a Slurm array job) in phases: the document stages stream, and each
+//! de-duplication stage starts a new phase over everything the task kept so far. Every phase
+//! writes one gzipped JSONL file per input file, atomically, with its counts beside it; a run
+//! started again skips the files already written, so a killed run finishes with exactly the
+//! documents of an uninterrupted one. De-duplication is within a task (the paper de-duplicates
+//! lines within buckets of 30M documents; a task is such a bucket).
+
+pub mod run;
+pub mod stage;
+
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+
+pub use run::{run, Counts, Progress, RunOptions, Summary};
+pub use stage::{DedupStage, Doc, DocStage, Stage};
+
+use crate::error::{Error, Result};
+
+/// A pipeline read from its file.
+pub struct Pipeline {
+    /// Input files and folders.
+    pub inputs: Vec<PathBuf>,
+    /// JSON field holding the text.
+    pub text_field: String,
+    /// Output folder: `docs/` (the kept documents), `counts/` and the summary.
+    pub out: PathBuf,
+    /// The stages with their kind names, in order.
+    pub stages: Vec<(String, Stage)>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct PipelineFile {
+    input: InputSection,
+    output: OutputSection,
+    #[serde(default)]
+    stages: Vec<toml::Table>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct InputSection {
+    paths: Vec<PathBuf>,
+    #[serde(default = "text_field")]
+    text_field: String,
+}
+
+fn text_field() -> String {
+    "text".into()
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct OutputSection {
+    dir: PathBuf,
+}
+
+impl Pipeline {
+    /// Reads a pipeline file; `langid_model` is the default model of `langid` stages. Relative
+    /// paths are taken from the working directory.
+    pub fn load(path: &Path, langid_model: &Path) -> Result<Pipeline> {
+        let text = std::fs::read_to_string(path).map_err(|e| Error::io(path, e))?;
+        let file: PipelineFile =
+            toml::from_str(&text).map_err(|e| Error::format(path, e.to_string()))?;
+        let mut stages = Vec::new();
+        for (i, table) in file.stages.into_iter().enumerate() {
+            let kind = table
+                .get("kind")
+                .and_then(|k| k.as_str())
+                .unwrap_or("?")
+                .to_string();
+            let stage = Stage::from_table(table, langid_model)
+                .map_err(|m| Error::format(path, format!("stage {}: {m}", i + 1)))?;
+            stages.push((kind, stage));
+        }
+        Ok(Pipeline {
+            inputs: file.input.paths.iter().map(|p| expand_home(p)).collect(),
+            text_field: file.input.text_field,
+            out: expand_home(&file.output.dir),
+            stages,
+        })
+    }
+}
+
+/// A leading `~/` as the home folder.
+fn expand_home(path: &Path) -> PathBuf {
+    match (path.strip_prefix("~"), std::env::var_os("HOME")) {
+        (Ok(rest), Some(home)) => PathBuf::from(home).join(rest),
+        _ => path.to_path_buf(),
+    }
+}

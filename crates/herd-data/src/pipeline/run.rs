@@ -1,0 +1,472 @@
+//! Running a pipeline for one task: phases of streamed document stages, each de-duplication
+//! stage first reading everything the previous phase kept (pass 1: hashes, signatures or line
+//! counts), then deciding document by document as the next phase streams (pass 2).
+//!
+//! ```text
+//! OUT/docs/RRRRR-FFFFF.jsonl.gz     kept documents of input file F of task R: {"id", "text", meta…}
+//! OUT/counts/RRRRR.json             what each stage removed, for the task
+//! OUT/.work/RRRRR/phase-K/…         the phases before the last (removed when the task is done)
+//! ```
+
+use std::collections::{BTreeMap, HashSet};
+use std::fs::File;
+use std::io::{BufRead, BufReader, Write};
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use flate2::read::MultiGzDecoder;
+use flate2::write::GzEncoder;
+use rayon::prelude::*;
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value};
+
+use super::stage::{DedupStage, Doc, DocStage, Stage};
+use super::Pipeline;
+use crate::error::{Error, Result};
+use crate::filters::Verdict;
+use crate::line_dedup::LineCounts;
+use crate::minhash::keep_first_of_clusters;
+use crate::reader::{input_files, read_documents, BadRecord};
+
+/// Documents processed together (in parallel) and held in memory at once.
+const CHUNK: usize = 4096;
+
+/// Which task to run.
+#[derive(Debug, Clone)]
+pub struct RunOptions {
+    /// Tasks the input is split into.
+    pub tasks: usize,
+    /// This task (0-based).
+    pub rank: usize,
+}
+
+/// Where a run is, after each file of each phase.
+pub struct Progress<'a> {
+    /// Phase (0-based) and how many there are.
+    pub phase: (usize, usize),
+    /// Files of this phase done and how many there are.
+    pub file: (usize, usize),
+    /// Counts of this phase so far.
+    pub counts: &'a Counts,
+}
+
+/// What a phase did to one input file's documents (and, summed, to a task's).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct Counts {
+    /// Documents read.
+    pub docs_in: u64,
+    /// Documents written.
+    pub docs_out: u64,
+    /// UTF-8 bytes of text read.
+    pub bytes_in: u64,
+    /// Bytes of text written.
+    pub bytes_out: u64,
+    /// Records that could not be read (with the first few places and reasons).
+    pub bad_records: u64,
+    /// The first bad records.
+    pub bad_examples: Vec<String>,
+    /// Documents removed, by stage reason.
+    pub removed: BTreeMap<String, u64>,
+    /// Lines removed by line de-duplication.
+    pub lines_removed: u64,
+}
+
+impl Counts {
+    fn add(&mut self, other: &Counts) {
+        self.docs_in += other.docs_in;
+        self.docs_out += other.docs_out;
+        self.bytes_in += other.bytes_in;
+        self.bytes_out += other.bytes_out;
+        self.bad_records += other.bad_records;
+        for e in other
+            .bad_examples
+            .iter()
+            .take(10usize.saturating_sub(self.bad_examples.len()))
+        {
+            self.bad_examples.push(e.clone());
+        }
+        for (k, v) in &other.removed {
+            *self.removed.entry(k.clone()).or_default() += v;
+        }
+        self.lines_removed += other.lines_removed;
+    }
+}
+
+/// A task's result.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct Summary {
+    /// Input files of this task.
+    pub files: usize,
+    /// Per phase, its stages and counts.
+    pub phases: Vec<(Vec<String>, Counts)>,
+    /// Seconds of this session (not of earlier, interrupted ones).
+    pub seconds: f64,
+}
+
+/// A phase: an optional de-duplication stage, then document stages.
+struct Phase<'p> {
+    dedup: Option<(&'p str, &'p DedupStage)>,
+    docs: Vec<(&'p str, &'p DocStage)>,
+}
+
+fn phases(pipeline: &Pipeline) -> Vec<Phase<'_>> {
+    let mut out = vec![Phase {
+        dedup: None,
+        docs: Vec::new(),
+    }];
+    for (name, stage) in &pipeline.stages {
+        match stage {
+            Stage::Doc(s) => out.last_mut().expect("one phase").docs.push((name, s)),
+            Stage::Dedup(s) => out.push(Phase {
+                dedup: Some((name, s)),
+                docs: Vec::new(),
+            }),
+        }
+    }
+    out
+}
+
+/// Runs task `options.rank` of `pipeline`, resuming from the files already written.
+pub fn run(
+    pipeline: &Pipeline,
+    options: &RunOptions,
+    on_file: &mut dyn FnMut(Progress),
+) -> Result<Summary> {
+    let started = Instant::now();
+    if options.tasks == 0 || options.rank >= options.tasks {
+        return Err(Error::format(
+            &pipeline.out,
+            format!(
+                "task {} of {}: rank must be below the task count",
+                options.rank, options.tasks
+            ),
+        ));
+    }
+    let files: Vec<PathBuf> = input_files(&pipeline.inputs)?
+        .into_iter()
+        .enumerate()
+        .filter(|(i, _)| i % options.tasks == options.rank)
+        .map(|(_, f)| f)
+        .collect();
+    let rank = format!("{:05}", options.rank);
+    let phases = phases(pipeline);
+    let work = pipeline.out.join(".work").join(&rank);
+    let dir_of = |k: usize| -> PathBuf {
+        if k + 1 == phases.len() {
+            pipeline.out.join("docs")
+        } else {
+            work.join(format!("phase-{k}"))
+        }
+    };
+    let name_of = |f: usize| format!("{rank}-{f:05}");
+    let mut summary = Summary {
+        files: files.len(),
+        ..Summary::default()
+    };
+    for (k, phase) in phases.iter().enumerate() {
+        let dir = dir_of(k);
+        std::fs::create_dir_all(&dir).map_err(|e| Error::io(&dir, e))?;
+        let inputs: Vec<Input> = (0..files.len())
+            .map(|f| match k {
+                0 => Input::Raw(files[f].clone()),
+                _ => Input::Phase(dir_of(k - 1).join(format!("{}.jsonl.gz", name_of(f)))),
+            })
+            .collect();
+        let done = |f: usize| counts_path(&dir, &name_of(f)).is_file();
+        let decide = match phase.dedup {
+            Some(_) if (0..files.len()).all(done) => Decisions::None,
+            Some((_, stage)) => first_pass(stage, &inputs, &pipeline.text_field)?,
+            None => Decisions::None,
+        };
+        let mut total = Counts::default();
+        let mut index = 0u64;
+        for (f, input) in inputs.iter().enumerate() {
+            let name = name_of(f);
+            let counts = if done(f) {
+                let c = read_counts(&counts_path(&dir, &name))?;
+                index += c.docs_in;
+                c
+            } else {
+                let out = dir.join(format!("{name}.jsonl.gz"));
+                let c = process_file(
+                    input,
+                    &pipeline.text_field,
+                    phase,
+                    &decide,
+                    &mut index,
+                    &out,
+                )?;
+                write_counts(&counts_path(&dir, &name), &c)?;
+                c
+            };
+            total.add(&counts);
+            on_file(Progress {
+                phase: (k, phases.len()),
+                file: (f + 1, files.len()),
+                counts: &total,
+            });
+        }
+        let mut names: Vec<String> = phase.dedup.iter().map(|(n, _)| n.to_string()).collect();
+        names.extend(phase.docs.iter().map(|(n, _)| n.to_string()));
+        summary.phases.push((names, total));
+    }
+    summary.seconds = started.elapsed().as_secs_f64();
+    let counts_dir = pipeline.out.join("counts");
+    std::fs::create_dir_all(&counts_dir).map_err(|e| Error::io(&counts_dir, e))?;
+    let bytes = serde_json::to_vec_pretty(&summary).expect("json");
+    write_atomic(&counts_dir.join(format!("{rank}.json")), &bytes)?;
+    if work.exists() {
+        std::fs::remove_dir_all(&work).map_err(|e| Error::io(&work, e))?;
+    }
+    Ok(summary)
+}
+
+fn counts_path(dir: &Path, name: &str) -> PathBuf {
+    dir.join(format!("{name}.counts.json"))
+}
+
+fn read_counts(path: &Path) -> Result<Counts> {
+    let text = std::fs::read_to_string(path).map_err(|e| Error::io(path, e))?;
+    serde_json::from_str(&text).map_err(|e| Error::format(path, e.to_string()))
+}
+
+fn write_counts(path: &Path, counts: &Counts) -> Result<()> {
+    write_atomic(path, &serde_json::to_vec(counts).expect("json"))
+}
+
+fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
+    let tmp = path.with_extension("tmp");
+    std::fs::write(&tmp, bytes).map_err(|e| Error::io(&tmp, e))?;
+    std::fs::rename(&tmp, path).map_err(|e| Error::io(path, e))
+}
+
+/// Where a phase reads one file's documents.
+enum Input {
+    /// An input file of the pipeline.
+    Raw(PathBuf),
+    /// The previous phase's output.
+    Phase(PathBuf),
+}
+
+/// Calls `each` with chunks of the documents of `input`, in order; bad records are counted.
+fn read_chunks(
+    input: &Input,
+    field: &str,
+    counts: &mut Counts,
+    each: &mut dyn FnMut(Vec<Doc>) -> Result<()>,
+) -> Result<()> {
+    let mut chunk = Vec::with_capacity(CHUNK);
+    match input {
+        Input::Raw(path) => {
+            let mut bad: Vec<BadRecord> = Vec::new();
+            let source = path.display().to_string();
+            read_documents(path, field, &mut bad, &mut |d| {
+                let mut meta = Map::new();
+                meta.insert("source".into(), Value::String(source.clone()));
+                chunk.push(Doc {
+                    id: d.id,
+                    text: d.text,
+                    meta,
+                });
+                if chunk.len() == CHUNK {
+                    each(std::mem::take(&mut chunk))?;
+                }
+                Ok(())
+            })?;
+            counts.bad_records += bad.len() as u64;
+            counts.bad_examples.extend(
+                bad.iter()
+                    .take(10)
+                    .map(|b| format!("{}: {}", b.at, b.reason)),
+            );
+        }
+        Input::Phase(path) => {
+            let file = File::open(path).map_err(|e| Error::io(path, e))?;
+            for (n, line) in BufReader::new(MultiGzDecoder::new(file))
+                .lines()
+                .enumerate()
+            {
+                let line = line.map_err(|e| Error::io(path, e))?;
+                let bad = || Error::format(path, format!("line {}: not a document record", n + 1));
+                let Value::Object(mut record) = serde_json::from_str(&line).map_err(|_| bad())?
+                else {
+                    return Err(bad());
+                };
+                let text = record
+                    .remove("text")
+                    .and_then(|v| v.as_str().map(String::from));
+                let id = record
+                    .remove("id")
+                    .and_then(|v| v.as_str().map(String::from));
+                let (Some(text), Some(id)) = (text, id) else {
+                    return Err(bad());
+                };
+                chunk.push(Doc {
+                    id,
+                    text,
+                    meta: record,
+                });
+                if chunk.len() == CHUNK {
+                    each(std::mem::take(&mut chunk))?;
+                }
+            }
+        }
+    }
+    if !chunk.is_empty() {
+        each(chunk)?;
+    }
+    Ok(())
+}
+
+/// What a de-duplication stage decided in its first pass.
+enum Decisions {
+    /// Nothing to decide.
+    None,
+    /// Per document (in phase order), whether it is kept.
+    Keep(Vec<bool>),
+    /// Line counts to strip documents with.
+    Lines(LineCounts, u32),
+}
+
+/// Pass 1 of a de-duplication stage over all of the previous phase's documents.
+fn first_pass(stage: &DedupStage, inputs: &[Input], field: &str) -> Result<Decisions> {
+    let mut ignored = Counts::default();
+    match stage {
+        DedupStage::Exact => {
+            let mut seen = HashSet::new();
+            let mut keep = Vec::new();
+            for input in inputs {
+                read_chunks(input, field, &mut ignored, &mut |docs| {
+                    let hashes: Vec<u64> = docs.par_iter().map(|d| text_hash(&d.text)).collect();
+                    keep.extend(hashes.into_iter().map(|h| seen.insert(h)));
+                    Ok(())
+                })?;
+            }
+            Ok(Decisions::Keep(keep))
+        }
+        DedupStage::MinHash(hasher) => {
+            let mut keys = Vec::new();
+            for input in inputs {
+                read_chunks(input, field, &mut ignored, &mut |docs| {
+                    let chunk: Vec<Vec<u64>> = docs
+                        .par_iter()
+                        .map(|d| hasher.band_keys(&hasher.signature(&d.text)))
+                        .collect();
+                    keys.extend(chunk);
+                    Ok(())
+                })?;
+            }
+            Ok(Decisions::Keep(keep_first_of_clusters(&keys)))
+        }
+        DedupStage::Lines { max_occurrences } => {
+            let mut counts = LineCounts::default();
+            for input in inputs {
+                read_chunks(input, field, &mut ignored, &mut |docs| {
+                    docs.iter().for_each(|d| counts.add(&d.text));
+                    Ok(())
+                })?;
+            }
+            Ok(Decisions::Lines(counts, *max_occurrences))
+        }
+    }
+}
+
+/// 64-bit FNV-1a of a text (exact de-duplication).
+fn text_hash(text: &str) -> u64 {
+    text.bytes().fold(0xcbf2_9ce4_8422_2325u64, |h, b| {
+        (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3)
+    })
+}
+
+/// One document through the phase: the de-duplication decision, then the document stages.
+fn process(doc: &mut Doc, index: u64, phase: &Phase, decide: &Decisions) -> (Verdict, u64) {
+    let mut lines = 0;
+    let verdict = match decide {
+        Decisions::Keep(keep) if !keep[index as usize] => {
+            Verdict::Drop(phase.dedup.map_or("dedup", |(_, s)| s.reason()))
+        }
+        Decisions::Lines(counts, max) => {
+            let (text, removed) = counts.strip(&doc.text, *max);
+            lines = removed as u64;
+            doc.text = text;
+            if doc.text.trim().is_empty() {
+                Verdict::Drop("line_dedup_empty")
+            } else {
+                Verdict::Keep
+            }
+        }
+        _ => Verdict::Keep,
+    };
+    if verdict != Verdict::Keep {
+        return (verdict, lines);
+    }
+    for (_, stage) in &phase.docs {
+        let v = stage.apply(doc);
+        if v != Verdict::Keep {
+            return (v, lines);
+        }
+    }
+    (Verdict::Keep, lines)
+}
+
+/// Pass 2 for one file: reads, decides, writes the kept documents to `out` (atomically).
+fn process_file(
+    input: &Input,
+    field: &str,
+    phase: &Phase,
+    decide: &Decisions,
+    index: &mut u64,
+    out: &Path,
+) -> Result<Counts> {
+    let tmp = out.with_extension("tmp");
+    let file = File::create(&tmp).map_err(|e| Error::io(&tmp, e))?;
+    let mut writer = GzEncoder::new(std::io::BufWriter::new(file), flate2::Compression::new(6));
+    let mut counts = Counts::default();
+    let mut sink = |docs: Vec<Doc>, counts: &mut Counts| -> Result<()> {
+        let first = *index;
+        *index += docs.len() as u64;
+        let results: Vec<(Doc, Verdict, u64, u64)> = docs
+            .into_par_iter()
+            .enumerate()
+            .map(|(i, mut doc)| {
+                let bytes_in = doc.text.len() as u64;
+                let (verdict, lines) = process(&mut doc, first + i as u64, phase, decide);
+                (doc, verdict, lines, bytes_in)
+            })
+            .collect();
+        for (doc, verdict, lines, bytes_in) in results {
+            counts.docs_in += 1;
+            counts.bytes_in += bytes_in;
+            counts.lines_removed += lines;
+            match verdict {
+                Verdict::Keep => {
+                    counts.docs_out += 1;
+                    counts.bytes_out += doc.text.len() as u64;
+                    let mut record = Map::new();
+                    record.insert("id".into(), Value::String(doc.id));
+                    record.insert("text".into(), Value::String(doc.text));
+                    record.extend(doc.meta);
+                    serde_json::to_writer(&mut writer, &record)
+                        .map_err(|e| Error::format(out, e.to_string()))?;
+                    writer.write_all(b"\n").map_err(|e| Error::io(out, e))?;
+                }
+                Verdict::Drop(reason) => {
+                    *counts.removed.entry(reason.to_string()).or_default() += 1
+                }
+            }
+        }
+        Ok(())
+    };
+    let mut read_counts = Counts::default();
+    read_chunks(input, field, &mut read_counts, &mut |docs| {
+        sink(docs, &mut counts)
+    })?;
+    counts.bad_records = read_counts.bad_records;
+    counts.bad_examples = read_counts.bad_examples;
+    writer
+        .finish()
+        .and_then(|mut w| w.flush())
+        .map_err(|e| Error::io(&tmp, e))?;
+    std::fs::rename(&tmp, out).map_err(|e| Error::io(out, e))?;
+    Ok(counts)
+}

@@ -1,0 +1,207 @@
+//! The stages a pipeline file names (`[[stages]] kind = "…"`), built from their TOML tables.
+//! A document stage looks at one document at a time; a de-duplication stage needs the whole
+//! task's documents (it runs as its own pass, see [`super::run`]).
+
+use std::path::{Path, PathBuf};
+
+use serde::de::DeserializeOwned;
+use serde_json::{json, Map, Value};
+
+use crate::filters::dirty_words::DirtyWords;
+use crate::filters::gopher::GopherQuality;
+use crate::filters::repetition::GopherRepetition;
+use crate::filters::Verdict;
+use crate::langid::LanguageId;
+use crate::minhash::{MinHashConfig, MinHasher};
+use crate::pii::Pii;
+
+/// A document moving through the pipeline.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Doc {
+    /// Where it came from (`file:line`, or the file).
+    pub id: String,
+    /// Its text.
+    pub text: String,
+    /// What the stages found (language, PII counts …), written beside the text.
+    pub meta: Map<String, Value>,
+}
+
+/// A stage that decides on one document at a time.
+pub enum DocStage {
+    /// Project Gutenberg header and footer removed.
+    Gutenberg,
+    /// E-mails, IPs and phone numbers replaced.
+    Pii(Pii),
+    /// fastText language id; documents outside `languages` or below `min_prob` are removed.
+    Langid {
+        /// The model.
+        model: Box<LanguageId>,
+        /// Languages kept (all when empty).
+        languages: Vec<String>,
+        /// Lowest probability kept.
+        min_prob: f32,
+    },
+    /// Gopher's quality rules.
+    GopherQuality(GopherQuality),
+    /// Gopher's repetition rules.
+    GopherRepetition(GopherRepetition),
+    /// Dirty-word counting.
+    DirtyWords(DirtyWords),
+}
+
+/// A stage over all of a task's documents.
+pub enum DedupStage {
+    /// Documents whose text repeats an earlier one's exactly.
+    Exact,
+    /// Near-duplicates by MinHash LSH.
+    MinHash(MinHasher),
+    /// Lines seen more than `max_occurrences` times removed.
+    Lines {
+        /// Occurrences allowed.
+        max_occurrences: u32,
+    },
+}
+
+impl DedupStage {
+    /// The reason its removals are counted under.
+    pub fn reason(&self) -> &'static str {
+        match self {
+            DedupStage::Exact => "exact_dedup",
+            DedupStage::MinHash(_) => "minhash",
+            DedupStage::Lines { .. } => "line_dedup_empty",
+        }
+    }
+}
+
+/// Any stage.
+pub enum Stage {
+    /// Per document.
+    Doc(DocStage),
+    /// Over the whole task.
+    Dedup(DedupStage),
+}
+
+impl DocStage {
+    /// Applies the stage to `doc`.
+    pub fn apply(&self, doc: &mut Doc) -> Verdict {
+        match self {
+            DocStage::Gutenberg => {
+                doc.text = crate::gutenberg::strip_boilerplate(&doc.text).to_string();
+                Verdict::Keep
+            }
+            DocStage::Pii(pii) => {
+                let (text, n) = pii.redact(&doc.text);
+                if n.emails + n.ips + n.phones > 0 {
+                    doc.meta.insert(
+                        "pii".into(),
+                        json!({"emails": n.emails, "ips": n.ips, "phones": n.phones}),
+                    );
+                    doc.text = text;
+                }
+                Verdict::Keep
+            }
+            DocStage::Langid {
+                model,
+                languages,
+                min_prob,
+            } => {
+                let Some(top) = model.predict(&doc.text, 1).into_iter().next() else {
+                    return Verdict::Drop("language");
+                };
+                doc.meta.insert("lang".into(), json!(top.lang));
+                doc.meta.insert("lang_prob".into(), json!(top.prob));
+                let wanted = languages.is_empty() || languages.contains(&top.lang);
+                if wanted && top.prob >= *min_prob {
+                    Verdict::Keep
+                } else {
+                    Verdict::Drop("language")
+                }
+            }
+            DocStage::GopherQuality(g) => g.check(&doc.text),
+            DocStage::GopherRepetition(g) => g.check(&doc.text),
+            DocStage::DirtyWords(d) => d.check(&doc.text),
+        }
+    }
+}
+
+/// Reads a section's fields over their defaults.
+fn fields<T: DeserializeOwned>(table: toml::Table, kind: &str) -> Result<T, String> {
+    toml::Value::Table(table)
+        .try_into()
+        .map_err(|e: toml::de::Error| format!("stage {kind}: {}", e.message()))
+}
+
+/// A string-list or number field taken out of `table`.
+fn take<T: DeserializeOwned>(table: &mut toml::Table, key: &str, default: T) -> Result<T, String> {
+    match table.remove(key) {
+        Some(v) => v
+            .try_into()
+            .map_err(|e: toml::de::Error| format!("{key}: {}", e.message())),
+        None => Ok(default),
+    }
+}
+
+impl Stage {
+    /// The stage a `[[stages]]` table describes; `langid_model` is the model a `langid` stage
+    /// without `model` uses.
+    pub fn from_table(mut table: toml::Table, langid_model: &Path) -> Result<Stage, String> {
+        let kind: String = take(&mut table, "kind", String::new())?;
+        let stage = match kind.as_str() {
+            "gutenberg" => Stage::Doc(DocStage::Gutenberg),
+            "pii" => Stage::Doc(DocStage::Pii(Pii::default())),
+            "langid" => {
+                let model: Option<PathBuf> = take(&mut table, "model", None)?;
+                let model = model.unwrap_or_else(|| langid_model.to_path_buf());
+                let languages = take(&mut table, "languages", Vec::new())?;
+                let min_prob = take(&mut table, "min_prob", 0.65f32)?;
+                let model = LanguageId::load(&model).map_err(|e| {
+                    format!("stage langid: {e} (`herd fetch lid.176.ftz` downloads the model)")
+                })?;
+                Stage::Doc(DocStage::Langid {
+                    model: Box::new(model),
+                    languages,
+                    min_prob,
+                })
+            }
+            "gopher_quality" => Stage::Doc(DocStage::GopherQuality(fields(table.clone(), &kind)?)),
+            "gopher_repetition" => {
+                Stage::Doc(DocStage::GopherRepetition(fields(table.clone(), &kind)?))
+            }
+            "dirty_words" => {
+                let max_matches = take(&mut table, "max_matches", 1usize)?;
+                let list: Option<PathBuf> = take(&mut table, "list", None)?;
+                let words = match list {
+                    Some(path) => {
+                        DirtyWords::from_file(&path, max_matches).map_err(|e| e.to_string())?
+                    }
+                    None => DirtyWords::english(max_matches),
+                };
+                Stage::Doc(DocStage::DirtyWords(words))
+            }
+            "exact_dedup" => Stage::Dedup(DedupStage::Exact),
+            "minhash" => {
+                let config: MinHashConfig = fields(table.clone(), &kind)?;
+                Stage::Dedup(DedupStage::MinHash(MinHasher::new(config)))
+            }
+            "line_dedup" => Stage::Dedup(DedupStage::Lines {
+                max_occurrences: take(&mut table, "max_occurrences", 6u32)?,
+            }),
+            other => {
+                return Err(format!(
+                    "unknown stage kind {other:?}: gutenberg, pii, langid, gopher_quality, \
+                     gopher_repetition, dirty_words, exact_dedup, minhash, line_dedup"
+                ))
+            }
+        };
+        let consumed = matches!(
+            kind.as_str(),
+            "gopher_quality" | "gopher_repetition" | "minhash"
+        );
+        if !consumed {
+            if let Some(key) = table.keys().next() {
+                return Err(format!("stage {kind}: unknown field {key:?}"));
+            }
+        }
+        Ok(stage)
+    }
+}

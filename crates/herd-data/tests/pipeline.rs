@@ -1,0 +1,109 @@
+//! A curation pipeline end to end on hand-made documents: what each stage removes, the
+//! metadata written beside the text, and task sharding.
+
+use std::io::Read;
+use std::path::Path;
+
+use herd_data::pipeline::{run, Pipeline, RunOptions};
+use serde_json::{json, Value};
+
+/// A paragraph of `n` distinct words from `seed`.
+fn words(seed: usize, n: usize) -> String {
+    (0..n)
+        .map(|i| format!("w{}x{}", seed, (i * 7919 + seed * 104_729) % 100_003))
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+fn write_jsonl(path: &Path, texts: &[String]) {
+    let lines: String = texts
+        .iter()
+        .map(|t| json!({"text": t}).to_string() + "\n")
+        .collect();
+    std::fs::write(path, lines).unwrap();
+}
+
+fn read_docs(dir: &Path) -> Vec<Value> {
+    let mut names: Vec<_> = std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.to_string_lossy().ends_with(".jsonl.gz"))
+        .collect();
+    names.sort();
+    let mut docs = Vec::new();
+    for name in names {
+        let mut text = String::new();
+        flate2::read::GzDecoder::new(std::fs::File::open(name).unwrap())
+            .read_to_string(&mut text)
+            .unwrap();
+        docs.extend(
+            text.lines()
+                .map(|l| serde_json::from_str::<Value>(l).unwrap()),
+        );
+    }
+    docs
+}
+
+fn pipeline(root: &Path, out: &str) -> Pipeline {
+    let file = root.join(format!("{out}.toml"));
+    std::fs::write(
+        &file,
+        format!(
+            "[input]\npaths = [{:?}]\n[output]\ndir = {:?}\n\
+             [[stages]]\nkind = \"pii\"\n[[stages]]\nkind = \"exact_dedup\"\n\
+             [[stages]]\nkind = \"minhash\"\n[[stages]]\nkind = \"line_dedup\"\nmax_occurrences = 6\n",
+            root.join("in"),
+            root.join(out)
+        ),
+    )
+    .unwrap();
+    Pipeline::load(&file, Path::new("unused.ftz")).unwrap()
+}
+
+#[test]
+fn stages_remove_duplicates_and_boilerplate_and_redact_pii() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path();
+    std::fs::create_dir(root.join("in")).unwrap();
+    let menu = "Home | Products | Contact";
+    // Ten articles, each with the menu line; #1 repeats #0 exactly, #2 is #0 with one word
+    // changed, #3 carries an e-mail address.
+    let mut articles: Vec<String> = (0..10)
+        .map(|i| format!("{menu}\n{}", words(i, 200)))
+        .collect();
+    articles[1] = articles[0].clone();
+    articles[2] = articles[0].replacen("w0x", "changed", 1);
+    articles[3].push_str("\nWrite to jane@example.org for details.");
+    write_jsonl(&root.join("in/a.jsonl"), &articles[..5]);
+    write_jsonl(&root.join("in/b.jsonl"), &articles[5..]);
+    std::fs::write(root.join("in/c.jsonl"), "{\"text\": 1}\nnot json\n").unwrap();
+    let p = pipeline(root, "out");
+    let summary = run(&p, &RunOptions { tasks: 1, rank: 0 }, &mut |_| {}).unwrap();
+    let docs = read_docs(&root.join("out/docs"));
+    assert_eq!(docs.len(), 8, "{docs:#?}");
+    let removed = |phase: usize, reason: &str| summary.phases[phase].1.removed.get(reason).copied();
+    assert_eq!(removed(1, "exact_dedup"), Some(1));
+    assert_eq!(removed(2, "minhash"), Some(1));
+    // The menu line is in 8 remaining documents (> 6): gone from all of them.
+    assert_eq!(summary.phases[3].1.lines_removed, 8);
+    assert!(docs
+        .iter()
+        .all(|d| !d["text"].as_str().unwrap().contains(menu)));
+    let redacted: Vec<&Value> = docs.iter().filter(|d| d.get("pii").is_some()).collect();
+    assert_eq!(redacted.len(), 1);
+    assert!(redacted[0]["text"]
+        .as_str()
+        .unwrap()
+        .contains("email@example.com"));
+    assert_eq!(redacted[0]["pii"]["emails"], 1);
+    // Both bad records of c.jsonl are counted with their places.
+    assert_eq!(summary.phases[0].1.bad_records, 2);
+    let examples = &summary.phases[0].1.bad_examples;
+    for place in ["c.jsonl:1", "c.jsonl:2"] {
+        assert!(examples.iter().any(|e| e.contains(place)), "{examples:?}");
+    }
+    // Two tasks split the files: task 1 alone has b.jsonl's five articles.
+    let p = pipeline(root, "out2");
+    let s1 = run(&p, &RunOptions { tasks: 2, rank: 1 }, &mut |_| {}).unwrap();
+    assert_eq!((s1.files, read_docs(&root.join("out2/docs")).len()), (1, 5));
+}
