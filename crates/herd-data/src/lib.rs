@@ -7,6 +7,7 @@
 //! [`fasttext`]), and de-duplication by [`minhash`] and by line ([`line_dedup`]).
 
 pub mod error;
+pub mod extract;
 pub mod fasttext;
 pub mod filters;
 pub mod gutenberg;

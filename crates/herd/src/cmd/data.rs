@@ -18,9 +18,22 @@ pub enum Command {
     /// dirty words, PII redaction, exact/MinHash/line de-duplication; resumable, shardable
     /// with --tasks/--rank.
     Run(super::curate::Args),
+    /// Print the main text of HTML pages (like trafilatura's command line): navigation, ads,
+    /// footers and banners dropped; headings, paragraphs, lists, tables and code as plain text.
+    Extract(ExtractArgs),
     /// Identify the language of each line on stdin with a fastText model (as fastText's
     /// predict): prints `lang<TAB>probability` (k pairs per line with --k).
     Langid(LangidArgs),
+}
+
+/// Flags of `herd data extract`.
+#[derive(clap::Args, Debug)]
+pub struct ExtractArgs {
+    /// HTML files (.html, or .html.gz); stdin when none.
+    pages: Vec<PathBuf>,
+    /// One JSON object per page, `{"file", "text"}`, instead of the bare text.
+    #[arg(long)]
+    jsonl: bool,
 }
 
 /// Flags of `herd data langid`.
@@ -65,6 +78,7 @@ pub fn run(command: Command) -> Result<()> {
         Command::Tokenize(args) => tokenize(args),
         Command::Langid(args) => langid(args),
         Command::Run(args) => super::curate::run_pipeline(args),
+        Command::Extract(args) => extract(args),
     }
 }
 
@@ -89,6 +103,37 @@ fn langid(args: LangidArgs) -> Result<()> {
             .map(|l| format!("{}\t{:.6}", l.lang, l.prob))
             .collect();
         writeln!(out, "{}", cells.join("\t"))?;
+    }
+    Ok(())
+}
+
+fn extract(args: ExtractArgs) -> Result<()> {
+    use std::io::{Read, Write};
+    let stdout = std::io::stdout();
+    let mut out = std::io::BufWriter::new(stdout.lock());
+    if args.pages.is_empty() {
+        let mut html = Vec::new();
+        std::io::stdin().read_to_end(&mut html)?;
+        writeln!(out, "{}", herd_data::extract::extract(&html))?;
+        return Ok(());
+    }
+    for page in &args.pages {
+        let mut html = Vec::new();
+        let file =
+            std::fs::File::open(page).map_err(|e| anyhow::anyhow!("{}: {e}", page.display()))?;
+        if page.extension().is_some_and(|e| e == "gz") {
+            flate2::read::MultiGzDecoder::new(file).read_to_end(&mut html)
+        } else {
+            std::io::BufReader::new(file).read_to_end(&mut html)
+        }
+        .map_err(|e| anyhow::anyhow!("{}: {e}", page.display()))?;
+        let text = herd_data::extract::extract(&html);
+        if args.jsonl {
+            let record = serde_json::json!({"file": page.display().to_string(), "text": text});
+            writeln!(out, "{record}")?;
+        } else {
+            writeln!(out, "{text}")?;
+        }
     }
     Ok(())
 }
