@@ -323,8 +323,9 @@ fn push_collapsed(out: &mut String, text: &str) {
     }
 }
 
-/// The page's text encoding: BOM, then `<meta charset>` / `http-equiv` in the first 4 KB.
-fn decode(bytes: &[u8]) -> String {
+/// A page's bytes as text in its encoding: BOM, then `<meta charset>` / `http-equiv` in the
+/// first 4 KB, else UTF-8, else Windows-1252.
+pub fn decode(bytes: &[u8]) -> String {
     if let Some((encoding, bom)) = encoding_rs::Encoding::for_bom(bytes) {
         return encoding
             .decode_without_bom_handling(&bytes[bom..])

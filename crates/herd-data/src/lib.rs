@@ -19,6 +19,7 @@ pub mod pipeline;
 pub mod reader;
 pub mod shard;
 pub mod tokenize;
+pub mod warc;
 
 pub use error::{Error, Result};
 pub use shard::{Shard, ShardWriter};

@@ -31,7 +31,7 @@ pub struct BadRecord {
 }
 
 /// The files under `inputs` (files as given, folders recursively in name order) that hold
-/// documents: `*.jsonl`, `*.json` and `*.txt`, each possibly `.gz`.
+/// documents: `*.jsonl`, `*.json`, `*.txt`, `*.html`/`*.htm` and `*.warc`, each possibly `.gz`.
 pub fn input_files(inputs: &[PathBuf]) -> Result<Vec<PathBuf>> {
     let mut files = Vec::new();
     for input in inputs {
@@ -60,6 +60,10 @@ enum Kind {
     JsonArray,
     /// One document per file (`.txt`).
     Text,
+    /// One web page per file (`.html`, `.htm`): its markup, decoded from its declared encoding.
+    Html,
+    /// Web archive records (`.warc`): every HTML response, by its URL.
+    Warc,
 }
 
 /// The kind of `path` and whether it is gzip-compressed (`.gz`).
@@ -75,6 +79,10 @@ fn kind(path: &Path) -> Option<(Kind, bool)> {
         Kind::JsonArray
     } else if base.ends_with(".txt") {
         Kind::Text
+    } else if base.ends_with(".html") || base.ends_with(".htm") {
+        Kind::Html
+    } else if base.ends_with(".warc") {
+        Kind::Warc
     } else {
         return None;
     };
@@ -154,7 +162,7 @@ pub fn read_documents(
     each: &mut dyn FnMut(Document) -> Result<()>,
 ) -> Result<()> {
     match kind(path) {
-        Some((Kind::Text, gz)) => {
+        Some((kind @ (Kind::Text | Kind::Html), gz)) => {
             let mut bytes = Vec::new();
             let file = File::open(path).map_err(|e| Error::io(path, e))?;
             let read = if gz {
@@ -163,12 +171,24 @@ pub fn read_documents(
                 BufReader::new(file).read_to_end(&mut bytes)
             };
             read.map_err(|e| Error::io(path, e))?;
-            let text = String::from_utf8(bytes)
-                .unwrap_or_else(|e| e.into_bytes().iter().map(|&b| b as char).collect());
+            let text = match kind {
+                Kind::Html => crate::extract::decode(&bytes),
+                _ => String::from_utf8(bytes)
+                    .unwrap_or_else(|e| e.into_bytes().iter().map(|&b| b as char).collect()),
+            };
             each(Document {
                 id: path.display().to_string(),
                 text,
             })
+        }
+        Some((Kind::Warc, gz)) => {
+            let file = File::open(path).map_err(|e| Error::io(path, e))?;
+            let reader: Box<dyn BufRead> = if gz {
+                Box::new(BufReader::new(MultiGzDecoder::new(file)))
+            } else {
+                Box::new(BufReader::new(file))
+            };
+            crate::warc::read_warc(reader, path, bad, each)
         }
         Some(_) => {
             let mut missing = Vec::new();
@@ -195,7 +215,7 @@ pub fn read_documents(
         }
         None => Err(Error::format(
             path,
-            "unknown input kind: expected .jsonl, .json or .txt, each possibly .gz",
+            "unknown input kind: expected .jsonl, .json, .txt, .html or .warc, each possibly .gz",
         )),
     }
 }

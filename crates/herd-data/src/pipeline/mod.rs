@@ -3,10 +3,12 @@
 //!
 //! ```toml
 //! [input]
-//! paths = ["crawl/"]          # .jsonl/.json/.txt, each possibly .gz; folders recursively; ~/ is home
+//! paths = ["crawl/"]          # .warc/.html/.jsonl/.json/.txt, each possibly .gz; folders recursively; ~/ is home
 //! text_field = "text"
 //! [output]
 //! dir = "data/curated"
+//! [[stages]]
+//! kind = "extract"            # HTML → main text (for .warc/.html inputs or an HTML field)
 //! [[stages]]
 //! kind = "langid"             # model = "…" (default: lid.176.ftz), languages = ["en"], min_prob = 0.65
 //! [[stages]]

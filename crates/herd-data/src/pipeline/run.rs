@@ -130,7 +130,7 @@ fn phases(pipeline: &Pipeline) -> Vec<Phase<'_>> {
 pub fn run(
     pipeline: &Pipeline,
     options: &RunOptions,
-    on_file: &mut dyn FnMut(Progress),
+    on_file: &mut (dyn FnMut(Progress) + Send),
 ) -> Result<Summary> {
     let started = Instant::now();
     if options.tasks == 0 || options.rank >= options.tasks {
@@ -173,39 +173,48 @@ pub fn run(
             })
             .collect();
         let done = |f: usize| counts_path(&dir, &name_of(f)).is_file();
-        let decide = match phase.dedup {
-            Some(_) if (0..files.len()).all(done) => Decisions::None,
-            Some((_, stage)) => first_pass(stage, &inputs, &pipeline.text_field)?,
-            None => Decisions::None,
+        let (decide, offsets) = match phase.dedup {
+            Some((_, stage)) if !(0..files.len()).all(done) => {
+                first_pass(stage, &inputs, &pipeline.text_field)?
+            }
+            _ => (Decisions::None, vec![0; files.len()]),
         };
-        let mut total = Counts::default();
-        let mut index = 0u64;
-        for (f, input) in inputs.iter().enumerate() {
-            let name = name_of(f);
-            let counts = if done(f) {
-                let c = read_counts(&counts_path(&dir, &name))?;
-                index += c.docs_in;
-                c
-            } else {
-                let out = dir.join(format!("{name}.jsonl.gz"));
-                let c = process_file(
-                    input,
-                    &pipeline.text_field,
-                    phase,
-                    &decide,
-                    &mut index,
-                    &out,
-                )?;
-                write_counts(&counts_path(&dir, &name), &c)?;
-                c
-            };
-            total.add(&counts);
-            on_file(Progress {
-                phase: (k, phases.len()),
-                file: (f + 1, files.len()),
-                counts: &total,
-            });
-        }
+        // Files are independent given their first document's index: they run in parallel.
+        let total = std::sync::Mutex::new((Counts::default(), 0usize));
+        let on_file = std::sync::Mutex::new(&mut *on_file);
+        let results: Vec<Result<()>> = (0..files.len())
+            .into_par_iter()
+            .map(|f| {
+                let name = name_of(f);
+                let counts = if done(f) {
+                    read_counts(&counts_path(&dir, &name))?
+                } else {
+                    let out = dir.join(format!("{name}.jsonl.gz"));
+                    let mut index = offsets[f];
+                    let c = process_file(
+                        &inputs[f],
+                        &pipeline.text_field,
+                        phase,
+                        &decide,
+                        &mut index,
+                        &out,
+                    )?;
+                    write_counts(&counts_path(&dir, &name), &c)?;
+                    c
+                };
+                let mut total = total.lock().expect("counts lock");
+                total.0.add(&counts);
+                total.1 += 1;
+                (on_file.lock().expect("progress lock"))(Progress {
+                    phase: (k, phases.len()),
+                    file: (total.1, files.len()),
+                    counts: &total.0,
+                });
+                Ok(())
+            })
+            .collect();
+        results.into_iter().collect::<Result<()>>()?;
+        let total = total.into_inner().expect("counts lock").0;
         let mut names: Vec<String> = phase.dedup.iter().map(|(n, _)| n.to_string()).collect();
         names.extend(phase.docs.iter().map(|(n, _)| n.to_string()));
         summary.phases.push((names, total));
@@ -328,47 +337,38 @@ enum Decisions {
     Lines(LineCounts, u32),
 }
 
-/// Pass 1 of a de-duplication stage over all of the previous phase's documents.
-fn first_pass(stage: &DedupStage, inputs: &[Input], field: &str) -> Result<Decisions> {
+/// Pass 1 of a de-duplication stage over all of the previous phase's documents: its decisions,
+/// and the index of each file's first document.
+fn first_pass(stage: &DedupStage, inputs: &[Input], field: &str) -> Result<(Decisions, Vec<u64>)> {
+    let mut offsets = Vec::with_capacity(inputs.len());
+    let mut n = 0u64;
+    let (mut seen, mut keep, mut keys) = (HashSet::new(), Vec::new(), Vec::new());
+    let mut lines = LineCounts::default();
     let mut ignored = Counts::default();
-    match stage {
-        DedupStage::Exact => {
-            let mut seen = HashSet::new();
-            let mut keep = Vec::new();
-            for input in inputs {
-                read_chunks(input, field, &mut ignored, &mut |docs| {
+    for input in inputs {
+        offsets.push(n);
+        read_chunks(input, field, &mut ignored, &mut |docs| {
+            n += docs.len() as u64;
+            match stage {
+                DedupStage::Exact => {
                     let hashes: Vec<u64> = docs.par_iter().map(|d| text_hash(&d.text)).collect();
                     keep.extend(hashes.into_iter().map(|h| seen.insert(h)));
-                    Ok(())
-                })?;
+                }
+                DedupStage::MinHash(hasher) => keys.par_extend(
+                    docs.par_iter()
+                        .map(|d| hasher.band_keys(&hasher.signature(&d.text))),
+                ),
+                DedupStage::Lines { .. } => docs.iter().for_each(|d| lines.add(&d.text)),
             }
-            Ok(Decisions::Keep(keep))
-        }
-        DedupStage::MinHash(hasher) => {
-            let mut keys = Vec::new();
-            for input in inputs {
-                read_chunks(input, field, &mut ignored, &mut |docs| {
-                    let chunk: Vec<Vec<u64>> = docs
-                        .par_iter()
-                        .map(|d| hasher.band_keys(&hasher.signature(&d.text)))
-                        .collect();
-                    keys.extend(chunk);
-                    Ok(())
-                })?;
-            }
-            Ok(Decisions::Keep(keep_first_of_clusters(&keys)))
-        }
-        DedupStage::Lines { max_occurrences } => {
-            let mut counts = LineCounts::default();
-            for input in inputs {
-                read_chunks(input, field, &mut ignored, &mut |docs| {
-                    docs.iter().for_each(|d| counts.add(&d.text));
-                    Ok(())
-                })?;
-            }
-            Ok(Decisions::Lines(counts, *max_occurrences))
-        }
+            Ok(())
+        })?;
     }
+    let decisions = match stage {
+        DedupStage::Exact => Decisions::Keep(keep),
+        DedupStage::MinHash(_) => Decisions::Keep(keep_first_of_clusters(&keys)),
+        DedupStage::Lines { max_occurrences } => Decisions::Lines(lines, *max_occurrences),
+    };
+    Ok((decisions, offsets))
 }
 
 /// 64-bit FNV-1a of a text (exact de-duplication).

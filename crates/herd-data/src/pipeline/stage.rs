@@ -28,6 +28,8 @@ pub struct Doc {
 
 /// A stage that decides on one document at a time.
 pub enum DocStage {
+    /// HTML → main text ([`crate::extract`]); pages without main text are removed.
+    Extract,
     /// Project Gutenberg header and footer removed.
     Gutenberg,
     /// E-mails, IPs and phone numbers replaced.
@@ -85,6 +87,14 @@ impl DocStage {
     /// Applies the stage to `doc`.
     pub fn apply(&self, doc: &mut Doc) -> Verdict {
         match self {
+            DocStage::Extract => {
+                doc.text = crate::extract::extract_str(&doc.text);
+                if doc.text.trim().is_empty() {
+                    Verdict::Drop("extract_empty")
+                } else {
+                    Verdict::Keep
+                }
+            }
             DocStage::Gutenberg => {
                 doc.text = crate::gutenberg::strip_boilerplate(&doc.text).to_string();
                 Verdict::Keep
@@ -147,6 +157,7 @@ impl Stage {
     pub fn from_table(mut table: toml::Table, langid_model: &Path) -> Result<Stage, String> {
         let kind: String = take(&mut table, "kind", String::new())?;
         let stage = match kind.as_str() {
+            "extract" => Stage::Doc(DocStage::Extract),
             "gutenberg" => Stage::Doc(DocStage::Gutenberg),
             "pii" => Stage::Doc(DocStage::Pii(Pii::default())),
             "langid" => {
@@ -188,9 +199,9 @@ impl Stage {
             }),
             other => {
                 return Err(format!(
-                    "unknown stage kind {other:?}: gutenberg, pii, langid, gopher_quality, \
+                "unknown stage kind {other:?}: extract, gutenberg, pii, langid, gopher_quality, \
                      gopher_repetition, dirty_words, exact_dedup, minhash, line_dedup"
-                ))
+            ))
             }
         };
         let consumed = matches!(
