@@ -52,7 +52,7 @@ PY
 while IFS= read -r prompt; do
   echo "### $prompt" >> "$OUT/answers.md"
   for model in "$BASE" "$OUT/sft/final" "$OUT/dpo/final"; do
-    answer=$($HERD generate --model "$model" --chat --greedy --max-tokens 60 --prompt "$prompt" 2>/dev/null | tr '\n' ' ')
+    answer=$($HERD generate --model "$model" --chat --greedy --max-tokens 60 --prompt "$prompt" 2>/dev/null < /dev/null | tr '\n' ' ')
     echo "- **$model**: $answer" >> "$OUT/answers.md"
   done
 done < "$OUT/prompts.txt"

@@ -23,6 +23,7 @@ use crate::error::{Error, Result};
 use crate::fit::TrainConfig;
 use crate::rejection::RejectionConfig;
 use crate::stages;
+use herd_data::reader::expand_home;
 use herd_train::RunOptions;
 
 /// A post-training recipe.
@@ -160,10 +161,14 @@ impl PosttrainRecipe {
                     .ok_or_else(|| bad(format!("[dpo]: {key} is not a number")))?;
             }
         }
+        let mut data = file.data;
+        for list in [&mut data.preferences, &mut data.sft, &mut data.prompts] {
+            list.iter_mut().for_each(|p| *p = expand_home(p));
+        }
         let recipe = PosttrainRecipe {
             path: path.to_path_buf(),
             name: file.name,
-            base: file.base,
+            base: expand_home(&file.base),
             rounds: file.rounds,
             held_out_fraction: file.held_out_fraction,
             reward: overlay(&reward_defaults(), file.reward, "reward").map_err(bad)?,
@@ -171,7 +176,7 @@ impl PosttrainRecipe {
                 .map_err(bad)?,
             sft: overlay(&sft_defaults(), file.sft, "sft").map_err(bad)?,
             dpo: overlay(&dpo_defaults(), dpo_table, "dpo").map_err(bad)?,
-            data: file.data,
+            data,
             dpo_loss,
         };
         if recipe.rounds == 0 || recipe.data.preferences.is_empty() {

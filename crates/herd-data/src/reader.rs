@@ -30,6 +30,14 @@ pub struct BadRecord {
     pub reason: String,
 }
 
+/// A leading `~/` as the home folder (paths in recipe and pipeline files).
+pub fn expand_home(path: &Path) -> PathBuf {
+    match (path.strip_prefix("~"), std::env::var_os("HOME")) {
+        (Ok(rest), Some(home)) => PathBuf::from(home).join(rest),
+        _ => path.to_path_buf(),
+    }
+}
+
 /// The files under `inputs` (files as given, folders recursively in name order) that hold
 /// documents: `*.jsonl`, `*.json`, `*.txt`, `*.html`/`*.htm` and `*.warc`, each possibly `.gz`.
 pub fn input_files(inputs: &[PathBuf]) -> Result<Vec<PathBuf>> {

@@ -138,7 +138,9 @@ mod tests {
             stop_tokens: vec![5, 6, 8],
             top_logprobs: 0,
         };
+        let one = sample_many(&model, &prompt, 1, &config).unwrap();
         let batched = sample_many(&model, &prompt, 4, &config).unwrap();
+        assert_eq!((&one[0].ids, one[0].finish), (&batched[0].ids, batched[0].finish));
         for (i, sample) in batched.iter().enumerate() {
             let mut alone = config.clone();
             alone.sampling.seed += i as u64;

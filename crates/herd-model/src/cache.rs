@@ -47,7 +47,8 @@ impl KvCache {
         let mut out = KvCache::new(self.layers.len(), self.capacity);
         for (slot, layer) in out.layers.iter_mut().zip(&self.layers) {
             if let (Some(k), Some(v)) = (layer.k()?, layer.v()?) {
-                slot.append(&k.repeat((n, 1, 1, 1))?, &v.repeat((n, 1, 1, 1))?)?;
+                let (k, v) = (k.repeat((n, 1, 1, 1))?, v.repeat((n, 1, 1, 1))?);
+                slot.append(&k.contiguous()?, &v.contiguous()?)?;
             }
         }
         Ok(out)

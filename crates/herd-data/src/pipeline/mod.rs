@@ -36,6 +36,7 @@ pub use run::{run, Counts, Progress, RunOptions, Summary};
 pub use stage::{DedupStage, Doc, DocStage, Stage};
 
 use crate::error::{Error, Result};
+use crate::reader::expand_home;
 
 /// A pipeline read from its file.
 pub struct Pipeline {
@@ -100,13 +101,5 @@ impl Pipeline {
             out: expand_home(&file.output.dir),
             stages,
         })
-    }
-}
-
-/// A leading `~/` as the home folder.
-fn expand_home(path: &Path) -> PathBuf {
-    match (path.strip_prefix("~"), std::env::var_os("HOME")) {
-        (Ok(rest), Some(home)) => PathBuf::from(home).join(rest),
-        _ => path.to_path_buf(),
     }
 }
