@@ -265,11 +265,12 @@ impl FastTextModel {
         std::fs::File::open(path)
             .and_then(|mut f| f.read_to_end(&mut bytes))
             .map_err(|e| Error::io(path, e))?;
-        let mut r = Reader {
-            bytes: &bytes,
-            at: 0,
-            path,
-        };
+        Self::from_bytes(&bytes, path)
+    }
+
+    /// Reads a model from the bytes of a file (`path` names it in errors).
+    pub fn from_bytes(bytes: &[u8], path: &Path) -> Result<FastTextModel> {
+        let mut r = Reader { bytes, at: 0, path };
         let (magic, version) = (r.i32()?, r.i32()?);
         if magic != MAGIC || version > VERSION {
             return Err(Error::format(
@@ -405,7 +406,7 @@ impl FastTextModel {
 
     /// The input rows of a line: per token its word and n-gram rows, then word n-grams.
     /// `text` is read as fastText reads a line followed by `\n` (so `</s>` ends it).
-    fn line_ids(&self, text: &str) -> Vec<i32> {
+    pub(crate) fn line_ids(&self, text: &str) -> Vec<i32> {
         let mut ids = Vec::new();
         let mut hashes: Vec<i32> = Vec::new();
         let separators = [b' ', b'\n', b'\r', b'\t', 0x0B, 0x0C, 0];
@@ -524,6 +525,78 @@ impl FastTextModel {
         );
         self.search(k, n.right as usize, score + std_log(f), best, hidden);
     }
+}
+
+/// What a supervised model file holds besides its weights.
+pub(crate) struct Dictionary<'a> {
+    /// Words (with `</s>`) then labels, each `(text, count)`.
+    pub words: &'a [(String, i64)],
+    /// Labels (`__label__…`), each `(text, count)`.
+    pub labels: &'a [(String, i64)],
+    /// Embedding size.
+    pub dim: usize,
+    /// Word n-gram length (1: words only).
+    pub word_ngrams: i32,
+    /// Hash buckets of the word n-grams.
+    pub bucket: i32,
+    /// Training epochs (recorded only).
+    pub epochs: i32,
+}
+
+/// The bytes of a fastText supervised softmax model without character n-grams (`minn` =
+/// `maxn` = 0): `input` is `(words + bucket) × dim`, `output` `labels × dim`, row-major. fastText
+/// itself reads the file; so does [`FastTextModel::from_bytes`].
+pub(crate) fn write_supervised(dict: &Dictionary, input: &[f32], output: &[f32]) -> Vec<u8> {
+    let mut out = Vec::new();
+    let i32s = |out: &mut Vec<u8>, v: &[i32]| v.iter().for_each(|x| out.extend(x.to_le_bytes()));
+    i32s(&mut out, &[MAGIC, VERSION]);
+    // dim, ws, epoch, minCount, neg, wordNgrams, loss (softmax), model (supervised), bucket,
+    // minn, maxn, lrUpdateRate, then t.
+    let dim = dict.dim as i32;
+    i32s(
+        &mut out,
+        &[
+            dim,
+            5,
+            dict.epochs,
+            1,
+            5,
+            dict.word_ngrams,
+            3,
+            3,
+            dict.bucket,
+            0,
+            0,
+            100,
+        ],
+    );
+    out.extend(1e-4f64.to_le_bytes());
+    let size = (dict.words.len() + dict.labels.len()) as i32;
+    i32s(
+        &mut out,
+        &[size, dict.words.len() as i32, dict.labels.len() as i32],
+    );
+    let ntokens: i64 = dict.words.iter().map(|w| w.1).sum();
+    out.extend(ntokens.to_le_bytes());
+    out.extend((-1i64).to_le_bytes());
+    for (entries, kind) in [(dict.words, 0u8), (dict.labels, 1u8)] {
+        for (text, count) in entries {
+            out.extend(text.as_bytes());
+            out.push(0);
+            out.extend(count.to_le_bytes());
+            out.push(kind);
+        }
+    }
+    for (quant, rows, data) in [
+        (0u8, dict.words.len() + dict.bucket as usize, input),
+        (0u8, dict.labels.len(), output),
+    ] {
+        out.push(quant);
+        out.extend((rows as i64).to_le_bytes());
+        out.extend((dict.dim as i64).to_le_bytes());
+        data.iter().for_each(|v| out.extend(v.to_le_bytes()));
+    }
+    out
 }
 
 /// Keeps the `k` highest-scoring entries (a new entry that ties the worst is kept and the

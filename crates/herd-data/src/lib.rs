@@ -6,6 +6,7 @@
 //! words), [`pii`] redaction, [`gutenberg`] boilerplate, [`langid`] (fastText models read by
 //! [`fasttext`]), and de-duplication by [`minhash`] and by line ([`line_dedup`]).
 
+pub mod classifier;
 pub mod error;
 pub mod extract;
 pub mod fasttext;
@@ -17,6 +18,7 @@ pub mod minhash;
 pub mod pii;
 pub mod pipeline;
 pub mod reader;
+pub mod seeded;
 pub mod shard;
 pub mod tokenize;
 pub mod warc;

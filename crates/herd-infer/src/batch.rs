@@ -140,7 +140,10 @@ mod tests {
         };
         let one = sample_many(&model, &prompt, 1, &config).unwrap();
         let batched = sample_many(&model, &prompt, 4, &config).unwrap();
-        assert_eq!((&one[0].ids, one[0].finish), (&batched[0].ids, batched[0].finish));
+        assert_eq!(
+            (&one[0].ids, one[0].finish),
+            (&batched[0].ids, batched[0].finish)
+        );
         for (i, sample) in batched.iter().enumerate() {
             let mut alone = config.clone();
             alone.sampling.seed += i as u64;

@@ -7,6 +7,7 @@ use std::path::{Path, PathBuf};
 use serde::de::DeserializeOwned;
 use serde_json::{json, Map, Value};
 
+use crate::fasttext::FastTextModel;
 use crate::filters::dirty_words::DirtyWords;
 use crate::filters::gopher::GopherQuality;
 use crate::filters::repetition::GopherRepetition;
@@ -40,6 +41,16 @@ pub enum DocStage {
         model: Box<LanguageId>,
         /// Languages kept (all when empty).
         languages: Vec<String>,
+        /// Lowest probability kept.
+        min_prob: f32,
+    },
+    /// A quality classifier (`herd data train-classifier`): the probability of `label` is
+    /// written as `quality`; documents below `min_prob` are removed.
+    Quality {
+        /// The fastText model.
+        model: Box<FastTextModel>,
+        /// The label that means high quality (without `__label__`).
+        label: String,
         /// Lowest probability kept.
         min_prob: f32,
     },
@@ -127,6 +138,24 @@ impl DocStage {
                     Verdict::Drop("language")
                 }
             }
+            DocStage::Quality {
+                model,
+                label,
+                min_prob,
+            } => {
+                let wanted = format!("__label__{label}");
+                let p = model
+                    .predict(&doc.text.replace(['\n', '\r'], " "), usize::MAX)
+                    .into_iter()
+                    .find(|(l, _)| *l == wanted)
+                    .map_or(0.0, |(_, p)| p);
+                doc.meta.insert("quality".into(), json!(p));
+                if p >= *min_prob {
+                    Verdict::Keep
+                } else {
+                    Verdict::Drop("quality")
+                }
+            }
             DocStage::GopherQuality(g) => g.check(&doc.text),
             DocStage::GopherRepetition(g) => g.check(&doc.text),
             DocStage::DirtyWords(d) => d.check(&doc.text),
@@ -174,6 +203,15 @@ impl Stage {
                     min_prob,
                 })
             }
+            "quality" => {
+                let path: PathBuf = take(&mut table, "model", PathBuf::new())?;
+                let model = FastTextModel::load(&path).map_err(|e| format!("stage quality: {e}"))?;
+                Stage::Doc(DocStage::Quality {
+                    model: Box::new(model),
+                    label: take(&mut table, "label", "hq".to_string())?,
+                    min_prob: take(&mut table, "min_prob", 0.0f32)?,
+                })
+            }
             "gopher_quality" => Stage::Doc(DocStage::GopherQuality(fields(table.clone(), &kind)?)),
             "gopher_repetition" => {
                 Stage::Doc(DocStage::GopherRepetition(fields(table.clone(), &kind)?))
@@ -199,7 +237,7 @@ impl Stage {
             }),
             other => {
                 return Err(format!(
-                "unknown stage kind {other:?}: extract, gutenberg, pii, langid, gopher_quality, \
+                "unknown stage kind {other:?}: extract, gutenberg, pii, langid, quality, gopher_quality, \
                      gopher_repetition, dirty_words, exact_dedup, minhash, line_dedup"
             ))
             }

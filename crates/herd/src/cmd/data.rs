@@ -21,9 +21,36 @@ pub enum Command {
     /// Print the main text of HTML pages (like trafilatura's command line): navigation, ads,
     /// footers and banners dropped; headings, paragraphs, lists, tables and code as plain text.
     Extract(ExtractArgs),
+    /// Train a fastText-style quality classifier (words and word bigrams, softmax) on labelled
+    /// JSONL ({"label", "text"}); reports held-out accuracy and writes a fastText .bin.
+    TrainClassifier(ClassifierArgs),
     /// Identify the language of each line on stdin with a fastText model (as fastText's
     /// predict): prints `lang<TAB>probability` (k pairs per line with --k).
     Langid(LangidArgs),
+}
+
+/// Flags of `herd data train-classifier`.
+#[derive(clap::Args, Debug)]
+pub struct ClassifierArgs {
+    /// Labelled files or folders (.jsonl/.json, possibly .gz).
+    #[arg(long, short, required = true, num_args = 1..)]
+    data: Vec<PathBuf>,
+    /// Output model (.bin, readable by fastText too).
+    #[arg(long, short)]
+    out: PathBuf,
+    /// Field holding the label.
+    #[arg(long, default_value = "label")]
+    label_field: String,
+    /// Field holding the text.
+    #[arg(long, default_value = "text")]
+    text_field: String,
+    /// Share of examples held out for the accuracy (chosen by a hash of the text).
+    #[arg(long, default_value_t = 0.1)]
+    held_out: f64,
+    /// Embedding size, epochs, learning rate, word n-grams, buckets, seed (TOML keys of
+    /// herd_data::classifier::ClassifierConfig, e.g. `epochs=10`).
+    #[arg(long = "set", value_name = "KEY=VALUE")]
+    set: Vec<String>,
 }
 
 /// Flags of `herd data extract`.
@@ -79,6 +106,7 @@ pub fn run(command: Command) -> Result<()> {
         Command::Langid(args) => langid(args),
         Command::Run(args) => super::curate::run_pipeline(args),
         Command::Extract(args) => extract(args),
+        Command::TrainClassifier(args) => train_classifier(args),
     }
 }
 
@@ -104,6 +132,58 @@ fn langid(args: LangidArgs) -> Result<()> {
             .collect();
         writeln!(out, "{}", cells.join("\t"))?;
     }
+    Ok(())
+}
+
+fn train_classifier(args: ClassifierArgs) -> Result<()> {
+    use herd_data::classifier::{accuracy, save, train, ClassifierConfig};
+    let table: toml::Table =
+        toml::from_str(&args.set.join("\n")).map_err(|e| anyhow::anyhow!("--set: {e}"))?;
+    let config: ClassifierConfig = toml::Value::Table(table)
+        .try_into()
+        .map_err(|e| anyhow::anyhow!("--set: {e}"))?;
+    let (mut train_set, mut held) = (Vec::new(), Vec::new());
+    let (mut bad, mut missing) = (Vec::new(), Vec::new());
+    for file in input_files(&args.data)? {
+        herd_data::reader::read_records(&file, &mut bad, &mut |r| {
+            let field = |k: &str| r.value.get(k).and_then(|v| v.as_str()).map(str::to_string);
+            match (field(&args.label_field), field(&args.text_field)) {
+                (Some(label), Some(text)) => {
+                    let hash = text.bytes().fold(0xcbf2_9ce4_8422_2325u64, |h, b| {
+                        (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3)
+                    });
+                    let example = (label, text.replace(['\n', '\r'], " "));
+                    if (hash % 1_000_000) as f64 / 1e6 < args.held_out {
+                        held.push(example);
+                    } else {
+                        train_set.push(example);
+                    }
+                }
+                _ => missing.push(herd_data::reader::BadRecord {
+                    at: r.at,
+                    reason: format!("no string {:?} and {:?}", args.label_field, args.text_field),
+                }),
+            }
+            Ok(())
+        })?;
+    }
+    super::report_bad_records(&bad);
+    eprintln!(
+        "{} training and {} held-out examples",
+        train_set.len(),
+        held.len()
+    );
+    let started = std::time::Instant::now();
+    let bytes = train(&train_set, &config)?;
+    let model = herd_data::fasttext::FastTextModel::from_bytes(&bytes, &args.out)?;
+    eprintln!(
+        "trained in {:.1} s; accuracy: training {:.4}, held-out {:.4}",
+        started.elapsed().as_secs_f64(),
+        accuracy(&model, &train_set),
+        accuracy(&model, &held)
+    );
+    save(&args.out, &bytes)?;
+    println!("{}", args.out.display());
     Ok(())
 }
 
