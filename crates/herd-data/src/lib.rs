@@ -21,6 +21,7 @@ pub mod reader;
 pub mod seeded;
 pub mod shard;
 pub mod tokenize;
+pub mod url_filter;
 pub mod warc;
 
 pub use error::{Error, Result};

@@ -8,6 +8,8 @@
 //! [output]
 //! dir = "data/curated"
 //! [[stages]]
+//! kind = "url_filter"         # domains = ["ut1/adult/domains", …] (plain or .gz)
+//! [[stages]]
 //! kind = "extract"            # HTML → main text (for .warc/.html inputs or an HTML field)
 //! [[stages]]
 //! kind = "langid"             # model = "…" (default: lid.176.ftz), languages = ["en"], min_prob = 0.65

@@ -15,6 +15,7 @@ use crate::filters::Verdict;
 use crate::langid::LanguageId;
 use crate::minhash::{MinHashConfig, MinHasher};
 use crate::pii::Pii;
+use crate::url_filter::UrlFilter;
 
 /// A document moving through the pipeline.
 #[derive(Debug, Clone, PartialEq)]
@@ -29,6 +30,8 @@ pub struct Doc {
 
 /// A stage that decides on one document at a time.
 pub enum DocStage {
+    /// Documents whose URL (their id, for WARC records) is on a domain block list.
+    UrlFilter(UrlFilter),
     /// HTML → main text ([`crate::extract`]); pages without main text are removed.
     Extract,
     /// Project Gutenberg header and footer removed.
@@ -98,6 +101,7 @@ impl DocStage {
     /// Applies the stage to `doc`.
     pub fn apply(&self, doc: &mut Doc) -> Verdict {
         match self {
+            DocStage::UrlFilter(f) => f.check(&doc.id),
             DocStage::Extract => {
                 doc.text = crate::extract::extract_str(&doc.text);
                 if doc.text.trim().is_empty() {
@@ -186,6 +190,12 @@ impl Stage {
     pub fn from_table(mut table: toml::Table, langid_model: &Path) -> Result<Stage, String> {
         let kind: String = take(&mut table, "kind", String::new())?;
         let stage = match kind.as_str() {
+            "url_filter" => {
+                let lists: Vec<PathBuf> = take(&mut table, "domains", Vec::new())?;
+                let lists: Vec<PathBuf> = lists.iter().map(|p| crate::reader::expand_home(p)).collect();
+                let filter = UrlFilter::from_files(&lists).map_err(|e| format!("stage url_filter: {e}"))?;
+                Stage::Doc(DocStage::UrlFilter(filter))
+            }
             "extract" => Stage::Doc(DocStage::Extract),
             "gutenberg" => Stage::Doc(DocStage::Gutenberg),
             "pii" => Stage::Doc(DocStage::Pii(Pii::default())),
@@ -237,7 +247,7 @@ impl Stage {
             }),
             other => {
                 return Err(format!(
-                "unknown stage kind {other:?}: extract, gutenberg, pii, langid, quality, gopher_quality, \
+                "unknown stage kind {other:?}: url_filter, extract, gutenberg, pii, langid, quality, gopher_quality, \
                      gopher_repetition, dirty_words, exact_dedup, minhash, line_dedup"
             ))
             }
