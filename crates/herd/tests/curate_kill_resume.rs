@@ -137,4 +137,14 @@ fn killed_runs_resume_to_the_same_documents() {
         "the run was never interrupted: make the input larger"
     );
     assert_eq!(outputs(&dir.path().join("killed")), reference);
+    // The run's report: a table and a PNG.
+    let report = Command::new(herd)
+        .args(["data", "report"])
+        .arg(dir.path().join("killed"))
+        .output()
+        .unwrap();
+    assert!(report.status.success());
+    assert!(String::from_utf8_lossy(&report.stderr).contains("exact_dedup"));
+    let png = std::fs::read(dir.path().join("killed/report.png")).unwrap();
+    assert_eq!(&png[..4], b"\x89PNG");
 }

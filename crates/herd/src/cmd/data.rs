@@ -18,6 +18,9 @@ pub enum Command {
     /// dirty words, PII redaction, exact/MinHash/line de-duplication; resumable, shardable
     /// with --tasks/--rank.
     Run(super::curate::Args),
+    /// What a curation run removed (by stage and reason) and what it kept (length, language,
+    /// quality), as a table and a PNG.
+    Report(super::report::Args),
     /// Print the main text of HTML pages (like trafilatura's command line): navigation, ads,
     /// footers and banners dropped; headings, paragraphs, lists, tables and code as plain text.
     Extract(ExtractArgs),
@@ -106,6 +109,7 @@ pub fn run(command: Command) -> Result<()> {
         Command::Langid(args) => langid(args),
         Command::Run(args) => super::curate::run_pipeline(args),
         Command::Extract(args) => extract(args),
+        Command::Report(args) => super::report::run(args),
         Command::TrainClassifier(args) => train_classifier(args),
     }
 }

@@ -11,6 +11,7 @@ pub mod generate;
 pub mod plot;
 pub mod posttrain;
 pub mod pretrain;
+pub mod report;
 pub mod rm;
 pub mod rs;
 pub mod score;

@@ -40,9 +40,14 @@ pub fn run(args: Args) -> Result<()> {
     Ok(())
 }
 
-fn draw(metrics: &[StepMetrics], out: &std::path::Path) -> Result<()> {
+/// Makes the bundled font plotters' `sans-serif`.
+pub fn register_font() -> Result<()> {
     plotters::style::register_font("sans-serif", FontStyle::Normal, FONT)
-        .map_err(|_| anyhow::anyhow!("the bundled font is not a valid TrueType font"))?;
+        .map_err(|_| anyhow::anyhow!("the bundled font is not a valid TrueType font"))
+}
+
+fn draw(metrics: &[StepMetrics], out: &std::path::Path) -> Result<()> {
+    register_font()?;
     let root = BitMapBackend::new(out, (1000, 800)).into_drawing_area();
     root.fill(&WHITE)?;
     let (top, bottom) = root.split_vertically(520);
