@@ -131,6 +131,28 @@ pub struct StageReport {
     pub run: RunSummary,
 }
 
+/// Fits `objective` from `start` and reports the run with its (training, held-out) sizes.
+fn train_stage(
+    objective: &mut dyn Objective,
+    start: &Start,
+    config: &TrainConfig,
+    options: &RunOptions,
+    (train, held_out): (usize, usize),
+) -> Result<StageReport> {
+    let run = fit(
+        objective,
+        &start.params,
+        config,
+        options,
+        &start.tokenizer_file,
+    )?;
+    Ok(StageReport {
+        train,
+        held_out,
+        run,
+    })
+}
+
 fn say(loud: bool, text: String) {
     if loud {
         eprintln!("{text}");
@@ -160,18 +182,7 @@ pub fn sft(
             objective.truncated, config.seq_len
         ),
     );
-    let run = fit(
-        &mut objective,
-        &start.params,
-        config,
-        options,
-        &start.tokenizer_file,
-    )?;
-    Ok(StageReport {
-        train: n_train,
-        held_out: n_held,
-        run,
-    })
+    train_stage(&mut objective, &start, config, options, (n_train, n_held))
 }
 
 /// Preference pairs of `data`, in tokens, split into (training, held-out) by prompt.
@@ -239,18 +250,7 @@ pub fn reward_model(
         format!("reward model: {n_train} pairs, {n_held} held out"),
     );
     let mut objective = RewardTraining::new(train, held, config.seq_len, config.micro_batch);
-    let run = fit(
-        &mut objective,
-        &start.params,
-        config,
-        options,
-        &start.tokenizer_file,
-    )?;
-    Ok(StageReport {
-        train: n_train,
-        held_out: n_held,
-        run,
-    })
+    train_stage(&mut objective, &start, config, options, (n_train, n_held))
 }
 
 /// DPO of the model in `model` (also the frozen reference) on the pairs of `data`.
@@ -293,18 +293,7 @@ pub fn dpo(
         config.seq_len,
         config.micro_batch,
     );
-    let run = fit(
-        &mut objective,
-        &start.params,
-        config,
-        options,
-        &start.tokenizer_file,
-    )?;
-    Ok(StageReport {
-        train: n_train,
-        held_out: n_held,
-        run,
-    })
+    train_stage(&mut objective, &start, config, options, (n_train, n_held))
 }
 
 /// The prompts of every conversation and preference in `data` (each once, in file order).

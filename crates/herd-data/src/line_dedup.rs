@@ -15,9 +15,7 @@ pub struct LineCounts {
 
 /// A line's key.
 fn key(line: &str) -> u64 {
-    line.trim().bytes().fold(0xcbf2_9ce4_8422_2325u64, |h, b| {
-        (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3)
-    })
+    crate::seeded::fnv1a64(line.trim().as_bytes())
 }
 
 impl LineCounts {

@@ -60,9 +60,7 @@ pub fn normalize(text: &str) -> String {
 
 /// 64-bit FNV-1a, then a splitmix64 finaliser (FNV alone mixes its high bits poorly).
 fn hash64(bytes: &[u8]) -> u64 {
-    let h = bytes.iter().fold(0xcbf2_9ce4_8422_2325u64, |h, &b| {
-        (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3)
-    });
+    let h = crate::seeded::fnv1a64(bytes);
     let mut state = h;
     crate::seeded::splitmix64(&mut state)
 }

@@ -1,6 +1,6 @@
 //! PII redaction (paper §3.1.1: "domains … with large amounts of personally identifiable
 //! information"): e-mail addresses, IP addresses and phone numbers in the text are replaced by
-//! fixed placeholders that carry no one's data — `email@example.com`, the documentation
+//! reserved values that belong to no one — `email@example.com`, the documentation
 //! addresses `192.0.2.1` / `2001:db8::1` (RFC 5737 / 3849) and `555-0100` (the reserved
 //! fictional number range). Loopback and private IPv4 addresses (`127.*`, `10.*`, `192.168.*`,
 //! `172.16–31.*`) are kept: they identify no one and are common in technical text.

@@ -78,24 +78,17 @@ mod tests {
             hf::save(d, &config, &params.weights(), DType::F32, usize::MAX).unwrap();
         }
         let (_, mean) = average_checkpoints(&[&a, &b], &Device::Cpu).unwrap();
+        let values = |w: &Weight| -> Vec<f32> {
+            w.to_dense(DType::F32)
+                .unwrap()
+                .flatten_all()
+                .unwrap()
+                .to_vec1()
+                .unwrap()
+        };
         for (name, weight) in params.weights().iter() {
-            let original: Vec<f32> = weight
-                .to_dense(DType::F32)
-                .unwrap()
-                .flatten_all()
-                .unwrap()
-                .to_vec1()
-                .unwrap();
-            let averaged: Vec<f32> = mean
-                .get(name, &weight.dims())
-                .unwrap()
-                .to_dense(DType::F32)
-                .unwrap()
-                .flatten_all()
-                .unwrap()
-                .to_vec1()
-                .unwrap();
-            assert_eq!(original, averaged, "{name}");
+            let averaged = mean.get(name, &weight.dims()).unwrap();
+            assert_eq!(values(weight), values(averaged), "{name}");
         }
     }
 }

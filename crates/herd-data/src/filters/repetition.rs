@@ -66,6 +66,21 @@ fn duplicates<'a>(items: impl Iterator<Item = &'a str>) -> (usize, usize) {
     (n, chars)
 }
 
+/// The drop for `items` (lines or paragraphs) whose repeats exceed `(share of items, share of
+/// the text's characters)`, with the reason for each.
+fn repeated(
+    items: &[&str],
+    length: f64,
+    (max_share, max_chars): (f64, f64),
+    (share_reason, chars_reason): (&'static str, &'static str),
+) -> Option<Verdict> {
+    let (n, chars) = duplicates(items.iter().copied());
+    if n as f64 / items.len().max(1) as f64 > max_share {
+        return Some(Verdict::Drop(share_reason));
+    }
+    (chars as f64 / length > max_chars).then_some(Verdict::Drop(chars_reason))
+}
+
 /// Characters of the most frequent `n`-gram times its count.
 fn top_ngram_chars(words: &[&str], n: usize) -> usize {
     let mut counts: HashMap<&[&str], usize> = HashMap::new();
@@ -107,24 +122,29 @@ impl GopherRepetition {
             .map(str::trim)
             .filter(|p| !p.is_empty())
             .collect();
-        let (n, chars) = duplicates(paragraphs.iter().copied());
-        if n as f64 / paragraphs.len().max(1) as f64 > self.max_duplicate_paragraphs {
-            return Verdict::Drop("repetition_paragraphs");
-        }
-        if chars as f64 / length > self.max_duplicate_paragraph_chars {
-            return Verdict::Drop("repetition_paragraph_chars");
+        if let Some(v) = repeated(
+            &paragraphs,
+            length,
+            (
+                self.max_duplicate_paragraphs,
+                self.max_duplicate_paragraph_chars,
+            ),
+            ("repetition_paragraphs", "repetition_paragraph_chars"),
+        ) {
+            return v;
         }
         let lines: Vec<&str> = text
             .lines()
             .map(str::trim)
             .filter(|l| !l.is_empty())
             .collect();
-        let (n, chars) = duplicates(lines.iter().copied());
-        if n as f64 / lines.len().max(1) as f64 > self.max_duplicate_lines {
-            return Verdict::Drop("repetition_lines");
-        }
-        if chars as f64 / length > self.max_duplicate_line_chars {
-            return Verdict::Drop("repetition_line_chars");
+        if let Some(v) = repeated(
+            &lines,
+            length,
+            (self.max_duplicate_lines, self.max_duplicate_line_chars),
+            ("repetition_lines", "repetition_line_chars"),
+        ) {
+            return v;
         }
         let words = words(text);
         for &(n, max) in &self.max_top_ngram_chars {

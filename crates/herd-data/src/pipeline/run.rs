@@ -27,6 +27,7 @@ use crate::filters::Verdict;
 use crate::line_dedup::LineCounts;
 use crate::minhash::keep_first_of_clusters;
 use crate::reader::{input_files, read_documents, BadRecord};
+use crate::seeded::fnv1a64;
 
 /// Documents processed together (in parallel) and held in memory at once.
 const CHUNK: usize = 4096;
@@ -351,7 +352,10 @@ fn first_pass(stage: &DedupStage, inputs: &[Input], field: &str) -> Result<(Deci
             n += docs.len() as u64;
             match stage {
                 DedupStage::Exact => {
-                    let hashes: Vec<u64> = docs.par_iter().map(|d| text_hash(&d.text)).collect();
+                    let hashes: Vec<u64> = docs
+                        .par_iter()
+                        .map(|d| fnv1a64(d.text.as_bytes()))
+                        .collect();
                     keep.extend(hashes.into_iter().map(|h| seen.insert(h)));
                 }
                 DedupStage::MinHash(hasher) => keys.par_extend(
@@ -369,13 +373,6 @@ fn first_pass(stage: &DedupStage, inputs: &[Input], field: &str) -> Result<(Deci
         DedupStage::Lines { max_occurrences } => Decisions::Lines(lines, *max_occurrences),
     };
     Ok((decisions, offsets))
-}
-
-/// 64-bit FNV-1a of a text (exact de-duplication).
-fn text_hash(text: &str) -> u64 {
-    text.bytes().fold(0xcbf2_9ce4_8422_2325u64, |h, b| {
-        (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3)
-    })
 }
 
 /// One document through the phase: the de-duplication decision, then the document stages.

@@ -153,9 +153,7 @@ fn train_classifier(args: ClassifierArgs) -> Result<()> {
             let field = |k: &str| r.value.get(k).and_then(|v| v.as_str()).map(str::to_string);
             match (field(&args.label_field), field(&args.text_field)) {
                 (Some(label), Some(text)) => {
-                    let hash = text.bytes().fold(0xcbf2_9ce4_8422_2325u64, |h, b| {
-                        (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3)
-                    });
+                    let hash = herd_model::seeded::fnv1a64(text.as_bytes());
                     let example = (label, text.replace(['\n', '\r'], " "));
                     if (hash % 1_000_000) as f64 / 1e6 < args.held_out {
                         held.push(example);
