@@ -15,12 +15,15 @@ pub mod gutenberg;
 pub mod langid;
 pub mod line_dedup;
 pub mod minhash;
+pub mod parquet_file;
 pub mod pii;
 pub mod pipeline;
 pub mod reader;
 pub mod seeded;
 pub mod shard;
+pub mod token_kl;
 pub mod tokenize;
+pub mod url_dedup;
 pub mod url_filter;
 pub mod warc;
 

@@ -1,8 +1,10 @@
-//! Reading documents from files: JSON records (`.jsonl` lines or a `.json` array, plain or
-//! `.gz`, the text in one field) and plain text
-//! (one document per file; a file that is not UTF-8 is read as Latin-1, the usual encoding of
-//! older plain-text archives such as Project Gutenberg's). Folders are read recursively in name order. A JSONL record that is
-//! not JSON or has no text field is counted and reported with its line number, never fatal.
+//! Reading documents from files: JSON records (`.jsonl` lines, plain, `.gz` or `.zst`, or a
+//! `.json` array), Parquet tables (`.parquet`, one row per document), web pages (`.html`, and
+//! `.warc` archives, see [`crate::warc`]) and plain text (one document per file; a file that is
+//! not UTF-8 is read as Latin-1, the usual encoding of older plain-text archives such as Project
+//! Gutenberg's). Records take their text, URL and date from named fields ([`Fields`]). Folders
+//! are read recursively in name order. A record that is not JSON or has no text field is
+//! counted and reported with its line number, never fatal.
 
 use std::fs::File;
 use std::io::{BufRead, BufReader, Read};
@@ -13,12 +15,46 @@ use flate2::read::MultiGzDecoder;
 use crate::error::{Error, Result};
 
 /// One document: where it came from and its text.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, Default, PartialEq)]
 pub struct Document {
-    /// `file:line` for JSONL records, the file for text files.
+    /// `file:line` for JSONL records, `file#row` for Parquet rows, the URL for WARC records,
+    /// the file for text and HTML files.
     pub id: String,
     /// The document's text.
     pub text: String,
+    /// The page's URL, when the record has one (the URL field, `WARC-Target-URI`).
+    pub url: Option<String>,
+    /// When it was crawled, as ISO 8601 text (the date field, `WARC-Date`); dates compare as
+    /// text, which orders ISO 8601 times of one format correctly.
+    pub date: Option<String>,
+}
+
+/// The record fields documents are read from.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Fields {
+    /// The text (`text`).
+    pub text: String,
+    /// The URL (`url`); optional in each record.
+    pub url: String,
+    /// The crawl date (`date`; C4 calls it `timestamp`); optional in each record.
+    pub date: String,
+}
+
+impl Fields {
+    /// Text from `text`, and the usual `url` and `date` fields.
+    pub fn text(text: &str) -> Fields {
+        Fields {
+            text: text.to_string(),
+            url: "url".into(),
+            date: "date".into(),
+        }
+    }
+}
+
+impl Default for Fields {
+    fn default() -> Fields {
+        Fields::text("text")
+    }
 }
 
 /// A record that could not be read, with the reason.
@@ -39,7 +75,8 @@ pub fn expand_home(path: &Path) -> PathBuf {
 }
 
 /// The files under `inputs` (files as given, folders recursively in name order) that hold
-/// documents: `*.jsonl`, `*.json`, `*.txt`, `*.html`/`*.htm` and `*.warc`, each possibly `.gz`.
+/// documents: `*.jsonl`, `*.json`, `*.txt`, `*.html`/`*.htm` and `*.warc`, each possibly `.gz`
+/// (`.jsonl` also `.zst`), and `*.parquet`.
 pub fn input_files(inputs: &[PathBuf]) -> Result<Vec<PathBuf>> {
     let mut files = Vec::new();
     for input in inputs {
@@ -72,16 +109,36 @@ enum Kind {
     Html,
     /// Web archive records (`.warc`): every HTML response, by its URL.
     Warc,
+    /// A Parquet table, one row per document (`.parquet`; compressed inside).
+    Parquet,
 }
 
-/// The kind of `path` and whether it is gzip-compressed (`.gz`).
-fn kind(path: &Path) -> Option<(Kind, bool)> {
+/// How a file is compressed as a whole.
+#[derive(Clone, Copy, PartialEq)]
+enum Compression {
+    None,
+    /// `.gz` (concatenated members allowed).
+    Gzip,
+    /// `.zst` (JSON Lines only).
+    Zstd,
+}
+
+/// The kind of `path` and how it is compressed.
+fn kind(path: &Path) -> Option<(Kind, Compression)> {
     let name = path.file_name()?.to_string_lossy();
-    let (base, gz) = match name.strip_suffix(".gz") {
-        Some(base) => (base, true),
-        None => (&*name, false),
+    let (base, compression) = if let Some(base) = name.strip_suffix(".gz") {
+        (base, Compression::Gzip)
+    } else if let Some(base) = name.strip_suffix(".zst") {
+        (base, Compression::Zstd)
+    } else {
+        (&*name, Compression::None)
     };
-    let kind = if base.ends_with(".jsonl") {
+    if compression == Compression::Zstd && !base.ends_with(".jsonl") {
+        return None;
+    }
+    let kind = if base.ends_with(".parquet") && compression == Compression::None {
+        Kind::Parquet
+    } else if base.ends_with(".jsonl") {
         Kind::JsonLines
     } else if base.ends_with(".json") {
         Kind::JsonArray
@@ -94,7 +151,19 @@ fn kind(path: &Path) -> Option<(Kind, bool)> {
     } else {
         return None;
     };
-    Some((kind, gz))
+    Some((kind, compression))
+}
+
+/// `path` opened for reading, decompressed.
+fn open(path: &Path, compression: Compression) -> Result<Box<dyn BufRead>> {
+    let file = File::open(path).map_err(|e| Error::io(path, e))?;
+    Ok(match compression {
+        Compression::None => Box::new(BufReader::new(file)),
+        Compression::Gzip => Box::new(BufReader::new(MultiGzDecoder::new(file))),
+        Compression::Zstd => Box::new(BufReader::new(
+            zstd::Decoder::new(file).map_err(|e| Error::io(path, e))?,
+        )),
+    })
 }
 
 /// One JSON record and where it came from.
@@ -107,24 +176,20 @@ pub struct Record {
 }
 
 /// Calls `each` with every record of a JSON file, in file order: `.jsonl` (one object per line)
-/// or `.json` (an array), either possibly `.gz`. A line that is not JSON goes to `bad`.
+/// or `.json` (an array), either possibly `.gz` (`.jsonl` also `.zst`). A line that is not JSON
+/// goes to `bad`.
 pub fn read_records(
     path: &Path,
     bad: &mut Vec<BadRecord>,
     each: &mut dyn FnMut(Record) -> Result<()>,
 ) -> Result<()> {
-    let Some((kind @ (Kind::JsonLines | Kind::JsonArray), gz)) = kind(path) else {
+    let Some((kind @ (Kind::JsonLines | Kind::JsonArray), compression)) = kind(path) else {
         return Err(Error::format(
             path,
-            "not a JSON data file: expected .jsonl, .json (an array), or either with .gz",
+            "not a JSON data file: expected .jsonl, .json (an array), either with .gz, or .jsonl.zst",
         ));
     };
-    let file = File::open(path).map_err(|e| Error::io(path, e))?;
-    let mut reader: Box<dyn BufRead> = if gz {
-        Box::new(BufReader::new(MultiGzDecoder::new(file)))
-    } else {
-        Box::new(BufReader::new(file))
-    };
+    let mut reader = open(path, compression)?;
     if let Kind::JsonArray = kind {
         let mut text = String::new();
         reader
@@ -161,24 +226,20 @@ pub fn read_records(
     Ok(())
 }
 
-/// Calls `each` with every document of `path`, in file order; JSON records take the text from
-/// `field`. Bad records go to `bad`.
+/// Calls `each` with every document of `path`, in file order; records take their text, URL and
+/// date from `fields`. Bad records go to `bad`.
 pub fn read_documents(
     path: &Path,
-    field: &str,
+    fields: &Fields,
     bad: &mut Vec<BadRecord>,
     each: &mut dyn FnMut(Document) -> Result<()>,
 ) -> Result<()> {
     match kind(path) {
-        Some((kind @ (Kind::Text | Kind::Html), gz)) => {
+        Some((kind @ (Kind::Text | Kind::Html), compression)) => {
             let mut bytes = Vec::new();
-            let file = File::open(path).map_err(|e| Error::io(path, e))?;
-            let read = if gz {
-                MultiGzDecoder::new(file).read_to_end(&mut bytes)
-            } else {
-                BufReader::new(file).read_to_end(&mut bytes)
-            };
-            read.map_err(|e| Error::io(path, e))?;
+            open(path, compression)?
+                .read_to_end(&mut bytes)
+                .map_err(|e| Error::io(path, e))?;
             let text = match kind {
                 Kind::Html => crate::extract::decode(&bytes),
                 _ => String::from_utf8(bytes)
@@ -187,35 +248,32 @@ pub fn read_documents(
             each(Document {
                 id: path.display().to_string(),
                 text,
+                ..Document::default()
             })
         }
-        Some((Kind::Warc, gz)) => {
-            let file = File::open(path).map_err(|e| Error::io(path, e))?;
-            let reader: Box<dyn BufRead> = if gz {
-                Box::new(BufReader::new(MultiGzDecoder::new(file)))
-            } else {
-                Box::new(BufReader::new(file))
-            };
-            crate::warc::read_warc(reader, path, bad, each)
+        Some((Kind::Warc, compression)) => {
+            crate::warc::read_warc(open(path, compression)?, path, bad, each)
         }
+        Some((Kind::Parquet, _)) => crate::parquet_file::read_parquet(path, fields, bad, each),
         Some(_) => {
             let mut missing = Vec::new();
-            read_records(path, bad, &mut |record| match record
-                .value
-                .get(field)
-                .and_then(|v| v.as_str())
-            {
-                Some(text) => each(Document {
-                    id: record.at,
-                    text: text.to_string(),
-                }),
-                None => {
-                    let reason = format!("no string field {field:?}");
-                    missing.push(BadRecord {
-                        at: record.at,
-                        reason,
-                    });
-                    Ok(())
+            read_records(path, bad, &mut |record| {
+                let field = |name: &str| record.value.get(name).and_then(|v| v.as_str());
+                match field(&fields.text) {
+                    Some(text) => each(Document {
+                        text: text.to_string(),
+                        url: field(&fields.url).map(String::from),
+                        date: field(&fields.date).map(String::from),
+                        id: record.at,
+                    }),
+                    None => {
+                        let reason = format!("no string field {:?}", fields.text);
+                        missing.push(BadRecord {
+                            at: record.at,
+                            reason,
+                        });
+                        Ok(())
+                    }
                 }
             })?;
             bad.append(&mut missing);
@@ -223,7 +281,8 @@ pub fn read_documents(
         }
         None => Err(Error::format(
             path,
-            "unknown input kind: expected .jsonl, .json, .txt, .html or .warc, each possibly .gz",
+            "unknown input kind: expected .jsonl, .json, .txt, .html or .warc, each possibly .gz, \
+             .jsonl.zst, or .parquet",
         )),
     }
 }
@@ -259,7 +318,7 @@ mod tests {
 
     fn collect(path: &Path) -> (Vec<Document>, Vec<BadRecord>) {
         let (mut docs, mut bad) = (Vec::new(), Vec::new());
-        read_documents(path, "text", &mut bad, &mut |d| {
+        read_documents(path, &Fields::default(), &mut bad, &mut |d| {
             docs.push(d);
             Ok(())
         })

@@ -9,7 +9,7 @@ use herd_tokenizer::Tokenizer;
 use rayon::prelude::*;
 
 use crate::error::{Error, Result};
-use crate::reader::{read_documents, split_lines, BadRecord, Document};
+use crate::reader::{read_documents, split_lines, BadRecord, Document, Fields};
 use crate::shard::ShardWriter;
 
 /// Documents tokenized together (in parallel) before they are written.
@@ -87,7 +87,7 @@ pub fn tokenize_files(
     };
     let mut bad = Vec::new();
     for file in files {
-        read_documents(file, options.field, &mut bad, &mut |doc| {
+        read_documents(file, &Fields::text(options.field), &mut bad, &mut |doc| {
             bytes += doc.text.len() as u64;
             let pieces = match options.split_chars {
                 Some(n) => split_lines(&doc.text, n),
@@ -97,6 +97,7 @@ pub fn tokenize_files(
                 batch.push(Document {
                     id: format!("{}#{i}", doc.id),
                     text: piece.to_string(),
+                    ..Document::default()
                 });
                 if batch.len() == BATCH {
                     flush(&mut batch, &mut summary, bytes)?;

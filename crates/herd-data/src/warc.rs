@@ -1,6 +1,6 @@
 //! WARC files (ISO 28500; what Common Crawl publishes), plain or as concatenated gzip members:
 //! each `response` record whose HTTP payload is HTML becomes a document — its id the
-//! `WARC-Target-URI`, its text the page's markup decoded from its declared encoding (the
+//! `WARC-Target-URI` (also its URL; `WARC-Date` its date), its text the page's markup decoded from its declared encoding (the
 //! `extract` stage turns it into main text). A chunked transfer encoding is undone. `request`,
 //! `metadata`, `warcinfo` and `revisit` records (a revisit has no payload) and non-HTML responses
 //! are skipped silently; a malformed record (bad header, short body, bad chunking) is reported
@@ -134,8 +134,10 @@ pub fn read_warc(
         let url = header(&head, "WARC-Target-URI").unwrap_or("").to_string();
         match html_payload(&block) {
             Ok(Some(html)) => each(Document {
-                id: url,
+                id: url.clone(),
                 text: crate::extract::decode(&html),
+                url: Some(url),
+                date: header(&head, "WARC-Date").map(String::from),
             })?,
             Ok(None) => {}
             Err(reason) => bad.push(BadRecord { at: at(), reason }),

@@ -107,3 +107,55 @@ fn stages_remove_duplicates_and_boilerplate_and_redact_pii() {
     let s1 = run(&p, &RunOptions { tasks: 2, rank: 1 }, &mut |_| {}).unwrap();
     assert_eq!((s1.files, read_docs(&root.join("out2/docs")).len()), (1, 5));
 }
+
+#[test]
+fn url_dedup_keeps_the_newest_page_and_token_kl_removes_the_outlier() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path();
+    std::fs::create_dir(root.join("in")).unwrap();
+    let prose = |i: usize| {
+        format!(
+            "the river ran past the old mill and the town slept in the valley while the rain \
+             fell on the roofs of the houses and the people of the town {i} waited for the spring"
+        )
+    };
+    let mut records: Vec<Value> = (0..20)
+        .map(|i| json!({"text": prose(i), "url": format!("https://x.example/{i}"), "timestamp": "2020-01-01T00:00:00Z"}))
+        .collect();
+    // Page 0 crawled again later with other text: only the later copy stays.
+    records.push(json!({"text": prose(100), "url": "https://x.example/0", "timestamp": "2021-06-01T00:00:00Z"}));
+    // A page of tokens the corpus never uses.
+    let odd: String = (0..40).map(|i| format!("zq{i}k ")).collect();
+    records.push(
+        json!({"text": odd, "url": "https://odd.example/", "timestamp": "2020-01-01T00:00:00Z"}),
+    );
+    let lines: String = records.iter().map(|r| r.to_string() + "\n").collect();
+    std::fs::write(root.join("in/c4.jsonl"), lines).unwrap();
+    let file = root.join("p.toml");
+    std::fs::write(
+        &file,
+        format!(
+            "[input]\npaths = [{:?}]\ndate_field = \"timestamp\"\n[output]\ndir = {:?}\n\
+             [[stages]]\nkind = \"url_dedup\"\n[[stages]]\nkind = \"token_kl\"\nmin_words = 20\n",
+            root.join("in"),
+            root.join("out")
+        ),
+    )
+    .unwrap();
+    let p = Pipeline::load(&file, Path::new("unused.ftz")).unwrap();
+    let summary = run(&p, &RunOptions { tasks: 1, rank: 0 }, &mut |_| {}).unwrap();
+    let removed = |phase: usize, reason: &str| summary.phases[phase].1.removed.get(reason).copied();
+    assert_eq!(removed(1, "url_dedup"), Some(1));
+    assert_eq!(removed(2, "token_kl"), Some(1));
+    let docs = read_docs(&root.join("out/docs"));
+    assert_eq!(docs.len(), 20);
+    let page0: Vec<&Value> = docs
+        .iter()
+        .filter(|d| d["url"] == "https://x.example/0")
+        .collect();
+    assert_eq!(page0.len(), 1);
+    assert_eq!(page0[0]["date"], "2021-06-01T00:00:00Z");
+    assert!(page0[0]["text"].as_str().unwrap().contains("town 100"));
+    assert!(docs.iter().all(|d| d["token_kl"].as_f64().is_some()));
+    assert!(docs.iter().all(|d| d["url"] != "https://odd.example/"));
+}

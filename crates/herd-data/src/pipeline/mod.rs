@@ -3,12 +3,17 @@
 //!
 //! ```toml
 //! [input]
-//! paths = ["crawl/"]          # .warc/.html/.jsonl/.json/.txt, each possibly .gz; folders recursively; ~/ is home
-//! text_field = "text"
+//! paths = ["crawl/"]          # .warc/.html/.jsonl/.json/.txt (each possibly .gz), .jsonl.zst, .parquet;
+//!                             # folders recursively; ~/ is home
+//! text_field = "text"         # record fields: the text, and the optional URL and crawl date
+//! url_field = "url"
+//! date_field = "date"         # ISO 8601 text (C4: "timestamp"); WARC records use WARC-Date
 //! [output]
 //! dir = "data/curated"
 //! [[stages]]
 //! kind = "url_filter"         # domains = ["ut1/adult/domains", …] (plain or .gz)
+//! [[stages]]
+//! kind = "url_dedup"          # one document per URL: the newest (then the first read)
 //! [[stages]]
 //! kind = "extract"            # HTML → main text (for .warc/.html inputs or an HTML field)
 //! [[stages]]
@@ -35,17 +40,17 @@ use std::path::{Path, PathBuf};
 use serde::Deserialize;
 
 pub use run::{run, Counts, Progress, RunOptions, Summary};
-pub use stage::{DedupStage, Doc, DocStage, Stage};
+pub use stage::{CorpusStage, Doc, DocStage, Stage};
 
 use crate::error::{Error, Result};
-use crate::reader::expand_home;
+use crate::reader::{expand_home, Fields};
 
 /// A pipeline read from its file.
 pub struct Pipeline {
     /// Input files and folders.
     pub inputs: Vec<PathBuf>,
-    /// JSON field holding the text.
-    pub text_field: String,
+    /// Record fields holding the text, URL and date.
+    pub fields: Fields,
     /// Output folder: `docs/` (the kept documents), `counts/` and the summary.
     pub out: PathBuf,
     /// The stages with their kind names, in order.
@@ -67,10 +72,22 @@ struct InputSection {
     paths: Vec<PathBuf>,
     #[serde(default = "text_field")]
     text_field: String,
+    #[serde(default = "url_field")]
+    url_field: String,
+    #[serde(default = "date_field")]
+    date_field: String,
 }
 
 fn text_field() -> String {
-    "text".into()
+    Fields::default().text
+}
+
+fn url_field() -> String {
+    Fields::default().url
+}
+
+fn date_field() -> String {
+    Fields::default().date
 }
 
 #[derive(Deserialize)]
@@ -99,7 +116,11 @@ impl Pipeline {
         }
         Ok(Pipeline {
             inputs: file.input.paths.iter().map(|p| expand_home(p)).collect(),
-            text_field: file.input.text_field,
+            fields: Fields {
+                text: file.input.text_field,
+                url: file.input.url_field,
+                date: file.input.date_field,
+            },
             out: expand_home(&file.output.dir),
             stages,
         })

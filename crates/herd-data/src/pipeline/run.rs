@@ -1,6 +1,7 @@
-//! Running a pipeline for one task: phases of streamed document stages, each de-duplication
-//! stage first reading everything the previous phase kept (pass 1: hashes, signatures or line
-//! counts), then deciding document by document as the next phase streams (pass 2).
+//! Running a pipeline for one task: phases of streamed document stages, each corpus stage
+//! (de-duplication, token divergence) first reading everything the previous phase kept (pass 1:
+//! URLs and dates, hashes, signatures, line or token counts), then deciding document by
+//! document as the next phase streams (pass 2).
 //!
 //! ```text
 //! OUT/docs/RRRRR-FFFFF.jsonl.gz     kept documents of input file F of task R: {"id", "text", meta…}
@@ -20,14 +21,16 @@ use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
-use super::stage::{DedupStage, Doc, DocStage, Stage};
+use super::stage::{CorpusStage, Doc, DocStage, Stage};
 use super::Pipeline;
 use crate::error::{Error, Result};
 use crate::filters::Verdict;
 use crate::line_dedup::LineCounts;
 use crate::minhash::keep_first_of_clusters;
-use crate::reader::{input_files, read_documents, BadRecord};
+use crate::reader::{input_files, read_documents, BadRecord, Fields};
 use crate::seeded::fnv1a64;
+use crate::token_kl::{outlier_threshold, TokenDistribution};
+use crate::url_dedup::NewestByUrl;
 
 /// Documents processed together (in parallel) and held in memory at once.
 const CHUNK: usize = 4096;
@@ -104,25 +107,28 @@ pub struct Summary {
     pub seconds: f64,
 }
 
-/// A phase: an optional de-duplication stage, then document stages.
+/// A phase: an optional corpus stage, then document stages.
 struct Phase<'p> {
-    dedup: Option<(&'p str, &'p DedupStage)>,
+    corpus: Option<(&'p str, &'p CorpusStage)>,
     docs: Vec<(&'p str, &'p DocStage)>,
 }
 
 fn phases(pipeline: &Pipeline) -> Vec<Phase<'_>> {
     let mut out = vec![Phase {
-        dedup: None,
+        corpus: None,
         docs: Vec::new(),
     }];
     for (name, stage) in &pipeline.stages {
         match stage {
             Stage::Doc(s) => out.last_mut().expect("one phase").docs.push((name, s)),
-            Stage::Dedup(s) => out.push(Phase {
-                dedup: Some((name, s)),
+            Stage::Corpus(s) => out.push(Phase {
+                corpus: Some((name, s)),
                 docs: Vec::new(),
             }),
         }
+    }
+    if out.len() > 1 && out[0].docs.is_empty() {
+        out.remove(0); // a corpus stage first reads the input files itself
     }
     out
 }
@@ -174,9 +180,9 @@ pub fn run(
             })
             .collect();
         let done = |f: usize| counts_path(&dir, &name_of(f)).is_file();
-        let (decide, offsets) = match phase.dedup {
+        let (decide, offsets) = match phase.corpus {
             Some((_, stage)) if !(0..files.len()).all(done) => {
-                first_pass(stage, &inputs, &pipeline.text_field)?
+                first_pass(stage, &inputs, &pipeline.fields)?
             }
             _ => (Decisions::None, vec![0; files.len()]),
         };
@@ -194,7 +200,7 @@ pub fn run(
                     let mut index = offsets[f];
                     let c = process_file(
                         &inputs[f],
-                        &pipeline.text_field,
+                        &pipeline.fields,
                         phase,
                         &decide,
                         &mut index,
@@ -216,7 +222,7 @@ pub fn run(
             .collect();
         results.into_iter().collect::<Result<()>>()?;
         let total = total.into_inner().expect("counts lock").0;
-        let mut names: Vec<String> = phase.dedup.iter().map(|(n, _)| n.to_string()).collect();
+        let mut names: Vec<String> = phase.corpus.iter().map(|(n, _)| n.to_string()).collect();
         names.extend(phase.docs.iter().map(|(n, _)| n.to_string()));
         summary.phases.push((names, total));
     }
@@ -261,7 +267,7 @@ enum Input {
 /// Calls `each` with chunks of the documents of `input`, in order; bad records are counted.
 fn read_chunks(
     input: &Input,
-    field: &str,
+    fields: &Fields,
     counts: &mut Counts,
     each: &mut dyn FnMut(Vec<Doc>) -> Result<()>,
 ) -> Result<()> {
@@ -270,9 +276,14 @@ fn read_chunks(
         Input::Raw(path) => {
             let mut bad: Vec<BadRecord> = Vec::new();
             let source = path.display().to_string();
-            read_documents(path, field, &mut bad, &mut |d| {
+            read_documents(path, fields, &mut bad, &mut |d| {
                 let mut meta = Map::new();
                 meta.insert("source".into(), Value::String(source.clone()));
+                for (key, value) in [("url", d.url), ("date", d.date)] {
+                    if let Some(value) = value {
+                        meta.insert(key.into(), Value::String(value));
+                    }
+                }
                 chunk.push(Doc {
                     id: d.id,
                     text: d.text,
@@ -328,7 +339,7 @@ fn read_chunks(
     Ok(())
 }
 
-/// What a de-duplication stage decided in its first pass.
+/// What a corpus stage decided in its first pass.
 enum Decisions {
     /// Nothing to decide.
     None,
@@ -336,51 +347,87 @@ enum Decisions {
     Keep(Vec<bool>),
     /// Line counts to strip documents with.
     Lines(LineCounts, u32),
+    /// Per document its token divergence (NaN: not judged), and the outlier threshold.
+    Divergence(Vec<f32>, f64),
 }
 
-/// Pass 1 of a de-duplication stage over all of the previous phase's documents: its decisions,
-/// and the index of each file's first document.
-fn first_pass(stage: &DedupStage, inputs: &[Input], field: &str) -> Result<(Decisions, Vec<u64>)> {
+/// Pass 1 of a corpus stage over all of the previous phase's documents: its decisions, and the
+/// index of each file's first document.
+fn first_pass(
+    stage: &CorpusStage,
+    inputs: &[Input],
+    fields: &Fields,
+) -> Result<(Decisions, Vec<u64>)> {
     let mut offsets = Vec::with_capacity(inputs.len());
     let mut n = 0u64;
     let (mut seen, mut keep, mut keys) = (HashSet::new(), Vec::new(), Vec::new());
     let mut lines = LineCounts::default();
+    let mut newest = NewestByUrl::default();
+    let mut tokens = TokenDistribution::default();
     let mut ignored = Counts::default();
     for input in inputs {
         offsets.push(n);
-        read_chunks(input, field, &mut ignored, &mut |docs| {
+        read_chunks(input, fields, &mut ignored, &mut |docs| {
             n += docs.len() as u64;
             match stage {
-                DedupStage::Exact => {
+                CorpusStage::Url => docs
+                    .iter()
+                    .for_each(|d| newest.add(d.meta_str("url"), d.meta_str("date"))),
+                CorpusStage::Exact => {
                     let hashes: Vec<u64> = docs
                         .par_iter()
                         .map(|d| fnv1a64(d.text.as_bytes()))
                         .collect();
                     keep.extend(hashes.into_iter().map(|h| seen.insert(h)));
                 }
-                DedupStage::MinHash(hasher) => keys.par_extend(
+                CorpusStage::MinHash(hasher) => keys.par_extend(
                     docs.par_iter()
                         .map(|d| hasher.band_keys(&hasher.signature(&d.text))),
                 ),
-                DedupStage::Lines { .. } => docs.iter().for_each(|d| lines.add(&d.text)),
+                CorpusStage::Lines { .. } => docs.iter().for_each(|d| lines.add(&d.text)),
+                CorpusStage::TokenKl(_) => docs.iter().for_each(|d| tokens.add(&d.text)),
             }
             Ok(())
         })?;
     }
     let decisions = match stage {
-        DedupStage::Exact => Decisions::Keep(keep),
-        DedupStage::MinHash(_) => Decisions::Keep(keep_first_of_clusters(&keys)),
-        DedupStage::Lines { max_occurrences } => Decisions::Lines(lines, *max_occurrences),
+        CorpusStage::Url => Decisions::Keep(newest.into_decisions()),
+        CorpusStage::Exact => Decisions::Keep(keep),
+        CorpusStage::MinHash(_) => Decisions::Keep(keep_first_of_clusters(&keys)),
+        CorpusStage::Lines { max_occurrences } => Decisions::Lines(lines, *max_occurrences),
+        CorpusStage::TokenKl(config) => {
+            // A second read: each document's divergence from the counts just made.
+            let mut kls = Vec::with_capacity(n as usize);
+            for input in inputs {
+                read_chunks(input, fields, &mut ignored, &mut |docs| {
+                    kls.par_extend(docs.par_iter().map(|d| {
+                        tokens
+                            .kl(&d.text, config.min_words)
+                            .map_or(f32::NAN, |k| k as f32)
+                    }));
+                    Ok(())
+                })?;
+            }
+            let threshold = config.max_kl.unwrap_or_else(|| {
+                let judged: Vec<f64> = kls
+                    .iter()
+                    .filter(|k| !k.is_nan())
+                    .map(|&k| k as f64)
+                    .collect();
+                outlier_threshold(&judged, config.mads)
+            });
+            Decisions::Divergence(kls, threshold)
+        }
     };
     Ok((decisions, offsets))
 }
 
-/// One document through the phase: the de-duplication decision, then the document stages.
+/// One document through the phase: the corpus stage's decision, then the document stages.
 fn process(doc: &mut Doc, index: u64, phase: &Phase, decide: &Decisions) -> (Verdict, u64) {
     let mut lines = 0;
     let verdict = match decide {
         Decisions::Keep(keep) if !keep[index as usize] => {
-            Verdict::Drop(phase.dedup.map_or("dedup", |(_, s)| s.reason()))
+            Verdict::Drop(phase.corpus.map_or("dedup", |(_, s)| s.reason()))
         }
         Decisions::Lines(counts, max) => {
             let (text, removed) = counts.strip(&doc.text, *max);
@@ -390,6 +437,19 @@ fn process(doc: &mut Doc, index: u64, phase: &Phase, decide: &Decisions) -> (Ver
                 Verdict::Drop("line_dedup_empty")
             } else {
                 Verdict::Keep
+            }
+        }
+        Decisions::Divergence(kls, threshold) => {
+            let kl = kls[index as usize];
+            if kl.is_nan() {
+                Verdict::Keep
+            } else {
+                doc.meta.insert("token_kl".into(), serde_json::json!(kl));
+                if kl as f64 > *threshold {
+                    Verdict::Drop("token_kl")
+                } else {
+                    Verdict::Keep
+                }
             }
         }
         _ => Verdict::Keep,
@@ -409,7 +469,7 @@ fn process(doc: &mut Doc, index: u64, phase: &Phase, decide: &Decisions) -> (Ver
 /// Pass 2 for one file: reads, decides, writes the kept documents to `out` (atomically).
 fn process_file(
     input: &Input,
-    field: &str,
+    fields: &Fields,
     phase: &Phase,
     decide: &Decisions,
     index: &mut u64,
@@ -455,7 +515,7 @@ fn process_file(
         Ok(())
     };
     let mut read_counts = Counts::default();
-    read_chunks(input, field, &mut read_counts, &mut |docs| {
+    read_chunks(input, fields, &mut read_counts, &mut |docs| {
         sink(docs, &mut counts)
     })?;
     counts.bad_records = read_counts.bad_records;

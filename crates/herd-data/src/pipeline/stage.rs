@@ -1,6 +1,6 @@
 //! The stages a pipeline file names (`[[stages]] kind = "…"`), built from their TOML tables.
-//! A document stage looks at one document at a time; a de-duplication stage needs the whole
-//! task's documents (it runs as its own pass, see [`super::run`]).
+//! A document stage looks at one document at a time; a corpus stage (de-duplication, token
+//! divergence) needs the whole task's documents (it runs as its own pass, see [`super::run`]).
 
 use std::path::{Path, PathBuf};
 
@@ -15,6 +15,7 @@ use crate::filters::Verdict;
 use crate::langid::LanguageId;
 use crate::minhash::{MinHashConfig, MinHasher};
 use crate::pii::Pii;
+use crate::token_kl::TokenKlConfig;
 use crate::url_filter::UrlFilter;
 
 /// A document moving through the pipeline.
@@ -24,13 +25,22 @@ pub struct Doc {
     pub id: String,
     /// Its text.
     pub text: String,
-    /// What the stages found (language, PII counts …), written beside the text.
+    /// What the reader and the stages found (source, url, date, language, PII counts …),
+    /// written beside the text.
     pub meta: Map<String, Value>,
+}
+
+impl Doc {
+    /// A metadata field that is text (`url`, `date`).
+    pub fn meta_str(&self, key: &str) -> Option<&str> {
+        self.meta.get(key).and_then(Value::as_str)
+    }
 }
 
 /// A stage that decides on one document at a time.
 pub enum DocStage {
-    /// Documents whose URL (their id, for WARC records) is on a domain block list.
+    /// Documents whose URL (the `url` field; else the id, when it is a URL) is on a domain
+    /// block list.
     UrlFilter(UrlFilter),
     /// HTML → main text ([`crate::extract`]); pages without main text are removed.
     Extract,
@@ -66,7 +76,9 @@ pub enum DocStage {
 }
 
 /// A stage over all of a task's documents.
-pub enum DedupStage {
+pub enum CorpusStage {
+    /// One document per URL, the newest ([`crate::url_dedup`]).
+    Url,
     /// Documents whose text repeats an earlier one's exactly.
     Exact,
     /// Near-duplicates by MinHash LSH.
@@ -76,15 +88,19 @@ pub enum DedupStage {
         /// Occurrences allowed.
         max_occurrences: u32,
     },
+    /// Documents whose token distribution diverges from the task's ([`crate::token_kl`]).
+    TokenKl(TokenKlConfig),
 }
 
-impl DedupStage {
+impl CorpusStage {
     /// The reason its removals are counted under.
     pub fn reason(&self) -> &'static str {
         match self {
-            DedupStage::Exact => "exact_dedup",
-            DedupStage::MinHash(_) => "minhash",
-            DedupStage::Lines { .. } => "line_dedup_empty",
+            CorpusStage::Url => "url_dedup",
+            CorpusStage::Exact => "exact_dedup",
+            CorpusStage::MinHash(_) => "minhash",
+            CorpusStage::Lines { .. } => "line_dedup_empty",
+            CorpusStage::TokenKl(_) => "token_kl",
         }
     }
 }
@@ -94,14 +110,14 @@ pub enum Stage {
     /// Per document.
     Doc(DocStage),
     /// Over the whole task.
-    Dedup(DedupStage),
+    Corpus(CorpusStage),
 }
 
 impl DocStage {
     /// Applies the stage to `doc`.
     pub fn apply(&self, doc: &mut Doc) -> Verdict {
         match self {
-            DocStage::UrlFilter(f) => f.check(&doc.id),
+            DocStage::UrlFilter(f) => f.check(doc.meta_str("url").unwrap_or(&doc.id)),
             DocStage::Extract => {
                 doc.text = crate::extract::extract_str(&doc.text);
                 if doc.text.trim().is_empty() {
@@ -237,24 +253,27 @@ impl Stage {
                 };
                 Stage::Doc(DocStage::DirtyWords(words))
             }
-            "exact_dedup" => Stage::Dedup(DedupStage::Exact),
+            "url_dedup" => Stage::Corpus(CorpusStage::Url),
+            "exact_dedup" => Stage::Corpus(CorpusStage::Exact),
             "minhash" => {
                 let config: MinHashConfig = fields(table.clone(), &kind)?;
-                Stage::Dedup(DedupStage::MinHash(MinHasher::new(config)))
+                Stage::Corpus(CorpusStage::MinHash(MinHasher::new(config)))
             }
-            "line_dedup" => Stage::Dedup(DedupStage::Lines {
+            "line_dedup" => Stage::Corpus(CorpusStage::Lines {
                 max_occurrences: take(&mut table, "max_occurrences", 6u32)?,
             }),
+            "token_kl" => Stage::Corpus(CorpusStage::TokenKl(fields(table.clone(), &kind)?)),
             other => {
                 return Err(format!(
-                "unknown stage kind {other:?}: url_filter, extract, gutenberg, pii, langid, quality, gopher_quality, \
-                     gopher_repetition, dirty_words, exact_dedup, minhash, line_dedup"
+                "unknown stage kind {other:?}: url_filter, extract, gutenberg, pii, langid, quality, \
+                     gopher_quality, gopher_repetition, dirty_words, url_dedup, exact_dedup, minhash, \
+                     line_dedup, token_kl"
             ))
             }
         };
         let consumed = matches!(
             kind.as_str(),
-            "gopher_quality" | "gopher_repetition" | "minhash"
+            "gopher_quality" | "gopher_repetition" | "minhash" | "token_kl"
         );
         if !consumed {
             if let Some(key) = table.keys().next() {

@@ -14,9 +14,10 @@ pub enum Command {
     /// Tokenize documents (.txt files, .jsonl/.jsonl.gz records, or folders of them) into token
     /// shards: `<|begin_of_text|> text <|end_of_text|>` per document, in input order.
     Tokenize(TokenizeArgs),
-    /// Run a curation pipeline (TOML): language id, Gopher quality and repetition filters,
-    /// dirty words, PII redaction, exact/MinHash/line de-duplication; resumable, shardable
-    /// with --tasks/--rank.
+    /// Run a curation pipeline (TOML) over WARC, HTML, JSONL (.gz/.zst), JSON, Parquet or text:
+    /// URL block lists, main-text extraction, language id, Gopher quality and repetition
+    /// filters, dirty words, PII redaction, URL/exact/MinHash/line de-duplication, token-KL
+    /// outliers, a quality classifier; resumable, shardable with --tasks/--rank.
     Run(super::curate::Args),
     /// What a curation run removed (by stage and reason) and what it kept (length, language,
     /// quality), as a table and a PNG.

@@ -4,7 +4,7 @@
 use std::path::PathBuf;
 
 use anyhow::{Context, Result};
-use herd_data::reader::{input_files, read_documents};
+use herd_data::reader::{input_files, read_documents, Fields};
 use herd_tokenizer::train::{ranks_file_text, train_ranks};
 
 /// `herd tokenizer` subcommands.
@@ -42,7 +42,7 @@ pub fn run(command: Command) -> Result<()> {
     let mut texts = Vec::new();
     let mut bad = Vec::new();
     for file in &files {
-        read_documents(file, &args.field, &mut bad, &mut |doc| {
+        read_documents(file, &Fields::text(&args.field), &mut bad, &mut |doc| {
             texts.push(doc.text);
             Ok(())
         })?;
