@@ -8,8 +8,11 @@
 //! - top n-gram (n = 2, 3, 4): characters of the most frequent n-gram times its count;
 //! - duplicated n-grams (n = 5 … 10): characters of the words in n-grams that repeat an
 //!   earlier n-gram (each word counted once).
+//!
+//! N-grams are keyed by 64-bit hashes combined from their words' hashes (each word hashed once)
+//! in FxHash sets: hashing every window's strings made this the slowest stage of a web pipeline.
 
-use std::collections::{HashMap, HashSet};
+use rustc_hash::{FxHashMap, FxHashSet};
 
 use serde::{Deserialize, Serialize};
 
@@ -55,7 +58,7 @@ impl Default for GopherRepetition {
 
 /// (elements that repeat an earlier one, their characters).
 fn duplicates<'a>(items: impl Iterator<Item = &'a str>) -> (usize, usize) {
-    let mut seen = HashSet::new();
+    let mut seen = FxHashSet::default();
     let (mut n, mut chars) = (0, 0);
     for item in items {
         if !seen.insert(item) {
@@ -81,31 +84,64 @@ fn repeated(
     (chars as f64 / length > max_chars).then_some(Verdict::Drop(chars_reason))
 }
 
-/// Characters of the most frequent `n`-gram times its count.
-fn top_ngram_chars(words: &[&str], n: usize) -> usize {
-    let mut counts: HashMap<&[&str], usize> = HashMap::new();
-    for gram in words.windows(n) {
-        *counts.entry(gram).or_default() += 1;
+/// The words of a text and a 64-bit hash of each: n-grams are keyed by combining their words'
+/// hashes, so each window costs n multiplications instead of hashing n strings.
+struct Words<'a> {
+    words: Vec<&'a str>,
+    hashes: Vec<u64>,
+}
+
+impl<'a> Words<'a> {
+    fn new(text: &'a str) -> Words<'a> {
+        let words = words(text);
+        let hashes = words
+            .iter()
+            .map(|w| crate::seeded::fnv1a64(w.as_bytes()))
+            .collect();
+        Words { words, hashes }
     }
+
+    /// The key of the `n`-gram starting at word `i`.
+    fn gram(&self, i: usize, n: usize) -> u64 {
+        self.hashes[i..i + n].iter().fold(0u64, |key, &h| {
+            (key.rotate_left(5) ^ h).wrapping_mul(0x517c_c1b7_2722_0a95)
+        })
+    }
+
+    /// Positions where an `n`-gram starts.
+    fn starts(&self, n: usize) -> std::ops::Range<usize> {
+        0..(self.words.len() + 1).saturating_sub(n)
+    }
+}
+
+/// Characters of the most frequent `n`-gram times its count (ties: the smallest n-gram in
+/// text order).
+fn top_ngram_chars(words: &Words, n: usize) -> usize {
+    let mut counts: FxHashMap<u64, (usize, usize)> = FxHashMap::default();
+    for i in words.starts(n) {
+        counts.entry(words.gram(i, n)).or_insert((0, i)).0 += 1;
+    }
+    let gram = |first: usize| &words.words[first..first + n];
     counts
-        .iter()
-        .max_by_key(|(gram, &count)| (count, std::cmp::Reverse(*gram)))
-        .filter(|(_, &count)| count > 1)
-        .map_or(0, |(gram, count)| {
-            gram.iter().map(|w| w.chars().count()).sum::<usize>() * count
+        .values()
+        .max_by_key(|&&(count, first)| (count, std::cmp::Reverse(gram(first))))
+        .filter(|(count, _)| *count > 1)
+        .map_or(0, |&(count, first)| {
+            gram(first).iter().map(|w| w.chars().count()).sum::<usize>() * count
         })
 }
 
 /// Characters of the words inside `n`-grams that repeat an earlier one (each word once).
-fn duplicate_ngram_chars(words: &[&str], n: usize) -> usize {
-    let mut seen = HashSet::new();
-    let mut counted = vec![false; words.len()];
-    for (i, gram) in words.windows(n).enumerate() {
-        if !seen.insert(gram) {
+fn duplicate_ngram_chars(words: &Words, n: usize) -> usize {
+    let mut seen = FxHashSet::default();
+    let mut counted = vec![false; words.words.len()];
+    for i in words.starts(n) {
+        if !seen.insert(words.gram(i, n)) {
             counted[i..i + n].iter_mut().for_each(|c| *c = true);
         }
     }
     words
+        .words
         .iter()
         .zip(&counted)
         .filter(|(_, &c)| c)
@@ -146,7 +182,7 @@ impl GopherRepetition {
         ) {
             return v;
         }
-        let words = words(text);
+        let words = Words::new(text);
         for &(n, max) in &self.max_top_ngram_chars {
             if top_ngram_chars(&words, n) as f64 / length > max {
                 return Verdict::Drop("repetition_top_ngram");
@@ -168,12 +204,12 @@ mod tests {
     #[test]
     fn counts_follow_the_definitions() {
         assert_eq!(duplicates(["a", "bb", "a", "bb", "a"].into_iter()), (3, 4));
-        let w = words("a b a b a b c");
+        let w = Words::new("a b a b a b c");
         // "a b" occurs 3 times: 2 chars × 3.
         assert_eq!(top_ngram_chars(&w, 2), 6);
         // 5-grams: "a b a b a" then "b a b a b", then "a b a b c": none repeats.
         assert_eq!(duplicate_ngram_chars(&w, 5), 0);
-        let w = words("x y z w v x y z w v q");
+        let w = Words::new("x y z w v x y z w v q");
         // The second "x y z w v" repeats the first: its 5 words count.
         assert_eq!(duplicate_ngram_chars(&w, 5), 5);
     }

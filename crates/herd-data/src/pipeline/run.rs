@@ -32,8 +32,10 @@ use crate::seeded::fnv1a64;
 use crate::token_kl::{outlier_threshold, TokenDistribution};
 use crate::url_dedup::NewestByUrl;
 
-/// Documents processed together (in parallel) and held in memory at once.
+/// Documents processed together (in parallel) and held in memory at once: up to this many …
 const CHUNK: usize = 4096;
+/// … or this many bytes of text (web pages run to hundreds of kilobytes each).
+const CHUNK_BYTES: usize = 4 << 20;
 
 /// Which task to run.
 #[derive(Debug, Clone)]
@@ -272,6 +274,15 @@ fn read_chunks(
     each: &mut dyn FnMut(Vec<Doc>) -> Result<()>,
 ) -> Result<()> {
     let mut chunk = Vec::with_capacity(CHUNK);
+    let mut bytes = 0;
+    let full = |chunk: &Vec<Doc>, bytes: &mut usize| {
+        *bytes += chunk.last().map_or(0, |d| d.text.len());
+        let full = chunk.len() == CHUNK || *bytes >= CHUNK_BYTES;
+        if full {
+            *bytes = 0;
+        }
+        full
+    };
     match input {
         Input::Raw(path) => {
             let mut bad: Vec<BadRecord> = Vec::new();
@@ -289,7 +300,7 @@ fn read_chunks(
                     text: d.text,
                     meta,
                 });
-                if chunk.len() == CHUNK {
+                if full(&chunk, &mut bytes) {
                     each(std::mem::take(&mut chunk))?;
                 }
                 Ok(())
@@ -327,7 +338,7 @@ fn read_chunks(
                     text,
                     meta: record,
                 });
-                if chunk.len() == CHUNK {
+                if full(&chunk, &mut bytes) {
                     each(std::mem::take(&mut chunk))?;
                 }
             }
