@@ -17,12 +17,13 @@
 //! markdown. No rule names a site.
 
 use ego_tree::NodeRef;
-use scraper::{Html, Node};
+use html5ever::tendril::TendrilSink;
+use scraper::{Html, HtmlTreeSink, Node};
 use std::collections::HashMap;
 
 /// Tags whose subtrees never hold main text.
-const SKIPPED: [&str; 21] = [
-    "script", "style", "noscript", "template", "svg", "canvas", "iframe", "object", "embed",
+const SKIPPED: [&str; 20] = [
+    "script", "style", "template", "svg", "canvas", "iframe", "object", "embed",
     "form", "button", "select", "option", "input", "textarea", "label", "nav", "aside", "footer",
     "head", "dialog",
 ];
@@ -122,6 +123,13 @@ struct Block {
     preformatted: bool,
 }
 
+/// Where the walk is.
+#[derive(Debug, Clone, Copy, Default)]
+struct Context {
+    in_link: bool,
+    in_article: bool,
+}
+
 /// The class names and id of an element, lower case, each split at `-` and `_` — leaving out
 /// state and modifier names (`is-open`, `has-ads`, `js-…`, BEM `block--modifier`), which say
 /// what an element has rather than what it is.
@@ -154,7 +162,30 @@ fn names_match(names: &[Vec<String>], words: &[&str]) -> bool {
     })
 }
 
-fn is_skipped(el: &scraper::node::Element, in_article: bool) -> bool {
+/// Parts of class or id names that mark boilerplate wherever they occur in the name
+/// (`jp-relatedposts`, `sharedaddy`, `kommentarModul`).
+const BOILERPLATE_STEMS: [&str; 8] = [
+    "related", "share", "sharing", "social", "comment", "kommentar", "breadcrumb", "newsletter",
+];
+
+/// Whether a name holds a boilerplate stem while no other name of the element is a content
+/// name (first or last part a content word, no stem).
+fn boilerplate_names(names: &[Vec<String>]) -> bool {
+    let stem = |parts: &Vec<String>| {
+        parts
+            .iter()
+            .any(|p| BOILERPLATE_STEMS.iter().any(|s| p.contains(s)))
+    };
+    let content = |parts: &Vec<String>| {
+        !stem(parts) && names_match(std::slice::from_ref(parts), &CONTENT[..CONTENT.len() - 3])
+    };
+    names.iter().any(stem) && !names.iter().any(content)
+}
+
+/// Whether `el` is boilerplate by its tag or attributes (hidden, or a boilerplate class or id).
+/// A boilerplate class or id does not hold when the element has `MAIN_SHARE` of the page's
+/// text outside links: themes wrap the article in `sidebar-wrapper` or `for_sidebar` too.
+fn is_skipped(el: &scraper::node::Element, in_article: bool, text_share: f64) -> bool {
     let name = el.name();
     if SKIPPED.contains(&name) || (name == "header" && !in_article) {
         return true;
@@ -174,13 +205,50 @@ fn is_skipped(el: &scraper::node::Element, in_article: bool) -> bool {
         return false;
     }
     let names = name_parts(el);
-    names_match(&names, &BOILERPLATE) && !names_match(&names, &CONTENT[..CONTENT.len() - 3])
+    names_match(&names, &BOILERPLATE)
+        && !names_match(&names, &CONTENT[..CONTENT.len() - 3])
+        && (text_share < MAIN_SHARE || names_match(&names, &ALWAYS_BOILERPLATE))
+        || boilerplate_names(&names) && text_share < MAIN_SHARE
+}
+
+/// Share of the page's text from which a boilerplate class or id is not believed.
+const MAIN_SHARE: f64 = 0.4;
+
+/// Class or id words believed whatever the element holds (comment threads are long).
+const ALWAYS_BOILERPLATE: [&str; 5] = ["comment", "comments", "disqus", "cookie", "consent"];
+
+/// Characters of text outside links in every element's subtree (skipped tags left out).
+fn text_outside_links(
+    node: NodeRef<Node>,
+    in_link: bool,
+    sizes: &mut HashMap<ego_tree::NodeId, usize>,
+) -> usize {
+    match node.value() {
+        Node::Text(t) if !in_link => t.chars().filter(|c| !c.is_whitespace()).count(),
+        Node::Element(el) if SKIPPED.contains(&el.name()) => 0,
+        Node::Element(el) => {
+            let in_link = in_link || el.name() == "a";
+            let total = node
+                .children()
+                .map(|c| text_outside_links(c, in_link, sizes))
+                .sum();
+            sizes.insert(node.id(), total);
+            total
+        }
+        _ => node
+            .children()
+            .map(|c| text_outside_links(c, in_link, sizes))
+            .sum(),
+    }
 }
 
 /// Collects blocks by walking the tree.
 struct Walker {
     blocks: Vec<Block>,
     weight: HashMap<ego_tree::NodeId, f64>,
+    /// Text outside links per element ([`text_outside_links`]) and of the whole page.
+    sizes: HashMap<ego_tree::NodeId, usize>,
+    page_text: usize,
 }
 
 impl Walker {
@@ -191,8 +259,7 @@ impl Walker {
         node: NodeRef<Node>,
         containers: &mut Vec<ego_tree::NodeId>,
         current: &mut Block,
-        in_link: bool,
-        in_article: bool,
+        at: Context,
     ) {
         match node.value() {
             Node::Text(t) => {
@@ -202,17 +269,21 @@ impl Walker {
                 } else {
                     push_collapsed(&mut current.text, text);
                 }
-                if in_link {
+                if at.in_link {
                     current.link_chars += text.trim().chars().count();
                 }
             }
             Node::Element(el) => {
-                if is_skipped(el, in_article) {
+                let share = self.sizes.get(&node.id()).copied().unwrap_or(0) as f64
+                    / self.page_text.max(1) as f64;
+                if is_skipped(el, at.in_article, share) {
                     return;
                 }
                 let name = el.name();
-                let in_article = in_article || matches!(name, "article" | "main");
-                let in_link = in_link || name == "a";
+                let at = Context {
+                    in_link: at.in_link || name == "a",
+                    in_article: at.in_article || matches!(name, "article" | "main"),
+                };
                 if name == "br" {
                     current.text.push('\n');
                     return;
@@ -222,7 +293,7 @@ impl Walker {
                 }
                 if !BLOCKS.contains(&name) || matches!(name, "td" | "th") {
                     for child in node.children() {
-                        self.walk(child, containers, current, in_link, in_article);
+                        self.walk(child, containers, current, at);
                     }
                     return;
                 }
@@ -261,7 +332,7 @@ impl Walker {
                     preformatted: name == "pre",
                 };
                 for child in node.children() {
-                    self.walk(child, containers, &mut block, in_link, in_article);
+                    self.walk(child, containers, &mut block, at);
                 }
                 self.flush(&mut block, containers);
                 if is_container {
@@ -270,7 +341,7 @@ impl Walker {
             }
             _ => {
                 for child in node.children() {
-                    self.walk(child, containers, current, in_link, in_article);
+                    self.walk(child, containers, current, at);
                 }
             }
         }
@@ -355,12 +426,21 @@ pub fn extract(html: &[u8]) -> String {
 
 /// The main text of an HTML page already decoded.
 pub fn extract_str(html: &str) -> String {
-    let doc = Html::parse_document(html);
+    // Parsed as a browser without scripts would: `<noscript>` holds markup (Blogger and other
+    // script-rendered pages put the article there), not raw text.
+    let mut options = html5ever::ParseOpts::default();
+    options.tree_builder.scripting_enabled = false;
+    let doc = html5ever::driver::parse_document(HtmlTreeSink::new(Html::new_document()), options)
+        .one(html);
+    let root = doc.tree.root();
+    let mut sizes = HashMap::new();
+    let page_text = text_outside_links(root, false, &mut sizes);
     let mut walker = Walker {
         blocks: Vec::new(),
         weight: HashMap::new(),
+        sizes,
+        page_text,
     };
-    let root = doc.tree.root();
     let mut containers = Vec::new();
     let mut top = Block {
         text: String::new(),
@@ -369,7 +449,7 @@ pub fn extract_str(html: &str) -> String {
         containers: Vec::new(),
         preformatted: false,
     };
-    walker.walk(root, &mut containers, &mut top, false, false);
+    walker.walk(root, &mut containers, &mut top, Context::default());
     walker.flush(&mut top, &containers);
     let blocks = walker.blocks;
     // Score the containers.
