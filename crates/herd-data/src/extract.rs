@@ -1,17 +1,22 @@
 //! HTML → main text (paper §3.1.1: "a custom parser that extracts high-quality diverse text",
 //! markdown markers removed). The page is decoded (BOM, `<meta charset>`, else UTF-8 with a
-//! Windows-1252 fallback) and parsed by html5ever (the `scraper` crate); then:
+//! Windows-1252 fallback) and parsed by html5ever (the `scraper` crate) as a browser without
+//! scripts would (`<noscript>` holds markup); then:
 //!
 //! 1. Boilerplate subtrees are skipped: scripts and styles, forms and controls, `nav`,
-//!    `aside`, `footer`, page-level `header`, hidden elements, and elements whose class or id
-//!    names navigation, menus, sidebars, comments, cookie banners, ads, sharing, related links.
+//!    `aside`, `footer`, page-level `header`, figure captions, hidden elements, and elements
+//!    whose class or id names navigation, menus, sidebars, comments, cookie banners, ads,
+//!    sharing, related links, captions, credits, bylines and post metadata. A class or id (or
+//!    a `header`/`aside`/`nav`/`footer`/`form` tag) is not believed on an element that holds
+//!    40% of the page's text outside links: themes wrap whole articles in `sidebar-wrapper`.
 //! 2. The rest becomes blocks — headings, paragraphs, list items, table rows, code, quotes,
-//!    captions, and text sitting directly in containers — each with its text and the share of
-//!    it inside links.
+//!    and text sitting directly in containers — each with its text and the share of it inside
+//!    links. Soft hyphens and zero-width spaces are dropped.
 //! 3. Each block scores for its container and, half, for the container's container (longer
 //!    text and commas score, link text does not; `article`, `main` and content-like class
 //!    names weigh more). The best container is the main content; its blocks are kept, except
-//!    short link lists.
+//!    link lists. Outside it, link-free blocks are kept from 100 characters, and from 50 under
+//!    the main container's three nearest ancestors (page builders nest every paragraph).
 //!
 //! The text is plain: one block per line, table cells separated by tabs, code verbatim, no
 //! markdown. No rule names a site.
@@ -22,10 +27,28 @@ use scraper::{Html, HtmlTreeSink, Node};
 use std::collections::HashMap;
 
 /// Tags whose subtrees never hold main text.
-const SKIPPED: [&str; 20] = [
-    "script", "style", "template", "svg", "canvas", "iframe", "object", "embed",
-    "form", "button", "select", "option", "input", "textarea", "label", "nav", "aside", "footer",
-    "head", "dialog",
+const SKIPPED: [&str; 21] = [
+    "script",
+    "style",
+    "template",
+    "figcaption",
+    "svg",
+    "canvas",
+    "iframe",
+    "object",
+    "embed",
+    "form",
+    "button",
+    "select",
+    "option",
+    "input",
+    "textarea",
+    "label",
+    "nav",
+    "aside",
+    "footer",
+    "head",
+    "dialog",
 ];
 
 /// Tags that start a block of their own.
@@ -111,6 +134,13 @@ const CONTENT: [&str; 9] = [
 /// split over several containers, a teaser above the body).
 const SUBSTANTIAL: usize = 100;
 
+/// Containers above the main one whose other link-free blocks are kept from `NEAR_CHARS`
+/// characters (page builders put each paragraph of an article in its own nest of wrappers).
+const NEAR_LEVELS: usize = 3;
+
+/// See [`NEAR_LEVELS`].
+const NEAR_CHARS: usize = 50;
+
 /// A block of text and where it sits.
 #[derive(Debug)]
 struct Block {
@@ -163,9 +193,22 @@ fn names_match(names: &[Vec<String>], words: &[&str]) -> bool {
 }
 
 /// Parts of class or id names that mark boilerplate wherever they occur in the name
-/// (`jp-relatedposts`, `sharedaddy`, `kommentarModul`).
-const BOILERPLATE_STEMS: [&str; 8] = [
-    "related", "share", "sharing", "social", "comment", "kommentar", "breadcrumb", "newsletter",
+/// (`jp-relatedposts`, `sharedaddy`, `kommentarModul`, `wp-caption-text`, `postmetadata`,
+/// `author-bio`).
+const BOILERPLATE_STEMS: [&str; 13] = [
+    "related",
+    "share",
+    "sharing",
+    "social",
+    "comment",
+    "kommentar",
+    "breadcrumb",
+    "newsletter",
+    "caption",
+    "credit",
+    "copyright",
+    "meta",
+    "author",
 ];
 
 /// Whether a name holds a boilerplate stem while no other name of the element is a content
@@ -187,6 +230,10 @@ fn boilerplate_names(names: &[Vec<String>]) -> bool {
 /// text outside links: themes wrap the article in `sidebar-wrapper` or `for_sidebar` too.
 fn is_skipped(el: &scraper::node::Element, in_article: bool, text_share: f64) -> bool {
     let name = el.name();
+    let page_part = matches!(name, "header" | "aside" | "nav" | "footer" | "form");
+    if page_part && text_share >= MAIN_SHARE {
+        return false;
+    }
     if SKIPPED.contains(&name) || (name == "header" && !in_article) {
         return true;
     }
@@ -264,6 +311,13 @@ impl Walker {
         match node.value() {
             Node::Text(t) => {
                 let text: &str = t;
+                let cleaned: String;
+                let text = if text.contains(INVISIBLE) {
+                    cleaned = text.replace(INVISIBLE, "");
+                    cleaned.as_str()
+                } else {
+                    text
+                };
                 if current.preformatted {
                     current.text.push_str(text);
                 } else {
@@ -375,6 +429,10 @@ impl Walker {
     }
 }
 
+/// Invisible characters dropped from the text: soft hyphens (`&shy;`, hyphenation hints inside
+/// words), zero-width spaces and joiners' cousins that split words for no reader.
+const INVISIBLE: [char; 3] = ['\u{ad}', '\u{200b}', '\u{feff}'];
+
 /// Appends `text` with whitespace runs as one space.
 fn push_collapsed(out: &mut String, text: &str) {
     let starts_space = text.starts_with(char::is_whitespace);
@@ -471,12 +529,28 @@ pub fn extract_str(html: &str) -> String {
         .map(|(id, s)| (*id, s * walker.weight.get(id).copied().unwrap_or(1.0)))
         .max_by(|a, b| a.1.total_cmp(&b.1))
         .map(|(id, _)| id);
+    let ancestors: Vec<ego_tree::NodeId> = best
+        .and_then(|id| {
+            blocks.iter().find_map(|b| {
+                let at = b.containers.iter().position(|c| *c == id)?;
+                Some(
+                    b.containers[at + 1..]
+                        .iter()
+                        .take(NEAR_LEVELS)
+                        .copied()
+                        .collect(),
+                )
+            })
+        })
+        .unwrap_or_default();
     let mut lines = Vec::new();
     for b in &blocks {
         let inside = best.is_none_or(|id| b.containers.contains(&id));
         let len = b.text.chars().count();
         let link_density = b.link_chars as f64 / len.max(1) as f64;
-        let substantial = len >= SUBSTANTIAL && link_density < 0.1;
+        let near = ancestors.iter().any(|a| b.containers.contains(a));
+        let substantial = len >= SUBSTANTIAL && link_density < 0.1
+            || near && len >= NEAR_CHARS && link_density < 0.1;
         if (inside || substantial) && (b.heading || link_density <= 0.5) {
             lines.push(b.text.as_str());
         }
