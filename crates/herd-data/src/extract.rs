@@ -4,9 +4,11 @@
 //! scripts would (`<noscript>` holds markup); then:
 //!
 //! 1. Boilerplate subtrees are skipped: scripts and styles, forms and controls, `nav`,
-//!    `aside`, `footer`, page-level `header`, figure captions, hidden elements, and elements
-//!    whose class or id names navigation, menus, sidebars, comments, cookie banners, ads,
-//!    sharing, related links, captions, credits, bylines and post metadata. A class or id (or
+//!    `aside`, `footer`, page-level `header`, figure captions, ruby annotations, hidden
+//!    elements, teasers that link elsewhere, and elements whose class or id names navigation,
+//!    menus, sidebars, comments, cookie banners, ads, sharing, related links, captions,
+//!    credits, bylines and post metadata (the id of a section that opens with a heading is
+//!    its title, not a role, and is not read). A class or id (or
 //!    a `header`/`aside`/`nav`/`footer`/`form` tag) is not believed on an element that holds
 //!    40% of the page's text outside links: themes wrap whole articles in `sidebar-wrapper`.
 //! 2. The rest becomes blocks — headings, paragraphs, list items, table rows, code, quotes,
@@ -27,10 +29,12 @@ use scraper::{Html, HtmlTreeSink, Node};
 use std::collections::HashMap;
 
 /// Tags whose subtrees never hold main text.
-const SKIPPED: [&str; 21] = [
+const SKIPPED: [&str; 23] = [
     "script",
     "style",
     "template",
+    "rt",
+    "rp",
     "figcaption",
     "svg",
     "canvas",
@@ -83,14 +87,13 @@ const BLOCKS: [&str; 27] = [
 ];
 
 /// Class or id words that mark boilerplate.
-const BOILERPLATE: [&str; 38] = [
+const BOILERPLATE: [&str; 37] = [
     "nav",
     "navbar",
     "navigation",
     "menu",
     "footer",
     "sidebar",
-    "widget",
     "comment",
     "comments",
     "cookie",
@@ -162,10 +165,11 @@ struct Context {
 
 /// The class names and id of an element, lower case, each split at `-` and `_` — leaving out
 /// state and modifier names (`is-open`, `has-ads`, `js-…`, BEM `block--modifier`), which say
-/// what an element has rather than what it is.
-fn name_parts(el: &scraper::node::Element) -> Vec<Vec<String>> {
+/// what an element has rather than what it is. With `id` false the id is left out.
+fn name_parts(el: &scraper::node::Element, id: bool) -> Vec<Vec<String>> {
     let mut names = Vec::new();
-    for value in [el.attr("class"), el.attr("id")].into_iter().flatten() {
+    let id = if id { el.attr("id") } else { None };
+    for value in [el.attr("class"), id].into_iter().flatten() {
         for name in value.split_whitespace() {
             let name = name.to_ascii_lowercase();
             if name.contains("--") || ["is-", "has-", "js-"].iter().any(|p| name.starts_with(p)) {
@@ -225,10 +229,22 @@ fn boilerplate_names(names: &[Vec<String>]) -> bool {
     names.iter().any(stem) && !names.iter().any(content)
 }
 
+/// Whether a subtree holds a link (`<a href>`).
+fn links_elsewhere(node: NodeRef<Node>) -> bool {
+    node.descendants().any(|d| {
+        d.value()
+            .as_element()
+            .is_some_and(|e| e.name() == "a" && e.attr("href").is_some())
+    })
+}
+
 /// Whether `el` is boilerplate by its tag or attributes (hidden, or a boilerplate class or id).
 /// A boilerplate class or id does not hold when the element has `MAIN_SHARE` of the page's
 /// text outside links: themes wrap the article in `sidebar-wrapper` or `for_sidebar` too.
-fn is_skipped(el: &scraper::node::Element, in_article: bool, text_share: f64) -> bool {
+fn is_skipped(node: NodeRef<Node>, in_article: bool, text_share: f64) -> bool {
+    let Node::Element(el) = node.value() else {
+        return false;
+    };
     let name = el.name();
     let page_part = matches!(name, "header" | "aside" | "nav" | "footer" | "form");
     if page_part && text_share >= MAIN_SHARE {
@@ -251,8 +267,25 @@ fn is_skipped(el: &scraper::node::Element, in_article: bool, text_share: f64) ->
     if matches!(name, "body" | "html" | "article" | "main") {
         return false;
     }
-    let names = name_parts(el);
-    names_match(&names, &BOILERPLATE)
+    // A section that opens with a heading is named after it (`id="sharing-a-repository"`, as
+    // documentation generators and wikis do): its id says nothing about boilerplate.
+    let titled = node
+        .children()
+        .find_map(|c| c.value().as_element().map(|e| e.name()))
+        .is_some_and(|first| matches!(first, "h1" | "h2" | "h3" | "h4" | "h5" | "h6"));
+    let names = name_parts(el, !titled);
+    // A teaser that links elsewhere summarises another page; one without a link is the
+    // article's own lead.
+    let teaser = names.iter().flatten().any(|p| p.contains("teaser"));
+    if teaser && text_share < MAIN_SHARE && links_elsewhere(node) {
+        return true;
+    }
+    // `widget` opens the names of sidebar boxes (`widget_text`); page builders end the names of
+    // content boxes with it (`elementor-widget`).
+    let widget = names
+        .iter()
+        .any(|parts| parts.first().is_some_and(|p| p == "widget"));
+    (names_match(&names, &BOILERPLATE) || widget)
         && !names_match(&names, &CONTENT[..CONTENT.len() - 3])
         && (text_share < MAIN_SHARE || names_match(&names, &ALWAYS_BOILERPLATE))
         || boilerplate_names(&names) && text_share < MAIN_SHARE
@@ -330,7 +363,7 @@ impl Walker {
             Node::Element(el) => {
                 let share = self.sizes.get(&node.id()).copied().unwrap_or(0) as f64
                     / self.page_text.max(1) as f64;
-                if is_skipped(el, at.in_article, share) {
+                if is_skipped(node, at.in_article, share) {
                     return;
                 }
                 let name = el.name();
@@ -371,7 +404,7 @@ impl Walker {
                         || el.attr("itemprop") == Some("articleBody")
                     {
                         w = 1.5;
-                    } else if names_match(&name_parts(el), &CONTENT) {
+                    } else if names_match(&name_parts(el, true), &CONTENT) {
                         w = 1.25;
                     }
                     self.weight.insert(node.id(), w);
@@ -452,8 +485,8 @@ fn push_collapsed(out: &mut String, text: &str) {
     }
 }
 
-/// A page's bytes as text in its encoding: BOM, then `<meta charset>` / `http-equiv` in the
-/// first 4 KB, else UTF-8, else Windows-1252.
+/// A page's bytes as text in its encoding: BOM, then the first `<meta charset>` /
+/// `http-equiv` in the first 4 KB that names an encoding, else UTF-8, else Windows-1252.
 pub fn decode(bytes: &[u8]) -> String {
     if let Some((encoding, bom)) = encoding_rs::Encoding::for_bom(bytes) {
         return encoding
@@ -462,9 +495,13 @@ pub fn decode(bytes: &[u8]) -> String {
             .into_owned();
     }
     let head = String::from_utf8_lossy(&bytes[..bytes.len().min(4096)]).to_ascii_lowercase();
-    let declared = head.find("charset=").and_then(|at| {
-        let rest = head[at + 8..].trim_start_matches(['"', '\'', ' ']);
-        let end = rest.find(|c: char| !(c.is_ascii_alphanumeric() || c == '-' || c == '_'))?;
+    // Only `<meta>` tags declare the page's encoding (`<script charset>` is the script's).
+    let declared = head.split("<meta").skip(1).find_map(|tag| {
+        let tag = &tag[..tag.find('>').unwrap_or(tag.len())];
+        let rest = tag[tag.find("charset=")? + 8..].trim_start_matches(['"', '\'', ' ']);
+        let end = rest
+            .find(|c: char| !(c.is_ascii_alphanumeric() || c == '-' || c == '_'))
+            .unwrap_or(rest.len());
         encoding_rs::Encoding::for_label(&rest.as_bytes()[..end])
     });
     match (declared, std::str::from_utf8(bytes)) {
@@ -588,9 +625,55 @@ mod tests {
     }
 
     #[test]
+    fn names_are_weighed_against_what_the_element_holds() {
+        let para =
+            "The council met on Tuesday, and after a long debate, it voted to rebuild the bridge.";
+        let page = format!(
+            r#"<html><body><div class="sidebar-wrapper"><div class="entry">
+              <p>{para}</p><p>{para}</p><p>{para}</p>
+              <div id="single-developer-sharing"><h2>Sharing alone</h2><p>Pull, push.</p></div>
+              <noscript><p>Written out for readers with scripts off.</p></noscript>
+              <p>Ge&shy;mein&shy;de&shy;rat <ruby>子<rt>こ</rt></ruby>ども</p></div></div>
+              <div class="sharedaddy"><h3>Share this:</h3></div>
+              <div class="related-teaser"><a href="/other">Another story, with a long summary of what happened there and why it matters.</a></div>
+              <div class="wp-caption-text">Photo: the old bridge, as it stood in 1910, before the flood.</div>
+            </body></html>"#
+        );
+        let text = extract_str(&page);
+        assert_eq!(text.matches(para).count(), 3, "{text}");
+        for gone in ["Share this", "Another story", "Photo:"] {
+            assert!(!text.contains(gone), "{gone:?} in {text}");
+        }
+        for kept in [
+            "Sharing alone",
+            "Pull, push.",
+            "scripts off",
+            "Gemeinderat 子ども",
+        ] {
+            assert!(text.contains(kept), "{kept:?} not in {text}");
+        }
+    }
+
+    #[test]
     fn encodings_are_honoured() {
         let latin1 = b"<html><head><meta charset=\"iso-8859-1\"></head><body><p>Br\xfcnnen, K\xf6ln, und so weiter, und so fort.</p></body></html>";
         assert!(extract(latin1).contains("Brünnen, Köln"));
+        // A script's charset is the script's; the page's is in <meta>.
+        let mut gbk = b"<html><head><script src=\"a.js\" charset=\"utf-8\"></script>\
+            <meta http-equiv=\"Content-Type\" content=\"text/html; charset=gb2312\"></head><body><p>"
+            .to_vec();
+        gbk.extend(
+            encoding_rs::GBK
+                .encode("一个约定，信守15年，感人至深；一段真情，延续15年。")
+                .0
+                .iter(),
+        );
+        gbk.extend(b"</p></body></html>");
+        assert!(
+            extract(&gbk).contains("一个约定，信守15年"),
+            "{}",
+            extract(&gbk)
+        );
         let utf8 = "<p>Grüße aus Köln, mit vielen Grüßen, und so weiter.</p>".as_bytes();
         assert!(extract(utf8).contains("Grüße aus Köln"));
     }
