@@ -86,7 +86,7 @@ const BLOCKS: [&str; 27] = [
     "body",
 ];
 
-/// Class or id words that mark boilerplate.
+/// Class or id words that mark boilerplate, as any part of a name (`tl-ad-heading`).
 const BOILERPLATE: [&str; 37] = [
     "nav",
     "navbar",
@@ -198,8 +198,9 @@ fn names_match(names: &[Vec<String>], words: &[&str]) -> bool {
 
 /// Parts of class or id names that mark boilerplate wherever they occur in the name
 /// (`jp-relatedposts`, `sharedaddy`, `kommentarModul`, `wp-caption-text`, `postmetadata`,
-/// `author-bio`).
-const BOILERPLATE_STEMS: [&str; 13] = [
+/// `author-bio`, `entryfooter`, `post-ratings`, `kastenBox`; `werbung` and `anzeige` are German
+/// for advertisement).
+const BOILERPLATE_STEMS: [&str; 21] = [
     "related",
     "share",
     "sharing",
@@ -213,6 +214,14 @@ const BOILERPLATE_STEMS: [&str; 13] = [
     "copyright",
     "meta",
     "author",
+    "rating",
+    "tags",
+    "notice",
+    "infobox",
+    "kasten",
+    "footer",
+    "werbung",
+    "anzeige",
 ];
 
 /// Whether a name holds a boilerplate stem while no other name of the element is a content
@@ -285,7 +294,11 @@ fn is_skipped(node: NodeRef<Node>, in_article: bool, text_share: f64) -> bool {
     let widget = names
         .iter()
         .any(|parts| parts.first().is_some_and(|p| p == "widget"));
-    (names_match(&names, &BOILERPLATE) || widget)
+    let boilerplate = names
+        .iter()
+        .flatten()
+        .any(|p| BOILERPLATE.contains(&p.as_str()));
+    (boilerplate || widget)
         && !names_match(&names, &CONTENT[..CONTENT.len() - 3])
         && (text_share < MAIN_SHARE || names_match(&names, &ALWAYS_BOILERPLATE))
         || boilerplate_names(&names) && text_share < MAIN_SHARE

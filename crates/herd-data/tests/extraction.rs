@@ -59,8 +59,8 @@ fn trafilatura_eval_precision_and_recall() {
         "trafilatura-eval: precision {precision:.3} recall {recall:.3} F1 {f1:.3} \
          (tp {tp} fn {fn_} fp {fp} tn {tn})"
     );
-    // Measured 0.930 (trafilatura 2.3.1 itself: 0.933); a drop below 0.92 is a regression.
-    assert!(f1 > 0.92, "F1 {f1}");
+    // Measured 0.934 (trafilatura 2.3.1 itself: 0.933); a drop below 0.925 is a regression.
+    assert!(f1 > 0.925, "F1 {f1}");
 }
 
 /// Words of a text, as a multiset.
