@@ -1,7 +1,9 @@
 """Main-text extraction side by side: herd (`herd data extract --jsonl`) and trafilatura on
 trafilatura's evaluation pages (../shared/data/web/trafilatura-eval), scored with trafilatura's
 protocol (tests/eval_common.py: whitespace collapsed; `with` snippets found are true positives,
-`without` snippets found are false positives), plus pages/s and MB/s of each on one core.
+`without` snippets found are false positives), plus pages/s and MB/s of each on one core; then
+Mozilla Readability's test pages (../shared/data/web/readability), scored as word overlap with
+Readability.js's expected output.
 
     python -m venv /tmp/tfv && /tmp/tfv/bin/pip install trafilatura==2.3.1 lxml_html_clean==0.4.6
     cargo build --release -p herd
