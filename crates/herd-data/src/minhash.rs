@@ -8,8 +8,6 @@
 //! Hash functions are `(a·x + b) mod (2⁶¹ − 1)` of a 64-bit shingle hash, with `a`, `b` drawn
 //! from the seed, so signatures are the same on every machine and every run.
 
-use std::collections::HashMap;
-
 use serde::{Deserialize, Serialize};
 
 const MERSENNE_61: u64 = (1 << 61) - 1;
@@ -120,6 +118,11 @@ impl MinHasher {
             .collect()
     }
 
+    /// Bands of the signature (keys per document).
+    pub fn bands(&self) -> usize {
+        self.config.bands
+    }
+
     /// Per band, one hash of its rows (the LSH bucket key).
     pub fn band_keys(&self, signature: &[u64]) -> Vec<u64> {
         signature
@@ -159,26 +162,28 @@ impl Clusters {
     }
 }
 
-/// For each document (given by its band keys, in order), whether it is kept: the first of its
-/// cluster of near-duplicates.
-pub fn keep_first_of_clusters(band_keys: &[Vec<u64>]) -> Vec<bool> {
+/// For each document, whether it is kept: the first of its cluster of near-duplicates.
+/// `band_keys` holds each document's `bands` keys one document after the other. Documents that
+/// share a key in some band are joined: per band, (key, document) pairs are sorted and runs of
+/// one key joined — 16 bytes per document at a time besides the keys themselves, where a hash
+/// map over all bands needed ~40 bytes per document and band.
+pub fn keep_first_of_clusters(band_keys: &[u64], bands: usize) -> Vec<bool> {
+    let docs = band_keys.len() / bands.max(1);
     let mut clusters = Clusters {
-        parent: (0..band_keys.len()).collect(),
+        parent: (0..docs).collect(),
     };
-    let mut first: HashMap<(usize, u64), usize> = HashMap::new();
-    for (doc, keys) in band_keys.iter().enumerate() {
-        for (band, &key) in keys.iter().enumerate() {
-            match first.get(&(band, key)) {
-                Some(&other) => clusters.join(other, doc),
-                None => {
-                    first.insert((band, key), doc);
-                }
+    let mut pairs: Vec<(u64, u32)> = Vec::with_capacity(docs);
+    for band in 0..bands {
+        pairs.clear();
+        pairs.extend((0..docs).map(|d| (band_keys[d * bands + band], d as u32)));
+        pairs.sort_unstable();
+        for run in pairs.chunk_by(|a, b| a.0 == b.0) {
+            for &(_, doc) in &run[1..] {
+                clusters.join(run[0].1 as usize, doc as usize);
             }
         }
     }
-    (0..band_keys.len())
-        .map(|i| clusters.root(i) == i)
-        .collect()
+    (0..docs).map(|i| clusters.root(i) == i).collect()
 }
 
 #[cfg(test)]
@@ -226,9 +231,12 @@ mod tests {
             base.join("  ").to_uppercase() + "!!!", // the same after normalisation
             text(9, 300).join(" "),
         ];
-        let keys: Vec<Vec<u64>> = docs.iter().map(|d| h.band_keys(&h.signature(d))).collect();
+        let keys: Vec<u64> = docs
+            .iter()
+            .flat_map(|d| h.band_keys(&h.signature(d)))
+            .collect();
         assert_eq!(
-            keep_first_of_clusters(&keys),
+            keep_first_of_clusters(&keys, h.config.bands),
             [true, true, false, false, true]
         );
     }

@@ -111,12 +111,15 @@ pub struct Summary {
 
 /// A phase: an optional corpus stage, then document stages.
 struct Phase<'p> {
+    /// gzip level of its output: fast for the phases a later one reads again, 6 for the last.
+    level: u32,
     corpus: Option<(&'p str, &'p CorpusStage)>,
     docs: Vec<(&'p str, &'p DocStage)>,
 }
 
 fn phases(pipeline: &Pipeline) -> Vec<Phase<'_>> {
     let mut out = vec![Phase {
+        level: 1,
         corpus: None,
         docs: Vec::new(),
     }];
@@ -124,6 +127,7 @@ fn phases(pipeline: &Pipeline) -> Vec<Phase<'_>> {
         match stage {
             Stage::Doc(s) => out.last_mut().expect("one phase").docs.push((name, s)),
             Stage::Corpus(s) => out.push(Phase {
+                level: 1,
                 corpus: Some((name, s)),
                 docs: Vec::new(),
             }),
@@ -132,6 +136,7 @@ fn phases(pipeline: &Pipeline) -> Vec<Phase<'_>> {
     if out.len() > 1 && out[0].docs.is_empty() {
         out.remove(0); // a corpus stage first reads the input files itself
     }
+    out.last_mut().expect("one phase").level = 6;
     out
 }
 
@@ -391,10 +396,13 @@ fn first_pass(
                         .collect();
                     keep.extend(hashes.into_iter().map(|h| seen.insert(h)));
                 }
-                CorpusStage::MinHash(hasher) => keys.par_extend(
-                    docs.par_iter()
-                        .map(|d| hasher.band_keys(&hasher.signature(&d.text))),
-                ),
+                CorpusStage::MinHash(hasher) => {
+                    let chunk: Vec<Vec<u64>> = docs
+                        .par_iter()
+                        .map(|d| hasher.band_keys(&hasher.signature(&d.text)))
+                        .collect();
+                    keys.extend(chunk.into_iter().flatten());
+                }
                 CorpusStage::Lines { .. } => docs.iter().for_each(|d| lines.add(&d.text)),
                 CorpusStage::TokenKl(_) => docs.iter().for_each(|d| tokens.add(&d.text)),
             }
@@ -404,7 +412,9 @@ fn first_pass(
     let decisions = match stage {
         CorpusStage::Url => Decisions::Keep(newest.into_decisions()),
         CorpusStage::Exact => Decisions::Keep(keep),
-        CorpusStage::MinHash(_) => Decisions::Keep(keep_first_of_clusters(&keys)),
+        CorpusStage::MinHash(hasher) => {
+            Decisions::Keep(keep_first_of_clusters(&keys, hasher.bands()))
+        }
         CorpusStage::Lines { max_occurrences } => Decisions::Lines(lines, *max_occurrences),
         CorpusStage::TokenKl(config) => {
             // A second read: each document's divergence from the counts just made.
@@ -488,7 +498,10 @@ fn process_file(
 ) -> Result<Counts> {
     let tmp = out.with_extension("tmp");
     let file = File::create(&tmp).map_err(|e| Error::io(&tmp, e))?;
-    let mut writer = GzEncoder::new(std::io::BufWriter::new(file), flate2::Compression::new(6));
+    let mut writer = GzEncoder::new(
+        std::io::BufWriter::new(file),
+        flate2::Compression::new(phase.level),
+    );
     let mut counts = Counts::default();
     let mut sink = |docs: Vec<Doc>, counts: &mut Counts| -> Result<()> {
         let first = *index;
