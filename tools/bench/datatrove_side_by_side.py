@@ -151,11 +151,14 @@ run([MinhashDedupCluster(input_folder=f"{out}/buckets", output_folder=f"{out}/id
 run([JsonlReader(data), MinhashDedupFilter(input_folder=f"{out}/ids"), JsonlWriter(f"{out}/kept")], "filter")
 '''
 
-HERD_WEB = """[input]
-paths = ["{work}/web"]
+HERD_HEAD = """[input]
+paths = ["{work}/{task}"]
 [output]
 dir = "{out}"
-[[stages]]
+"""
+
+HERD_STAGES = {
+    "web": """[[stages]]
 kind = "extract"
 [[stages]]
 kind = "langid"
@@ -168,18 +171,14 @@ kind = "gopher_repetition"
 kind = "gopher_quality"
 [[stages]]
 kind = "pii"
-"""
-
-HERD_MINHASH = """[input]
-paths = ["{work}/books"]
-[output]
-dir = "{out}"
-[[stages]]
+""",
+    "books": """[[stages]]
 kind = "minhash"
 ngram = 5
 bands = 14
 rows = 8
-"""
+""",
+}
 
 
 def count_jsonl(folder: str) -> int:
@@ -217,7 +216,7 @@ def main():
                     seconds = timed(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
                     kept = count_jsonl(out if task == "web" else f"{out}/kept")
                 else:
-                    recipe = (HERD_WEB if task == "web" else HERD_MINHASH).format(work=work, out=out, lid=LID)
+                    recipe = (HERD_HEAD + HERD_STAGES[task]).format(work=work, task=task, out=out, lid=LID)
                     path = f"{work}/{task}.toml"
                     with open(path, "w") as f:
                         f.write(recipe)

@@ -23,15 +23,18 @@ fn read(name: &str) -> (Vec<Document>, Vec<String>) {
     (docs, bad)
 }
 
+/// (text, url, date) of each document.
+fn fields_of(docs: &[Document]) -> Vec<(&str, Option<&str>, Option<&str>)> {
+    docs.iter()
+        .map(|d| (d.text.as_str(), d.url.as_deref(), d.date.as_deref()))
+        .collect()
+}
+
 #[test]
 fn parquet_rows_are_documents_with_url_and_date() {
     let (docs, bad) = read("docs.parquet");
-    let got: Vec<(&str, Option<&str>, Option<&str>)> = docs
-        .iter()
-        .map(|d| (d.text.as_str(), d.url.as_deref(), d.date.as_deref()))
-        .collect();
     assert_eq!(
-        got,
+        fields_of(&docs),
         [
             (
                 "First document, in the first row group.",
@@ -70,12 +73,8 @@ fn a_parquet_file_without_the_text_column_names_the_columns() {
 #[test]
 fn zstd_json_lines_are_read() {
     let (docs, bad) = read("docs.jsonl.zst");
-    let got: Vec<(&str, Option<&str>, Option<&str>)> = docs
-        .iter()
-        .map(|d| (d.text.as_str(), d.url.as_deref(), d.date.as_deref()))
-        .collect();
     assert_eq!(
-        got,
+        fields_of(&docs),
         [
             (
                 "zst one",
