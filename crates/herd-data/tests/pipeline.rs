@@ -135,7 +135,7 @@ fn url_dedup_keeps_the_newest_page_and_token_kl_removes_the_outlier() {
     std::fs::write(
         &file,
         format!(
-            "[input]\npaths = [{:?}]\ndate_field = \"timestamp\"\n[output]\ndir = {:?}\n\
+            "[input]\npaths = [{:?}]\ndate_field = \"timestamp\"\n[output]\ndir = {:?}\nremoved = true\n\
              [[stages]]\nkind = \"url_dedup\"\n[[stages]]\nkind = \"token_kl\"\nmin_words = 20\n",
             root.join("in"),
             root.join("out")
@@ -160,4 +160,22 @@ fn url_dedup_keeps_the_newest_page_and_token_kl_removes_the_outlier() {
     assert!(page0[0]["text"].as_str().unwrap().contains("town 100"));
     assert!(docs.iter().all(|d| d["token_kl"].as_f64().is_some()));
     assert!(docs.iter().all(|d| d["url"] != "https://odd.example/"));
+    // With `removed = true` the two removed documents are kept aside with their reasons.
+    let removed = read_docs(&root.join("out/removed"));
+    let reasons: Vec<(&str, &str)> = removed
+        .iter()
+        .map(|d| {
+            (
+                d["url"].as_str().unwrap(),
+                d["removed_by"].as_str().unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        reasons,
+        [
+            ("https://x.example/0", "url_dedup"),
+            ("https://odd.example/", "token_kl")
+        ]
+    );
 }

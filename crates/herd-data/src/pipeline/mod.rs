@@ -10,6 +10,7 @@
 //! date_field = "date"         # ISO 8601 text (C4: "timestamp"); WARC records use WARC-Date
 //! [output]
 //! dir = "data/curated"
+//! removed = false             # true: removed documents too, in OUT/removed/ with `removed_by`
 //! [[stages]]
 //! kind = "url_filter"         # domains = ["ut1/adult/domains", …] (plain or .gz)
 //! [[stages]]
@@ -53,6 +54,8 @@ pub struct Pipeline {
     pub fields: Fields,
     /// Output folder: `docs/` (the kept documents), `counts/` and the summary.
     pub out: PathBuf,
+    /// Whether removed documents are written too (`OUT/removed/`, with the reason).
+    pub keep_removed: bool,
     /// The stages with their kind names, in order.
     pub stages: Vec<(String, Stage)>,
 }
@@ -94,6 +97,8 @@ fn date_field() -> String {
 #[serde(deny_unknown_fields)]
 struct OutputSection {
     dir: PathBuf,
+    #[serde(default)]
+    removed: bool,
 }
 
 impl Pipeline {
@@ -122,6 +127,7 @@ impl Pipeline {
                 date: file.input.date_field,
             },
             out: expand_home(&file.output.dir),
+            keep_removed: file.output.removed,
             stages,
         })
     }

@@ -6,6 +6,8 @@
 //! ```text
 //! OUT/docs/RRRRR-FFFFF.jsonl.gz     kept documents of input file F of task R: {"id", "text", meta…}
 //! OUT/counts/RRRRR.json             what each stage removed, for the task
+//! OUT/removed/RRRRR-FFFFF.phase-K.jsonl.gz   with `[output] removed = true`: the documents
+//!                                   phase K removed, each with `removed_by` (the reason)
 //! OUT/.work/RRRRR/phase-K/…         the phases before the last (removed when the task is done)
 //! ```
 
@@ -177,6 +179,10 @@ pub fn run(
         files: files.len(),
         ..Summary::default()
     };
+    let removed_dir = pipeline.keep_removed.then(|| pipeline.out.join("removed"));
+    if let Some(dir) = &removed_dir {
+        std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
+    }
     for (k, phase) in phases.iter().enumerate() {
         let dir = dir_of(k);
         std::fs::create_dir_all(&dir).map_err(|e| Error::io(&dir, e))?;
@@ -203,7 +209,12 @@ pub fn run(
                 let counts = if done(f) {
                     read_counts(&counts_path(&dir, &name))?
                 } else {
-                    let out = dir.join(format!("{name}.jsonl.gz"));
+                    let out = Outputs {
+                        kept: dir.join(format!("{name}.jsonl.gz")),
+                        removed: removed_dir
+                            .as_ref()
+                            .map(|d| d.join(format!("{name}.phase-{k}.jsonl.gz"))),
+                    };
                     let mut index = offsets[f];
                     let c = process_file(
                         &inputs[f],
@@ -487,21 +498,74 @@ fn process(doc: &mut Doc, index: u64, phase: &Phase, decide: &Decisions) -> (Ver
     (Verdict::Keep, lines)
 }
 
-/// Pass 2 for one file: reads, decides, writes the kept documents to `out` (atomically).
+/// A gzipped JSONL file written to a temporary name and renamed when finished.
+struct JsonlGz {
+    tmp: PathBuf,
+    path: PathBuf,
+    writer: GzEncoder<std::io::BufWriter<File>>,
+}
+
+impl JsonlGz {
+    fn create(path: &Path, level: u32) -> Result<JsonlGz> {
+        let tmp = path.with_extension("tmp");
+        let file = File::create(&tmp).map_err(|e| Error::io(&tmp, e))?;
+        let writer = GzEncoder::new(
+            std::io::BufWriter::new(file),
+            flate2::Compression::new(level),
+        );
+        Ok(JsonlGz {
+            tmp,
+            path: path.to_path_buf(),
+            writer,
+        })
+    }
+
+    /// Writes `doc` as `{"id", "text", meta…}` plus `extra`.
+    fn write(&mut self, doc: Doc, extra: Option<(&str, &str)>) -> Result<()> {
+        let mut record = Map::new();
+        record.insert("id".into(), Value::String(doc.id));
+        record.insert("text".into(), Value::String(doc.text));
+        record.extend(doc.meta);
+        if let Some((key, value)) = extra {
+            record.insert(key.into(), Value::String(value.into()));
+        }
+        serde_json::to_writer(&mut self.writer, &record)
+            .map_err(|e| Error::format(&self.path, e.to_string()))?;
+        self.writer
+            .write_all(b"\n")
+            .map_err(|e| Error::io(&self.path, e))
+    }
+
+    fn finish(self) -> Result<()> {
+        self.writer
+            .finish()
+            .and_then(|mut w| w.flush())
+            .map_err(|e| Error::io(&self.tmp, e))?;
+        std::fs::rename(&self.tmp, &self.path).map_err(|e| Error::io(&self.path, e))
+    }
+}
+
+/// Where pass 2 writes one file's documents: the kept ones, and (`[output] removed = true`) the
+/// removed ones with the reason in `removed_by`.
+struct Outputs {
+    kept: PathBuf,
+    removed: Option<PathBuf>,
+}
+
+/// Pass 2 for one file: reads, decides, writes the kept (and removed) documents, atomically.
 fn process_file(
     input: &Input,
     fields: &Fields,
     phase: &Phase,
     decide: &Decisions,
     index: &mut u64,
-    out: &Path,
+    out: &Outputs,
 ) -> Result<Counts> {
-    let tmp = out.with_extension("tmp");
-    let file = File::create(&tmp).map_err(|e| Error::io(&tmp, e))?;
-    let mut writer = GzEncoder::new(
-        std::io::BufWriter::new(file),
-        flate2::Compression::new(phase.level),
-    );
+    let mut kept = JsonlGz::create(&out.kept, phase.level)?;
+    let mut removed = match &out.removed {
+        Some(path) => Some(JsonlGz::create(path, 6)?),
+        None => None,
+    };
     let mut counts = Counts::default();
     let mut sink = |docs: Vec<Doc>, counts: &mut Counts| -> Result<()> {
         let first = *index;
@@ -523,16 +587,13 @@ fn process_file(
                 Verdict::Keep => {
                     counts.docs_out += 1;
                     counts.bytes_out += doc.text.len() as u64;
-                    let mut record = Map::new();
-                    record.insert("id".into(), Value::String(doc.id));
-                    record.insert("text".into(), Value::String(doc.text));
-                    record.extend(doc.meta);
-                    serde_json::to_writer(&mut writer, &record)
-                        .map_err(|e| Error::format(out, e.to_string()))?;
-                    writer.write_all(b"\n").map_err(|e| Error::io(out, e))?;
+                    kept.write(doc, None)?;
                 }
                 Verdict::Drop(reason) => {
-                    *counts.removed.entry(reason.to_string()).or_default() += 1
+                    *counts.removed.entry(reason.to_string()).or_default() += 1;
+                    if let Some(removed) = removed.as_mut() {
+                        removed.write(doc, Some(("removed_by", reason)))?;
+                    }
                 }
             }
         }
@@ -544,10 +605,9 @@ fn process_file(
     })?;
     counts.bad_records = read_counts.bad_records;
     counts.bad_examples = read_counts.bad_examples;
-    writer
-        .finish()
-        .and_then(|mut w| w.flush())
-        .map_err(|e| Error::io(&tmp, e))?;
-    std::fs::rename(&tmp, out).map_err(|e| Error::io(out, e))?;
+    kept.finish()?;
+    if let Some(removed) = removed {
+        removed.finish()?;
+    }
     Ok(counts)
 }
