@@ -73,11 +73,15 @@ impl TokenDistribution {
             return None;
         }
         let denominator = (self.total + self.counts.len() as u64 + 1) as f64;
+        // Summed in token order, not the hash map's (randomly seeded) order: the same document
+        // gets the same divergence, to the bit, in every run (exact resume depends on it).
+        let mut doc: Vec<(u64, u64)> = doc.into_iter().collect();
+        doc.sort_unstable();
         let kl = doc
             .iter()
-            .map(|(t, &c)| {
+            .map(|&(t, c)| {
                 let p = c as f64 / n as f64;
-                let q = (self.counts.get(t).copied().unwrap_or(0) + 1) as f64 / denominator;
+                let q = (self.counts.get(&t).copied().unwrap_or(0) + 1) as f64 / denominator;
                 p * (p / q).ln()
             })
             .sum();
@@ -85,7 +89,8 @@ impl TokenDistribution {
     }
 }
 
-/// The divergence above which a document is an outlier: `median + mads × MAD` of `kls`.
+/// The divergence above which a document is an outlier: `median + mads × MAD` of `kls`, plus
+/// a relative 1e-9 so that divergences equal up to rounding (MAD 0) are never told apart.
 pub fn outlier_threshold(kls: &[f64], mads: f64) -> f64 {
     if kls.is_empty() {
         return f64::INFINITY;
@@ -102,7 +107,7 @@ pub fn outlier_threshold(kls: &[f64], mads: f64) -> f64 {
     let mut sorted = kls.to_vec();
     let mid = median(&mut sorted);
     let mut deviations: Vec<f64> = kls.iter().map(|k| (k - mid).abs()).collect();
-    mid + mads * median(&mut deviations)
+    mid + mads * median(&mut deviations) + 1e-9 * mid.abs()
 }
 
 #[cfg(test)]

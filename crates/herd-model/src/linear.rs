@@ -1,6 +1,6 @@
 //! A bias-free linear layer whose weight is dense or block-quantized.
-//! Q4_1 and Q8_0 weights on the CPU run herd's kernels ([`crate::quantized`]); other formats
-//! run candle's.
+//! Q4_1, Q8_0 and F16 GGUF weights on the CPU run herd's kernels ([`crate::quantized`]); other
+//! formats run candle's.
 
 use candle_core::quantized::{GgmlDType, QMatMul};
 use candle_core::{DType, Device, Module, Result, Tensor};
@@ -24,7 +24,11 @@ impl Linear {
     /// A layer for `weight`: dense weights are cast to `dtype`, quantized ones stay quantized.
     pub fn new(weight: &Weight, dtype: DType) -> Result<Linear> {
         if let Weight::Quantized(q) = weight {
-            if matches!(q.dtype(), GgmlDType::Q4_1 | GgmlDType::Q8_0) && q.device().is_cpu() {
+            if matches!(
+                q.dtype(),
+                GgmlDType::Q4_1 | GgmlDType::Q8_0 | GgmlDType::F16
+            ) && q.device().is_cpu()
+            {
                 if let [rows, cols] = *q.shape().dims() {
                     if let Some(m) = QuantMatrix::new(q.dtype(), rows, cols, q.data()?.to_vec()) {
                         return Ok(Linear {

@@ -2,14 +2,20 @@
 //! are quantized to blocks of 32 bytes (scale `d = amax/127` stored as f16, values
 //! `round_half_even(x · 127/amax)`, and for Q4_1's `q8_1` the block sum `s = f16(d · Σq)`); each
 //! block then contributes `d_w · d_a · Σ q_w q_a` (+ `m_w · s_a` for Q4_1), with AVX-512 VNNI or
-//! AVX2 on x86. Tested against ggml's own functions (`tests/ggml_quant_ops.rs`).
+//! AVX2 on x86. Tested against ggml's own functions (`tests/ggml_quant_ops.rs`). F16 weights
+//! are multiplied with f32 activations as they are (converted to f32 in registers, 16 at a time
+//! with AVX-512), half the memory traffic of the dequantized f32 copy candle would make.
 //!
 //! Written here because candle 0.11 has no SIMD Q4_1 dot product (its scalar loop took 78% of
 //! decode time) and its Q8_0 path processes one activation row at a time. The rounding is
 //! ggml's, yet a 30-layer model's logits still differ from llama.cpp's by 0.1–0.6: every op before
 //! a quantized matmul would have to round as ggml does (see docs/BENCHMARKS.md). Block layouts:
 //! `block_q4_1` = f16 d, f16 m, 16 bytes of nibbles (low: elements 0–15, high: 16–31);
-//! `block_q8_0` = f16 d, 32 × i8.
+//! `block_q8_0` = f16 d, 32 × i8; F16 = 32 little-endian halves.
+//!
+//! The product runs in tiles of up to 4 weight rows × 4 activation rows, so that each weight
+//! block is unpacked once for 4 activation rows and (for F16) each activation vector is loaded
+//! once for 4 weight rows.
 
 use candle_core::quantized::GgmlDType;
 use half::f16;
@@ -17,6 +23,9 @@ use std::sync::Mutex;
 
 /// Elements per quantization block.
 pub const BLOCK: usize = 32;
+
+/// Weight rows and activation rows per tile.
+const TILE: usize = 4;
 
 /// A weight matrix `[rows, cols]` in a ggml block format this module computes with.
 #[derive(Debug, Clone)]
@@ -32,6 +41,7 @@ pub struct QuantMatrix {
 enum Format {
     Q4_1,
     Q8_0,
+    F16,
 }
 
 impl Format {
@@ -40,8 +50,17 @@ impl Format {
         match self {
             Format::Q4_1 => 20,
             Format::Q8_0 => 34,
+            Format::F16 => 64,
         }
     }
+}
+
+/// The activation rows of one product, in the form the weight format multiplies with.
+enum Activations<'a> {
+    /// Quantized rows (Q4_1 and Q8_0 weights).
+    Q8(Vec<Q8Row>),
+    /// Rows of `cols` floats, as given (F16 weights).
+    F32 { x: &'a [f32], cols: usize },
 }
 
 /// Activations of one row in `q8_1` blocks: scale, ggml's `s` (unused by Q8_0 weights, whose
@@ -84,11 +103,12 @@ fn quantize_row(x: &[f32]) -> Q8Row {
 }
 
 impl QuantMatrix {
-    /// Wraps raw ggml blocks; `None` unless they are Q4_1 or Q8_0 of that shape.
+    /// Wraps raw ggml data; `None` unless it is Q4_1, Q8_0 or F16 of that shape.
     pub fn new(dtype: GgmlDType, rows: usize, cols: usize, data: Vec<u8>) -> Option<QuantMatrix> {
         let format = match dtype {
             GgmlDType::Q4_1 => Format::Q4_1,
             GgmlDType::Q8_0 => Format::Q8_0,
+            GgmlDType::F16 => Format::F16,
             _ => return None,
         };
         let expected = rows * cols / BLOCK * format.bytes();
@@ -107,9 +127,14 @@ impl QuantMatrix {
 
     /// `y = x Wᵀ` for `x` of shape `[n, cols]` (row-major); returns `[n, rows]`.
     pub fn matmul(&self, x: &[f32], n: usize) -> Vec<f32> {
-        let acts: Vec<Q8Row> = x.chunks_exact(self.cols).map(quantize_row).collect();
+        let acts = match self.format {
+            Format::F16 => Activations::F32 { x, cols: self.cols },
+            Format::Q4_1 | Format::Q8_0 => {
+                Activations::Q8(x.chunks_exact(self.cols).map(quantize_row).collect())
+            }
+        };
         let row_bytes = self.cols / BLOCK * self.format.bytes();
-        let format = self.format;
+        let row = |r: usize| &self.data[r * row_bytes..(r + 1) * row_bytes];
         // Transposed result [rows, n]: each task owns whole weight rows and reuses them for every
         // activation row while they are in cache. Tasks run on candle's worker pool, so herd's
         // kernel and candle's ops share the same threads instead of competing for the cores.
@@ -122,17 +147,17 @@ impl QuantMatrix {
         pool.execute_chunked(tasks.len(), |range| {
             for task in range {
                 let mut out = tasks[task].lock().expect("each task is taken once");
-                for (i, y) in out.chunks_exact_mut(n).enumerate() {
-                    let r = task * rows_per_task + i;
-                    let w = &self.data[r * row_bytes..(r + 1) * row_bytes];
-                    let mut j = 0;
-                    while j + 4 <= n {
-                        let four = [&acts[j], &acts[j + 1], &acts[j + 2], &acts[j + 3]];
-                        y[j..j + 4].copy_from_slice(&dot_rows(isa, format, w, four));
-                        j += 4;
-                    }
-                    for (yj, act) in y[j..].iter_mut().zip(&acts[j..]) {
-                        *yj = dot_rows(isa, format, w, [act])[0];
+                let mut r = task * rows_per_task;
+                for chunk in out.chunks_mut(TILE * n) {
+                    if chunk.len() == TILE * n {
+                        let w: [&[u8]; TILE] = std::array::from_fn(|i| row(r + i));
+                        self.tile_rows(isa, w, &acts, n, chunk);
+                        r += TILE;
+                    } else {
+                        for y in chunk.chunks_exact_mut(n) {
+                            self.tile_rows(isa, [row(r)], &acts, n, y);
+                            r += 1;
+                        }
                     }
                 }
             }
@@ -146,6 +171,34 @@ impl QuantMatrix {
         }
         y
     }
+
+    /// The `R` weight rows `w` against every activation row, into `out` (`[R, n]`), `TILE`
+    /// activation rows at a time.
+    fn tile_rows<const R: usize>(
+        &self,
+        isa: Isa,
+        w: [&[u8]; R],
+        acts: &Activations,
+        n: usize,
+        out: &mut [f32],
+    ) {
+        let mut j = 0;
+        while j < n {
+            if j + TILE <= n {
+                let y = dot_tile::<R, TILE>(isa, self.format, w, acts, j);
+                for (r, values) in y.iter().enumerate() {
+                    out[r * n + j..r * n + j + TILE].copy_from_slice(values);
+                }
+                j += TILE;
+            } else {
+                let y = dot_tile::<R, 1>(isa, self.format, w, acts, j);
+                for (r, [value]) in y.iter().enumerate() {
+                    out[r * n + j] = *value;
+                }
+                j += 1;
+            }
+        }
+    }
 }
 
 /// The best dot-product kernel this CPU runs.
@@ -155,16 +208,16 @@ enum Isa {
     #[cfg(target_arch = "x86_64")]
     Avx2,
     #[cfg(target_arch = "x86_64")]
-    Vnni,
+    Avx512,
 }
 
 fn isa() -> Isa {
     #[cfg(target_arch = "x86_64")]
     {
         use std::arch::is_x86_feature_detected as has;
-        if has!("avx2") && has!("fma") {
-            return if has!("avx512vnni") && has!("avx512vl") {
-                Isa::Vnni
+        if has!("avx2") && has!("fma") && has!("f16c") {
+            return if has!("avx512f") && has!("avx512vnni") && has!("avx512vl") {
+                Isa::Avx512
             } else {
                 Isa::Avx2
             };
@@ -173,21 +226,57 @@ fn isa() -> Isa {
     Isa::Scalar
 }
 
-/// One weight row against `N` activation rows.
+/// `R` weight rows against the `N` activation rows from row `j` on.
+fn dot_tile<const R: usize, const N: usize>(
+    isa: Isa,
+    format: Format,
+    w: [&[u8]; R],
+    acts: &Activations,
+    j: usize,
+) -> [[f32; N]; R] {
+    match acts {
+        Activations::Q8(rows) => {
+            let a: [&Q8Row; N] = std::array::from_fn(|i| &rows[j + i]);
+            w.map(|w| dot_rows(isa, format, w, a))
+        }
+        Activations::F32 { x, cols } => {
+            let a: [&[f32]; N] = std::array::from_fn(|i| &x[(j + i) * cols..(j + i + 1) * cols]);
+            // SAFETY: `isa()` checked that the CPU has the features each kernel needs.
+            match isa {
+                #[cfg(target_arch = "x86_64")]
+                Isa::Avx512 => unsafe { simd::f16_avx512(w, a) },
+                #[cfg(target_arch = "x86_64")]
+                Isa::Avx2 => unsafe { simd::f16_avx2(w, a) },
+                Isa::Scalar => w.map(|w| a.map(|a| dot_f16_scalar(w, a))),
+            }
+        }
+    }
+}
+
+/// One quantized weight row against `N` quantized activation rows.
 fn dot_rows<const N: usize>(isa: Isa, format: Format, w: &[u8], acts: [&Q8Row; N]) -> [f32; N] {
     // SAFETY: `isa()` checked that the CPU has the features each kernel needs.
     match (isa, format) {
         #[cfg(target_arch = "x86_64")]
-        (Isa::Vnni, Format::Q4_1) => unsafe { simd::q4_1_vnni(w, acts) },
+        (Isa::Avx512, Format::Q4_1) => unsafe { simd::q4_1_vnni(w, acts) },
         #[cfg(target_arch = "x86_64")]
-        (Isa::Vnni, Format::Q8_0) => unsafe { simd::q8_0_vnni(w, acts) },
+        (Isa::Avx512, Format::Q8_0) => unsafe { simd::q8_0_vnni(w, acts) },
         #[cfg(target_arch = "x86_64")]
         (Isa::Avx2, Format::Q4_1) => unsafe { simd::q4_1_avx2(w, acts) },
         #[cfg(target_arch = "x86_64")]
         (Isa::Avx2, Format::Q8_0) => unsafe { simd::q8_0_avx2(w, acts) },
         (Isa::Scalar, Format::Q4_1) => acts.map(|a| dot_q4_1_scalar(w, a)),
         (Isa::Scalar, Format::Q8_0) => acts.map(|a| dot_q8_0_scalar(w, a)),
+        (_, Format::F16) => unreachable!("F16 weights multiply f32 activations"),
     }
+}
+
+/// Σ w x over an F16 row (the reference the SIMD kernels are tested against).
+fn dot_f16_scalar(w: &[u8], x: &[f32]) -> f32 {
+    w.chunks_exact(2)
+        .zip(x)
+        .map(|(h, &x)| f16_bits(h) * x)
+        .sum()
 }
 
 /// Σ_blocks d_w d_a Σ q_w q_a + m_w s_a (the reference the SIMD kernel is tested against).
@@ -322,6 +411,53 @@ mod simd {
         };
     }
 
+    macro_rules! dot_f16 {
+        ($name:ident, $features:literal, $lanes:literal, $zero:ident, $load_w:expr, $load_x:ident,
+         $fmadd:ident, $sum:expr) => {
+            /// `R` F16 weight rows against `N` f32 activation rows: each weight vector is
+            /// converted once for `N` rows, each activation vector loaded once for `R` rows.
+            #[target_feature(enable = $features)]
+            pub unsafe fn $name<const R: usize, const N: usize>(
+                w: [&[u8]; R],
+                x: [&[f32]; N],
+            ) -> [[f32; N]; R] {
+                let mut acc = [[$zero(); N]; R];
+                let cols = x[0].len();
+                for k in (0..cols).step_by($lanes) {
+                    let wv: [_; R] = std::array::from_fn(|r| $load_w(w[r].as_ptr().add(2 * k)));
+                    for j in 0..N {
+                        let xv = $load_x(x[j].as_ptr().add(k));
+                        for r in 0..R {
+                            acc[r][j] = $fmadd(wv[r], xv, acc[r][j]);
+                        }
+                    }
+                }
+                acc.map(|row| row.map(|a| $sum(a)))
+            }
+        };
+    }
+
+    dot_f16!(
+        f16_avx512,
+        "avx512f",
+        16,
+        _mm512_setzero_ps,
+        |p: *const u8| _mm512_cvtph_ps(_mm256_loadu_si256(p as *const __m256i)),
+        _mm512_loadu_ps,
+        _mm512_fmadd_ps,
+        |a| _mm512_reduce_add_ps(a)
+    );
+    dot_f16!(
+        f16_avx2,
+        "avx2,fma,f16c",
+        8,
+        _mm256_setzero_ps,
+        |p: *const u8| _mm256_cvtph_ps(_mm_loadu_si128(p as *const __m128i)),
+        _mm256_loadu_ps,
+        _mm256_fmadd_ps,
+        |a| hsum(a)
+    );
+
     dot_rows!(q4_1_avx2, "avx2,fma", lanes_avx2, q4_1_block, 20);
     dot_rows!(
         q4_1_vnni,
@@ -371,12 +507,15 @@ mod tests {
     fn simd_and_scalar_agree_with_dequantized_products() {
         assert!(QuantMatrix::new(GgmlDType::Q4_0, 1, 32, vec![0; 18]).is_none());
         let dev = Device::Cpu;
-        let (rows, cols, n) = (24, 96, 6);
+        // Tasks of 6 rows: one 4-row tile and two single rows; 6 activation rows: one 4-row tile
+        // and two single rows.
+        let (rows, cols, n) = (100, 96, 6);
         let w = Tensor::from_vec(random(rows * cols, 1), (rows, cols), &dev).unwrap();
         let x = random(n * cols, 2);
-        for (dtype, format) in [
-            (GgmlDType::Q4_1, Format::Q4_1),
-            (GgmlDType::Q8_0, Format::Q8_0),
+        for (dtype, format, tolerance) in [
+            (GgmlDType::Q4_1, Format::Q4_1, 0.05),
+            (GgmlDType::Q8_0, Format::Q8_0, 0.05),
+            (GgmlDType::F16, Format::F16, 1e-4),
         ] {
             let q = QTensor::quantize(&w, dtype).unwrap();
             let m = QuantMatrix::new(dtype, rows, cols, q.data().unwrap().to_vec()).unwrap();
@@ -389,29 +528,32 @@ mod tests {
                         .zip(&x[j * cols..(j + 1) * cols])
                         .map(|(a, b)| a * b)
                         .sum();
-                    // Only the 8-bit activation rounding separates the two.
+                    // Only the 8-bit activation rounding (none for F16) separates the two.
                     assert!(
-                        (y[j * rows + r] - exact).abs() < 0.05,
+                        (y[j * rows + r] - exact).abs() < tolerance,
                         "{dtype:?} {j} {r}: {} vs {exact}",
                         y[j * rows + r]
                     );
                 }
             }
             // The scalar reference gives the dispatched (SIMD) result up to summation order, and
-            // VNNI gives AVX2's sums bit for bit.
-            let acts = quantize_row(&x[..cols]);
+            // for quantized weights VNNI gives AVX2's sums bit for bit.
+            let acts = match format {
+                Format::F16 => Activations::F32 { x: &x, cols },
+                _ => Activations::Q8(x.chunks_exact(cols).map(quantize_row).collect()),
+            };
             let w0 = &m.data[..cols / BLOCK * format.bytes()];
-            let [scalar] = dot_rows(Isa::Scalar, format, w0, [&acts]);
+            let [[scalar]] = dot_tile::<1, 1>(Isa::Scalar, format, [w0], &acts, 0);
             assert!(
                 (scalar - y[0]).abs() < 1e-4,
                 "{dtype:?}: scalar {scalar} vs {}",
                 y[0]
             );
             #[cfg(target_arch = "x86_64")]
-            if isa() == Isa::Vnni {
+            if isa() == Isa::Avx512 && format != Format::F16 {
                 assert_eq!(
-                    dot_rows(Isa::Vnni, format, w0, [&acts, &acts]),
-                    dot_rows(Isa::Avx2, format, w0, [&acts, &acts])
+                    dot_tile::<1, 2>(Isa::Avx512, format, [w0], &acts, 0),
+                    dot_tile::<1, 2>(Isa::Avx2, format, [w0], &acts, 0)
                 );
             }
         }

@@ -242,6 +242,7 @@ fn block_quantized_gguf_formats_load() {
         GgmlDType::Q4K,
         GgmlDType::Q5K,
         GgmlDType::Q6K,
+        GgmlDType::F16,
     ] {
         let path = dir.path().join(format!("tiny-{dtype:?}.gguf"));
         write_gguf(&path, &config, &weights, dtype);

@@ -1,7 +1,7 @@
 //! GGUF checkpoints of the `llama` architecture (llama.cpp's format): hyper-parameters from the
 //! metadata, tensors renamed to HF names, query/key rows permuted from llama.cpp's adjacent-pair
-//! RoPE layout to the half-split one. Quantized tensors stay quantized; F32/F16/BF16 tensors
-//! become dense. The metadata (with the embedded tokenizer and chat template) is returned too.
+//! RoPE layout to the half-split one. Quantized tensors and F16 matrices stay as stored (herd's
+//! kernels multiply them as they are); F32/BF16 tensors and F16 vectors become dense. The metadata (with the embedded tokenizer and chat template) is returned too.
 
 use std::fs::File;
 use std::path::Path;
@@ -44,6 +44,7 @@ pub fn load(path: &Path, device: &Device) -> Result<(LlamaConfig, Weights, Metad
             .tensor(&mut file, gguf_name, device)
             .map_err(|e| Error::format(path, format!("tensor `{gguf_name}`: {e}")))?;
         let weight = match info.ggml_dtype {
+            GgmlDType::F16 if info.shape.rank() == 2 => Weight::Quantized(Arc::new(qtensor)),
             GgmlDType::F32 | GgmlDType::F16 | GgmlDType::BF16 => {
                 Weight::Dense(qtensor.dequantize(device)?)
             }
