@@ -129,76 +129,105 @@ impl QuantMatrix {
     pub fn matmul(&self, x: &[f32], n: usize) -> Vec<f32> {
         let acts = match self.format {
             Format::F16 => Activations::F32 { x, cols: self.cols },
-            Format::Q4_1 | Format::Q8_0 => {
-                Activations::Q8(x.chunks_exact(self.cols).map(quantize_row).collect())
-            }
+            Format::Q4_1 | Format::Q8_0 => Activations::Q8(quantize_rows(x, self.cols)),
         };
         let row_bytes = self.cols / BLOCK * self.format.bytes();
         let row = |r: usize| &self.data[r * row_bytes..(r + 1) * row_bytes];
-        // Transposed result [rows, n]: each task owns whole weight rows and reuses them for every
-        // activation row while they are in cache. Tasks run on candle's worker pool, so herd's
-        // kernel and candle's ops share the same threads instead of competing for the cores.
-        let mut yt = vec![0f32; self.rows * n];
+        let mut y = vec![0f32; n * self.rows];
+        let out = Output {
+            y: y.as_mut_ptr(),
+            rows: self.rows,
+        };
+        // Work items are tiles of weight rows: a thread reuses its rows for every activation row
+        // while they are in cache. They run on candle's worker pool, so herd's kernel and
+        // candle's ops share the same threads instead of competing for the cores.
         let isa = isa();
-        let pool = candle_core::utils::barrier_pool();
-        let rows_per_task = (self.rows / ((pool.n_workers() + 1) * 8)).clamp(1, 256);
-        let tasks: Vec<Mutex<&mut [f32]>> =
-            yt.chunks_mut(rows_per_task * n).map(Mutex::new).collect();
-        pool.execute_chunked(tasks.len(), |range| {
-            for task in range {
-                let mut out = tasks[task].lock().expect("each task is taken once");
-                let mut r = task * rows_per_task;
-                for chunk in out.chunks_mut(TILE * n) {
-                    if chunk.len() == TILE * n {
-                        let w: [&[u8]; TILE] = std::array::from_fn(|i| row(r + i));
-                        self.tile_rows(isa, w, &acts, n, chunk);
-                        r += TILE;
-                    } else {
-                        for y in chunk.chunks_exact_mut(n) {
-                            self.tile_rows(isa, [row(r)], &acts, n, y);
-                            r += 1;
-                        }
+        let tiles = self.rows.div_ceil(TILE);
+        candle_core::utils::barrier_pool().execute_chunked(tiles, |range| {
+            for tile in range {
+                let first = tile * TILE;
+                if first + TILE <= self.rows {
+                    let w: [&[u8]; TILE] = std::array::from_fn(|i| row(first + i));
+                    self.tile_rows(isa, w, &acts, n, first, &out);
+                } else {
+                    for r in first..self.rows {
+                        self.tile_rows(isa, [row(r)], &acts, n, r, &out);
                     }
                 }
             }
         });
-        drop(tasks);
-        let mut y = vec![0f32; n * self.rows];
-        for r in 0..self.rows {
-            for j in 0..n {
-                y[j * self.rows + r] = yt[r * n + j];
-            }
-        }
         y
     }
 
-    /// The `R` weight rows `w` against every activation row, into `out` (`[R, n]`), `TILE`
-    /// activation rows at a time.
+    /// The `R` weight rows from `first` on against every activation row, `TILE` activation
+    /// rows at a time.
     fn tile_rows<const R: usize>(
         &self,
         isa: Isa,
         w: [&[u8]; R],
         acts: &Activations,
         n: usize,
-        out: &mut [f32],
+        first: usize,
+        out: &Output,
     ) {
         let mut j = 0;
         while j < n {
             if j + TILE <= n {
-                let y = dot_tile::<R, TILE>(isa, self.format, w, acts, j);
-                for (r, values) in y.iter().enumerate() {
-                    out[r * n + j..r * n + j + TILE].copy_from_slice(values);
-                }
+                out.put(j, first, dot_tile::<R, TILE>(isa, self.format, w, acts, j));
                 j += TILE;
             } else {
-                let y = dot_tile::<R, 1>(isa, self.format, w, acts, j);
-                for (r, [value]) in y.iter().enumerate() {
-                    out[r * n + j] = *value;
-                }
+                out.put(j, first, dot_tile::<R, 1>(isa, self.format, w, acts, j));
                 j += 1;
             }
         }
     }
+}
+
+/// The result `[n, rows]` of a product, written by the pool's threads.
+struct Output {
+    y: *mut f32,
+    rows: usize,
+}
+
+// SAFETY: threads write through `Output` only in `put`, each to the weight rows of its own tiles
+// (disjoint elements), while the vector it points into outlives the pool call.
+unsafe impl Sync for Output {}
+
+impl Output {
+    /// Stores the `[R][N]` tile of weight rows from `first` and activation rows from `j`.
+    fn put<const R: usize, const N: usize>(&self, j: usize, first: usize, tile: [[f32; N]; R]) {
+        for (r, values) in tile.iter().enumerate() {
+            for (i, &v) in values.iter().enumerate() {
+                let index = (j + i) * self.rows + first + r;
+                // SAFETY: `index` < n·rows (j + i < n, first + r < rows), and no other thread
+                // writes this weight row (see `unsafe impl Sync`).
+                unsafe { *self.y.add(index) = v };
+            }
+        }
+    }
+}
+
+/// Activation rows quantized on candle's worker pool (one row inline: a decode step).
+fn quantize_rows(x: &[f32], cols: usize) -> Vec<Q8Row> {
+    let n = x.len() / cols;
+    if n == 1 {
+        return vec![quantize_row(x)];
+    }
+    let slots: Vec<Mutex<Option<Q8Row>>> = (0..n).map(|_| Mutex::new(None)).collect();
+    candle_core::utils::barrier_pool().execute_chunked(n, |range| {
+        for j in range {
+            let row = quantize_row(&x[j * cols..(j + 1) * cols]);
+            *slots[j].lock().expect("each row is taken once") = Some(row);
+        }
+    });
+    slots
+        .into_iter()
+        .map(|slot| {
+            slot.into_inner()
+                .expect("no quantizing thread panicked")
+                .expect("every row was quantized")
+        })
+        .collect()
 }
 
 /// The best dot-product kernel this CPU runs.
@@ -507,9 +536,9 @@ mod tests {
     fn simd_and_scalar_agree_with_dequantized_products() {
         assert!(QuantMatrix::new(GgmlDType::Q4_0, 1, 32, vec![0; 18]).is_none());
         let dev = Device::Cpu;
-        // Tasks of 6 rows: one 4-row tile and two single rows; 6 activation rows: one 4-row tile
+        // 102 weight rows: 25 tiles of 4 and two single rows; 6 activation rows: one tile of 4
         // and two single rows.
-        let (rows, cols, n) = (100, 96, 6);
+        let (rows, cols, n) = (102, 96, 6);
         let w = Tensor::from_vec(random(rows * cols, 1), (rows, cols), &dev).unwrap();
         let x = random(n * cols, 2);
         for (dtype, format, tolerance) in [
