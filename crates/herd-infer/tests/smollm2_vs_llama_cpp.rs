@@ -183,5 +183,13 @@ fn chat_prompt_is_the_gguf_template() {
         assert_eq!(token.top[0].0, token.id);
         logits = step_logits(&loaded.model, &mut cache, &[token.id]);
     }
-    assert_eq!(generation.tokens.len(), 12);
+    // It ran to the token limit, or stopped where step-by-step decoding picks a stop token
+    // (the answer can end early: this near-tie prompt is not one the greedy test compares).
+    match generation.stop_token {
+        Some(stop) => {
+            assert_eq!(stop, argmax(&logits));
+            assert!(loaded.tokenizer.stop_ids().contains(&stop));
+        }
+        None => assert_eq!(generation.tokens.len(), 12),
+    }
 }

@@ -1,21 +1,25 @@
-//! Matrix products with Q4_1 and Q8_0 weights, the arithmetic of llama.cpp's ggml: activations
-//! are quantized to blocks of 32 bytes (scale `d = amax/127` stored as f16, values
+//! Matrix products with Q4_1, Q8_0 and F16 weights, the arithmetic of llama.cpp's ggml:
+//! activations are quantized to blocks of 32 bytes (scale `d = amax/127` stored as f16, values
 //! `round_half_even(x · 127/amax)`, and for Q4_1's `q8_1` the block sum `s = f16(d · Σq)`); each
 //! block then contributes `d_w · d_a · Σ q_w q_a` (+ `m_w · s_a` for Q4_1), with AVX-512 VNNI or
-//! AVX2 on x86. Tested against ggml's own functions (`tests/ggml_quant_ops.rs`). F16 weights
-//! are multiplied with f32 activations as they are (converted to f32 in registers, 16 at a time
-//! with AVX-512), half the memory traffic of the dequantized f32 copy candle would make.
+//! AVX2 on x86. Tested against ggml's own functions (`tests/ggml_quant_ops.rs`). F16 weights are
+//! multiplied with f32 activations as they are (converted to f32 in registers, 16 at a time with
+//! AVX-512), half the memory traffic of the dequantized f32 copy candle would make.
 //!
 //! Written here because candle 0.11 has no SIMD Q4_1 dot product (its scalar loop took 78% of
 //! decode time) and its Q8_0 path processes one activation row at a time. The rounding is
 //! ggml's, yet a 30-layer model's logits still differ from llama.cpp's by 0.1–0.6: every op before
-//! a quantized matmul would have to round as ggml does (see docs/BENCHMARKS.md). Block layouts:
-//! `block_q4_1` = f16 d, f16 m, 16 bytes of nibbles (low: elements 0–15, high: 16–31);
-//! `block_q8_0` = f16 d, 32 × i8; F16 = 32 little-endian halves.
+//! a quantized matmul would have to round as ggml does (see docs/BENCHMARKS.md).
 //!
-//! The product runs in tiles of up to 4 weight rows × 4 activation rows, so that each weight
-//! block is unpacked once for 4 activation rows and (for F16) each activation vector is loaded
-//! once for 4 weight rows.
+//! Layout: ggml's blocks (`block_q4_1` = f16 d, f16 m, 16 bytes of nibbles, low nibbles elements
+//! 0–15, high 16–31; `block_q8_0` = f16 d, 32 × i8) are split when loaded into the rows' packed
+//! values and their f16 scales (and minima), the scales of a row padded with zeros to a multiple
+//! of 8 blocks. A quantized dot product then takes 8 blocks at a time: 8 exact integer block sums
+//! are gathered into one vector, converted once and scaled by the 8 blocks' `d_w · d_a` in one
+//! multiply, instead of one convert and one broadcast multiply per block.
+//!
+//! The product runs in tiles: 4 activation rows share each unpacked weight block, and for F16
+//! 4 weight rows share each activation vector.
 
 use candle_core::quantized::GgmlDType;
 use half::f16;
@@ -24,19 +28,28 @@ use std::sync::Mutex;
 /// Elements per quantization block.
 pub const BLOCK: usize = 32;
 
+/// Blocks whose sums are scaled together (lanes of one 256-bit f32 vector).
+const GROUP: usize = 8;
+
 /// Weight rows and activation rows per tile.
 const TILE: usize = 4;
 
-/// A weight matrix `[rows, cols]` in a ggml block format this module computes with.
+/// A weight matrix `[rows, cols]` in a format this module computes with, split into packed
+/// values and per-block scales (see the module doc).
 #[derive(Debug, Clone)]
 pub struct QuantMatrix {
     format: Format,
     rows: usize,
     cols: usize,
-    data: Vec<u8>,
+    /// Per row, its blocks' values back to back (nibbles, i8 or f16).
+    values: Vec<u8>,
+    /// Per row, its blocks' f16 scales `d`, padded to a multiple of [`GROUP`].
+    scales: Vec<u16>,
+    /// Per row, its blocks' f16 minima `m` (Q4_1), padded like `scales`.
+    mins: Vec<u16>,
 }
 
-/// The block formats herd computes with itself.
+/// The weight formats herd computes with itself.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Format {
     Q4_1,
@@ -45,14 +58,31 @@ enum Format {
 }
 
 impl Format {
-    /// Bytes of one block of 32 weights.
-    fn bytes(self) -> usize {
+    /// Bytes of one ggml block of 32 weights.
+    fn block_bytes(self) -> usize {
         match self {
             Format::Q4_1 => 20,
             Format::Q8_0 => 34,
             Format::F16 => 64,
         }
     }
+
+    /// Bytes of a block's values, without its scale and minimum.
+    fn value_bytes(self) -> usize {
+        match self {
+            Format::Q4_1 => 16,
+            Format::Q8_0 => 32,
+            Format::F16 => 64,
+        }
+    }
+}
+
+/// One weight row: its values and (quantized formats) its padded scales and minima.
+#[derive(Debug, Clone, Copy)]
+struct Row<'a> {
+    values: &'a [u8],
+    scales: &'a [u16],
+    mins: &'a [u16],
 }
 
 /// The activation rows of one product, in the form the weight format multiplies with.
@@ -63,27 +93,36 @@ enum Activations<'a> {
     F32 { x: &'a [f32], cols: usize },
 }
 
-/// Activations of one row in `q8_1` blocks: scale, ggml's `s` (unused by Q8_0 weights, whose
-/// `q8_0` activations are otherwise the same), and the 32 values.
+/// Activations of one row in `q8_1` blocks: the 32 values of each block, and per block (padded
+/// with zeros to a multiple of [`GROUP`]) the scale, ggml's `s` (unused by Q8_0 weights, whose
+/// `q8_0` activations are otherwise the same), and `128 · Σq` (the correction for Q8_0 weights
+/// offset to unsigned bytes by the VNNI kernel).
 struct Q8Row {
+    q: Vec<[i8; BLOCK]>,
     d: Vec<f32>,
     s: Vec<f32>,
-    q: Vec<[i8; BLOCK]>,
+    offset: Vec<i32>,
 }
 
 fn f16_bits(bytes: &[u8]) -> f32 {
     f16::from_bits(u16::from_le_bytes([bytes[0], bytes[1]])).to_f32()
 }
 
+/// Blocks rounded up to whole groups.
+fn padded(blocks: usize) -> usize {
+    blocks.next_multiple_of(GROUP)
+}
+
 /// ggml's `quantize_row_q8_1` (x86 path) of one activation row.
 fn quantize_row(x: &[f32]) -> Q8Row {
     let blocks = x.len() / BLOCK;
     let mut row = Q8Row {
-        d: Vec::with_capacity(blocks),
-        s: Vec::with_capacity(blocks),
         q: Vec::with_capacity(blocks),
+        d: vec![0.0; padded(blocks)],
+        s: vec![0.0; padded(blocks)],
+        offset: vec![0; padded(blocks)],
     };
-    for block in x.chunks_exact(BLOCK) {
+    for (b, block) in x.chunks_exact(BLOCK).enumerate() {
         let amax = block.iter().fold(0f32, |m, v| m.max(v.abs()));
         let d = amax / 127.0;
         let id = if amax != 0.0 { 127.0 / amax } else { 0.0 };
@@ -94,16 +133,16 @@ fn quantize_row(x: &[f32]) -> Q8Row {
             *qi = r as i8;
             sum += r;
         }
-        let d16 = f16::from_f32(d);
-        row.d.push(d16.to_f32());
-        row.s.push(f16::from_f32(d * sum as f32).to_f32());
         row.q.push(q);
+        row.d[b] = f16::from_f32(d).to_f32();
+        row.s[b] = f16::from_f32(d * sum as f32).to_f32();
+        row.offset[b] = 128 * sum;
     }
     row
 }
 
 impl QuantMatrix {
-    /// Wraps raw ggml data; `None` unless it is Q4_1, Q8_0 or F16 of that shape.
+    /// Takes raw ggml data apart; `None` unless it is Q4_1, Q8_0 or F16 of that shape.
     pub fn new(dtype: GgmlDType, rows: usize, cols: usize, data: Vec<u8>) -> Option<QuantMatrix> {
         let format = match dtype {
             GgmlDType::Q4_1 => Format::Q4_1,
@@ -111,12 +150,46 @@ impl QuantMatrix {
             GgmlDType::F16 => Format::F16,
             _ => return None,
         };
-        let expected = rows * cols / BLOCK * format.bytes();
-        (cols.is_multiple_of(BLOCK) && data.len() == expected).then_some(QuantMatrix {
+        let blocks = cols / BLOCK;
+        if !cols.is_multiple_of(BLOCK) || data.len() != rows * blocks * format.block_bytes() {
+            return None;
+        }
+        if format == Format::F16 {
+            return Some(QuantMatrix {
+                format,
+                rows,
+                cols,
+                values: data,
+                scales: Vec::new(),
+                mins: Vec::new(),
+            });
+        }
+        let header = format.block_bytes() - format.value_bytes();
+        let mut values = Vec::with_capacity(rows * blocks * format.value_bytes());
+        let mut scales = vec![0u16; rows * padded(blocks)];
+        let mut mins = vec![
+            0u16;
+            if format == Format::Q4_1 {
+                scales.len()
+            } else {
+                0
+            }
+        ];
+        for (i, block) in data.chunks_exact(format.block_bytes()).enumerate() {
+            let at = i / blocks * padded(blocks) + i % blocks;
+            scales[at] = u16::from_le_bytes([block[0], block[1]]);
+            if format == Format::Q4_1 {
+                mins[at] = u16::from_le_bytes([block[2], block[3]]);
+            }
+            values.extend_from_slice(&block[header..]);
+        }
+        Some(QuantMatrix {
             format,
             rows,
             cols,
-            data,
+            values,
+            scales,
+            mins,
         })
     }
 
@@ -125,14 +198,24 @@ impl QuantMatrix {
         self.rows
     }
 
+    /// Weight row `r`.
+    fn row(&self, r: usize) -> Row<'_> {
+        let blocks = self.cols / BLOCK;
+        let bytes = blocks * self.format.value_bytes();
+        let group = r * padded(blocks)..(r + 1) * padded(blocks);
+        Row {
+            values: &self.values[r * bytes..(r + 1) * bytes],
+            scales: self.scales.get(group.clone()).unwrap_or_default(),
+            mins: self.mins.get(group).unwrap_or_default(),
+        }
+    }
+
     /// `y = x Wᵀ` for `x` of shape `[n, cols]` (row-major); returns `[n, rows]`.
     pub fn matmul(&self, x: &[f32], n: usize) -> Vec<f32> {
         let acts = match self.format {
             Format::F16 => Activations::F32 { x, cols: self.cols },
             Format::Q4_1 | Format::Q8_0 => Activations::Q8(quantize_rows(x, self.cols)),
         };
-        let row_bytes = self.cols / BLOCK * self.format.bytes();
-        let row = |r: usize| &self.data[r * row_bytes..(r + 1) * row_bytes];
         let mut y = vec![0f32; n * self.rows];
         let out = Output {
             y: y.as_mut_ptr(),
@@ -147,11 +230,11 @@ impl QuantMatrix {
             for tile in range {
                 let first = tile * TILE;
                 if first + TILE <= self.rows {
-                    let w: [&[u8]; TILE] = std::array::from_fn(|i| row(first + i));
+                    let w: [Row; TILE] = std::array::from_fn(|i| self.row(first + i));
                     self.tile_rows(isa, w, &acts, n, first, &out);
                 } else {
                     for r in first..self.rows {
-                        self.tile_rows(isa, [row(r)], &acts, n, r, &out);
+                        self.tile_rows(isa, [self.row(r)], &acts, n, r, &out);
                     }
                 }
             }
@@ -164,7 +247,7 @@ impl QuantMatrix {
     fn tile_rows<const R: usize>(
         &self,
         isa: Isa,
-        w: [&[u8]; R],
+        w: [Row; R],
         acts: &Activations,
         n: usize,
         first: usize,
@@ -259,7 +342,7 @@ fn isa() -> Isa {
 fn dot_tile<const R: usize, const N: usize>(
     isa: Isa,
     format: Format,
-    w: [&[u8]; R],
+    w: [Row; R],
     acts: &Activations,
     j: usize,
 ) -> [[f32; N]; R] {
@@ -270,6 +353,7 @@ fn dot_tile<const R: usize, const N: usize>(
         }
         Activations::F32 { x, cols } => {
             let a: [&[f32]; N] = std::array::from_fn(|i| &x[(j + i) * cols..(j + i + 1) * cols]);
+            let w = w.map(|w| w.values);
             // SAFETY: `isa()` checked that the CPU has the features each kernel needs.
             match isa {
                 #[cfg(target_arch = "x86_64")]
@@ -283,17 +367,17 @@ fn dot_tile<const R: usize, const N: usize>(
 }
 
 /// One quantized weight row against `N` quantized activation rows.
-fn dot_rows<const N: usize>(isa: Isa, format: Format, w: &[u8], acts: [&Q8Row; N]) -> [f32; N] {
+fn dot_rows<const N: usize>(isa: Isa, format: Format, w: Row, acts: [&Q8Row; N]) -> [f32; N] {
     // SAFETY: `isa()` checked that the CPU has the features each kernel needs.
     match (isa, format) {
         #[cfg(target_arch = "x86_64")]
-        (Isa::Avx512, Format::Q4_1) => unsafe { simd::q4_1_vnni(w, acts) },
+        (Isa::Avx512, Format::Q4_1) => unsafe { simd::q4_1_vnni::dot(w, acts) },
         #[cfg(target_arch = "x86_64")]
-        (Isa::Avx512, Format::Q8_0) => unsafe { simd::q8_0_vnni(w, acts) },
+        (Isa::Avx512, Format::Q8_0) => unsafe { simd::q8_0_vnni::dot(w, acts) },
         #[cfg(target_arch = "x86_64")]
-        (Isa::Avx2, Format::Q4_1) => unsafe { simd::q4_1_avx2(w, acts) },
+        (Isa::Avx2, Format::Q4_1) => unsafe { simd::q4_1_avx2::dot(w, acts) },
         #[cfg(target_arch = "x86_64")]
-        (Isa::Avx2, Format::Q8_0) => unsafe { simd::q8_0_avx2(w, acts) },
+        (Isa::Avx2, Format::Q8_0) => unsafe { simd::q8_0_avx2::dot(w, acts) },
         (Isa::Scalar, Format::Q4_1) => acts.map(|a| dot_q4_1_scalar(w, a)),
         (Isa::Scalar, Format::Q8_0) => acts.map(|a| dot_q8_0_scalar(w, a)),
         (_, Format::F16) => unreachable!("F16 weights multiply f32 activations"),
@@ -308,51 +392,53 @@ fn dot_f16_scalar(w: &[u8], x: &[f32]) -> f32 {
         .sum()
 }
 
-/// Σ_blocks d_w d_a Σ q_w q_a + m_w s_a (the reference the SIMD kernel is tested against).
-fn dot_q4_1_scalar(w: &[u8], a: &Q8Row) -> f32 {
+fn f16_value(bits: u16) -> f32 {
+    f16::from_bits(bits).to_f32()
+}
+
+/// Σ_blocks d_w d_a Σ q_w q_a + m_w s_a (the reference the SIMD kernels are tested against).
+fn dot_q4_1_scalar(w: Row, a: &Q8Row) -> f32 {
     let mut acc = 0f32;
     let mut summs = 0f32;
-    for (b, block) in w.chunks_exact(Format::Q4_1.bytes()).enumerate() {
-        let (d, m, qs) = (
-            f16_bits(&block[0..2]),
-            f16_bits(&block[2..4]),
-            &block[4..20],
-        );
+    for (b, qs) in w.values.chunks_exact(16).enumerate() {
         let (low, high) = a.q[b].split_at(16);
         let sumi: i32 = qs
             .iter()
             .zip(low.iter().zip(high))
             .map(|(&q, (&x0, &x1))| (q & 0x0f) as i32 * x0 as i32 + (q >> 4) as i32 * x1 as i32)
             .sum();
-        acc += d * a.d[b] * sumi as f32;
-        summs += m * a.s[b];
+        acc += f16_value(w.scales[b]) * a.d[b] * sumi as f32;
+        summs += f16_value(w.mins[b]) * a.s[b];
     }
     acc + summs
 }
 
-/// Σ_blocks d_w d_a Σ q_w q_a (the reference the SIMD kernel is tested against).
-fn dot_q8_0_scalar(w: &[u8], a: &Q8Row) -> f32 {
+/// Σ_blocks d_w d_a Σ q_w q_a (the reference the SIMD kernels are tested against).
+fn dot_q8_0_scalar(w: Row, a: &Q8Row) -> f32 {
     let mut acc = 0f32;
-    for (b, block) in w.chunks_exact(Format::Q8_0.bytes()).enumerate() {
-        let sumi: i32 = block[2..34]
+    for (b, qs) in w.values.chunks_exact(32).enumerate() {
+        let sumi: i32 = qs
             .iter()
             .zip(&a.q[b])
             .map(|(&q, &x)| q as i8 as i32 * x as i32)
             .sum();
-        acc += f16_bits(&block[0..2]) * a.d[b] * sumi as f32;
+        acc += f16_value(w.scales[b]) * a.d[b] * sumi as f32;
     }
     acc
 }
 
 #[cfg(target_arch = "x86_64")]
 mod simd {
-    //! x86 versions, lane for lane the arithmetic of ggml's `ggml_vec_dot_q4_1_q8_1`: per block,
-    //! 8 i32 lanes each summing 4 byte products, turned to f32 and fused into the accumulator.
-    //! AVX-512 VNNI's `vpdpbusd` forms exactly those lanes in one instruction; AVX2 needs
-    //! `maddubs` + `madd`. `N` activation rows share each unpacked weight block.
+    //! x86 versions. A block's integer sum Σ q_w q_a is formed in 8 i32 lanes of 4 byte
+    //! products each — in one instruction with AVX-512 VNNI's `vpdpbusd`, with `maddubs` +
+    //! `madd` on AVX2 — and [`GROUP`] blocks' lanes are then summed into one vector of 8 exact
+    //! block sums, scaled by their `d_w · d_a` and accumulated. `vpdpbusd` multiplies unsigned
+    //! by signed bytes: Q4_1's nibbles are unsigned already; Q8_0's weights are offset by 128
+    //! and `128 · Σ q_a` taken off again (exact). AVX2's `maddubs` would saturate on such bytes,
+    //! so there the Q8_0 weights' signs move onto the activations (ggml's way).
     use std::arch::x86_64::*;
 
-    use super::{f16_bits, Q8Row};
+    use super::{Q8Row, Row, GROUP};
 
     #[inline]
     #[target_feature(enable = "avx2,fma")]
@@ -365,79 +451,190 @@ mod simd {
         _mm_cvtss_f32(s)
     }
 
-    /// The 32 weight nibbles of a block as bytes: low nibbles are elements 0..16, high 16..32.
+    /// Lane `b` of the result is the sum of the 8 lanes of `v[b]`.
     #[inline]
     #[target_feature(enable = "avx2,fma")]
-    unsafe fn unpack(block: &[u8]) -> __m256i {
-        let packed = _mm_loadu_si128(block[4..20].as_ptr() as *const __m128i);
-        _mm256_and_si256(
-            _mm256_set_m128i(_mm_srli_epi16(packed, 4), packed),
-            _mm256_set1_epi8(0x0f),
+    unsafe fn sum_lanes(v: [__m256i; GROUP]) -> __m256i {
+        let t0 = _mm256_hadd_epi32(v[0], v[1]);
+        let t1 = _mm256_hadd_epi32(v[2], v[3]);
+        let t2 = _mm256_hadd_epi32(v[4], v[5]);
+        let t3 = _mm256_hadd_epi32(v[6], v[7]);
+        // Per 128-bit half: the partial sums of v0..v3 (u0) and v4..v7 (u1).
+        let u0 = _mm256_hadd_epi32(t0, t1);
+        let u1 = _mm256_hadd_epi32(t2, t3);
+        _mm256_add_epi32(
+            _mm256_permute2x128_si256(u0, u1, 0x20),
+            _mm256_permute2x128_si256(u0, u1, 0x31),
         )
     }
 
+    /// Eight f16 values as f32.
+    #[inline]
+    #[target_feature(enable = "avx2,fma,f16c")]
+    unsafe fn halves(p: *const u16) -> __m256 {
+        _mm256_cvtph_ps(_mm_loadu_si128(p as *const __m128i))
+    }
+
+    /// A Q4_1 block's 32 nibbles as bytes: low nibbles are elements 0..16, high 16..32.
     #[inline]
     #[target_feature(enable = "avx2,fma")]
-    unsafe fn lanes_avx2(qx: __m256i, qy: __m256i) -> __m256i {
-        _mm256_madd_epi16(_mm256_maddubs_epi16(qx, qy), _mm256_set1_epi16(1))
+    unsafe fn q4_1_weights(p: *const u8) -> [__m256i; 2] {
+        let packed = _mm_loadu_si128(p as *const __m128i);
+        let bytes = _mm256_and_si256(
+            _mm256_set_m128i(_mm_srli_epi16(packed, 4), packed),
+            _mm256_set1_epi8(0x0f),
+        );
+        [bytes, bytes]
+    }
+
+    /// A Q8_0 block for `vpdpbusd`: its signed bytes offset to unsigned.
+    #[inline]
+    #[target_feature(enable = "avx2,fma")]
+    unsafe fn q8_0_offset_weights(p: *const u8) -> [__m256i; 2] {
+        let w = _mm256_xor_si256(
+            _mm256_loadu_si256(p as *const __m256i),
+            _mm256_set1_epi8(-128),
+        );
+        [w, w]
+    }
+
+    /// A Q8_0 block for `maddubs`: |w| and w (whose signs go onto the activations).
+    #[inline]
+    #[target_feature(enable = "avx2,fma")]
+    unsafe fn q8_0_signed_weights(p: *const u8) -> [__m256i; 2] {
+        let w = _mm256_loadu_si256(p as *const __m256i);
+        [_mm256_sign_epi8(w, w), w]
     }
 
     #[inline]
     #[target_feature(enable = "avx2,fma,avx512vnni,avx512vl")]
-    unsafe fn lanes_vnni(qx: __m256i, qy: __m256i) -> __m256i {
-        _mm256_dpbusd_epi32(_mm256_setzero_si256(), qx, qy)
+    unsafe fn lanes_vnni(w: [__m256i; 2], a: __m256i) -> __m256i {
+        _mm256_dpbusd_epi32(_mm256_setzero_si256(), w[0], a)
     }
 
-    /// A Q4_1 block: the nibbles as unsigned bytes against the activations, and (d, m).
     #[inline]
     #[target_feature(enable = "avx2,fma")]
-    unsafe fn q4_1_block(block: &[u8], qy: __m256i) -> (__m256i, __m256i, f32, f32) {
-        (
-            unpack(block),
-            qy,
-            f16_bits(&block[0..2]),
-            f16_bits(&block[2..4]),
-        )
-    }
-
-    /// A Q8_0 block as ggml's `mul_sum_i8_pairs_float` feeds it: |w| (unsigned) against
-    /// sign(a, w), and (d, 0).
-    #[inline]
-    #[target_feature(enable = "avx2,fma")]
-    unsafe fn q8_0_block(block: &[u8], qy: __m256i) -> (__m256i, __m256i, f32, f32) {
-        let qx = _mm256_loadu_si256(block[2..34].as_ptr() as *const __m256i);
-        (
-            _mm256_sign_epi8(qx, qx),
-            _mm256_sign_epi8(qy, qx),
-            f16_bits(&block[0..2]),
-            0.0,
-        )
+    unsafe fn lanes_avx2(w: [__m256i; 2], a: __m256i) -> __m256i {
+        let products = _mm256_maddubs_epi16(w[0], _mm256_sign_epi8(a, w[1]));
+        _mm256_madd_epi16(products, _mm256_set1_epi16(1))
     }
 
     macro_rules! dot_rows {
-        ($name:ident, $features:literal, $lanes:ident, $block:ident, $bytes:expr) => {
-            /// One weight row against `N` activation rows; each weight block is prepared once.
-            #[target_feature(enable = $features)]
-            pub unsafe fn $name<const N: usize>(w: &[u8], acts: [&Q8Row; N]) -> [f32; N] {
-                let mut acc = [_mm256_setzero_ps(); N];
-                let mut summs = [0f32; N];
-                for (b, block) in w.chunks_exact($bytes).enumerate() {
-                    for i in 0..N {
-                        let a = acts[i];
-                        let qy = _mm256_loadu_si256(a.q[b].as_ptr() as *const __m256i);
-                        let (x, y, d, m) = $block(block, qy);
-                        summs[i] += m * a.s[b];
-                        let xy = _mm256_cvtepi32_ps($lanes(x, y));
-                        acc[i] = _mm256_fmadd_ps(_mm256_set1_ps(d * a.d[b]), xy, acc[i]);
+        ($name:ident, $features:literal, $bytes:literal, $weights:ident, $lanes:ident,
+         $offset:literal) => {
+            pub mod $name {
+                use super::*;
+
+                /// One weight row against `N` activation rows; each weight block is prepared
+                /// once. Whole groups run without a branch; the last, partial group is
+                /// specialized for its size.
+                #[target_feature(enable = $features)]
+                pub unsafe fn dot<const N: usize>(w: Row, acts: [&Q8Row; N]) -> [f32; N] {
+                    let blocks = w.values.len() / $bytes;
+                    let whole = blocks - blocks % GROUP;
+                    let mut acc = [[_mm256_setzero_ps(); N]; 2];
+                    for g in (0..whole).step_by(GROUP) {
+                        group::<N, GROUP>(w, acts, g, &mut acc);
+                    }
+                    match blocks - whole {
+                        0 => {}
+                        1 => group::<N, 1>(w, acts, whole, &mut acc),
+                        2 => group::<N, 2>(w, acts, whole, &mut acc),
+                        3 => group::<N, 3>(w, acts, whole, &mut acc),
+                        4 => group::<N, 4>(w, acts, whole, &mut acc),
+                        5 => group::<N, 5>(w, acts, whole, &mut acc),
+                        6 => group::<N, 6>(w, acts, whole, &mut acc),
+                        _ => group::<N, 7>(w, acts, whole, &mut acc),
+                    }
+                    std::array::from_fn(|i| hsum(acc[0][i]) + hsum(acc[1][i]))
+                }
+
+                /// Blocks `g..g + COUNT` into the accumulators of the scaled block sums
+                /// (`acc[0]`) and of Q4_1's `m_w · s_a` terms (`acc[1]`).
+                #[inline]
+                #[target_feature(enable = $features)]
+                unsafe fn group<const N: usize, const COUNT: usize>(
+                    w: Row,
+                    acts: [&Q8Row; N],
+                    g: usize,
+                    acc: &mut [[__m256; N]; 2],
+                ) {
+                    let zero = _mm256_setzero_si256();
+                    let prepared: [[__m256i; 2]; GROUP] = std::array::from_fn(|b| {
+                        if b < COUNT {
+                            $weights(w.values.as_ptr().add((g + b) * $bytes))
+                        } else {
+                            [zero, zero]
+                        }
+                    });
+                    let dw = halves(w.scales.as_ptr().add(g));
+                    for (acc, a) in acc[0].iter_mut().zip(acts) {
+                        let q = a.q.as_ptr().add(g);
+                        let lanes: [__m256i; GROUP] = std::array::from_fn(|b| {
+                            if b < COUNT {
+                                let qa = _mm256_loadu_si256(q.add(b) as *const __m256i);
+                                $lanes(prepared[b], qa)
+                            } else {
+                                zero
+                            }
+                        });
+                        let mut sums = sum_lanes(lanes);
+                        if $offset {
+                            let offset = a.offset.as_ptr().add(g) as *const __m256i;
+                            sums = _mm256_sub_epi32(sums, _mm256_loadu_si256(offset));
+                        }
+                        let scale = _mm256_mul_ps(dw, _mm256_loadu_ps(a.d.as_ptr().add(g)));
+                        *acc = _mm256_fmadd_ps(_mm256_cvtepi32_ps(sums), scale, *acc);
+                    }
+                    if !w.mins.is_empty() {
+                        let mw = halves(w.mins.as_ptr().add(g));
+                        for (m, a) in acc[1].iter_mut().zip(acts) {
+                            *m = _mm256_fmadd_ps(mw, _mm256_loadu_ps(a.s.as_ptr().add(g)), *m);
+                        }
                     }
                 }
-                let mut out = [0f32; N];
-                for i in 0..N {
-                    out[i] = hsum(acc[i]) + summs[i];
-                }
-                out
             }
         };
+    }
+
+    dot_rows!(
+        q4_1_avx2,
+        "avx2,fma,f16c",
+        16,
+        q4_1_weights,
+        lanes_avx2_q4,
+        false
+    );
+    dot_rows!(
+        q4_1_vnni,
+        "avx2,fma,f16c,avx512vnni,avx512vl",
+        16,
+        q4_1_weights,
+        lanes_vnni,
+        false
+    );
+    dot_rows!(
+        q8_0_avx2,
+        "avx2,fma,f16c",
+        32,
+        q8_0_signed_weights,
+        lanes_avx2,
+        false
+    );
+    dot_rows!(
+        q8_0_vnni,
+        "avx2,fma,f16c,avx512vnni,avx512vl",
+        32,
+        q8_0_offset_weights,
+        lanes_vnni,
+        true
+    );
+
+    /// Q4_1's nibbles are unsigned: no signs to move.
+    #[inline]
+    #[target_feature(enable = "avx2,fma")]
+    unsafe fn lanes_avx2_q4(w: [__m256i; 2], a: __m256i) -> __m256i {
+        _mm256_madd_epi16(_mm256_maddubs_epi16(w[0], a), _mm256_set1_epi16(1))
     }
 
     macro_rules! dot_f16 {
@@ -486,23 +683,6 @@ mod simd {
         _mm256_fmadd_ps,
         |a| hsum(a)
     );
-
-    dot_rows!(q4_1_avx2, "avx2,fma", lanes_avx2, q4_1_block, 20);
-    dot_rows!(
-        q4_1_vnni,
-        "avx2,fma,avx512vnni,avx512vl",
-        lanes_vnni,
-        q4_1_block,
-        20
-    );
-    dot_rows!(q8_0_avx2, "avx2,fma", lanes_avx2, q8_0_block, 34);
-    dot_rows!(
-        q8_0_vnni,
-        "avx2,fma,avx512vnni,avx512vl",
-        lanes_vnni,
-        q8_0_block,
-        34
-    );
 }
 
 #[cfg(test)]
@@ -537,47 +717,61 @@ mod tests {
         assert!(QuantMatrix::new(GgmlDType::Q4_0, 1, 32, vec![0; 18]).is_none());
         let dev = Device::Cpu;
         // 102 weight rows: 25 tiles of 4 and two single rows; 6 activation rows: one tile of 4
-        // and two single rows.
-        let (rows, cols, n) = (102, 96, 6);
+        // and two single rows; 10 blocks per row: a group of 8 and a partial group.
+        let (rows, cols, n) = (102, 320, 6);
         let w = Tensor::from_vec(random(rows * cols, 1), (rows, cols), &dev).unwrap();
         let x = random(n * cols, 2);
-        for (dtype, format, tolerance) in [
-            (GgmlDType::Q4_1, Format::Q4_1, 0.05),
-            (GgmlDType::Q8_0, Format::Q8_0, 0.05),
-            (GgmlDType::F16, Format::F16, 1e-4),
+        for (dtype, format) in [
+            (GgmlDType::Q4_1, Format::Q4_1),
+            (GgmlDType::Q8_0, Format::Q8_0),
+            (GgmlDType::F16, Format::F16),
         ] {
             let q = QTensor::quantize(&w, dtype).unwrap();
             let m = QuantMatrix::new(dtype, rows, cols, q.data().unwrap().to_vec()).unwrap();
             let y = m.matmul(&x, n);
             let wd: Vec<Vec<f32>> = q.dequantize(&dev).unwrap().to_vec2().unwrap();
-            for j in 0..n {
-                for r in 0..rows {
-                    let exact: f32 = wd[r]
-                        .iter()
-                        .zip(&x[j * cols..(j + 1) * cols])
-                        .map(|(a, b)| a * b)
-                        .sum();
-                    // Only the 8-bit activation rounding (none for F16) separates the two.
-                    assert!(
-                        (y[j * rows + r] - exact).abs() < tolerance,
-                        "{dtype:?} {j} {r}: {} vs {exact}",
-                        y[j * rows + r]
-                    );
-                }
-            }
-            // The scalar reference gives the dispatched (SIMD) result up to summation order, and
-            // for quantized weights VNNI gives AVX2's sums bit for bit.
             let acts = match format {
                 Format::F16 => Activations::F32 { x: &x, cols },
                 _ => Activations::Q8(x.chunks_exact(cols).map(quantize_row).collect()),
             };
-            let w0 = &m.data[..cols / BLOCK * format.bytes()];
-            let [[scalar]] = dot_tile::<1, 1>(Isa::Scalar, format, [w0], &acts, 0);
-            assert!(
-                (scalar - y[0]).abs() < 1e-4,
-                "{dtype:?}: scalar {scalar} vs {}",
-                y[0]
-            );
+            for j in 0..n {
+                let xj = &x[j * cols..(j + 1) * cols];
+                let amax: Vec<f32> = xj
+                    .chunks(BLOCK)
+                    .map(|b| b.iter().fold(0f32, |m, v| m.max(v.abs())))
+                    .collect();
+                for r in 0..rows {
+                    let got = y[j * rows + r];
+                    let terms = wd[r].iter().zip(xj).map(|(a, b)| a * b);
+                    let exact: f32 = terms.clone().sum();
+                    let magnitude: f32 = terms.map(f32::abs).sum();
+                    // Against the dequantized weights: rounding activations to 8 bits moves each
+                    // by at most amax/254 of its block, and Q4_1's block sums are rounded to f16
+                    // (|m| ≤ 1 here); F16 weights leave only the summation order.
+                    let bound: f32 = match format {
+                        Format::F16 => 1e-5 * magnitude,
+                        _ => wd[r]
+                            .iter()
+                            .zip(xj)
+                            .enumerate()
+                            .map(|(i, (w, x))| w.abs() * amax[i / BLOCK] / 254.0 + x.abs() / 1024.0)
+                            .sum(),
+                    };
+                    assert!(
+                        (got - exact).abs() <= bound + 1e-5,
+                        "{dtype:?} {j} {r}: {got} vs {exact} (bound {bound})"
+                    );
+                    // The scalar reference gives the dispatched (SIMD) result up to the order of
+                    // the f32 sums.
+                    let [[scalar]] = dot_tile::<1, 1>(Isa::Scalar, format, [m.row(r)], &acts, j);
+                    assert!(
+                        (scalar - got).abs() <= 1e-5 * (magnitude + 1.0),
+                        "{dtype:?} {j} {r}: scalar {scalar} vs {got}"
+                    );
+                }
+            }
+            // For quantized weights VNNI gives AVX2's sums bit for bit.
+            let w0 = m.row(0);
             #[cfg(target_arch = "x86_64")]
             if isa() == Isa::Avx512 && format != Format::F16 {
                 assert_eq!(
