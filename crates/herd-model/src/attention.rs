@@ -41,12 +41,11 @@ impl Attention {
     ) -> Result<Tensor> {
         let (b, t, _) = x.dims3()?;
         let (h, kvh, hd) = (self.n_heads, self.n_kv_heads, self.head_dim);
-        let heads = |proj: &Linear, n: usize| -> Result<Tensor> {
-            proj.forward(x)?.reshape((b, t, n, hd))?.transpose(1, 2)
-        };
-        let q = Rope::apply(&heads(&self.wq, h)?, input.cos, input.sin)?;
-        let k = Rope::apply(&heads(&self.wk, kvh)?, input.cos, input.sin)?;
-        let v = heads(&self.wv, kvh)?.contiguous()?;
+        let [q, k, v] = Linear::forward_many([&self.wq, &self.wk, &self.wv], x)?;
+        let heads = |y: Tensor, n: usize| y.reshape((b, t, n, hd))?.transpose(1, 2);
+        let q = Rope::apply(&heads(q, h)?, input.cos, input.sin)?;
+        let k = Rope::apply(&heads(k, kvh)?, input.cos, input.sin)?;
+        let v = heads(v, kvh)?.contiguous()?;
         let (k, v) = match cache {
             Some((cache, layer)) => cache.append(layer, &k, &v)?,
             None => (k, v),

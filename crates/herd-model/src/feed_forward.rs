@@ -22,7 +22,7 @@ pub struct FeedForward {
 impl FeedForward {
     /// Applies the network to `x` (`[..., dim]`).
     pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
-        let (gate, up) = (self.gate.forward(x)?, self.up.forward(x)?);
+        let [gate, up] = Linear::forward_many([&self.gate, &self.up], x)?;
         let hidden = if gate.device().is_cpu() && matches!(gate.dtype(), DType::F32 | DType::F64) {
             gate.contiguous()?.apply_op2(&up.contiguous()?, SwiGlu)?
         } else {

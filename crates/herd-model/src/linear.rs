@@ -45,19 +45,52 @@ impl Linear {
 
     /// Applies the layer to `x` of any rank; leading dimensions are folded into one matmul.
     pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        let [y] = Linear::forward_many([self], x)?;
+        Ok(y)
+    }
+
+    /// Applies several layers to the same `x` (Q, K and V; gate and up). Layers on herd's
+    /// kernels that share their input format run as one product (activations quantized once,
+    /// one pass of the worker pool); others run one by one.
+    pub fn forward_many<const K: usize>(layers: [&Linear; K], x: &Tensor) -> Result<[Tensor; K]> {
         let dims = x.dims();
         let (lead, in_features) = dims.split_at(dims.len() - 1);
         let rows: usize = lead.iter().product();
         let x2 = x.reshape((rows, in_features[0]))?;
-        let y = match &self.kernel {
-            Kernel::Candle(w) => w.forward(&x2)?,
-            Kernel::Ggml(m) => {
-                let input = x2.to_dtype(DType::F32)?.flatten_all()?.to_vec1::<f32>()?;
-                Tensor::from_vec(m.matmul(&input, rows), (rows, m.rows()), &Device::Cpu)?
-            }
+        let shape = |y: Tensor| -> Result<Tensor> {
+            let mut out_dims = lead.to_vec();
+            out_dims.push(y.dim(1)?);
+            y.reshape(out_dims)
         };
-        let mut out_dims = lead.to_vec();
-        out_dims.push(y.dim(1)?);
-        y.reshape(out_dims)
+        let matrices: Vec<&QuantMatrix> = layers
+            .iter()
+            .filter_map(|l| match &l.kernel {
+                Kernel::Ggml(m) => Some(m),
+                Kernel::Candle(_) => None,
+            })
+            .collect();
+        if matrices.len() == K && matrices.iter().all(|m| matrices[0].shares_input_with(m)) {
+            let input = x2.to_dtype(DType::F32)?.flatten_all()?.to_vec1::<f32>()?;
+            let ys = QuantMatrix::matmul_many(&matrices, &input, rows);
+            let ys = ys
+                .into_iter()
+                .zip(&matrices)
+                .map(|(y, m)| shape(Tensor::from_vec(y, (rows, m.rows()), &Device::Cpu)?))
+                .collect::<Result<Vec<_>>>()?;
+            return Ok(ys.try_into().expect("one product per layer"));
+        }
+        let ys = layers
+            .iter()
+            .map(|layer| {
+                shape(match &layer.kernel {
+                    Kernel::Candle(w) => w.forward(&x2)?,
+                    Kernel::Ggml(m) => {
+                        let input = x2.to_dtype(DType::F32)?.flatten_all()?.to_vec1::<f32>()?;
+                        Tensor::from_vec(m.matmul(&input, rows), (rows, m.rows()), &Device::Cpu)?
+                    }
+                })
+            })
+            .collect::<Result<Vec<_>>>()?;
+        Ok(ys.try_into().expect("one product per layer"))
     }
 }

@@ -212,34 +212,73 @@ impl QuantMatrix {
 
     /// `y = x Wᵀ` for `x` of shape `[n, cols]` (row-major); returns `[n, rows]`.
     pub fn matmul(&self, x: &[f32], n: usize) -> Vec<f32> {
-        let acts = match self.format {
-            Format::F16 => Activations::F32 { x, cols: self.cols },
-            Format::Q4_1 | Format::Q8_0 => Activations::Q8(quantize_rows(x, self.cols)),
+        QuantMatrix::matmul_many(&[self], x, n)
+            .pop()
+            .expect("one product per matrix")
+    }
+
+    /// Whether [`QuantMatrix::matmul_many`] can take `self` and `other` together: the same
+    /// format and input width, hence the same prepared activations.
+    pub fn shares_input_with(&self, other: &QuantMatrix) -> bool {
+        self.format == other.format && self.cols == other.cols
+    }
+
+    /// `x Wᵀ` for each matrix `W` of `matrices` (which must share their input, see
+    /// [`QuantMatrix::shares_input_with`]): the activations are prepared once and all products
+    /// run in one pass of the worker pool (one barrier instead of one per matrix — Q, K and V,
+    /// or gate and up, in a decode step).
+    pub fn matmul_many(matrices: &[&QuantMatrix], x: &[f32], n: usize) -> Vec<Vec<f32>> {
+        let first = matrices[0];
+        assert!(
+            matrices.iter().all(|m| first.shares_input_with(m)),
+            "matmul_many: the matrices must share format and input width"
+        );
+        let acts = match first.format {
+            Format::F16 => Activations::F32 {
+                x,
+                cols: first.cols,
+            },
+            Format::Q4_1 | Format::Q8_0 => Activations::Q8(quantize_rows(x, first.cols)),
         };
-        let mut y = vec![0f32; n * self.rows];
-        let out = Output {
-            y: y.as_mut_ptr(),
-            rows: self.rows,
-        };
-        // Work items are tiles of weight rows: a thread reuses its rows for every activation row
-        // while they are in cache. They run on candle's worker pool, so herd's kernel and
-        // candle's ops share the same threads instead of competing for the cores.
+        let mut ys: Vec<Vec<f32>> = matrices.iter().map(|m| vec![0f32; n * m.rows]).collect();
+        let outs: Vec<Output> = matrices
+            .iter()
+            .zip(&mut ys)
+            .map(|(m, y)| Output {
+                y: y.as_mut_ptr(),
+                rows: m.rows,
+            })
+            .collect();
+        // Work items are tiles of weight rows, numbered across the matrices: a thread reuses its
+        // rows for every activation row while they are in cache. They run on candle's worker
+        // pool, so herd's kernel and candle's ops share the same threads instead of competing
+        // for the cores.
         let isa = isa();
-        let tiles = self.rows.div_ceil(TILE);
+        let ends: Vec<usize> = matrices
+            .iter()
+            .scan(0, |end, m| {
+                *end += m.rows.div_ceil(TILE);
+                Some(*end)
+            })
+            .collect();
+        let tiles = *ends.last().expect("at least one matrix");
         candle_core::utils::barrier_pool().execute_chunked(tiles, |range| {
             for tile in range {
-                let first = tile * TILE;
-                if first + TILE <= self.rows {
-                    let w: [Row; TILE] = std::array::from_fn(|i| self.row(first + i));
-                    self.tile_rows(isa, w, &acts, n, first, &out);
+                let which = ends.partition_point(|&end| end <= tile);
+                let (m, out) = (matrices[which], &outs[which]);
+                let row0 = (tile - (ends[which] - m.rows.div_ceil(TILE))) * TILE;
+                if row0 + TILE <= m.rows {
+                    let w: [Row; TILE] = std::array::from_fn(|i| m.row(row0 + i));
+                    m.tile_rows(isa, w, &acts, n, row0, out);
                 } else {
-                    for r in first..self.rows {
-                        self.tile_rows(isa, [self.row(r)], &acts, n, r, &out);
+                    for r in row0..m.rows {
+                        m.tile_rows(isa, [m.row(r)], &acts, n, r, out);
                     }
                 }
             }
         });
-        y
+        drop(outs);
+        ys
     }
 
     /// The `R` weight rows from `first` on against every activation row, `TILE` activation
@@ -778,6 +817,28 @@ mod tests {
                     dot_tile::<1, 2>(Isa::Avx512, format, [w0], &acts, 0),
                     dot_tile::<1, 2>(Isa::Avx2, format, [w0], &acts, 0)
                 );
+            }
+        }
+    }
+
+    #[test]
+    fn products_together_equal_products_alone() {
+        let dev = Device::Cpu;
+        let (cols, n) = (64, 5);
+        let x = random(n * cols, 3);
+        for dtype in [GgmlDType::Q4_1, GgmlDType::Q8_0, GgmlDType::F16] {
+            let matrices: Vec<QuantMatrix> = [(7, 4), (12, 5), (3, 6)]
+                .iter()
+                .map(|&(rows, seed)| {
+                    let w =
+                        Tensor::from_vec(random(rows * cols, seed), (rows, cols), &dev).unwrap();
+                    let q = QTensor::quantize(&w, dtype).unwrap();
+                    QuantMatrix::new(dtype, rows, cols, q.data().unwrap().to_vec()).unwrap()
+                })
+                .collect();
+            let together = QuantMatrix::matmul_many(&matrices.iter().collect::<Vec<_>>(), &x, n);
+            for (m, y) in matrices.iter().zip(&together) {
+                assert_eq!(*y, m.matmul(&x, n), "{dtype:?}");
             }
         }
     }
