@@ -122,23 +122,36 @@ fn quantize_row(x: &[f32]) -> Q8Row {
         s: vec![0.0; padded(blocks)],
         offset: vec![0; padded(blocks)],
     };
+    let isa = isa();
     for (b, block) in x.chunks_exact(BLOCK).enumerate() {
-        let amax = block.iter().fold(0f32, |m, v| m.max(v.abs()));
+        let block: &[f32; BLOCK] = block.try_into().expect("a whole block");
+        // SAFETY: `isa()` checked that the CPU has the features the kernel needs.
+        let (q, amax, sum) = match isa {
+            #[cfg(target_arch = "x86_64")]
+            Isa::Avx512 | Isa::Avx2 => unsafe { simd::quantize_block(block) },
+            Isa::Scalar => quantize_block_scalar(block),
+        };
         let d = amax / 127.0;
-        let id = if amax != 0.0 { 127.0 / amax } else { 0.0 };
-        let mut q = [0i8; BLOCK];
-        let mut sum = 0i32;
-        for (qi, &v) in q.iter_mut().zip(block) {
-            let r = (v * id).round_ties_even() as i32;
-            *qi = r as i8;
-            sum += r;
-        }
         row.q.push(q);
         row.d[b] = f16::from_f32(d).to_f32();
         row.s[b] = f16::from_f32(d * sum as f32).to_f32();
         row.offset[b] = 128 * sum;
     }
     row
+}
+
+/// A block's values `round_half_even(x · 127/amax)`, `amax` and the values' sum.
+fn quantize_block_scalar(block: &[f32; BLOCK]) -> ([i8; BLOCK], f32, i32) {
+    let amax = block.iter().fold(0f32, |m, v| m.max(v.abs()));
+    let id = if amax != 0.0 { 127.0 / amax } else { 0.0 };
+    let mut q = [0i8; BLOCK];
+    let mut sum = 0i32;
+    for (qi, &v) in q.iter_mut().zip(block) {
+        let r = (v * id).round_ties_even() as i32;
+        *qi = r as i8;
+        sum += r;
+    }
+    (q, amax, sum)
 }
 
 impl QuantMatrix {
@@ -477,7 +490,7 @@ mod simd {
     //! so there the Q8_0 weights' signs move onto the activations (ggml's way).
     use std::arch::x86_64::*;
 
-    use super::{Q8Row, Row, GROUP};
+    use super::{Q8Row, Row, BLOCK, GROUP};
 
     #[inline]
     #[target_feature(enable = "avx2,fma")]
@@ -488,6 +501,45 @@ mod simd {
         let s = _mm_add_ps(s, _mm_movehl_ps(s, s));
         let s = _mm_add_ss(s, _mm_movehdup_ps(s));
         _mm_cvtss_f32(s)
+    }
+
+    /// [`super::quantize_block_scalar`] on 8 lanes, value for value (the same product by
+    /// `127/amax` and round-half-even), packed to bytes as ggml does.
+    #[target_feature(enable = "avx2,fma")]
+    pub unsafe fn quantize_block(block: &[f32; BLOCK]) -> ([i8; BLOCK], f32, i32) {
+        let v: [__m256; 4] = std::array::from_fn(|i| _mm256_loadu_ps(block.as_ptr().add(8 * i)));
+        let sign = _mm256_set1_ps(-0.0);
+        let abs = v.map(|v| _mm256_andnot_ps(sign, v));
+        let m = _mm256_max_ps(_mm256_max_ps(abs[0], abs[1]), _mm256_max_ps(abs[2], abs[3]));
+        let m = _mm_max_ps(_mm256_castps256_ps128(m), _mm256_extractf128_ps(m, 1));
+        let m = _mm_max_ps(m, _mm_movehl_ps(m, m));
+        let amax = _mm_cvtss_f32(_mm_max_ss(m, _mm_movehdup_ps(m)));
+        let id = _mm256_set1_ps(if amax != 0.0 { 127.0 / amax } else { 0.0 });
+        let ints = v.map(|v| {
+            let r = _mm256_round_ps(_mm256_mul_ps(v, id), _MM_FROUND_TO_NEAREST_INT);
+            _mm256_cvtps_epi32(r)
+        });
+        let total = _mm256_add_epi32(
+            _mm256_add_epi32(ints[0], ints[1]),
+            _mm256_add_epi32(ints[2], ints[3]),
+        );
+        let total = _mm_add_epi32(
+            _mm256_castsi256_si128(total),
+            _mm256_extracti128_si256(total, 1),
+        );
+        let total = _mm_hadd_epi32(total, total);
+        let sum = _mm_cvtsi128_si32(_mm_hadd_epi32(total, total));
+        // Packing works within 128-bit halves; the permutation puts the bytes back in order.
+        let words = _mm256_packs_epi32(ints[0], ints[1]);
+        let words2 = _mm256_packs_epi32(ints[2], ints[3]);
+        let bytes = _mm256_packs_epi16(words, words2);
+        let order = _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7);
+        let mut q = [0i8; BLOCK];
+        _mm256_storeu_si256(
+            q.as_mut_ptr() as *mut __m256i,
+            _mm256_permutevar8x32_epi32(bytes, order),
+        );
+        (q, amax, sum)
     }
 
     /// Lane `b` of the result is the sum of the 8 lanes of `v[b]`.
@@ -839,6 +891,25 @@ mod tests {
             let together = QuantMatrix::matmul_many(&matrices.iter().collect::<Vec<_>>(), &x, n);
             for (m, y) in matrices.iter().zip(&together) {
                 assert_eq!(*y, m.matmul(&x, n), "{dtype:?}");
+            }
+        }
+    }
+
+    #[test]
+    fn simd_quantization_is_the_scalar_one() {
+        let mut x = random(64 * BLOCK, 4);
+        // Exact .5 ties after scaling (amax 127): 2.5 → 2, -3.5 → -4, 0.5 → 0.
+        x[..4].copy_from_slice(&[127.0, 2.5, -3.5, 0.5]);
+        x[BLOCK..2 * BLOCK].fill(0.0);
+        for block in x.chunks_exact(BLOCK) {
+            let block: &[f32; BLOCK] = block.try_into().unwrap();
+            #[cfg(target_arch = "x86_64")]
+            if isa() != Isa::Scalar {
+                // SAFETY: the CPU has AVX2 (checked by `isa()`).
+                assert_eq!(
+                    unsafe { simd::quantize_block(block) },
+                    quantize_block_scalar(block)
+                );
             }
         }
     }
