@@ -1,12 +1,11 @@
 //! Shared plumbing of herd's fused CPU ops (candle custom ops with a backward pass): typed
 //! slices of contiguous storage, a dtype dispatch for f32/f64, and row-parallel loops on
-//! rayon's pool (the one candle's matmuls use). candle's own fused kernels (softmax, RMSNorm,
-//! RoPE) have no backward pass, and the composed tensor-op versions allocate a buffer per
-//! elementwise step; these ops do one pass forward and one backward.
+//! candle's worker pool (the one candle's and herd's matmuls use). candle's own fused kernels
+//! (softmax, RMSNorm, RoPE) have no backward pass, and the composed tensor-op versions allocate
+//! a buffer per elementwise step; these ops do one pass forward and one backward.
 
 use candle_core::{CpuStorage, Layout, Result, WithDType};
 use num_traits::Float;
-use rayon::prelude::*;
 
 /// The element types the fused ops compute in.
 pub trait Real: WithDType + Float + Send + Sync {
@@ -23,21 +22,48 @@ pub trait Real: WithDType + Float + Send + Sync {
 impl Real for f32 {}
 impl Real for f64 {}
 
-/// Outputs smaller than this run on the calling thread: waking rayon's pool costs more than a
+/// Outputs smaller than this run on the calling thread: waking the worker pool costs more than a
 /// decode step's norm or softmax (one token's rows).
 const PARALLEL_MIN: usize = 1 << 15;
 
-/// Runs `f(index, row)` on each `width`-sized row of `out`, on rayon's pool when the output is
-/// large enough to pay for it.
+/// Runs `f(index, row)` on each `width`-sized row of `out` (the last may be shorter), on
+/// candle's worker pool when the output is large enough to pay for it. The pool is the one
+/// candle's and herd's matmuls run on: with a second pool (rayon's) the two sets of workers
+/// would spin against each other on the same cores between ops.
 pub fn for_each_row<T: Send>(out: &mut [T], width: usize, f: impl Fn(usize, &mut [T]) + Sync) {
-    if out.len() >= PARALLEL_MIN {
-        out.par_chunks_mut(width)
-            .enumerate()
-            .for_each(|(i, row)| f(i, row));
-    } else {
+    if out.len() < PARALLEL_MIN {
         out.chunks_mut(width)
             .enumerate()
             .for_each(|(i, row)| f(i, row));
+        return;
+    }
+    let (len, rows) = (out.len(), out.len().div_ceil(width));
+    let start = SharedMut(out.as_mut_ptr());
+    candle_core::utils::barrier_pool().execute_chunked(rows, |range| {
+        for i in range {
+            let row_len = width.min(len - i * width);
+            // SAFETY: row `i` is `[i·width, i·width + row_len)` of `out`, inside it, and each
+            // row index is handed to exactly one thread; `out` outlives the pool call.
+            let row = unsafe { std::slice::from_raw_parts_mut(start.at(i * width), row_len) };
+            f(i, row);
+        }
+    });
+}
+
+/// A pointer into a slice whose disjoint parts threads write (see [`for_each_row`]).
+struct SharedMut<T>(*mut T);
+
+// SAFETY: only used to hand disjoint rows of one live slice to the pool's threads.
+unsafe impl<T: Send> Sync for SharedMut<T> {}
+
+impl<T> SharedMut<T> {
+    /// The element `offset` places on.
+    ///
+    /// # Safety
+    /// `offset` must lie inside the slice the pointer came from.
+    unsafe fn at(&self, offset: usize) -> *mut T {
+        // SAFETY: the caller keeps `offset` inside the slice.
+        unsafe { self.0.add(offset) }
     }
 }
 
@@ -103,5 +129,23 @@ pub(crate) mod check {
             .map(|v| max_diff(a.get(v).unwrap(), b.get(v).unwrap()))
             .fold(0.0, f64::max);
         (max_diff(fused, composed), gradient)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_row_is_visited_once_with_its_index() {
+        // Above PARALLEL_MIN (runs on the pool), with a short last row.
+        for len in [100, PARALLEL_MIN * 3 + 7] {
+            let mut out = vec![0usize; len];
+            for_each_row(&mut out, 1000, |i, row| {
+                assert!(row.len() == 1000 || (i + 1) * 1000 >= len);
+                row.iter_mut().for_each(|v| *v += i + 1);
+            });
+            assert!(out.iter().enumerate().all(|(k, &v)| v == k / 1000 + 1));
+        }
     }
 }
