@@ -43,7 +43,7 @@ pub struct QuantMatrix {
     cols: usize,
     /// Per row, its blocks' values back to back (nibbles, i8 or f16).
     values: Vec<u8>,
-    /// Per row, its blocks' f16 scales `d`, padded to a multiple of [`GROUP`].
+    /// Per row, its blocks' f16 scales `d`, padded to a multiple of [`GROUP`], in [`slot`] order.
     scales: Vec<u16>,
     /// Per row, its blocks' f16 minima `m` (Q4_1), padded like `scales`.
     mins: Vec<u16>,
@@ -94,7 +94,7 @@ enum Activations<'a> {
 }
 
 /// Activations of one row in `q8_1` blocks: the 32 values of each block, and per block (padded
-/// with zeros to a multiple of [`GROUP`]) the scale, ggml's `s` (unused by Q8_0 weights, whose
+/// with zeros to a multiple of [`GROUP`], in [`slot`] order) the scale, ggml's `s` (unused by Q8_0 weights, whose
 /// `q8_0` activations are otherwise the same), and `128 · Σq` (the correction for Q8_0 weights
 /// offset to unsigned bytes by the VNNI kernel).
 struct Q8Row {
@@ -111,6 +111,14 @@ fn f16_bits(bytes: &[u8]) -> f32 {
 /// Blocks rounded up to whole groups.
 fn padded(blocks: usize) -> usize {
     blocks.next_multiple_of(GROUP)
+}
+
+/// Where block `b`'s scale (minimum, activation scale, sum) is stored: within each group the
+/// even blocks come first, then the odd ones, the order in which the AVX-512 kernel's lane sums
+/// come out (pairs of blocks share a 512-bit register).
+fn slot(b: usize) -> usize {
+    const SLOT: [usize; GROUP] = [0, 4, 1, 5, 2, 6, 3, 7];
+    b - b % GROUP + SLOT[b % GROUP]
 }
 
 /// ggml's `quantize_row_q8_1` (x86 path) of one activation row.
@@ -133,9 +141,9 @@ fn quantize_row(x: &[f32]) -> Q8Row {
         };
         let d = amax / 127.0;
         row.q.push(q);
-        row.d[b] = f16::from_f32(d).to_f32();
-        row.s[b] = f16::from_f32(d * sum as f32).to_f32();
-        row.offset[b] = 128 * sum;
+        row.d[slot(b)] = f16::from_f32(d).to_f32();
+        row.s[slot(b)] = f16::from_f32(d * sum as f32).to_f32();
+        row.offset[slot(b)] = 128 * sum;
     }
     row
 }
@@ -189,7 +197,7 @@ impl QuantMatrix {
             }
         ];
         for (i, block) in data.chunks_exact(format.block_bytes()).enumerate() {
-            let at = i / blocks * padded(blocks) + i % blocks;
+            let at = i / blocks * padded(blocks) + slot(i % blocks);
             scales[at] = u16::from_le_bytes([block[0], block[1]]);
             if format == Format::Q4_1 {
                 mins[at] = u16::from_le_bytes([block[2], block[3]]);
@@ -380,7 +388,8 @@ fn isa() -> Isa {
     {
         use std::arch::is_x86_feature_detected as has;
         if has!("avx2") && has!("fma") && has!("f16c") {
-            return if has!("avx512f") && has!("avx512vnni") && has!("avx512vl") {
+            return if has!("avx512f") && has!("avx512bw") && has!("avx512vnni") && has!("avx512vl")
+            {
                 Isa::Avx512
             } else {
                 Isa::Avx2
@@ -423,9 +432,13 @@ fn dot_rows<const N: usize>(isa: Isa, format: Format, w: Row, acts: [&Q8Row; N])
     // SAFETY: `isa()` checked that the CPU has the features each kernel needs.
     match (isa, format) {
         #[cfg(target_arch = "x86_64")]
-        (Isa::Avx512, Format::Q4_1) => unsafe { simd::q4_1_vnni::dot(w, acts) },
+        // One activation row (a decode step) streams the weights: 256-bit registers measured
+        // faster there; several rows reuse them: two blocks per 512-bit register.
+        (Isa::Avx512, Format::Q4_1) if N == 1 => unsafe { simd::q4_1_vnni_256::dot(w, acts) },
+        (Isa::Avx512, Format::Q8_0) if N == 1 => unsafe { simd::q8_0_vnni_256::dot(w, acts) },
+        (Isa::Avx512, Format::Q4_1) => unsafe { simd::q4_1_avx512::dot(w, acts) },
         #[cfg(target_arch = "x86_64")]
-        (Isa::Avx512, Format::Q8_0) => unsafe { simd::q8_0_vnni::dot(w, acts) },
+        (Isa::Avx512, Format::Q8_0) => unsafe { simd::q8_0_avx512::dot(w, acts) },
         #[cfg(target_arch = "x86_64")]
         (Isa::Avx2, Format::Q4_1) => unsafe { simd::q4_1_avx2::dot(w, acts) },
         #[cfg(target_arch = "x86_64")]
@@ -459,8 +472,8 @@ fn dot_q4_1_scalar(w: Row, a: &Q8Row) -> f32 {
             .zip(low.iter().zip(high))
             .map(|(&q, (&x0, &x1))| (q & 0x0f) as i32 * x0 as i32 + (q >> 4) as i32 * x1 as i32)
             .sum();
-        acc += f16_value(w.scales[b]) * a.d[b] * sumi as f32;
-        summs += f16_value(w.mins[b]) * a.s[b];
+        acc += f16_value(w.scales[slot(b)]) * a.d[slot(b)] * sumi as f32;
+        summs += f16_value(w.mins[slot(b)]) * a.s[slot(b)];
     }
     acc + summs
 }
@@ -474,7 +487,7 @@ fn dot_q8_0_scalar(w: Row, a: &Q8Row) -> f32 {
             .zip(&a.q[b])
             .map(|(&q, &x)| q as i8 as i32 * x as i32)
             .sum();
-        acc += f16_value(w.scales[b]) * a.d[b] * sumi as f32;
+        acc += f16_value(w.scales[slot(b)]) * a.d[slot(b)] * sumi as f32;
     }
     acc
 }
@@ -542,7 +555,7 @@ mod simd {
         (q, amax, sum)
     }
 
-    /// Lane `b` of the result is the sum of the 8 lanes of `v[b]`.
+    /// The sums of the 8 lanes of each `v[b]`, in [`super::slot`] order.
     #[inline]
     #[target_feature(enable = "avx2,fma")]
     unsafe fn sum_lanes(v: [__m256i; GROUP]) -> __m256i {
@@ -553,10 +566,68 @@ mod simd {
         // Per 128-bit half: the partial sums of v0..v3 (u0) and v4..v7 (u1).
         let u0 = _mm256_hadd_epi32(t0, t1);
         let u1 = _mm256_hadd_epi32(t2, t3);
-        _mm256_add_epi32(
+        let sums = _mm256_add_epi32(
             _mm256_permute2x128_si256(u0, u1, 0x20),
             _mm256_permute2x128_si256(u0, u1, 0x31),
-        )
+        );
+        _mm256_permutevar8x32_epi32(sums, _mm256_setr_epi32(0, 2, 4, 6, 1, 3, 5, 7))
+    }
+
+    /// The sums of the 16 lanes of each pair-of-blocks register `v[k]` (blocks `2k`, `2k + 1`)
+    /// per block, in [`super::slot`] order.
+    #[inline]
+    #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx2,fma")]
+    unsafe fn sum_pair_lanes(v: [__m512i; GROUP / 2]) -> __m256i {
+        // Per 128-bit lane: [a0+a2, b0+b2, a1+a3, b1+b3], then [Σa, Σb, Σc, Σd] of that lane.
+        let ab = _mm512_add_epi32(
+            _mm512_unpacklo_epi32(v[0], v[1]),
+            _mm512_unpackhi_epi32(v[0], v[1]),
+        );
+        let cd = _mm512_add_epi32(
+            _mm512_unpacklo_epi32(v[2], v[3]),
+            _mm512_unpackhi_epi32(v[2], v[3]),
+        );
+        let e = _mm512_add_epi32(_mm512_unpacklo_epi64(ab, cd), _mm512_unpackhi_epi64(ab, cd));
+        // 128-bit lanes 0+1 hold the even blocks' halves, 2+3 the odd blocks'.
+        let f = _mm512_shuffle_i64x2(e, e, 0b11_01_10_00);
+        _mm256_add_epi32(_mm512_castsi512_si256(f), _mm512_extracti64x4_epi64(f, 1))
+    }
+
+    /// The 32 or 64 bytes of one or two blocks (`two`), zeros after them.
+    #[inline]
+    #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx2,fma")]
+    unsafe fn load_pair(p: *const u8, two: bool) -> __m512i {
+        if two {
+            _mm512_loadu_si512(p as *const __m512i)
+        } else {
+            _mm512_maskz_loadu_epi8(0xffff_ffff, p as *const i8)
+        }
+    }
+
+    /// Two Q4_1 blocks' nibbles as 64 bytes (block `b`'s 32, then `b + 1`'s).
+    #[inline]
+    #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx2,fma")]
+    unsafe fn q4_1_pair(p: *const u8, two: bool) -> __m512i {
+        let packed = if two {
+            _mm256_loadu_si256(p as *const __m256i)
+        } else {
+            _mm256_zextsi128_si256(_mm_loadu_si128(p as *const __m128i))
+        };
+        // [b, b + 1, b >> 4, (b + 1) >> 4] → [b, b >> 4, b + 1, (b + 1) >> 4], low nibbles.
+        let both = _mm512_inserti64x4(
+            _mm512_castsi256_si512(packed),
+            _mm256_srli_epi16(packed, 4),
+            1,
+        );
+        let ordered = _mm512_shuffle_i64x2(both, both, 0b11_01_10_00);
+        _mm512_and_si512(ordered, _mm512_set1_epi8(0x0f))
+    }
+
+    /// Two Q8_0 blocks offset to unsigned bytes for `vpdpbusd`.
+    #[inline]
+    #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx2,fma")]
+    unsafe fn q8_0_pair(p: *const u8, two: bool) -> __m512i {
+        _mm512_xor_si512(load_pair(p, two), _mm512_set1_epi8(-128))
     }
 
     /// Eight f16 values as f32.
@@ -569,7 +640,7 @@ mod simd {
     /// A Q4_1 block's 32 nibbles as bytes: low nibbles are elements 0..16, high 16..32.
     #[inline]
     #[target_feature(enable = "avx2,fma")]
-    unsafe fn q4_1_weights(p: *const u8) -> [__m256i; 2] {
+    unsafe fn q4_1_weights(p: *const u8, _two: bool) -> [__m256i; 2] {
         let packed = _mm_loadu_si128(p as *const __m128i);
         let bytes = _mm256_and_si256(
             _mm256_set_m128i(_mm_srli_epi16(packed, 4), packed),
@@ -578,29 +649,12 @@ mod simd {
         [bytes, bytes]
     }
 
-    /// A Q8_0 block for `vpdpbusd`: its signed bytes offset to unsigned.
-    #[inline]
-    #[target_feature(enable = "avx2,fma")]
-    unsafe fn q8_0_offset_weights(p: *const u8) -> [__m256i; 2] {
-        let w = _mm256_xor_si256(
-            _mm256_loadu_si256(p as *const __m256i),
-            _mm256_set1_epi8(-128),
-        );
-        [w, w]
-    }
-
     /// A Q8_0 block for `maddubs`: |w| and w (whose signs go onto the activations).
     #[inline]
     #[target_feature(enable = "avx2,fma")]
-    unsafe fn q8_0_signed_weights(p: *const u8) -> [__m256i; 2] {
+    unsafe fn q8_0_signed_weights(p: *const u8, _two: bool) -> [__m256i; 2] {
         let w = _mm256_loadu_si256(p as *const __m256i);
         [_mm256_sign_epi8(w, w), w]
-    }
-
-    #[inline]
-    #[target_feature(enable = "avx2,fma,avx512vnni,avx512vl")]
-    unsafe fn lanes_vnni(w: [__m256i; 2], a: __m256i) -> __m256i {
-        _mm256_dpbusd_epi32(_mm256_setzero_si256(), w[0], a)
     }
 
     #[inline]
@@ -610,15 +664,44 @@ mod simd {
         _mm256_madd_epi16(products, _mm256_set1_epi16(1))
     }
 
+    /// AVX2 loads one block's activations per register (`two` is for the AVX-512 signature).
+    #[inline]
+    #[target_feature(enable = "avx2,fma")]
+    unsafe fn load_block(p: *const u8, _two: bool) -> __m256i {
+        _mm256_loadu_si256(p as *const __m256i)
+    }
+
+    #[inline]
+    #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma")]
+    unsafe fn lanes_vnni(w: __m512i, a: __m512i) -> __m512i {
+        _mm512_dpbusd_epi32(_mm512_setzero_si512(), w, a)
+    }
+
+    #[inline]
+    #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma")]
+    unsafe fn lanes_vnni_256(w: [__m256i; 2], a: __m256i) -> __m256i {
+        _mm256_dpbusd_epi32(_mm256_setzero_si256(), w[0], a)
+    }
+
+    /// A Q8_0 block offset to unsigned bytes for `vpdpbusd`.
+    #[inline]
+    #[target_feature(enable = "avx2,fma")]
+    unsafe fn q8_0_offset_weights(p: *const u8, _two: bool) -> [__m256i; 2] {
+        let w = _mm256_loadu_si256(p as *const __m256i);
+        let w = _mm256_xor_si256(w, _mm256_set1_epi8(-128));
+        [w, w]
+    }
+
+    /// One weight row against `N` activation rows, `$unit` blocks per register: each weight
+    /// block is prepared once, [`GROUP`] blocks' lane sums are gathered by `$sum` into one
+    /// vector of block sums (in [`super::slot`] order), converted and scaled at once. Whole
+    /// groups run without a branch; the last, partial group is specialized for its size.
     macro_rules! dot_rows {
-        ($name:ident, $features:literal, $bytes:literal, $weights:ident, $lanes:ident,
-         $offset:literal) => {
+        ($name:ident, $features:literal, $bytes:literal, $unit:literal, $weights:ident,
+         $acts:ident, $lanes:ident, $sum:ident, $offset:literal) => {
             pub mod $name {
                 use super::*;
 
-                /// One weight row against `N` activation rows; each weight block is prepared
-                /// once. Whole groups run without a branch; the last, partial group is
-                /// specialized for its size.
                 #[target_feature(enable = $features)]
                 pub unsafe fn dot<const N: usize>(w: Row, acts: [&Q8Row; N]) -> [f32; N] {
                     let blocks = w.values.len() / $bytes;
@@ -650,26 +733,27 @@ mod simd {
                     g: usize,
                     acc: &mut [[__m256; N]; 2],
                 ) {
-                    let zero = _mm256_setzero_si256();
-                    let prepared: [[__m256i; 2]; GROUP] = std::array::from_fn(|b| {
+                    // SAFETY (zeroed): all-zero bytes are a valid SIMD vector.
+                    let prepared: [_; GROUP / $unit] = std::array::from_fn(|k| {
+                        let b = $unit * k;
                         if b < COUNT {
-                            $weights(w.values.as_ptr().add((g + b) * $bytes))
+                            $weights(w.values.as_ptr().add((g + b) * $bytes), b + 1 < COUNT)
                         } else {
-                            [zero, zero]
+                            std::mem::zeroed()
                         }
                     });
                     let dw = halves(w.scales.as_ptr().add(g));
                     for (acc, a) in acc[0].iter_mut().zip(acts) {
-                        let q = a.q.as_ptr().add(g);
-                        let lanes: [__m256i; GROUP] = std::array::from_fn(|b| {
+                        let q = a.q.as_ptr().add(g) as *const u8;
+                        let lanes: [_; GROUP / $unit] = std::array::from_fn(|k| {
+                            let b = $unit * k;
                             if b < COUNT {
-                                let qa = _mm256_loadu_si256(q.add(b) as *const __m256i);
-                                $lanes(prepared[b], qa)
+                                $lanes(prepared[k], $acts(q.add(b * BLOCK), b + 1 < COUNT))
                             } else {
-                                zero
+                                std::mem::zeroed()
                             }
                         });
-                        let mut sums = sum_lanes(lanes);
+                        let mut sums = $sum(lanes);
                         if $offset {
                             let offset = a.offset.as_ptr().add(g) as *const __m256i;
                             sums = _mm256_sub_epi32(sums, _mm256_loadu_si256(offset));
@@ -692,32 +776,66 @@ mod simd {
         q4_1_avx2,
         "avx2,fma,f16c",
         16,
+        1,
         q4_1_weights,
+        load_block,
         lanes_avx2_q4,
-        false
-    );
-    dot_rows!(
-        q4_1_vnni,
-        "avx2,fma,f16c,avx512vnni,avx512vl",
-        16,
-        q4_1_weights,
-        lanes_vnni,
+        sum_lanes,
         false
     );
     dot_rows!(
         q8_0_avx2,
         "avx2,fma,f16c",
         32,
+        1,
         q8_0_signed_weights,
+        load_block,
         lanes_avx2,
+        sum_lanes,
         false
     );
     dot_rows!(
-        q8_0_vnni,
-        "avx2,fma,f16c,avx512vnni,avx512vl",
+        q4_1_vnni_256,
+        "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c",
+        16,
+        1,
+        q4_1_weights,
+        load_block,
+        lanes_vnni_256,
+        sum_lanes,
+        false
+    );
+    dot_rows!(
+        q8_0_vnni_256,
+        "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c",
         32,
+        1,
         q8_0_offset_weights,
+        load_block,
+        lanes_vnni_256,
+        sum_lanes,
+        true
+    );
+    dot_rows!(
+        q4_1_avx512,
+        "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c",
+        16,
+        2,
+        q4_1_pair,
+        load_pair,
         lanes_vnni,
+        sum_pair_lanes,
+        false
+    );
+    dot_rows!(
+        q8_0_avx512,
+        "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c",
+        32,
+        2,
+        q8_0_pair,
+        load_pair,
+        lanes_vnni,
+        sum_pair_lanes,
         true
     );
 
@@ -808,8 +926,9 @@ mod tests {
         assert!(QuantMatrix::new(GgmlDType::Q4_0, 1, 32, vec![0; 18]).is_none());
         let dev = Device::Cpu;
         // 102 weight rows: 25 tiles of 4 and two single rows; 6 activation rows: one tile of 4
-        // and two single rows; 10 blocks per row: a group of 8 and a partial group.
-        let (rows, cols, n) = (102, 320, 6);
+        // and two single rows; 11 blocks per row: a group of 8 and a partial group of 3 (an odd
+        // block out of a 512-bit pair).
+        let (rows, cols, n) = (102, 352, 6);
         let w = Tensor::from_vec(random(rows * cols, 1), (rows, cols), &dev).unwrap();
         let x = random(n * cols, 2);
         for (dtype, format) in [
@@ -861,14 +980,15 @@ mod tests {
                     );
                 }
             }
-            // For quantized weights VNNI gives AVX2's sums bit for bit.
+            // For quantized weights the AVX-512 kernels give AVX2's sums bit for bit.
             let w0 = m.row(0);
             #[cfg(target_arch = "x86_64")]
             if isa() == Isa::Avx512 && format != Format::F16 {
-                assert_eq!(
-                    dot_tile::<1, 2>(Isa::Avx512, format, [w0], &acts, 0),
-                    dot_tile::<1, 2>(Isa::Avx2, format, [w0], &acts, 0)
-                );
+                // Two rows take the 512-bit kernel, one row the 256-bit VNNI one.
+                let avx2 = dot_tile::<1, 2>(Isa::Avx2, format, [w0], &acts, 0);
+                assert_eq!(dot_tile::<1, 2>(Isa::Avx512, format, [w0], &acts, 0), avx2);
+                let [[one]] = dot_tile::<1, 1>(Isa::Avx512, format, [w0], &acts, 0);
+                assert_eq!(one, avx2[0][0]);
             }
         }
     }
@@ -876,7 +996,7 @@ mod tests {
     #[test]
     fn products_together_equal_products_alone() {
         let dev = Device::Cpu;
-        let (cols, n) = (64, 5);
+        let (cols, n) = (96, 5);
         let x = random(n * cols, 3);
         for dtype in [GgmlDType::Q4_1, GgmlDType::Q8_0, GgmlDType::F16] {
             let matrices: Vec<QuantMatrix> = [(7, 4), (12, 5), (3, 6)]
