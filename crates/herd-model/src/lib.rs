@@ -10,6 +10,7 @@ pub mod block;
 pub mod cache;
 pub mod checkpoint;
 pub mod config;
+pub mod embedding;
 pub mod error;
 pub mod feed_forward;
 pub mod kernel;

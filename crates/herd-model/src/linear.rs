@@ -30,7 +30,7 @@ impl Linear {
             ) && q.device().is_cpu()
             {
                 if let [rows, cols] = *q.shape().dims() {
-                    if let Some(m) = QuantMatrix::new(q.dtype(), rows, cols, q.data()?.to_vec()) {
+                    if let Some(m) = QuantMatrix::new(q.dtype(), rows, cols, &q.data()?) {
                         return Ok(Linear {
                             kernel: Kernel::Ggml(m),
                         });

@@ -7,6 +7,7 @@ use crate::attention::{Attention, AttentionInput};
 use crate::block::Block;
 use crate::cache::KvCache;
 use crate::config::LlamaConfig;
+use crate::embedding::Embedding;
 use crate::feed_forward::FeedForward;
 use crate::linear::Linear;
 use crate::norm::{accumulation_dtype, RmsNorm};
@@ -18,7 +19,7 @@ use crate::weights::Weights;
 #[derive(Debug, Clone)]
 pub struct Llama {
     config: LlamaConfig,
-    embedding: Tensor,
+    embedding: Embedding,
     blocks: Vec<Block>,
     norm: RmsNorm,
     output: Linear,
@@ -106,7 +107,7 @@ impl Llama {
             });
         }
         let embed = weights.get("model.embed_tokens.weight", &[config.vocab_size, d])?;
-        let embedding = embed.to_dense(dtype)?;
+        let embedding = Embedding::new(embed, dtype)?;
         let output = if config.tie_embeddings && !weights.contains("lm_head.weight") {
             Linear::new(embed, dtype)?
         } else {
@@ -170,10 +171,10 @@ impl Llama {
             sin: &sin,
             mask: mask.as_ref(),
         };
-        let mut x = self
-            .embedding
-            .index_select(&tokens.flatten_all()?, 0)?
-            .reshape((b, t, self.config.dim))?;
+        let mut x =
+            self.embedding
+                .lookup(&tokens.flatten_all()?)?
+                .reshape((b, t, self.config.dim))?;
         crate::trace::record("embd", None, &x);
         for (l, block) in self.blocks.iter().enumerate() {
             x = block.forward(&x, &input, cache.as_deref_mut().map(|c| (c, l)), l)?;

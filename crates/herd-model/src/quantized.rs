@@ -164,7 +164,7 @@ fn quantize_block_scalar(block: &[f32; BLOCK]) -> ([i8; BLOCK], f32, i32) {
 
 impl QuantMatrix {
     /// Takes raw ggml data apart; `None` unless it is Q4_1, Q8_0 or F16 of that shape.
-    pub fn new(dtype: GgmlDType, rows: usize, cols: usize, data: Vec<u8>) -> Option<QuantMatrix> {
+    pub fn new(dtype: GgmlDType, rows: usize, cols: usize, data: &[u8]) -> Option<QuantMatrix> {
         let format = match dtype {
             GgmlDType::Q4_1 => Format::Q4_1,
             GgmlDType::Q8_0 => Format::Q8_0,
@@ -180,7 +180,7 @@ impl QuantMatrix {
                 format,
                 rows,
                 cols,
-                values: data,
+                values: data.to_vec(),
                 scales: Vec::new(),
                 mins: Vec::new(),
             });
@@ -923,7 +923,7 @@ mod tests {
 
     #[test]
     fn simd_and_scalar_agree_with_dequantized_products() {
-        assert!(QuantMatrix::new(GgmlDType::Q4_0, 1, 32, vec![0; 18]).is_none());
+        assert!(QuantMatrix::new(GgmlDType::Q4_0, 1, 32, &[0; 18]).is_none());
         let dev = Device::Cpu;
         // 102 weight rows: 25 tiles of 4 and two single rows; 6 activation rows: one tile of 4
         // and two single rows; 11 blocks per row: a group of 8 and a partial group of 3 (an odd
@@ -937,7 +937,7 @@ mod tests {
             (GgmlDType::F16, Format::F16),
         ] {
             let q = QTensor::quantize(&w, dtype).unwrap();
-            let m = QuantMatrix::new(dtype, rows, cols, q.data().unwrap().to_vec()).unwrap();
+            let m = QuantMatrix::new(dtype, rows, cols, &q.data().unwrap()).unwrap();
             let y = m.matmul(&x, n);
             let wd: Vec<Vec<f32>> = q.dequantize(&dev).unwrap().to_vec2().unwrap();
             let acts = match format {
@@ -1005,7 +1005,7 @@ mod tests {
                     let w =
                         Tensor::from_vec(random(rows * cols, seed), (rows, cols), &dev).unwrap();
                     let q = QTensor::quantize(&w, dtype).unwrap();
-                    QuantMatrix::new(dtype, rows, cols, q.data().unwrap().to_vec()).unwrap()
+                    QuantMatrix::new(dtype, rows, cols, &q.data().unwrap()).unwrap()
                 })
                 .collect();
             let together = QuantMatrix::matmul_many(&matrices.iter().collect::<Vec<_>>(), &x, n);

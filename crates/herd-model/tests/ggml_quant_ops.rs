@@ -38,7 +38,7 @@ fn quantized_dot_products_equal_ggml() {
         let [rows, cols] = *q.shape().dims() else {
             panic!("{name} is not a matrix")
         };
-        let matrix = QuantMatrix::new(q.dtype(), rows, cols, q.data().unwrap().to_vec()).unwrap();
+        let matrix = QuantMatrix::new(q.dtype(), rows, cols, &q.data().unwrap()).unwrap();
         let x = hex_f32(case["x_f32_hex"].as_str().unwrap());
         let y = matrix.matmul(&x, 1);
         let dense: Vec<Vec<f32>> = q.dequantize(&Device::Cpu).unwrap().to_vec2().unwrap();
