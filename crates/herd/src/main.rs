@@ -67,16 +67,26 @@ enum Command {
     Fetch(cmd::fetch::Args),
 }
 
+/// candle's CPU kernels size their pools from RAYON_NUM_THREADS; when it is unset, candle counts
+/// the physical cores by parsing /proc/cpuinfo on every matmul (a quarter of a decode step on
+/// this machine's VM). Model commands therefore always set it, once, before any tensor work;
+/// curation keeps rayon's default (every logical CPU) unless `--threads` says otherwise.
+fn set_thread_count(cli: &Cli) {
+    let threads = match (&cli.command, cli.threads) {
+        (_, Some(n)) => n,
+        (Command::Data(_) | Command::Tokenizer(_), None) => return,
+        (_, None) => candle_core::utils::get_num_threads(),
+    };
+    std::env::set_var("RAYON_NUM_THREADS", threads.to_string());
+}
+
 fn main() {
     // Never hand freed memory back to the OS: a training step frees and reallocates the same
     // large buffers, and each purge cost fresh zeroed pages (14% of a tiny-recipe step).
     // SAFETY: sets a process-wide allocator option before any thread is started.
     unsafe { libmimalloc_sys::mi_option_set(MI_OPTION_PURGE_DELAY, -1) };
     let cli = Cli::parse();
-    if let Some(n) = cli.threads {
-        // candle's CPU kernels size their pools from RAYON_NUM_THREADS; set before any tensor work.
-        std::env::set_var("RAYON_NUM_THREADS", n.to_string());
-    }
+    set_thread_count(&cli);
     let result = match cli.command {
         Command::Generate(args) => cmd::generate::run(args),
         Command::Chat(args) => cmd::chat::run(args),
