@@ -11,7 +11,7 @@
 //! document length (a short text's few words are all "rare" against the corpus), so documents
 //! under `min_words` are not judged — the Gopher length rules handle them.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 
 use serde::Deserialize;
 
@@ -63,7 +63,9 @@ impl TokenDistribution {
 
     /// KL(p‖q) of `text`'s tokens p against the bucket's q, in nats; `None` under `min_words`.
     pub fn kl(&self, text: &str, min_words: usize) -> Option<f64> {
-        let mut doc: HashMap<u64, u64> = HashMap::new();
+        // Ordered by token, not by a hash map's (randomly seeded) order: the same document gets
+        // the same divergence, to the bit, in every run (exact resume depends on it).
+        let mut doc: BTreeMap<u64, u64> = BTreeMap::new();
         let mut n = 0u64;
         for t in tokens(text) {
             *doc.entry(t).or_default() += 1;
@@ -73,13 +75,9 @@ impl TokenDistribution {
             return None;
         }
         let denominator = (self.total + self.counts.len() as u64 + 1) as f64;
-        // Summed in token order, not the hash map's (randomly seeded) order: the same document
-        // gets the same divergence, to the bit, in every run (exact resume depends on it).
-        let mut doc: Vec<(u64, u64)> = doc.into_iter().collect();
-        doc.sort_unstable();
         let kl = doc
             .iter()
-            .map(|&(t, c)| {
+            .map(|(&t, &c)| {
                 let p = c as f64 / n as f64;
                 let q = (self.counts.get(&t).copied().unwrap_or(0) + 1) as f64 / denominator;
                 p * (p / q).ln()

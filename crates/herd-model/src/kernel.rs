@@ -27,42 +27,44 @@ impl Real for f64 {}
 const PARALLEL_MIN: usize = 1 << 15;
 
 /// Runs `f(index, row)` on each `width`-sized row of `out` (the last may be shorter), on
-/// candle's worker pool when the output is large enough to pay for it. The pool is the one
-/// candle's and herd's matmuls run on: with a second pool (rayon's) the two sets of workers
-/// would spin against each other on the same cores between ops.
+/// candle's worker pool when the output is large enough to pay for it.
 pub fn for_each_row<T: Send>(out: &mut [T], width: usize, f: impl Fn(usize, &mut [T]) + Sync) {
     if out.len() < PARALLEL_MIN {
         out.chunks_mut(width)
             .enumerate()
             .for_each(|(i, row)| f(i, row));
-        return;
+    } else {
+        let mut rows: Vec<&mut [T]> = out.chunks_mut(width).collect();
+        par_for_each(&mut rows, |i, row| f(i, row));
     }
-    let (len, rows) = (out.len(), out.len().div_ceil(width));
-    let start = SharedMut(out.as_mut_ptr());
-    candle_core::utils::barrier_pool().execute_chunked(rows, |range| {
+}
+
+/// Runs `f(index, item)` on every item, on candle's worker pool: the pool candle's and herd's
+/// matmuls run on, so no second set of workers (rayon's) spins against it on the same cores.
+pub fn par_for_each<T: Send>(items: &mut [T], f: impl Fn(usize, &mut T) + Sync) {
+    let start = SharedMut(items.as_mut_ptr());
+    candle_core::utils::barrier_pool().execute_chunked(items.len(), |range| {
         for i in range {
-            let row_len = width.min(len - i * width);
-            // SAFETY: row `i` is `[i·width, i·width + row_len)` of `out`, inside it, and each
-            // row index is handed to exactly one thread; `out` outlives the pool call.
-            let row = unsafe { std::slice::from_raw_parts_mut(start.at(i * width), row_len) };
-            f(i, row);
+            // SAFETY: `i` < items.len(), and each index is handed to exactly one thread.
+            f(i, unsafe { &mut *start.at(i) });
         }
     });
 }
 
-/// A pointer into a slice whose disjoint parts threads write (see [`for_each_row`]).
-struct SharedMut<T>(*mut T);
+/// A pointer into a buffer whose disjoint elements the pool's threads write.
+pub(crate) struct SharedMut<T>(pub(crate) *mut T);
 
-// SAFETY: only used to hand disjoint rows of one live slice to the pool's threads.
+// SAFETY: only used to hand disjoint elements of one live buffer to the pool's threads, which
+// finish before the pool call that borrows the buffer returns.
 unsafe impl<T: Send> Sync for SharedMut<T> {}
 
 impl<T> SharedMut<T> {
     /// The element `offset` places on.
     ///
     /// # Safety
-    /// `offset` must lie inside the slice the pointer came from.
-    unsafe fn at(&self, offset: usize) -> *mut T {
-        // SAFETY: the caller keeps `offset` inside the slice.
+    /// `offset` must lie inside the buffer the pointer came from.
+    pub(crate) unsafe fn at(&self, offset: usize) -> *mut T {
+        // SAFETY: the caller keeps `offset` inside the buffer.
         unsafe { self.0.add(offset) }
     }
 }

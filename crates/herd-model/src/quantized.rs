@@ -21,9 +21,12 @@
 //! The product runs in tiles: 4 activation rows share each unpacked weight block, and for F16
 //! 4 weight rows share each activation vector.
 
+use std::sync::OnceLock;
+
 use candle_core::quantized::GgmlDType;
 use half::f16;
-use std::sync::Mutex;
+
+use crate::kernel::{par_for_each, SharedMut};
 
 /// Elements per quantization block.
 pub const BLOCK: usize = 32;
@@ -94,9 +97,10 @@ enum Activations<'a> {
 }
 
 /// Activations of one row in `q8_1` blocks: the 32 values of each block, and per block (padded
-/// with zeros to a multiple of [`GROUP`], in [`slot`] order) the scale, ggml's `s` (unused by Q8_0 weights, whose
-/// `q8_0` activations are otherwise the same), and `128 · Σq` (the correction for Q8_0 weights
-/// offset to unsigned bytes by the VNNI kernel).
+/// with zeros to a multiple of [`GROUP`], in [`slot`] order) the scale, ggml's `s` (unused by
+/// Q8_0 weights, whose `q8_0` activations are otherwise the same), and `128 · Σq` (the
+/// correction for Q8_0 weights offset to unsigned bytes by the VNNI kernel).
+#[derive(Default)]
 struct Q8Row {
     q: Vec<[i8; BLOCK]>,
     d: Vec<f32>,
@@ -104,8 +108,8 @@ struct Q8Row {
     offset: Vec<i32>,
 }
 
-fn f16_bits(bytes: &[u8]) -> f32 {
-    f16::from_bits(u16::from_le_bytes([bytes[0], bytes[1]])).to_f32()
+fn f16_value(bits: u16) -> f32 {
+    f16::from_bits(bits).to_f32()
 }
 
 /// Blocks rounded up to whole groups.
@@ -188,14 +192,10 @@ impl QuantMatrix {
         let header = format.block_bytes() - format.value_bytes();
         let mut values = Vec::with_capacity(rows * blocks * format.value_bytes());
         let mut scales = vec![0u16; rows * padded(blocks)];
-        let mut mins = vec![
-            0u16;
-            if format == Format::Q4_1 {
-                scales.len()
-            } else {
-                0
-            }
-        ];
+        let mut mins = match format {
+            Format::Q4_1 => vec![0u16; scales.len()],
+            _ => Vec::new(),
+        };
         for (i, block) in data.chunks_exact(format.block_bytes()).enumerate() {
             let at = i / blocks * padded(blocks) + slot(i % blocks);
             scales[at] = u16::from_le_bytes([block[0], block[1]]);
@@ -266,7 +266,7 @@ impl QuantMatrix {
             .iter()
             .zip(&mut ys)
             .map(|(m, y)| Output {
-                y: y.as_mut_ptr(),
+                y: SharedMut(y.as_mut_ptr()),
                 rows: m.rows,
             })
             .collect();
@@ -275,19 +275,17 @@ impl QuantMatrix {
         // pool, so herd's kernel and candle's ops share the same threads instead of competing
         // for the cores.
         let isa = isa();
-        let ends: Vec<usize> = matrices
-            .iter()
-            .scan(0, |end, m| {
-                *end += m.rows.div_ceil(TILE);
-                Some(*end)
-            })
-            .collect();
-        let tiles = *ends.last().expect("at least one matrix");
+        let mut starts = Vec::with_capacity(matrices.len());
+        let mut tiles = 0;
+        for m in matrices {
+            starts.push(tiles);
+            tiles += m.rows.div_ceil(TILE);
+        }
         candle_core::utils::barrier_pool().execute_chunked(tiles, |range| {
             for tile in range {
-                let which = ends.partition_point(|&end| end <= tile);
+                let which = starts.partition_point(|&start| start <= tile) - 1;
                 let (m, out) = (matrices[which], &outs[which]);
-                let row0 = (tile - (ends[which] - m.rows.div_ceil(TILE))) * TILE;
+                let row0 = (tile - starts[which]) * TILE;
                 if row0 + TILE <= m.rows {
                     let w: [Row; TILE] = std::array::from_fn(|i| m.row(row0 + i));
                     m.tile_rows(isa, w, &acts, n, row0, out);
@@ -298,7 +296,6 @@ impl QuantMatrix {
                 }
             }
         });
-        drop(outs);
         ys
     }
 
@@ -326,15 +323,12 @@ impl QuantMatrix {
     }
 }
 
-/// The result `[n, rows]` of a product, written by the pool's threads.
+/// The result `[n, rows]` of a product, written by the pool's threads, each to the weight rows
+/// of its own tiles.
 struct Output {
-    y: *mut f32,
+    y: SharedMut<f32>,
     rows: usize,
 }
-
-// SAFETY: threads write through `Output` only in `put`, each to the weight rows of its own tiles
-// (disjoint elements), while the vector it points into outlives the pool call.
-unsafe impl Sync for Output {}
 
 impl Output {
     /// Stores the `[R][N]` tile of weight rows from `first` and activation rows from `j`.
@@ -343,8 +337,8 @@ impl Output {
             for (i, &v) in values.iter().enumerate() {
                 let index = (j + i) * self.rows + first + r;
                 // SAFETY: `index` < n·rows (j + i < n, first + r < rows), and no other thread
-                // writes this weight row (see `unsafe impl Sync`).
-                unsafe { *self.y.add(index) = v };
+                // writes this weight row.
+                unsafe { *self.y.at(index) = v };
             }
         }
     }
@@ -356,21 +350,11 @@ fn quantize_rows(x: &[f32], cols: usize) -> Vec<Q8Row> {
     if n == 1 {
         return vec![quantize_row(x)];
     }
-    let slots: Vec<Mutex<Option<Q8Row>>> = (0..n).map(|_| Mutex::new(None)).collect();
-    candle_core::utils::barrier_pool().execute_chunked(n, |range| {
-        for j in range {
-            let row = quantize_row(&x[j * cols..(j + 1) * cols]);
-            *slots[j].lock().expect("each row is taken once") = Some(row);
-        }
+    let mut rows: Vec<Q8Row> = (0..n).map(|_| Q8Row::default()).collect();
+    par_for_each(&mut rows, |j, row| {
+        *row = quantize_row(&x[j * cols..(j + 1) * cols]);
     });
-    slots
-        .into_iter()
-        .map(|slot| {
-            slot.into_inner()
-                .expect("no quantizing thread panicked")
-                .expect("every row was quantized")
-        })
-        .collect()
+    rows
 }
 
 /// The best dot-product kernel this CPU runs.
@@ -383,20 +367,21 @@ enum Isa {
     Avx512,
 }
 
+/// Detected once per process.
 fn isa() -> Isa {
-    #[cfg(target_arch = "x86_64")]
-    {
-        use std::arch::is_x86_feature_detected as has;
-        if has!("avx2") && has!("fma") && has!("f16c") {
-            return if has!("avx512f") && has!("avx512bw") && has!("avx512vnni") && has!("avx512vl")
-            {
-                Isa::Avx512
-            } else {
-                Isa::Avx2
-            };
+    static ISA: OnceLock<Isa> = OnceLock::new();
+    *ISA.get_or_init(|| {
+        #[cfg(target_arch = "x86_64")]
+        {
+            use std::arch::is_x86_feature_detected as has;
+            if has!("avx2") && has!("fma") && has!("f16c") {
+                let avx512 =
+                    has!("avx512f") && has!("avx512bw") && has!("avx512vnni") && has!("avx512vl");
+                return if avx512 { Isa::Avx512 } else { Isa::Avx2 };
+            }
         }
-    }
-    Isa::Scalar
+        Isa::Scalar
+    })
 }
 
 /// `R` weight rows against the `N` activation rows from row `j` on.
@@ -430,12 +415,14 @@ fn dot_tile<const R: usize, const N: usize>(
 /// One quantized weight row against `N` quantized activation rows.
 fn dot_rows<const N: usize>(isa: Isa, format: Format, w: Row, acts: [&Q8Row; N]) -> [f32; N] {
     // SAFETY: `isa()` checked that the CPU has the features each kernel needs.
+    // One activation row (a decode step) streams the weights: 256-bit registers measured faster
+    // there; several rows reuse them: two blocks per 512-bit register.
     match (isa, format) {
         #[cfg(target_arch = "x86_64")]
-        // One activation row (a decode step) streams the weights: 256-bit registers measured
-        // faster there; several rows reuse them: two blocks per 512-bit register.
         (Isa::Avx512, Format::Q4_1) if N == 1 => unsafe { simd::q4_1_vnni_256::dot(w, acts) },
+        #[cfg(target_arch = "x86_64")]
         (Isa::Avx512, Format::Q8_0) if N == 1 => unsafe { simd::q8_0_vnni_256::dot(w, acts) },
+        #[cfg(target_arch = "x86_64")]
         (Isa::Avx512, Format::Q4_1) => unsafe { simd::q4_1_avx512::dot(w, acts) },
         #[cfg(target_arch = "x86_64")]
         (Isa::Avx512, Format::Q8_0) => unsafe { simd::q8_0_avx512::dot(w, acts) },
@@ -453,12 +440,8 @@ fn dot_rows<const N: usize>(isa: Isa, format: Format, w: Row, acts: [&Q8Row; N])
 fn dot_f16_scalar(w: &[u8], x: &[f32]) -> f32 {
     w.chunks_exact(2)
         .zip(x)
-        .map(|(h, &x)| f16_bits(h) * x)
+        .map(|(h, &x)| f16_value(u16::from_le_bytes([h[0], h[1]])) * x)
         .sum()
-}
-
-fn f16_value(bits: u16) -> f32 {
-    f16::from_bits(bits).to_f32()
 }
 
 /// Σ_blocks d_w d_a Σ q_w q_a + m_w s_a (the reference the SIMD kernels are tested against).

@@ -1,7 +1,8 @@
 //! GGUF checkpoints of the `llama` architecture (llama.cpp's format): hyper-parameters from the
 //! metadata, tensors renamed to HF names, query/key rows permuted from llama.cpp's adjacent-pair
 //! RoPE layout to the half-split one. Quantized tensors and F16 matrices stay as stored (herd's
-//! kernels multiply them as they are); F32/BF16 tensors and F16 vectors become dense. The metadata (with the embedded tokenizer and chat template) is returned too.
+//! kernels multiply them as they are); F32/BF16 tensors and F16 vectors become dense. The
+//! metadata (with the embedded tokenizer and chat template) is returned too.
 
 use std::fs::File;
 use std::path::Path;
