@@ -4,23 +4,15 @@
 
 use std::path::PathBuf;
 
-use herd_data::reader::{input_files, read_records};
-use herd_model::seeded::fnv1a64;
 use herd_tokenizer::chat::{Message, ToolPromptFormat};
 use herd_tokenizer::Tokenizer;
+use herd_util::fs::list_files;
+use herd_util::records::{is_json_data, read_records, BadRecord};
+use herd_util::seeded::fnv1a64;
 
 use crate::conversation::{parse_record, Example, Format, Preference};
 use crate::error::{Error, Result};
 use crate::masks::{dpo_example, sft_example, Masked};
-
-/// A record that could not be used, and why.
-#[derive(Debug, Clone, PartialEq)]
-pub struct Rejected {
-    /// `file:line` or `file#index`.
-    pub at: String,
-    /// The reason.
-    pub reason: String,
-}
 
 /// The examples of some files.
 #[derive(Debug, Default)]
@@ -30,30 +22,27 @@ pub struct Examples {
     /// Ranked replies.
     pub preferences: Vec<Preference>,
     /// Records not read.
-    pub rejected: Vec<Rejected>,
+    pub rejected: Vec<BadRecord>,
 }
 
 impl Examples {
     /// Reads every record of `inputs` (files or folders of `.json`/`.jsonl`, gzipped or not).
     pub fn read(inputs: &[PathBuf], format: Format) -> Result<Examples> {
         let mut out = Examples::default();
-        for file in input_files(inputs)? {
+        for file in list_files(inputs, &is_json_data)? {
             let mut bad = Vec::new();
-            read_records(&file, &mut bad, &mut |record| {
+            read_records::<Error>(&file, &mut bad, &mut |record| {
                 match parse_record(&record.value, format) {
                     Ok(Example::Dialog(d)) => out.dialogs.push(d),
                     Ok(Example::Preference(p)) => out.preferences.push(p),
-                    Err(reason) => out.rejected.push(Rejected {
+                    Err(reason) => out.rejected.push(BadRecord {
                         at: record.at,
                         reason,
                     }),
                 }
                 Ok(())
             })?;
-            out.rejected.extend(bad.into_iter().map(|b| Rejected {
-                at: b.at,
-                reason: b.reason,
-            }));
+            out.rejected.append(&mut bad);
         }
         Ok(out)
     }
@@ -165,9 +154,20 @@ mod tests {
             .collect();
         let held = prompts.iter().filter(|p| is_held_out(p, 0.1)).count();
         assert!((400..600).contains(&held), "{held}");
+        // Raising the fraction only moves prompts to the held-out side.
+        let wider = prompts.iter().filter(|p| is_held_out(p, 0.2)).count();
         assert!(prompts
             .iter()
-            .all(|p| is_held_out(p, 0.1) == is_held_out(p, 0.1)));
+            .all(|p| !is_held_out(p, 0.1) || is_held_out(p, 0.2)));
+        assert!((900..1100).contains(&wider), "{wider}");
+        // A decision depends on the prompt's text alone: rebuilt from scratch, the same side.
+        let rebuilt: Vec<bool> = (0..5000)
+            .rev()
+            .map(|i| is_held_out(&[Message::new(Role::User, format!("question {i}"))], 0.1))
+            .collect();
+        let original: Vec<bool> = prompts.iter().rev().map(|p| is_held_out(p, 0.1)).collect();
+        assert_eq!(rebuilt, original);
         assert!(!prompts.iter().any(|p| is_held_out(p, 0.0)));
+        assert!(prompts.iter().all(|p| is_held_out(p, 1.0)));
     }
 }

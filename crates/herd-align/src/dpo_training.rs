@@ -6,11 +6,11 @@
 use std::path::Path;
 
 use candle_core::{DType, Tensor};
-use herd_model::seeded::fnv1a64;
 use herd_model::Llama;
 use herd_train::loss::token_nll;
 use herd_train::params::Parameters;
 use herd_train::step::{accumulate, gradients, tensors, Unused};
+use herd_util::seeded::fnv1a64;
 
 use crate::dataset::TokenPair;
 use crate::dpo::{dpo_loss, DpoConfig, DpoStats, PairLogProbs};

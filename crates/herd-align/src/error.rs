@@ -11,9 +11,6 @@ pub enum Error {
     /// A text could not be tokenized or formatted as a dialog.
     #[error(transparent)]
     Tokenizer(#[from] herd_tokenizer::Error),
-    /// A data file could not be read.
-    #[error(transparent)]
-    Data(#[from] herd_data::Error),
     /// A model could not be read or built.
     #[error(transparent)]
     Model(#[from] herd_model::Error),
@@ -34,23 +31,15 @@ pub enum Error {
     /// The inputs do not allow the stage to run (no pairs, a missing head).
     #[error("{0}")]
     Invalid(String),
-    /// A file could not be read or written.
-    #[error("{path}: {source}")]
-    Io {
-        /// The file.
-        path: String,
-        /// The cause.
-        source: std::io::Error,
-    },
+    /// A file could not be read or written, or a setting makes no sense.
+    #[error(transparent)]
+    File(#[from] herd_util::FileError),
 }
 
 impl Error {
     /// An I/O error naming `path`.
     pub fn io(path: &std::path::Path, source: std::io::Error) -> Error {
-        Error::Io {
-            path: path.display().to_string(),
-            source,
-        }
+        Error::File(herd_util::FileError::io(path, source))
     }
 }
 

@@ -10,7 +10,6 @@ use std::path::Path;
 use std::time::Instant;
 
 use candle_core::Tensor;
-use herd_model::seeded::splitmix64;
 use herd_train::adamw::{AdamW, AdamWConfig};
 use herd_train::checkpoint::{self, Checkpoint, TrainerState};
 use herd_train::metrics::{MetricsLog, StepMetrics};
@@ -19,6 +18,7 @@ use herd_train::schedule::LrSchedule;
 use herd_train::step::clip_grad_norm;
 use herd_train::trainer::progress_bar;
 use herd_train::{RunOptions, RunSummary};
+use herd_util::seeded::shuffle;
 use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
@@ -132,12 +132,8 @@ pub fn items_for_step(seed: u64, step: u64, batch: usize, n: usize) -> Vec<usize
 
 /// A Fisher–Yates shuffle of `0..n` from a splitmix64 stream.
 fn permutation(seed: u64, n: usize) -> Vec<usize> {
-    let mut state = seed;
     let mut order: Vec<usize> = (0..n).collect();
-    for i in (1..n).rev() {
-        let j = (splitmix64(&mut state) % (i as u64 + 1)) as usize;
-        order.swap(i, j);
-    }
+    shuffle(&mut order, &mut seed.clone());
     order
 }
 

@@ -157,5 +157,5 @@ pub fn write_jsonl(path: &Path, best: &[Best]) -> Result<()> {
         let record = json!({"messages": messages, "reward": b.reward, "rewards": b.rewards});
         writeln!(text, "{record}").expect("writing to memory");
     }
-    herd_model::checkpoint::write_atomic(path, &text).map_err(Error::from)
+    herd_util::fs::write_atomic(path, &text).map_err(Error::from)
 }

@@ -23,8 +23,8 @@ use crate::error::{Error, Result};
 use crate::fit::TrainConfig;
 use crate::rejection::RejectionConfig;
 use crate::stages;
-use herd_data::reader::expand_home;
 use herd_train::RunOptions;
+use herd_util::fs::expand_home;
 
 /// A post-training recipe.
 #[derive(Debug, Clone)]

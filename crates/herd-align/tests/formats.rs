@@ -5,14 +5,14 @@
 use std::path::{Path, PathBuf};
 
 use herd_align::conversation::{parse_record, Example, Format};
-use herd_data::reader::read_records;
 use herd_tokenizer::chat::Role;
+use herd_util::records::read_records;
 
 /// (dialogs, preferences, bad records) of a file.
 fn read(path: &Path) -> (Vec<Example>, Vec<Example>, Vec<String>) {
     let mut bad = Vec::new();
     let (mut dialogs, mut preferences, mut reasons) = (Vec::new(), Vec::new(), Vec::new());
-    read_records(path, &mut bad, &mut |record| {
+    read_records::<herd_util::FileError>(path, &mut bad, &mut |record| {
         match parse_record(&record.value, Format::Auto) {
             Ok(e @ Example::Dialog(_)) => dialogs.push(e),
             Ok(e @ Example::Preference(_)) => preferences.push(e),
@@ -26,18 +26,7 @@ fn read(path: &Path) -> (Vec<Example>, Vec<Example>, Vec<String>) {
 }
 
 fn shared(relative: &str) -> Option<PathBuf> {
-    let path = Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("../../../shared/data/posttrain")
-        .join(relative);
-    if !path.exists() {
-        assert!(
-            std::env::var("CI").is_err(),
-            "CI needs ../shared beside the repo"
-        );
-        eprintln!("skipping: {} is missing", path.display());
-        return None;
-    }
-    Some(path)
+    herd_util::testing::shared(&format!("data/posttrain/{relative}"))
 }
 
 #[test]
@@ -50,14 +39,14 @@ fn llama_factory_demo_sets() {
         ("dpo_en_demo.json", 0, 300),
     ];
     for (file, dialogs, preferences) in cases {
-        let Some(path) = herd_model::assets::for_test(&format!("llamafactory/{file}")) else {
+        let Some(path) = herd_util::testing::asset(&format!("llamafactory/{file}")) else {
             continue;
         };
         let (d, p, bad) = read(&path);
         assert!(bad.is_empty(), "{file}: {bad:?}");
         assert_eq!((d.len(), p.len()), (dialogs, preferences), "{file}");
     }
-    if let Some(path) = herd_model::assets::for_test("llamafactory/glaive_toolcall_en_demo.json") {
+    if let Some(path) = herd_util::testing::asset("llamafactory/glaive_toolcall_en_demo.json") {
         let (dialogs, _, _) = read(&path);
         let calls = dialogs
             .iter()

@@ -1,5 +1,7 @@
 //! Exactly the assistant tokens carry SFT loss, and exactly the non-formatting response tokens
-//! carry DPO loss, with Meta's Llama 3 tokenizer.
+//! carry DPO loss: in the Llama 3.1 format (with a vocabulary in Meta's format trained here; the
+//! masks do not depend on which merges it has, and Meta's own ids are herd-tokenizer's tests)
+//! and in SmolLM2's ChatML template from its GGUF.
 
 use herd_align::conversation::Preference;
 use herd_align::masks::{dpo_example, sft_example};
@@ -7,8 +9,18 @@ use herd_tokenizer::chat::llama3::encode_dialog_prompt;
 use herd_tokenizer::chat::{Message, Role, StopReason, ToolCall, ToolPromptFormat};
 use herd_tokenizer::Tokenizer;
 
+/// A 700-token vocabulary in Meta's format (with its 256 special tokens), trained on a few
+/// sentences.
 fn tokenizer() -> Option<Tokenizer> {
-    let path = herd_model::assets::for_test("llama3/tokenizer.model")?;
+    let texts = [
+        "You are terse. Hi there. Hello. Weather in Paris? 18C, sunny. 18 °C and sunny.",
+        "brave_search.call(query=\"weather Paris\") 2+2? 4 5, probably",
+        "The quick brown fox jumps over the lazy dog. Numbers: 0123456789.",
+    ];
+    let ranks = herd_tokenizer::train::train_ranks(texts.iter(), 700, 1).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("tokenizer.model");
+    std::fs::write(&path, herd_tokenizer::train::ranks_file_text(&ranks)).unwrap();
     Some(Tokenizer::llama3(&path).unwrap())
 }
 
@@ -42,10 +54,10 @@ fn sft_loss_is_on_assistant_content_and_end_tokens_only() {
         "Hello.<|eot_id|>brave_search.call(query=\"weather Paris\")<|eom_id|>18 °C and sunny.<|eot_id|>"
     );
     let first = masked.loss.iter().position(|&l| l).unwrap();
-    assert_eq!(
-        tok.decode(&masked.ids[first - 4..first]).unwrap(),
-        "<|start_header_id|>assistant<|end_header_id|>\n\n"
-    );
+    assert!(tok
+        .decode(&masked.ids[..first])
+        .unwrap()
+        .ends_with("<|start_header_id|>assistant<|end_header_id|>\n\n"));
 }
 
 #[test]
@@ -69,7 +81,7 @@ fn dpo_loss_leaves_out_headers_and_end_tokens() {
 
 /// SmolLM2's tokenizer and ChatML template, from its GGUF.
 fn smollm2() -> Option<Tokenizer> {
-    let path = herd_model::assets::for_test("smollm2/SmolLM2-135M-Instruct.Q4_1.gguf")?;
+    let path = herd_util::testing::asset("smollm2/SmolLM2-135M-Instruct.Q4_1.gguf")?;
     Some(herd_infer::loader::load_tokenizer(&path).unwrap())
 }
 

@@ -15,7 +15,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
 use crate::fasttext::{write_supervised, Dictionary, FastTextModel};
-use crate::seeded::{splitmix64, uniform};
+use herd_util::seeded::{shuffle, uniform};
 
 /// fastText's label prefix.
 const LABEL_PREFIX: &str = "__label__";
@@ -121,9 +121,7 @@ pub fn train(examples: &[Example], config: &ClassifierConfig) -> Result<Vec<u8>>
     let mut scores = vec![0f32; labels.len()];
     let mut order: Vec<usize> = (0..encoded.len()).collect();
     for _ in 0..config.epochs {
-        for i in (1..order.len()).rev() {
-            order.swap(i, (splitmix64(&mut rng) % (i as u64 + 1)) as usize);
-        }
+        shuffle(&mut order, &mut rng);
         for &e in &order {
             let (target, ids) = &encoded[e];
             seen += ids.len();

@@ -19,7 +19,6 @@ pub mod parquet_file;
 pub mod pii;
 pub mod pipeline;
 pub mod reader;
-pub mod seeded;
 pub mod shard;
 pub mod token_kl;
 pub mod tokenize;

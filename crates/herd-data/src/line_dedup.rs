@@ -15,7 +15,7 @@ pub struct LineCounts {
 
 /// A line's key.
 fn key(line: &str) -> u64 {
-    crate::seeded::fnv1a64(line.trim().as_bytes())
+    herd_util::seeded::fnv1a64(line.trim().as_bytes())
 }
 
 impl LineCounts {

@@ -58,9 +58,9 @@ pub fn normalize(text: &str) -> String {
 
 /// 64-bit FNV-1a, then a splitmix64 finaliser (FNV alone mixes its high bits poorly).
 fn hash64(bytes: &[u8]) -> u64 {
-    let h = crate::seeded::fnv1a64(bytes);
+    let h = herd_util::seeded::fnv1a64(bytes);
     let mut state = h;
-    crate::seeded::splitmix64(&mut state)
+    herd_util::seeded::splitmix64(&mut state)
 }
 
 /// `a·x + b mod 2⁶¹ − 1`.

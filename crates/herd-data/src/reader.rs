@@ -6,11 +6,11 @@
 //! are read recursively in name order. A record that is not JSON or has no text field is
 //! counted and reported with its line number, never fatal.
 
-use std::fs::File;
-use std::io::{BufRead, BufReader, Read};
 use std::path::{Path, PathBuf};
 
-use flate2::read::MultiGzDecoder;
+pub use herd_util::fs::expand_home;
+use herd_util::records::{open, read_all, Compression};
+pub use herd_util::records::{read_records, BadRecord, Record};
 
 use crate::error::{Error, Result};
 
@@ -57,44 +57,11 @@ impl Default for Fields {
     }
 }
 
-/// A record that could not be read, with the reason.
-#[derive(Debug, Clone, PartialEq)]
-pub struct BadRecord {
-    /// `file:line`.
-    pub at: String,
-    /// What was wrong.
-    pub reason: String,
-}
-
-/// A leading `~/` as the home folder (paths in recipe and pipeline files).
-pub fn expand_home(path: &Path) -> PathBuf {
-    match (path.strip_prefix("~"), std::env::var_os("HOME")) {
-        (Ok(rest), Some(home)) => PathBuf::from(home).join(rest),
-        _ => path.to_path_buf(),
-    }
-}
-
 /// The files under `inputs` (files as given, folders recursively in name order) that hold
 /// documents: `*.jsonl`, `*.json`, `*.txt`, `*.html`/`*.htm` and `*.warc`, each possibly `.gz`
 /// (`.jsonl` also `.zst`), and `*.parquet`.
 pub fn input_files(inputs: &[PathBuf]) -> Result<Vec<PathBuf>> {
-    let mut files = Vec::new();
-    for input in inputs {
-        if input.is_dir() {
-            let mut entries: Vec<PathBuf> = std::fs::read_dir(input)
-                .map_err(|e| Error::io(input, e))?
-                .map(|e| e.map(|e| e.path()).map_err(|e| Error::io(input, e)))
-                .collect::<Result<_>>()?;
-            entries.sort();
-            let nested = input_files(&entries)?;
-            files.extend(nested.into_iter().filter(|p| kind(p).is_some()));
-        } else if input.exists() {
-            files.push(input.clone());
-        } else {
-            return Err(Error::format(input, "no such file or folder"));
-        }
-    }
-    Ok(files)
+    Ok(herd_util::fs::list_files(inputs, &|p| kind(p).is_some())?)
 }
 
 #[derive(Clone, Copy)]
@@ -113,27 +80,11 @@ enum Kind {
     Parquet,
 }
 
-/// How a file is compressed as a whole.
-#[derive(Clone, Copy, PartialEq)]
-enum Compression {
-    None,
-    /// `.gz` (concatenated members allowed).
-    Gzip,
-    /// `.zst` (JSON Lines only).
-    Zstd,
-}
-
 /// The kind of `path` and how it is compressed.
 fn kind(path: &Path) -> Option<(Kind, Compression)> {
     let name = path.file_name()?.to_string_lossy();
-    let (base, compression) = if let Some(base) = name.strip_suffix(".gz") {
-        (base, Compression::Gzip)
-    } else if let Some(base) = name.strip_suffix(".zst") {
-        (base, Compression::Zstd)
-    } else {
-        (&*name, Compression::None)
-    };
-    if compression == Compression::Zstd && !base.ends_with(".jsonl") {
+    let (compression, base) = Compression::of_name(&name);
+    if compression == Compression::Zstd && !(base.ends_with(".jsonl") || base.ends_with(".json")) {
         return None;
     }
     let kind = if base.ends_with(".parquet") && compression == Compression::None {
@@ -154,78 +105,6 @@ fn kind(path: &Path) -> Option<(Kind, Compression)> {
     Some((kind, compression))
 }
 
-/// `path` opened for reading, decompressed.
-fn open(path: &Path, compression: Compression) -> Result<Box<dyn BufRead>> {
-    let file = File::open(path).map_err(|e| Error::io(path, e))?;
-    Ok(match compression {
-        Compression::None => Box::new(BufReader::new(file)),
-        Compression::Gzip => Box::new(BufReader::new(MultiGzDecoder::new(file))),
-        Compression::Zstd => Box::new(BufReader::new(
-            zstd::Decoder::new(file).map_err(|e| Error::io(path, e))?,
-        )),
-    })
-}
-
-/// One JSON record and where it came from.
-#[derive(Debug, Clone, PartialEq)]
-pub struct Record {
-    /// `file:line` (JSONL) or `file#index` (JSON array, from 0).
-    pub at: String,
-    /// The record.
-    pub value: serde_json::Value,
-}
-
-/// Calls `each` with every record of a JSON file, in file order: `.jsonl` (one object per line)
-/// or `.json` (an array), either possibly `.gz` (`.jsonl` also `.zst`). A line that is not JSON
-/// goes to `bad`.
-pub fn read_records(
-    path: &Path,
-    bad: &mut Vec<BadRecord>,
-    each: &mut dyn FnMut(Record) -> Result<()>,
-) -> Result<()> {
-    let Some((kind @ (Kind::JsonLines | Kind::JsonArray), compression)) = kind(path) else {
-        return Err(Error::format(
-            path,
-            "not a JSON data file: expected .jsonl, .json (an array), either with .gz, or .jsonl.zst",
-        ));
-    };
-    let mut reader = open(path, compression)?;
-    if let Kind::JsonArray = kind {
-        let mut text = String::new();
-        reader
-            .read_to_string(&mut text)
-            .map_err(|e| Error::io(path, e))?;
-        let items = match serde_json::from_str(&text) {
-            Ok(serde_json::Value::Array(items)) => items,
-            Ok(_) => return Err(Error::format(path, "expected a JSON array of records")),
-            Err(e) => {
-                let message = format!("not JSON ({e}); JSON Lines files end in .jsonl");
-                return Err(Error::format(path, message));
-            }
-        };
-        for (i, value) in items.into_iter().enumerate() {
-            let at = format!("{}#{i}", path.display());
-            each(Record { at, value })?;
-        }
-        return Ok(());
-    }
-    for (n, line) in reader.split(b'\n').enumerate() {
-        let line = line.map_err(|e| Error::io(path, e))?;
-        if line.iter().all(u8::is_ascii_whitespace) {
-            continue;
-        }
-        let at = format!("{}:{}", path.display(), n + 1);
-        match serde_json::from_slice(&line) {
-            Ok(value) => each(Record { at, value })?,
-            Err(e) => bad.push(BadRecord {
-                at,
-                reason: format!("not JSON: {e}"),
-            }),
-        }
-    }
-    Ok(())
-}
-
 /// Calls `each` with every document of `path`, in file order; records take their text, URL and
 /// date from `fields`. Bad records go to `bad`.
 pub fn read_documents(
@@ -236,10 +115,16 @@ pub fn read_documents(
 ) -> Result<()> {
     match kind(path) {
         Some((kind @ (Kind::Text | Kind::Html), compression)) => {
-            let mut bytes = Vec::new();
-            open(path, compression)?
-                .read_to_end(&mut bytes)
-                .map_err(|e| Error::io(path, e))?;
+            let bytes = match read_all(&mut open(path, compression)?) {
+                Ok(bytes) => bytes,
+                Err(reason) => {
+                    bad.push(BadRecord {
+                        at: path.display().to_string(),
+                        reason,
+                    });
+                    return Ok(());
+                }
+            };
             let text = match kind {
                 Kind::Html => crate::extract::decode(&bytes),
                 _ => String::from_utf8(bytes)
@@ -361,7 +246,8 @@ mod tests {
     fn gzip_and_text_files_and_folders() {
         let dir = tempfile::tempdir().unwrap();
         let gz = dir.path().join("b.jsonl.gz");
-        let mut enc = flate2::write::GzEncoder::new(File::create(&gz).unwrap(), Default::default());
+        let mut enc =
+            flate2::write::GzEncoder::new(std::fs::File::create(&gz).unwrap(), Default::default());
         enc.write_all(b"{\"text\":\"zipped\"}\n").unwrap();
         enc.finish().unwrap();
         std::fs::write(dir.path().join("a.txt"), "plain book").unwrap();

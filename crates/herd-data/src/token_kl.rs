@@ -41,7 +41,7 @@ impl Default for TokenKlConfig {
 fn tokens(text: &str) -> impl Iterator<Item = u64> + '_ {
     text.split_whitespace().filter_map(|w| {
         let w = w.trim_matches(|c: char| !c.is_alphanumeric());
-        (!w.is_empty()).then(|| crate::seeded::fnv1a64(w.to_lowercase().as_bytes()))
+        (!w.is_empty()).then(|| herd_util::seeded::fnv1a64(w.to_lowercase().as_bytes()))
     })
 }
 

@@ -28,7 +28,7 @@ pub fn url_key(url: &str) -> u64 {
         None => ("", url),
     };
     let key = format!("{}{path}", scheme_and_host.to_ascii_lowercase());
-    crate::seeded::fnv1a64(key.as_bytes())
+    herd_util::seeded::fnv1a64(key.as_bytes())
 }
 
 impl NewestByUrl {

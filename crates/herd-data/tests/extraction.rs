@@ -22,15 +22,9 @@ fn collapse(text: &str) -> String {
 
 #[test]
 fn trafilatura_eval_precision_and_recall() {
-    let root =
-        Path::new(env!("CARGO_MANIFEST_DIR")).join("../../../shared/data/web/trafilatura-eval");
-    if !root.exists() {
-        assert!(
-            std::env::var("CI").is_err(),
-            "CI needs ../shared beside the repo"
-        );
+    let Some(root) = herd_util::testing::shared("data/web/trafilatura-eval") else {
         return;
-    }
+    };
     let eval: serde_json::Value =
         serde_json::from_slice(&gunzip(&root.join("evaldata.json.gz"))).unwrap();
     let (mut tp, mut fn_, mut fp, mut tn) = (0usize, 0usize, 0usize, 0usize);
@@ -88,15 +82,9 @@ fn word_overlap(got: &str, expected: &str) -> (usize, usize, usize) {
 /// `tools/bench/extract_side_by_side.py`.
 #[test]
 fn readability_test_pages_word_overlap() {
-    let path = Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("../../../shared/data/web/readability/test-pages.tar.gz");
-    if !path.exists() {
-        assert!(
-            std::env::var("CI").is_err(),
-            "CI needs ../shared beside the repo"
-        );
+    let Some(path) = herd_util::testing::shared("data/web/readability/test-pages.tar.gz") else {
         return;
-    }
+    };
     let mut pages: std::collections::BTreeMap<String, (Vec<u8>, Vec<u8>)> = Default::default();
     let mut archive = tar::Archive::new(flate2::read::GzDecoder::new(
         std::fs::File::open(&path).unwrap(),

@@ -118,7 +118,7 @@ mod tests {
             ..LlamaConfig::preset("llama3.2-1b").unwrap()
         };
         let dev = Device::Cpu;
-        let weights = herd_model::seeded::weights(&config, &dev).unwrap();
+        let weights = herd_model::seeded_weights::weights(&config, &dev).unwrap();
         Llama::load(config, &weights, DType::F32, &dev).unwrap()
     }
 

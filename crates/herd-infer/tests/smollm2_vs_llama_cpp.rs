@@ -107,7 +107,7 @@ fn check(gguf: &Path, fixture: &Value, decisive: f64) -> (usize, usize, f64) {
 
 #[test]
 fn q4_1_follows_llama_cpp() {
-    let Some(gguf) = herd_model::assets::for_test("smollm2/SmolLM2-135M-Instruct.Q4_1.gguf") else {
+    let Some(gguf) = herd_util::testing::asset("smollm2/SmolLM2-135M-Instruct.Q4_1.gguf") else {
         return;
     };
     let fixture: Value =
@@ -118,14 +118,14 @@ fn q4_1_follows_llama_cpp() {
     eprintln!("Q4_1: greedy identical on {exact} decisive steps (gap >= 1.0) of {total}; max top-5 logit difference {worst:.3}");
 }
 
-/// Q8_0 and F16 versions made by `llama-quantize` (not fetched in CI): set HERD_PEER_MODELS to
-/// the folder holding them (tools/bench/README.md).
+/// Q8_0 and F16 versions made by llama.cpp's tools, which no package ships, so CI cannot have
+/// them: the test is ignored (and listed as such by `cargo test`) unless asked for with
+/// `HERD_PEER_MODELS=<folder> cargo test -- --ignored` (tools/bench/README.md makes the files).
 #[test]
+#[ignore = "needs llama.cpp's Q8_0 and F16 SmolLM2 files in HERD_PEER_MODELS (tools/bench/README.md)"]
 fn q8_0_and_f16_follow_llama_cpp() {
-    let Ok(dir) = std::env::var("HERD_PEER_MODELS") else {
-        eprintln!("skipping: HERD_PEER_MODELS is not set");
-        return;
-    };
+    let dir = std::env::var("HERD_PEER_MODELS")
+        .expect("HERD_PEER_MODELS names the folder with llama.cpp's Q8_0 and F16 files");
     for (file, fixture) in [
         (
             "SmolLM2-135M-Instruct.Q8_0.gguf",
@@ -148,7 +148,7 @@ fn q8_0_and_f16_follow_llama_cpp() {
 
 #[test]
 fn chat_prompt_is_the_gguf_template() {
-    let Some(gguf) = herd_model::assets::for_test("smollm2/SmolLM2-135M-Instruct.Q4_1.gguf") else {
+    let Some(gguf) = herd_util::testing::asset("smollm2/SmolLM2-135M-Instruct.Q4_1.gguf") else {
         return;
     };
     let loaded = load(&gguf, None, DType::F32, &Device::Cpu).unwrap();

@@ -2,23 +2,28 @@
 
 use std::path::PathBuf;
 
+pub use herd_util::FileError;
+
 /// What went wrong while reading or writing a model.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
-    /// The file could not be read or written.
-    #[error("{path}: {source}")]
-    Io {
-        path: PathBuf,
-        source: std::io::Error,
-    },
-    /// The file is not what it claims to be (bad JSON, truncated, unknown format).
-    #[error("{path}: {message}")]
-    Format { path: PathBuf, message: String },
+    /// The file could not be read or written, or is not what it claims to be (bad JSON,
+    /// truncated, unknown format).
+    #[error(transparent)]
+    File(#[from] FileError),
     /// A tensor the model needs is not in the checkpoint.
-    #[error("{path}: tensor `{name}` is missing from the checkpoint")]
+    #[error(
+        "{}: tensor `{}` is missing from the checkpoint",
+        herd_util::text::printable_path(path),
+        herd_util::text::printable(name)
+    )]
     MissingTensor { path: PathBuf, name: String },
     /// A tensor has the wrong shape for the config.
-    #[error("{path}: tensor `{name}` has shape {got:?}, the config needs {expected:?}")]
+    #[error(
+        "{}: tensor `{}` has shape {got:?}, the config needs {expected:?}",
+        herd_util::text::printable_path(path),
+        herd_util::text::printable(name)
+    )]
     Shape {
         path: PathBuf,
         name: String,
@@ -31,20 +36,14 @@ pub enum Error {
 }
 
 impl Error {
-    /// A [`Error::Format`] for `path`.
+    /// A content error in `path` ([`FileError::Format`]).
     pub fn format(path: impl Into<PathBuf>, message: impl Into<String>) -> Error {
-        Error::Format {
-            path: path.into(),
-            message: message.into(),
-        }
+        Error::File(FileError::format(path.into(), message))
     }
 
-    /// An [`Error::Io`] for `path`.
+    /// An I/O error on `path` ([`FileError::Io`]).
     pub fn io(path: impl Into<PathBuf>, source: std::io::Error) -> Error {
-        Error::Io {
-            path: path.into(),
-            source,
-        }
+        Error::File(FileError::io(path.into(), source))
     }
 }
 

@@ -4,7 +4,6 @@
 //! ([`rope`], [`attention`], [`feed_forward`], [`block`], [`llama`]), and the checkpoint adapters
 //! that bring HF safetensors, GGUF and Meta `.pth` weights into one layout ([`checkpoint`]).
 
-pub mod assets;
 pub mod attention;
 pub mod block;
 pub mod cache;
@@ -19,7 +18,7 @@ pub mod llama;
 pub mod norm;
 pub mod quantized;
 pub mod rope;
-pub mod seeded;
+pub mod seeded_weights;
 pub mod sequence;
 pub mod softmax;
 pub mod trace;

@@ -886,7 +886,9 @@ mod tests {
     fn random(n: usize, seed: u64) -> Vec<f32> {
         let mut s = seed;
         (0..n)
-            .map(|_| ((crate::seeded::splitmix64(&mut s) >> 40) as f32 / 16_777_216.0) * 2.0 - 1.0)
+            .map(|_| {
+                ((herd_util::seeded::splitmix64(&mut s) >> 40) as f32 / 16_777_216.0) * 2.0 - 1.0
+            })
             .collect()
     }
 

@@ -7,7 +7,9 @@ use candle_core::quantized::gguf_file::{self, Value as GgufValue};
 use candle_core::quantized::{GgmlDType, QTensor};
 use candle_core::{DType, Device, Tensor};
 use herd_model::checkpoint::{self, hf, permute, Format};
-use herd_model::{seeded, Error, Llama, LlamaConfig, SequenceLayout, Weight, Weights};
+use herd_model::{
+    seeded_weights as seeded, Error, Llama, LlamaConfig, SequenceLayout, Weight, Weights,
+};
 use serde_json::Value;
 
 fn fixtures() -> &'static Path {

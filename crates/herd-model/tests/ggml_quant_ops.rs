@@ -25,7 +25,7 @@ fn hex_f32(hex: &str) -> Vec<f32> {
 
 #[test]
 fn quantized_dot_products_equal_ggml() {
-    let Some(gguf) = herd_model::assets::for_test("smollm2/SmolLM2-135M-Instruct.Q4_1.gguf") else {
+    let Some(gguf) = herd_util::testing::asset("smollm2/SmolLM2-135M-Instruct.Q4_1.gguf") else {
         return;
     };
     let fixture: Value =

@@ -34,10 +34,7 @@ pub struct GgufVocab {
 impl ByteLevelBpe {
     /// Loads an HF `tokenizer.json`.
     pub fn from_file(path: &Path) -> Result<ByteLevelBpe> {
-        let text = std::fs::read_to_string(path).map_err(|e| Error::Io {
-            path: path.into(),
-            source: e,
-        })?;
+        let text = std::fs::read_to_string(path).map_err(|e| Error::io(path, e))?;
         let value: Value = serde_json::from_str(&text)
             .map_err(|e| Error::format(path, format!("not JSON: {e}")))?;
         Self::from_json(value).map_err(|m| Error::format(path, m))

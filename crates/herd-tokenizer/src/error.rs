@@ -2,18 +2,14 @@
 
 use std::path::PathBuf;
 
+pub use herd_util::FileError;
+
 /// What went wrong while loading a tokenizer or formatting a chat.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
-    /// The file could not be read.
-    #[error("{path}: {source}")]
-    Io {
-        path: PathBuf,
-        source: std::io::Error,
-    },
-    /// The file is not a valid tokenizer (the message says where).
-    #[error("{path}: {message}")]
-    Format { path: PathBuf, message: String },
+    /// The file could not be read, or is not a valid tokenizer (the message says where).
+    #[error(transparent)]
+    File(#[from] FileError),
     /// A token id outside the vocabulary.
     #[error("token id {0} is not in the vocabulary")]
     UnknownId(u32),
@@ -23,12 +19,14 @@ pub enum Error {
 }
 
 impl Error {
-    /// An [`Error::Format`] for `path`.
+    /// A content error in `path` ([`FileError::Format`]).
     pub fn format(path: impl Into<PathBuf>, message: impl Into<String>) -> Error {
-        Error::Format {
-            path: path.into(),
-            message: message.into(),
-        }
+        Error::File(FileError::format(path.into(), message))
+    }
+
+    /// An I/O error on `path` ([`FileError::Io`]).
+    pub fn io(path: impl Into<PathBuf>, source: std::io::Error) -> Error {
+        Error::File(FileError::io(path.into(), source))
     }
 }
 

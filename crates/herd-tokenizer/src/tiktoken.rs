@@ -15,10 +15,7 @@ pub type Ranks = FxHashMap<Vec<u8>, u32>;
 
 /// Reads a tiktoken rank file; a bad line is reported with its number.
 pub fn read_ranks(path: &Path) -> Result<Ranks> {
-    let text = std::fs::read_to_string(path).map_err(|e| Error::Io {
-        path: path.into(),
-        source: e,
-    })?;
+    let text = std::fs::read_to_string(path).map_err(|e| Error::io(path, e))?;
     let mut ranks = Ranks::default();
     for (n, line) in text.lines().enumerate().filter(|(_, l)| !l.is_empty()) {
         let bad = |what: &str| Error::format(path, format!("line {}: {what}: {line:?}", n + 1));

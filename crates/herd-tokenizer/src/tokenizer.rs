@@ -144,10 +144,7 @@ impl Tokenizer {
             ));
         }
         let is_json = std::fs::read(path)
-            .map_err(|e| Error::Io {
-                path: path.into(),
-                source: e,
-            })?
+            .map_err(|e| Error::io(path, e))?
             .iter()
             .find(|b| !b.is_ascii_whitespace())
             == Some(&b'{');
@@ -248,10 +245,7 @@ impl Tokenizer {
                 "a tiktoken tokenizer is saved by copying its tokenizer.model".into(),
             ));
         };
-        std::fs::create_dir_all(dir).map_err(|e| Error::Io {
-            path: dir.into(),
-            source: e,
-        })?;
+        std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
         let path = dir.join("tokenizer.json");
         bpe.save(&path)?;
         let config = serde_json::json!({
@@ -265,10 +259,7 @@ impl Tokenizer {
             &config_path,
             serde_json::to_vec_pretty(&config).expect("json"),
         )
-        .map_err(|e| Error::Io {
-            path: config_path,
-            source: e,
-        })?;
+        .map_err(|e| Error::io(config_path, e))?;
         Ok(path)
     }
 }

@@ -2,8 +2,6 @@
 //! `tools/fixtures/make_chat_fixture.py`): dialog ids byte for byte, tool-call text, and the
 //! parsing of tool calls out of generated replies.
 
-mod common;
-
 use herd_tokenizer::chat::llama3::{encode_dialog_prompt, encode_message, encode_tool_call};
 use herd_tokenizer::chat::tool_parse::parse_assistant_reply;
 use herd_tokenizer::chat::{Message, StopReason, ToolCall, ToolPromptFormat};
@@ -30,7 +28,7 @@ fn format_of(case: &Value) -> ToolPromptFormat {
 
 #[test]
 fn dialogs_encode_like_llama_models() {
-    let Some(path) = common::asset("llama3/tokenizer.model") else {
+    let Some(path) = herd_util::testing::asset("llama3/tokenizer.model") else {
         return;
     };
     let tokenizer = Tokenizer::llama3(&path).unwrap();

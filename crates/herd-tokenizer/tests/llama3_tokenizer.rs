@@ -1,10 +1,8 @@
 //! Meta's Llama 3 tokenizer against `llama_models`' own ids (fixture made by
 //! `tools/fixtures/make_tokenizer_fixture.py`) and llama.cpp's test vectors.
 
-mod common;
-
-use common::asset;
 use herd_tokenizer::Tokenizer;
+use herd_util::testing::asset;
 use serde_json::Value;
 
 fn text_of(case: &Value) -> String {

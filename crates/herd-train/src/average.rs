@@ -58,37 +58,82 @@ mod tests {
     use super::*;
     use crate::params::Parameters;
 
-    /// The mean of two copies of a checkpoint is that checkpoint, bit for bit.
-    #[test]
-    fn averaging_identical_checkpoints_is_identity() {
-        let dir = tempfile::tempdir().unwrap();
-        let config = LlamaConfig {
+    fn config(n_layers: usize) -> LlamaConfig {
+        LlamaConfig {
             vocab_size: 64,
             dim: 16,
-            n_layers: 1,
+            n_layers,
             n_heads: 2,
             n_kv_heads: 1,
             head_dim: 8,
             ffn_dim: 32,
             ..LlamaConfig::preset("llama3.2-1b").unwrap()
-        };
-        let params = Parameters::init(&config, 3, DType::F32, &Device::Cpu).unwrap();
+        }
+    }
+
+    fn values(w: &Weight) -> Vec<f32> {
+        w.to_dense(DType::F32)
+            .unwrap()
+            .flatten_all()
+            .unwrap()
+            .to_vec1()
+            .unwrap()
+    }
+
+    /// Three different checkpoints average to their element-wise mean, computed here value by
+    /// value in f64 and rounded once to f32.
+    #[test]
+    fn the_average_of_different_checkpoints_is_their_elementwise_mean() {
+        let dir = tempfile::tempdir().unwrap();
+        let config = config(1);
+        let mut checkpoints = Vec::new();
+        for seed in [3, 4, 5] {
+            let params = Parameters::init(&config, seed, DType::F32, &Device::Cpu).unwrap();
+            let path = dir.path().join(format!("seed-{seed}"));
+            hf::save(&path, &config, &params.weights(), DType::F32, usize::MAX).unwrap();
+            checkpoints.push((path, params.weights()));
+        }
+        let dirs: Vec<&Path> = checkpoints.iter().map(|(p, _)| p.as_path()).collect();
+        let (_, mean) = average_checkpoints(&dirs, &Device::Cpu).unwrap();
+        let mut differing = 0;
+        for (name, first) in checkpoints[0].1.iter() {
+            let all: Vec<Vec<f32>> = checkpoints
+                .iter()
+                .map(|(_, w)| values(w.get(name, &first.dims()).unwrap()))
+                .collect();
+            let expected: Vec<f32> = (0..all[0].len())
+                .map(|i| ((all[0][i] as f64 + all[1][i] as f64 + all[2][i] as f64) / 3.0) as f32)
+                .collect();
+            differing += usize::from(all[0] != all[1]);
+            assert_eq!(
+                values(mean.get(name, &first.dims()).unwrap()),
+                expected,
+                "{name}"
+            );
+        }
+        assert!(
+            differing > 5,
+            "the checkpoints must differ for the test to mean anything"
+        );
+    }
+
+    #[test]
+    fn checkpoints_of_another_shape_are_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        for (name, layers) in [("a", 1), ("b", 2)] {
+            let config = config(layers);
+            let params = Parameters::init(&config, 1, DType::F32, &Device::Cpu).unwrap();
+            hf::save(
+                &dir.path().join(name),
+                &config,
+                &params.weights(),
+                DType::F32,
+                usize::MAX,
+            )
+            .unwrap();
+        }
         let (a, b) = (dir.path().join("a"), dir.path().join("b"));
-        for d in [&a, &b] {
-            hf::save(d, &config, &params.weights(), DType::F32, usize::MAX).unwrap();
-        }
-        let (_, mean) = average_checkpoints(&[&a, &b], &Device::Cpu).unwrap();
-        let values = |w: &Weight| -> Vec<f32> {
-            w.to_dense(DType::F32)
-                .unwrap()
-                .flatten_all()
-                .unwrap()
-                .to_vec1()
-                .unwrap()
-        };
-        for (name, weight) in params.weights().iter() {
-            let averaged = mean.get(name, &weight.dims()).unwrap();
-            assert_eq!(values(weight), values(averaged), "{name}");
-        }
+        let err = average_checkpoints(&[&a, &b], &Device::Cpu).unwrap_err();
+        assert!(err.to_string().contains("another shape"), "{err}");
     }
 }

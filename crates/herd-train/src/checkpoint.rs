@@ -9,8 +9,9 @@ use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
 use candle_core::{DType, Device, Tensor};
-use herd_model::checkpoint::{hf, write_atomic};
+use herd_model::checkpoint::hf;
 use herd_model::{LlamaConfig, Weights};
+use herd_util::fs::write_atomic;
 use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};

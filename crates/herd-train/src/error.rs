@@ -24,21 +24,15 @@ pub enum Error {
     /// Training diverged.
     #[error("{0}")]
     Diverged(String),
-    /// A file could not be read or written.
-    #[error("{path}: {source}")]
-    Io {
-        path: std::path::PathBuf,
-        source: std::io::Error,
-    },
+    /// A file could not be read or written, or a setting makes no sense.
+    #[error(transparent)]
+    File(#[from] herd_util::FileError),
 }
 
 impl Error {
     /// An I/O error on `path`.
     pub fn io(path: &std::path::Path, source: std::io::Error) -> Error {
-        Error::Io {
-            path: path.to_path_buf(),
-            source,
-        }
+        Error::File(herd_util::FileError::io(path, source))
     }
 }
 

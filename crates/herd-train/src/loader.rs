@@ -17,7 +17,7 @@
 use std::path::{Path, PathBuf};
 
 use herd_data::Shard;
-use herd_model::seeded::{fnv1a64, splitmix64};
+use herd_util::seeded::{fnv1a64, shuffle, splitmix64};
 use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
@@ -342,10 +342,7 @@ fn batch_of(rows: Vec<Row>, seq_len: usize) -> Batch {
 fn permutation(n: usize, seed: u64, source: usize, epoch: u64) -> Vec<u32> {
     let mut state = mix64(seed, &[source as u64, epoch, 0x0de5]);
     let mut order: Vec<u32> = (0..n as u32).collect();
-    for i in (1..n).rev() {
-        let j = (splitmix64(&mut state) % (i as u64 + 1)) as usize;
-        order.swap(i, j);
-    }
+    shuffle(&mut order, &mut state);
     order
 }
 

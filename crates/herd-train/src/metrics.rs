@@ -66,7 +66,7 @@ impl MetricsLog {
             .filter(|m| m.step <= keep_through)
             .map(|m| serde_json::to_string(&m).expect("json") + "\n")
             .collect::<String>();
-        herd_model::checkpoint::write_atomic(path, kept.as_bytes())?;
+        herd_util::fs::write_atomic(path, kept.as_bytes())?;
         let file = OpenOptions::new()
             .append(true)
             .open(path)

@@ -3,8 +3,8 @@
 
 use candle_core::{DType, Device, Tensor, Var};
 use herd_model::llama::tensor_shapes;
-use herd_model::seeded::{fnv1a64, splitmix64};
 use herd_model::{Llama, LlamaConfig, Weight, Weights};
+use herd_util::seeded::{fnv1a64, splitmix64};
 
 use crate::error::{Error, Result};
 

@@ -14,15 +14,7 @@ use herd_train::{metrics, pretrain, Recipe, RunOptions};
 /// Texts of two books cut into ~2,000-character documents (the last 40 of them first, so the
 /// validation split sees both books).
 fn book_documents() -> Option<Vec<String>> {
-    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../../shared/data/books/gutenberg");
-    if !dir.exists() {
-        assert!(
-            std::env::var("CI").is_err(),
-            "CI needs ../shared beside the repo"
-        );
-        eprintln!("skipping: {} is missing", dir.display());
-        return None;
-    }
+    let dir = herd_util::testing::shared("data/books/gutenberg")?;
     let mut docs = Vec::new();
     for book in ["carroll-alice.txt.gz", "austen-persuasion.txt.gz"] {
         let mut text = String::new();

@@ -10,14 +10,9 @@ use std::time::Duration;
 /// 15 books as 30 JSONL files of ~1,000-character documents (paragraph runs), with every
 /// third file repeated under another name so the de-duplication stages have work.
 fn write_inputs(dir: &Path) -> bool {
-    let books = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../../shared/data/books/gutenberg");
-    if !books.exists() {
-        assert!(
-            std::env::var("CI").is_err(),
-            "CI needs ../shared beside the repo"
-        );
+    let Some(books) = herd_util::testing::shared("data/books/gutenberg") else {
         return false;
-    }
+    };
     let mut names: Vec<_> = std::fs::read_dir(&books)
         .unwrap()
         .map(|e| e.unwrap().path())

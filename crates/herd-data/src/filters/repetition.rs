@@ -96,7 +96,7 @@ impl<'a> Words<'a> {
         let words = words(text);
         let hashes = words
             .iter()
-            .map(|w| crate::seeded::fnv1a64(w.as_bytes()))
+            .map(|w| herd_util::seeded::fnv1a64(w.as_bytes()))
             .collect();
         Words { words, hashes }
     }

@@ -30,9 +30,10 @@ use crate::filters::Verdict;
 use crate::line_dedup::LineCounts;
 use crate::minhash::keep_first_of_clusters;
 use crate::reader::{input_files, read_documents, BadRecord, Fields};
-use crate::seeded::fnv1a64;
 use crate::token_kl::{outlier_threshold, TokenDistribution};
 use crate::url_dedup::NewestByUrl;
+use herd_util::fs::write_atomic;
+use herd_util::seeded::fnv1a64;
 
 /// Documents processed together (in parallel) and held in memory at once: up to this many …
 const CHUNK: usize = 4096;
@@ -265,13 +266,10 @@ fn read_counts(path: &Path) -> Result<Counts> {
 }
 
 fn write_counts(path: &Path, counts: &Counts) -> Result<()> {
-    write_atomic(path, &serde_json::to_vec(counts).expect("json"))
-}
-
-fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
-    let tmp = path.with_extension("tmp");
-    std::fs::write(&tmp, bytes).map_err(|e| Error::io(&tmp, e))?;
-    std::fs::rename(&tmp, path).map_err(|e| Error::io(path, e))
+    Ok(write_atomic(
+        path,
+        &serde_json::to_vec(counts).expect("json"),
+    )?)
 }
 
 /// Where a phase reads one file's documents.

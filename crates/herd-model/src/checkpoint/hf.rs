@@ -10,7 +10,8 @@ use candle_core::{DType, Device, Tensor};
 use serde::Deserialize;
 use serde_json::{json, Value};
 
-use crate::checkpoint::write_atomic;
+use herd_util::fs::write_atomic;
+
 use crate::config::{LlamaConfig, RopeScaling};
 use crate::error::{Error, Result};
 use crate::weights::{Weight, Weights};
@@ -274,7 +275,7 @@ pub fn save(
         )?;
     }
     let config = serde_json::to_vec_pretty(&config_json(config, dtype)).expect("json");
-    write_atomic(&dir.join("config.json"), &config)
+    Ok(write_atomic(&dir.join("config.json"), &config)?)
 }
 
 #[cfg(test)]

@@ -40,18 +40,6 @@ pub struct Checkpoint {
     pub gguf_metadata: Option<gguf::Metadata>,
 }
 
-/// Writes `bytes` to `path` (creating its folder) through a temporary file and a rename, so a
-/// crash never leaves a half-written file under the final name.
-pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
-    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-        std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
-    }
-    let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("file");
-    let tmp = path.with_file_name(format!(".{name}.tmp"));
-    std::fs::write(&tmp, bytes).map_err(|e| Error::io(&tmp, e))?;
-    std::fs::rename(&tmp, path).map_err(|e| Error::io(path, e))
-}
-
 /// Recognises the format of `path`.
 pub fn detect(path: &Path) -> Result<Format> {
     if path.is_file() {

@@ -27,7 +27,7 @@ pub struct Args {
 
 /// Runs `herd data run`.
 pub fn run_pipeline(args: Args) -> Result<()> {
-    let langid = herd_model::assets::cache_dir().join("fasttext/lid.176.ftz");
+    let langid = herd_util::assets::cache_dir().join("fasttext/lid.176.ftz");
     let pipeline = Pipeline::load(&args.pipeline, &langid)?;
     let bar = if args.quiet {
         ProgressBar::hidden()

@@ -119,7 +119,7 @@ fn langid(args: LangidArgs) -> Result<()> {
     use std::io::{BufRead, Write};
     let path = args
         .model
-        .unwrap_or_else(|| herd_model::assets::cache_dir().join("fasttext/lid.176.ftz"));
+        .unwrap_or_else(|| herd_util::assets::cache_dir().join("fasttext/lid.176.ftz"));
     if !path.exists() {
         anyhow::bail!(
             "{}: no language-id model; run `herd fetch lid.176.ftz` or pass --model",
@@ -150,11 +150,11 @@ fn train_classifier(args: ClassifierArgs) -> Result<()> {
     let (mut train_set, mut held) = (Vec::new(), Vec::new());
     let (mut bad, mut missing) = (Vec::new(), Vec::new());
     for file in input_files(&args.data)? {
-        herd_data::reader::read_records(&file, &mut bad, &mut |r| {
+        herd_data::reader::read_records::<herd_util::FileError>(&file, &mut bad, &mut |r| {
             let field = |k: &str| r.value.get(k).and_then(|v| v.as_str()).map(str::to_string);
             match (field(&args.label_field), field(&args.text_field)) {
                 (Some(label), Some(text)) => {
-                    let hash = herd_model::seeded::fnv1a64(text.as_bytes());
+                    let hash = herd_util::seeded::fnv1a64(text.as_bytes());
                     let example = (label, text.replace(['\n', '\r'], " "));
                     if (hash % 1_000_000) as f64 / 1e6 < args.held_out {
                         held.push(example);

@@ -127,7 +127,7 @@ pub fn run(args: Args) -> Result<()> {
             })
             .collect::<Result<_>>()?
     };
-    let cache = herd_model::assets::cache_dir();
+    let cache = herd_util::assets::cache_dir();
     for asset in &chosen {
         let path = fetch(asset, &cache, &args.python)?;
         if args.names.len() == 1 {
@@ -203,7 +203,7 @@ fn fetch(asset: &Asset, cache: &Path, python: &str) -> Result<PathBuf> {
             asset.sha256
         );
     }
-    herd_model::checkpoint::write_atomic(&out, &bytes)?;
+    herd_util::fs::write_atomic(&out, &bytes)?;
     Ok(out)
 }
 
@@ -293,13 +293,13 @@ mod tests {
             sha256: "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad",
             license: "-",
         };
-        herd_model::checkpoint::write_atomic(&dir.path().join("t/data.bin"), b"abc").unwrap();
+        herd_util::fs::write_atomic(&dir.path().join("t/data.bin"), b"abc").unwrap();
         assert_eq!(
             fetch(&asset, dir.path(), "/nonexistent/python").unwrap(),
             dir.path().join("t/data.bin")
         );
         // A damaged one is fetched again; here the interpreter is missing, which is reported.
-        herd_model::checkpoint::write_atomic(&dir.path().join("t/data.bin"), b"abd").unwrap();
+        herd_util::fs::write_atomic(&dir.path().join("t/data.bin"), b"abd").unwrap();
         assert!(fetch(&asset, dir.path(), "/nonexistent/python")
             .unwrap_err()
             .to_string()

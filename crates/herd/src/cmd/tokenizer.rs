@@ -58,7 +58,7 @@ pub fn run(command: Command) -> Result<()> {
     );
     let started = std::time::Instant::now();
     let ranks = train_ranks(texts.iter(), args.vocab_size, args.min_frequency)?;
-    herd_model::checkpoint::write_atomic(&args.out, ranks_file_text(&ranks).as_bytes())
+    herd_util::fs::write_atomic(&args.out, ranks_file_text(&ranks).as_bytes())
         .with_context(|| format!("writing {}", args.out.display()))?;
     eprintln!(
         "wrote {}: {} BPE ranks + 256 special tokens = {} ids ({:.1} s)",

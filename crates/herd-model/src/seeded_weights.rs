@@ -8,25 +8,11 @@
 
 use candle_core::{Device, Tensor};
 
+use herd_util::seeded::{fnv1a64, splitmix64};
+
 use crate::config::LlamaConfig;
 use crate::llama::tensor_shapes;
 use crate::weights::{Weight, Weights};
-
-/// One step of splitmix64.
-pub fn splitmix64(state: &mut u64) -> u64 {
-    *state = state.wrapping_add(0x9E37_79B9_7F4A_7C15);
-    let mut z = *state;
-    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-    z ^ (z >> 31)
-}
-
-/// FNV-1a 64-bit hash.
-pub fn fnv1a64(bytes: &[u8]) -> u64 {
-    bytes.iter().fold(0xcbf2_9ce4_8422_2325, |h, &b| {
-        (h ^ b as u64).wrapping_mul(0x100_0000_01b3)
-    })
-}
 
 /// The values of the tensor `name` of shape `dims` (`[out, in]` for matrices).
 pub fn tensor_values(name: &str, dims: &[usize]) -> Vec<f32> {
@@ -60,15 +46,6 @@ pub fn weights(config: &LlamaConfig, device: &Device) -> candle_core::Result<Wei
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn splitmix64_and_fnv1a_reference_values() {
-        let mut s = 0u64;
-        assert_eq!(splitmix64(&mut s), 0xe220a8397b1dcdaf);
-        assert_eq!(splitmix64(&mut s), 0x6e789e6aa1b965f4);
-        assert_eq!(fnv1a64(b"a"), 0xaf63dc4c8601ec8c);
-        assert_eq!(fnv1a64(b"model.embed_tokens.weight"), 0xa88fd795d5c6d156);
-    }
 
     #[test]
     fn first_values_match_the_python_generator() {
