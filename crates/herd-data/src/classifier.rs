@@ -54,11 +54,36 @@ impl Default for ClassifierConfig {
     }
 }
 
+impl ClassifierConfig {
+    /// Checks every setting: sizes that fit in memory, a finite positive rate, and buckets
+    /// whenever there are word n-grams to hash into them.
+    pub fn validate(&self) -> std::result::Result<(), String> {
+        use herd_util::check::{at_least, finite_within, within};
+        within("dim", self.dim, 1, 1024)?;
+        within("epochs", self.epochs, 1, 10_000)?;
+        finite_within("lr", f64::from(self.lr), f64::MIN_POSITIVE, 10.0)?;
+        within("word_ngrams", self.word_ngrams, 1, 8)?;
+        within("bucket", self.bucket, 0, 20_000_000)?;
+        at_least("min_count", self.min_count, 1)?;
+        if self.bucket == 0 && self.word_ngrams > 1 {
+            return Err(format!(
+                "`bucket` is 0 but `word_ngrams` is {}: word n-grams need hash buckets \
+                 (set word_ngrams = 1 for words alone)",
+                self.word_ngrams
+            ));
+        }
+        Ok(())
+    }
+}
+
 /// A labelled example: label (without the prefix) and text.
 pub type Example = (String, String);
 
 /// Trains a classifier on `examples` and returns the fastText file's bytes.
 pub fn train(examples: &[Example], config: &ClassifierConfig) -> Result<Vec<u8>> {
+    config
+        .validate()
+        .map_err(|m| herd_util::FileError::setting("the classifier settings (--set)", m))?;
     let nowhere = Path::new("<training>");
     let mut word_counts: HashMap<&str, i64> = HashMap::new();
     let mut label_counts: HashMap<&str, i64> = HashMap::new();
@@ -231,5 +256,67 @@ mod tests {
         )
         .unwrap();
         assert_eq!(bytes, again, "the same seed gives the same model");
+    }
+
+    #[test]
+    fn settings_that_make_no_sense_are_refused_by_name() {
+        let examples = vec![
+            ("a".to_string(), "x".to_string()),
+            ("b".to_string(), "y".to_string()),
+        ];
+        for (config, key) in [
+            (
+                ClassifierConfig {
+                    bucket: 0,
+                    ..Default::default()
+                },
+                "bucket",
+            ),
+            (
+                ClassifierConfig {
+                    bucket: -1,
+                    ..Default::default()
+                },
+                "bucket",
+            ),
+            (
+                ClassifierConfig {
+                    lr: f32::NAN,
+                    ..Default::default()
+                },
+                "lr",
+            ),
+            (
+                ClassifierConfig {
+                    dim: 0,
+                    ..Default::default()
+                },
+                "dim",
+            ),
+            (
+                ClassifierConfig {
+                    word_ngrams: 0,
+                    ..Default::default()
+                },
+                "word_ngrams",
+            ),
+        ] {
+            let err = train(&examples, &config).unwrap_err().to_string();
+            assert!(
+                err.contains(&format!("`{key}`")) && err.contains("--set"),
+                "{err}"
+            );
+        }
+        let words_only = ClassifierConfig {
+            bucket: 0,
+            word_ngrams: 1,
+            ..Default::default()
+        };
+        let model =
+            FastTextModel::from_bytes(&train(&examples, &words_only).unwrap(), Path::new("t.bin"));
+        assert!(
+            model.unwrap().predict("x", 1).len() == 1,
+            "words alone need no buckets"
+        );
     }
 }

@@ -12,6 +12,7 @@ pub enum Error {
     #[error(transparent)]
     File(#[from] FileError),
     /// Tokenizing failed.
+    #[cfg(feature = "curation")]
     #[error(transparent)]
     Tokenizer(#[from] herd_tokenizer::Error),
 }

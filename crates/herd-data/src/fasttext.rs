@@ -23,6 +23,12 @@ const EOW: &str = ">";
 const LABEL_PREFIX: &str = "__label__";
 /// Centroids per product-quantizer subspace.
 const KSUB: usize = 256;
+/// The largest embedding dimension read (fastText's models use 10 to 300).
+const MAX_DIM: usize = 4096;
+/// fastText's count for tree nodes not built yet (above every real count).
+const HUFFMAN_SENTINEL: i64 = 1_000_000_000_000_000;
+/// The longest character n-gram read (fastText's default `maxn` is 6).
+const MAX_NGRAM_CHARS: i32 = 64;
 
 /// fastText's 32-bit FNV-1a, over bytes sign-extended as C++ `int8_t`s.
 fn hash(bytes: &[u8]) -> u32 {
@@ -45,7 +51,7 @@ struct Reader<'a> {
 
 impl Reader<'_> {
     fn take(&mut self, n: usize) -> Result<&[u8]> {
-        if self.at + n > self.bytes.len() {
+        if n > self.bytes.len() - self.at {
             return Err(Error::format(
                 self.path,
                 format!(
@@ -76,8 +82,14 @@ impl Reader<'_> {
         Ok(self.take(1)?[0])
     }
     fn f32s(&mut self, n: usize) -> Result<Vec<f32>> {
+        let bytes = n.checked_mul(4).ok_or_else(|| {
+            Error::format(
+                self.path,
+                format!("a matrix of {n} values at offset {}", self.at),
+            )
+        })?;
         Ok(self
-            .take(n * 4)?
+            .take(bytes)?
             .chunks_exact(4)
             .map(|c| f32::from_le_bytes(c.try_into().expect("4 bytes")))
             .collect())
@@ -126,7 +138,22 @@ impl ProductQuantizer {
         let nsubq = r.count("subquantizers")?;
         let dsub = r.count("subspace dim")?;
         let lastdsub = r.count("last subspace dim")?;
-        let centroids = r.f32s(dim * KSUB)?;
+        let centroids = r.f32s(dim.saturating_mul(KSUB))?;
+        if nsubq == 0
+            || dsub == 0
+            || lastdsub == 0
+            || (nsubq - 1)
+                .checked_mul(dsub)
+                .and_then(|n| n.checked_add(lastdsub))
+                != Some(dim)
+        {
+            return Err(Error::format(
+                r.path,
+                format!(
+                    "product quantizer of dimension {dim} with {nsubq} subspaces of {dsub} (last {lastdsub}): the subspaces must cover the dimension"
+                ),
+            ));
+        }
         Ok(ProductQuantizer {
             nsubq,
             dsub,
@@ -162,29 +189,50 @@ enum Matrix {
 }
 
 impl Matrix {
-    fn read_dense(r: &mut Reader) -> Result<Matrix> {
+    fn read_dense(r: &mut Reader) -> Result<(Matrix, usize, usize)> {
         let rows = r.size("rows")?;
         let cols = r.size("columns")?;
-        Ok(Matrix::Dense {
-            cols,
-            data: r.f32s(rows * cols)?,
-        })
+        let data = r.f32s(rows.saturating_mul(cols))?;
+        Ok((Matrix::Dense { cols, data }, rows, cols))
     }
 
-    fn read_quantized(r: &mut Reader) -> Result<Matrix> {
+    fn read_quantized(r: &mut Reader) -> Result<(Matrix, usize, usize)> {
         let qnorm = r.u8()? != 0;
         let rows = r.size("rows")?;
-        let _cols = r.size("columns")?;
+        let cols = r.size("columns")?;
         let codesize = r.count("code size")?;
         let codes = r.take(codesize)?.to_vec();
         let pq = ProductQuantizer::read(r)?;
+        if (pq.nsubq - 1) * pq.dsub + pq.lastdsub != cols {
+            return Err(Error::format(
+                r.path,
+                "the quantizer does not cover the columns",
+            ));
+        }
+        if Some(codes.len()) != rows.checked_mul(pq.nsubq) {
+            return Err(Error::format(
+                r.path,
+                format!(
+                    "{} codes for {rows} rows of {} subspaces",
+                    codes.len(),
+                    pq.nsubq
+                ),
+            ));
+        }
         let norms = if qnorm {
             let codes = r.take(rows)?.to_vec();
-            Some((codes, ProductQuantizer::read(r)?))
+            let npq = ProductQuantizer::read(r)?;
+            if npq.nsubq != 1 || npq.lastdsub != 1 {
+                return Err(Error::format(
+                    r.path,
+                    "the norm quantizer must be one value per row",
+                ));
+            }
+            Some((codes, npq))
         } else {
             None
         };
-        Ok(Matrix::Quantized { codes, pq, norms })
+        Ok((Matrix::Quantized { codes, pq, norms }, rows, cols))
     }
 
     fn norm(norms: &Option<(Vec<u8>, ProductQuantizer)>, row: usize) -> f32 {
@@ -289,6 +337,22 @@ impl FastTextModel {
         let nlabels = r.count("labels")?;
         let _ntokens = r.i64()?;
         let pruneidx_size = r.i64()?;
+        // Each entry takes at least 10 bytes (an empty word, its NUL, count and type).
+        if size > (bytes.len() - r.at) / 10 {
+            return Err(Error::format(
+                path,
+                format!("a dictionary of {size} entries cannot fit in the file"),
+            ));
+        }
+        if nwords < 0 || nwords as usize + nlabels != size || nlabels == 0 {
+            return Err(Error::format(
+                path,
+                format!(
+                    "the dictionary has {size} entries but says {nwords} words and {nlabels} labels \
+                     (a classifier needs at least one label)"
+                ),
+            ));
+        }
         let mut words = Vec::with_capacity(size);
         let mut counts = Vec::with_capacity(size);
         let mut is_label = Vec::with_capacity(size);
@@ -312,17 +376,47 @@ impl FastTextModel {
             None
         };
         let quant_input = r.u8()? != 0;
-        let input = if quant_input {
+        let (input, input_rows, input_cols) = if quant_input {
             Matrix::read_quantized(&mut r)?
         } else {
             Matrix::read_dense(&mut r)?
         };
         let qout = r.u8()? != 0;
-        let output = if quant_input && qout {
+        let (output, output_rows, output_cols) = if quant_input && qout {
             Matrix::read_quantized(&mut r)?
         } else {
             Matrix::read_dense(&mut r)?
         };
+        // Every row id prediction can compute must be inside the matrices.
+        let buckets = match &pruneidx {
+            Some(map) => map.len(),
+            None => args.bucket as usize,
+        };
+        let bad_shape = input_cols != args.dim
+            || output_cols != args.dim
+            || input_rows < nwords as usize + buckets
+            || output_rows < nlabels
+            || pruneidx.as_ref().is_some_and(|map| {
+                map.iter()
+                    .any(|(&from, &to)| from < 0 || to < 0 || to as usize >= buckets)
+            });
+        if bad_shape {
+            return Err(Error::format(
+                path,
+                format!(
+                    "matrices of {input_rows}×{input_cols} (input) and {output_rows}×{output_cols}                      (output) do not fit dimension {}, {nwords} words, {buckets} buckets and                      {nlabels} labels",
+                    args.dim
+                ),
+            ));
+        }
+        let words_first = is_label.iter().take(nwords as usize).all(|l| !l)
+            && is_label.iter().skip(nwords as usize).all(|l| *l);
+        if !words_first {
+            return Err(Error::format(
+                path,
+                "the dictionary must list its words before its labels",
+            ));
+        }
         let label_counts: Vec<i64> = (0..size)
             .filter(|&i| is_label[i])
             .map(|i| counts[i])
@@ -331,6 +425,21 @@ impl FastTextModel {
             return Err(Error::format(
                 path,
                 "label count does not match the dictionary",
+            ));
+        }
+        // Counts of at least 1 keep the hierarchical softmax's tree shallow (about 90 levels
+        // at most for 64-bit counts); zero or negative counts could chain it a label per level.
+        // fastText writes labels by count, most frequent first; its tree construction (below)
+        // relies on that order and on counts under its 10^15 sentinel.
+        let in_order = label_counts.windows(2).all(|w| w[0] >= w[1]);
+        if !in_order
+            || label_counts
+                .iter()
+                .any(|&c| !(1..HUFFMAN_SENTINEL).contains(&c))
+        {
+            return Err(Error::format(
+                path,
+                "label counts must be from 1 to 10^15, most frequent first",
             ));
         }
         let labels = (0..size)
@@ -638,6 +747,20 @@ fn read_args(r: &mut Reader) -> Result<(Args, i32)> {
             "not a supervised (classifier) fastText model",
         ));
     }
+    let sane = (1..=MAX_DIM).contains(&dim)
+        && bucket >= 0
+        && (0..=MAX_NGRAM_CHARS).contains(&minn)
+        && (0..=MAX_NGRAM_CHARS).contains(&maxn)
+        && (bucket > 0 || (maxn == 0 && word_ngrams <= 1));
+    if !sane {
+        return Err(Error::format(
+            r.path,
+            format!(
+                "bad hyper-parameters: dim {dim}, bucket {bucket}, minn {minn}, maxn {maxn}, \
+                 wordNgrams {word_ngrams} (n-grams need buckets)"
+            ),
+        ));
+    }
     Ok((
         Args {
             dim,
@@ -661,7 +784,7 @@ fn huffman_tree(counts: &[i64]) -> Vec<Node> {
         Node {
             left: -1,
             right: -1,
-            count: 1_000_000_000_000_000,
+            count: HUFFMAN_SENTINEL,
         };
         2 * n - 1
     ];
@@ -682,7 +805,7 @@ fn huffman_tree(counts: &[i64]) -> Vec<Node> {
         }
         tree[i].left = mini[0] as i32;
         tree[i].right = mini[1] as i32;
-        tree[i].count = tree[mini[0]].count + tree[mini[1]].count;
+        tree[i].count = tree[mini[0]].count.saturating_add(tree[mini[1]].count);
     }
     tree
 }
@@ -700,6 +823,60 @@ mod tests {
                 (h ^ u32::from(b)).wrapping_mul(16_777_619)
             })
         });
+    }
+
+    /// A model with the given labels (and counts), four words and ten buckets, as bytes.
+    fn model_bytes(labels: &[(String, i64)], bucket: i32, word_ngrams: i32) -> Vec<u8> {
+        let words: Vec<(String, i64)> = ["</s>", "a", "b", "c"]
+            .iter()
+            .map(|w| (w.to_string(), 3))
+            .collect();
+        let dict = Dictionary {
+            words: &words,
+            labels,
+            dim: 2,
+            word_ngrams,
+            bucket,
+            epochs: 1,
+        };
+        let input = vec![0.1f32; (words.len() + bucket as usize) * 2];
+        let output = vec![0.2f32; labels.len() * 2];
+        write_supervised(&dict, &input, &output)
+    }
+
+    #[test]
+    fn dictionaries_that_would_break_prediction_are_refused() {
+        let path = Path::new("bad.bin");
+        let label = |name: &str, count| (format!("__label__{name}"), count);
+        let good = model_bytes(&[label("x", 5), label("y", 1)], 10, 2);
+        assert_eq!(
+            FastTextModel::from_bytes(&good, path)
+                .unwrap()
+                .predict("a b", 2)
+                .len(),
+            2
+        );
+        // Counts out of fastText's order sent its tree construction past the nodes built
+        // (found by fuzzing lid.176.ftz).
+        let unsorted = model_bytes(&[label("x", 1), label("y", 5)], 10, 2);
+        let err = FastTextModel::from_bytes(&unsorted, path)
+            .err()
+            .unwrap()
+            .to_string();
+        assert!(err.contains("most frequent first"), "{err}");
+        // No labels (the tree's root index underflowed), zero buckets with word bigrams (a
+        // division by zero).
+        assert!(FastTextModel::from_bytes(&model_bytes(&[], 10, 2), path).is_err());
+        let err = FastTextModel::from_bytes(&model_bytes(&[label("x", 5)], 0, 2), path)
+            .err()
+            .unwrap()
+            .to_string();
+        assert!(err.contains("n-grams need buckets"), "{err}");
+        // A header claiming more dictionary entries than the file holds sizes nothing.
+        let mut huge = good.clone();
+        let at = 4 * 2 + 4 * 12 + 8; // magic, version, twelve i32 args, t
+        huge[at..at + 4].copy_from_slice(&i32::MAX.to_le_bytes());
+        assert!(FastTextModel::from_bytes(&huge, path).is_err());
     }
 
     #[test]

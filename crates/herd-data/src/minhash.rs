@@ -37,6 +37,19 @@ impl Default for MinHashConfig {
     }
 }
 
+impl MinHashConfig {
+    /// Checks the settings: shingles of at least one word (0 would make every document the
+    /// same empty shingle), and bands and rows that keep the signatures (8 bytes × bands × rows
+    /// per document) and the band keys of a whole task in memory.
+    pub fn validate(&self) -> Result<(), String> {
+        use herd_util::check::within;
+        within("ngram", self.ngram, 1, 64)?;
+        within("bands", self.bands, 1, 256)?;
+        within("rows", self.rows, 1, 512)?;
+        within("bands × rows", self.bands * self.rows, 1, 16_384)
+    }
+}
+
 /// Lower case, letters, digits and single spaces only.
 pub fn normalize(text: &str) -> String {
     let mut out = String::with_capacity(text.len());

@@ -5,6 +5,12 @@
 //!
 //! A row whose text is null or not a string is a bad record (`file#row`); a timestamp or date
 //! column is turned into text (`2023-01-02 03:04:05.000 +00:00`) that orders like the times.
+//! A file whose footer cannot be read is an error; rows that cannot be decoded (a corrupt page)
+//! are one bad record, and the rows before them are kept.
+//!
+//! The `parquet` crate asserts on some corrupt metadata instead of returning an error (found by
+//! herd's fuzz tests: "column start and length should not be negative"), so its calls run
+//! under [`std::panic::catch_unwind`] and such a panic becomes this file's error.
 
 use std::fs::File;
 use std::path::Path;
@@ -28,6 +34,18 @@ fn text_of(field: &Field) -> Option<String> {
     }
 }
 
+/// Runs a call into the `parquet` crate, turning its panic on a corrupt file into a message.
+fn guarded<T>(call: impl FnOnce() -> T) -> std::result::Result<T, String> {
+    std::panic::catch_unwind(std::panic::AssertUnwindSafe(call)).map_err(|panic| {
+        let message = panic
+            .downcast_ref::<String>()
+            .cloned()
+            .or_else(|| panic.downcast_ref::<&str>().map(|s| s.to_string()))
+            .unwrap_or_default();
+        format!("the Parquet reader failed ({message}): the file is corrupt")
+    })
+}
+
 /// Calls `each` with every row of the Parquet file at `path` as a document.
 pub fn read_parquet(
     path: &Path,
@@ -39,7 +57,9 @@ pub fn read_parquet(
         Error::format(path, format!("not a readable Parquet file: {e}"))
     };
     let file = File::open(path).map_err(|e| Error::io(path, e))?;
-    let reader = SerializedFileReader::new(file).map_err(corrupt)?;
+    let reader = guarded(|| SerializedFileReader::new(file))
+        .map_err(|m| Error::format(path, m))?
+        .map_err(corrupt)?;
     let schema = reader.metadata().file_metadata().schema();
     let wanted = [&fields.text, &fields.url, &fields.date];
     let columns: Vec<Arc<Type>> = schema
@@ -63,24 +83,49 @@ pub fn read_parquet(
         .with_fields(columns)
         .build()
         .map_err(corrupt)?;
-    for (n, row) in reader
-        .get_row_iter(Some(projection))
-        .map_err(corrupt)?
-        .enumerate()
-    {
-        let row = row.map_err(corrupt)?;
+    let mut rows = guarded(|| reader.get_row_iter(Some(projection)))
+        .map_err(|m| Error::format(path, m))?
+        .map_err(corrupt)?;
+    for n in 0.. {
         let at = format!("{}#{n}", path.display());
-        let (mut text, mut url, mut date) = (None, None, None);
-        for (name, value) in row.get_column_iter() {
-            let slot = if *name == fields.text {
-                &mut text
-            } else if *name == fields.url {
-                &mut url
-            } else {
-                &mut date
-            };
-            *slot = text_of(value);
-        }
+        let failure = match guarded(|| rows.next()) {
+            Ok(None) => break,
+            Ok(Some(Ok(row))) => Ok(row),
+            Ok(Some(Err(e))) => Err(e.to_string()),
+            Err(message) => Err(message),
+        };
+        let row = match failure {
+            Ok(row) => row,
+            Err(reason) => {
+                bad.push(BadRecord {
+                    at,
+                    reason: format!("{reason}; the rows after it cannot be read"),
+                });
+                break;
+            }
+        };
+        // Displaying a value runs parquet's code too (a timestamp out of range panics in it).
+        let values = guarded(|| {
+            let (mut text, mut url, mut date) = (None, None, None);
+            for (name, value) in row.get_column_iter() {
+                let slot = if *name == fields.text {
+                    &mut text
+                } else if *name == fields.url {
+                    &mut url
+                } else {
+                    &mut date
+                };
+                *slot = text_of(value);
+            }
+            (text, url, date)
+        });
+        let (text, url, date) = match values {
+            Ok(values) => values,
+            Err(reason) => {
+                bad.push(BadRecord { at, reason });
+                continue;
+            }
+        };
         match text {
             Some(text) => each(Document {
                 id: at,

@@ -126,13 +126,29 @@ impl Shard {
         }
         let u64_at = |at: usize| u64::from_le_bytes(map[at..at + 8].try_into().expect("8 bytes"));
         let vocab_size = u32::from_le_bytes(map[8..12].try_into().expect("4 bytes"));
-        let (n_tokens, n_docs) = (u64_at(16) as usize, u64_at(24) as usize);
-        let expected = HEADER_BYTES + 4 * n_tokens + 8 * n_docs;
-        if map.len() != expected {
+        let (n_tokens, n_docs) = (u64_at(16), u64_at(24));
+        let expected = n_tokens
+            .checked_mul(4)
+            .zip(n_docs.checked_mul(8))
+            .and_then(|(t, d)| t.checked_add(d))
+            .and_then(|b| b.checked_add(HEADER_BYTES as u64));
+        if expected != Some(map.len() as u64) {
             return Err(bad(format!(
-                "{} bytes but the header says {n_tokens} tokens and {n_docs} documents \
-                 ({expected} bytes): the file is truncated or corrupt",
+                "{} bytes but the header says {n_tokens} tokens and {n_docs} documents: the \
+                 file is truncated or corrupt",
                 map.len()
+            )));
+        }
+        let (n_tokens, n_docs) = (n_tokens as usize, n_docs as usize);
+        // Every id must be inside the vocabulary the header declares (training looks rows up
+        // by id): one pass over the tokens, at memory speed.
+        let ids = &map[HEADER_BYTES..HEADER_BYTES + 4 * n_tokens];
+        if let Some(at) = ids
+            .chunks_exact(4)
+            .position(|b| u32::from_le_bytes(b.try_into().expect("4 bytes")) >= vocab_size)
+        {
+            return Err(bad(format!(
+                "token {at} is not below the vocabulary size {vocab_size}: the file is corrupt"
             )));
         }
         let shard = Shard {

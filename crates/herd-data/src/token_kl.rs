@@ -37,6 +37,18 @@ impl Default for TokenKlConfig {
     }
 }
 
+impl TokenKlConfig {
+    /// Checks the settings: a finite, non-negative threshold or deviation count.
+    pub fn validate(&self) -> Result<(), String> {
+        use herd_util::check::{at_least, finite_at_least};
+        at_least("min_words", self.min_words, 1)?;
+        if let Some(max) = self.max_kl {
+            finite_at_least("max_kl", max, 0.0)?;
+        }
+        finite_at_least("mads", self.mads, 0.0)
+    }
+}
+
 /// A token's key: the hash of the lower-cased word without surrounding punctuation.
 fn tokens(text: &str) -> impl Iterator<Item = u64> + '_ {
     text.split_whitespace().filter_map(|w| {

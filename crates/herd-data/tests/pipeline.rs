@@ -78,7 +78,16 @@ fn stages_remove_duplicates_and_boilerplate_and_redact_pii() {
     write_jsonl(&root.join("in/b.jsonl"), &articles[5..]);
     std::fs::write(root.join("in/c.jsonl"), "{\"text\": 1}\nnot json\n").unwrap();
     let p = pipeline(root, "out");
-    let summary = run(&p, &RunOptions { tasks: 1, rank: 0 }, &mut |_| {}).unwrap();
+    let summary = run(
+        &p,
+        &RunOptions {
+            tasks: 1,
+            rank: 0,
+            overwrite: false,
+        },
+        &mut |_| {},
+    )
+    .unwrap();
     let docs = read_docs(&root.join("out/docs"));
     assert_eq!(docs.len(), 8, "{docs:#?}");
     let removed = |phase: usize, reason: &str| summary.phases[phase].1.removed.get(reason).copied();
@@ -104,7 +113,16 @@ fn stages_remove_duplicates_and_boilerplate_and_redact_pii() {
     }
     // Two tasks split the files: task 1 alone has b.jsonl's five articles.
     let p = pipeline(root, "out2");
-    let s1 = run(&p, &RunOptions { tasks: 2, rank: 1 }, &mut |_| {}).unwrap();
+    let s1 = run(
+        &p,
+        &RunOptions {
+            tasks: 2,
+            rank: 1,
+            overwrite: false,
+        },
+        &mut |_| {},
+    )
+    .unwrap();
     assert_eq!((s1.files, read_docs(&root.join("out2/docs")).len()), (1, 5));
 }
 
@@ -143,7 +161,16 @@ fn url_dedup_keeps_the_newest_page_and_token_kl_removes_the_outlier() {
     )
     .unwrap();
     let p = Pipeline::load(&file, Path::new("unused.ftz")).unwrap();
-    let summary = run(&p, &RunOptions { tasks: 1, rank: 0 }, &mut |_| {}).unwrap();
+    let summary = run(
+        &p,
+        &RunOptions {
+            tasks: 1,
+            rank: 0,
+            overwrite: false,
+        },
+        &mut |_| {},
+    )
+    .unwrap();
     let removed = |phase: usize, reason: &str| summary.phases[phase].1.removed.get(reason).copied();
     // A corpus stage first reads the input itself: no empty phase before it.
     assert_eq!(summary.phases.len(), 2);
@@ -178,4 +205,112 @@ fn url_dedup_keeps_the_newest_page_and_token_kl_removes_the_outlier() {
             ("https://odd.example/", "token_kl")
         ]
     );
+}
+
+/// A run folder is reused only for the inputs and settings it was made from: a changed input
+/// or stage is refused with a message (it once reported "kept 5/10" after the input shrank to
+/// one document), and `overwrite` starts again.
+#[test]
+fn output_of_other_inputs_or_settings_is_never_reused() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path();
+    std::fs::create_dir(root.join("in")).unwrap();
+    let articles: Vec<String> = (0..10).map(|i| words(i, 100)).collect();
+    write_jsonl(&root.join("in/a.jsonl"), &articles);
+    let p = pipeline(root, "out");
+    let options = RunOptions {
+        tasks: 1,
+        rank: 0,
+        overwrite: false,
+    };
+    let first = run(&p, &options, &mut |_| {}).unwrap();
+    assert_eq!(first.phases.last().unwrap().1.docs_out, 10);
+    // Run again unchanged: the finished files are taken as they are.
+    let again = run(&p, &options, &mut |_| {}).unwrap();
+    assert_eq!(again.phases, first.phases);
+    // The input shrinks to one document: refused, not "kept 10".
+    write_jsonl(&root.join("in/a.jsonl"), &articles[..1]);
+    let err = run(&p, &options, &mut |_| {}).unwrap_err().to_string();
+    assert!(
+        err.contains("other input files") && err.contains("--overwrite"),
+        "{err}"
+    );
+    let overwrite = RunOptions {
+        overwrite: true,
+        ..options.clone()
+    };
+    let redone = run(&p, &overwrite, &mut |_| {}).unwrap();
+    assert_eq!(redone.phases.last().unwrap().1.docs_out, 1);
+    assert_eq!(read_docs(&root.join("out/docs")).len(), 1);
+    // A stage's settings change: refused too, naming the pipeline.
+    let file = root.join("out.toml");
+    let text = std::fs::read_to_string(&file).unwrap();
+    std::fs::write(
+        &file,
+        text.replace("max_occurrences = 6", "max_occurrences = 3"),
+    )
+    .unwrap();
+    let changed = Pipeline::load(&file, Path::new("unused.ftz")).unwrap();
+    let err = run(&changed, &options, &mut |_| {})
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("pipeline") && err.contains("--overwrite"),
+        "{err}"
+    );
+    // Several tasks may not overwrite each other's output.
+    let tasks = RunOptions {
+        tasks: 2,
+        rank: 0,
+        overwrite: true,
+    };
+    assert!(run(&changed, &tasks, &mut |_| {}).is_err());
+}
+
+/// Settings that make no sense are refused when the pipeline is read, naming the file, the
+/// stage and the key.
+#[test]
+fn stage_settings_are_checked_with_file_stage_and_key() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path();
+    let cases = [
+        ("kind = \"minhash\"\nrows = 0", "rows"),
+        ("kind = \"minhash\"\nbands = 0", "bands"),
+        ("kind = \"minhash\"\nbands = 100000", "bands"),
+        ("kind = \"minhash\"\nngram = 0", "ngram"),
+        (
+            "kind = \"line_dedup\"\nmax_occurrences = 0",
+            "max_occurrences",
+        ),
+        (
+            "kind = \"gopher_quality\"\nmax_bullet_lines = nan",
+            "max_bullet_lines",
+        ),
+        (
+            "kind = \"gopher_quality\"\nmin_words = 100\nmax_words = 10",
+            "max_words",
+        ),
+        (
+            "kind = \"gopher_repetition\"\nmax_duplicate_lines = -0.5",
+            "max_duplicate_lines",
+        ),
+        ("kind = \"token_kl\"\nmads = inf", "mads"),
+        ("kind = \"dirty_words\"\nmax_matches = 0", "max_matches"),
+    ];
+    for (stage, key) in cases {
+        let file = root.join("bad.toml");
+        std::fs::write(
+            &file,
+            format!("[input]\npaths = [\"in\"]\n[output]\ndir = \"out\"\n[[stages]]\nkind = \"pii\"\n[[stages]]\n{stage}\n"),
+        )
+        .unwrap();
+        let err = Pipeline::load(&file, Path::new("unused.ftz"))
+            .err()
+            .unwrap_or_else(|| panic!("{stage} was accepted"))
+            .to_string();
+        assert!(
+            err.contains("bad.toml") && err.contains("#2") && err.contains(&format!("`{key}`")),
+            "{stage}: {err}"
+        );
+    }
 }

@@ -119,19 +119,24 @@ impl LlamaConfig {
         self.n_heads / self.n_kv_heads
     }
 
-    /// Checks the relations between fields that the model relies on.
+    /// Checks every field and the relations between them that the model relies on. Sizes have
+    /// upper bounds far above any released model (the 405B model has `dim` 16,384 and 126
+    /// layers) so that a corrupt config is refused before it sizes an allocation or overflows
+    /// a parameter count.
     pub fn validate(&self) -> Result<(), String> {
-        let positive = [
-            ("vocab_size", self.vocab_size),
-            ("dim", self.dim),
-            ("n_layers", self.n_layers),
-            ("n_heads", self.n_heads),
-            ("n_kv_heads", self.n_kv_heads),
-            ("head_dim", self.head_dim),
-            ("ffn_dim", self.ffn_dim),
+        use herd_util::check::{finite_above, within};
+        let sizes = [
+            ("vocab_size", self.vocab_size, 1 << 24),
+            ("dim", self.dim, 1 << 16),
+            ("n_layers", self.n_layers, 1024),
+            ("n_heads", self.n_heads, 1024),
+            ("n_kv_heads", self.n_kv_heads, 1024),
+            ("head_dim", self.head_dim, 1024),
+            ("ffn_dim", self.ffn_dim, 1 << 20),
+            ("max_seq_len", self.max_seq_len, 1 << 24),
         ];
-        if let Some((name, _)) = positive.iter().find(|(_, v)| *v == 0) {
-            return Err(format!("{name} must be positive"));
+        for (name, value, max) in sizes {
+            within(name, value, 1, max)?;
         }
         if !self.n_heads.is_multiple_of(self.n_kv_heads) {
             return Err(format!(
@@ -145,13 +150,38 @@ impl LlamaConfig {
                 self.head_dim
             ));
         }
-        if let Some(RopeScaling::FreqFactors { factors }) = &self.rope_scaling {
-            if factors.len() != self.head_dim / 2 {
-                return Err(format!(
-                    "rope frequency factors: {} values for head_dim {}",
-                    factors.len(),
-                    self.head_dim
-                ));
+        herd_util::check::finite_within("norm_eps", self.norm_eps, f64::MIN_POSITIVE, 1.0)?;
+        finite_above("rope_theta", self.rope_theta, 1.0)?;
+        match &self.rope_scaling {
+            None => {}
+            Some(RopeScaling::Linear { factor }) => finite_above("rope factor", *factor, 0.0)?,
+            Some(RopeScaling::Llama3 {
+                factor,
+                low_freq_factor,
+                high_freq_factor,
+                original_context,
+            }) => {
+                finite_above("rope factor", *factor, 0.0)?;
+                finite_above("low_freq_factor", *low_freq_factor, 0.0)?;
+                finite_above("high_freq_factor", *high_freq_factor, *low_freq_factor)?;
+                within(
+                    "original_max_position_embeddings",
+                    *original_context,
+                    1,
+                    1 << 24,
+                )?;
+            }
+            Some(RopeScaling::FreqFactors { factors }) => {
+                if factors.len() != self.head_dim / 2 {
+                    return Err(format!(
+                        "rope frequency factors: {} values for head_dim {}",
+                        factors.len(),
+                        self.head_dim
+                    ));
+                }
+                for f in factors {
+                    finite_above("rope frequency factor", *f, 0.0)?;
+                }
             }
         }
         Ok(())

@@ -147,7 +147,9 @@ fn quantize_row(x: &[f32]) -> Q8Row {
         row.q.push(q);
         row.d[slot(b)] = f16::from_f32(d).to_f32();
         row.s[slot(b)] = f16::from_f32(d * sum as f32).to_f32();
-        row.offset[slot(b)] = 128 * sum;
+        // Wrapping like the vector instructions: only non-finite activations (a corrupt
+        // model's) come near the limits.
+        row.offset[slot(b)] = sum.wrapping_mul(128);
     }
     row
 }
@@ -159,9 +161,16 @@ fn quantize_block_scalar(block: &[f32; BLOCK]) -> ([i8; BLOCK], f32, i32) {
     let mut q = [0i8; BLOCK];
     let mut sum = 0i32;
     for (qi, &v) in q.iter_mut().zip(block) {
-        let r = (v * id).round_ties_even() as i32;
-        *qi = r as i8;
-        sum += r;
+        // As `cvtps2dq` and `packssdw`/`packsswb`: out-of-range and NaN values become
+        // i32::MIN, and bytes saturate (both only for non-finite input).
+        let f = (v * id).round_ties_even();
+        let r = if (-2_147_483_648.0..2_147_483_648.0).contains(&f) {
+            f as i32
+        } else {
+            i32::MIN
+        };
+        *qi = r.clamp(-128, 127) as i8;
+        sum = sum.wrapping_add(r);
     }
     (q, amax, sum)
 }
@@ -176,7 +185,10 @@ impl QuantMatrix {
             _ => return None,
         };
         let blocks = cols / BLOCK;
-        if !cols.is_multiple_of(BLOCK) || data.len() != rows * blocks * format.block_bytes() {
+        let bytes = rows
+            .checked_mul(blocks)
+            .and_then(|n| n.checked_mul(format.block_bytes()));
+        if !cols.is_multiple_of(BLOCK) || bytes != Some(data.len()) {
             return None;
         }
         if format == Format::F16 {
@@ -248,11 +260,20 @@ impl QuantMatrix {
     /// [`QuantMatrix::shares_input_with`]): the activations are prepared once and all products
     /// run in one pass of the worker pool (one barrier instead of one per matrix — Q, K and V,
     /// or gate and up, in a decode step).
+    ///
+    /// Panics unless `x` holds exactly `n` rows of the matrices' width (the SIMD kernels read
+    /// that many values).
     pub fn matmul_many(matrices: &[&QuantMatrix], x: &[f32], n: usize) -> Vec<Vec<f32>> {
         let first = matrices[0];
         assert!(
             matrices.iter().all(|m| first.shares_input_with(m)),
             "matmul_many: the matrices must share format and input width"
+        );
+        assert_eq!(
+            Some(x.len()),
+            n.checked_mul(first.cols),
+            "matmul_many: {n} rows of {} inputs expected",
+            first.cols
         );
         let acts = match first.format {
             Format::F16 => Activations::F32 {
@@ -1006,6 +1027,11 @@ mod tests {
         // Exact .5 ties after scaling (amax 127): 2.5 → 2, -3.5 → -4, 0.5 → 0.
         x[..4].copy_from_slice(&[127.0, 2.5, -3.5, 0.5]);
         x[BLOCK..2 * BLOCK].fill(0.0);
+        // A corrupt model's activations: infinities, NaN, a denormal maximum (its inverse is
+        // infinite). No panic, and the same bytes and sums from both paths.
+        x[2 * BLOCK..2 * BLOCK + 3].copy_from_slice(&[f32::INFINITY, -1.0, f32::NAN]);
+        x[3 * BLOCK..4 * BLOCK].fill(1e-40);
+        x[3 * BLOCK + 1] = -1e-40;
         for block in x.chunks_exact(BLOCK) {
             let block: &[f32; BLOCK] = block.try_into().unwrap();
             #[cfg(target_arch = "x86_64")]
@@ -1016,6 +1042,14 @@ mod tests {
                     quantize_block_scalar(block)
                 );
             }
+            quantize_row(block);
         }
+    }
+
+    #[test]
+    #[should_panic(expected = "rows of 32 inputs expected")]
+    fn products_check_the_input_length() {
+        let matrix = QuantMatrix::new(GgmlDType::Q8_0, 1, 32, &[0; 34]).unwrap();
+        matrix.matmul(&[1.0; 31], 1);
     }
 }

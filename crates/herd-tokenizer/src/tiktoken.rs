@@ -17,6 +17,7 @@ pub type Ranks = FxHashMap<Vec<u8>, u32>;
 pub fn read_ranks(path: &Path) -> Result<Ranks> {
     let text = std::fs::read_to_string(path).map_err(|e| Error::io(path, e))?;
     let mut ranks = Ranks::default();
+    let mut seen = std::collections::HashSet::new();
     for (n, line) in text.lines().enumerate().filter(|(_, l)| !l.is_empty()) {
         let bad = |what: &str| Error::format(path, format!("line {}: {what}: {line:?}", n + 1));
         let (token, rank) = line
@@ -26,6 +27,9 @@ pub fn read_ranks(path: &Path) -> Result<Ranks> {
             .decode(token)
             .map_err(|_| bad("bad base64"))?;
         let rank: u32 = rank.trim().parse().map_err(|_| bad("bad rank"))?;
+        if !seen.insert(rank) {
+            return Err(bad("a rank given to two tokens"));
+        }
         if ranks.insert(bytes, rank).is_some() {
             return Err(bad("duplicate token"));
         }

@@ -52,6 +52,28 @@ impl Default for GopherQuality {
 }
 
 impl GopherQuality {
+    /// Checks the thresholds: shares between 0 and 1, word lengths that are finite, and each
+    /// lower bound no higher than its upper one.
+    pub fn validate(&self) -> Result<(), String> {
+        use herd_util::check::{at_least, finite_at_least, finite_within};
+        at_least("max_words", self.max_words, self.min_words)?;
+        finite_at_least("min_mean_word_length", self.min_mean_word_length, 0.0)?;
+        finite_at_least(
+            "max_mean_word_length",
+            self.max_mean_word_length,
+            self.min_mean_word_length,
+        )?;
+        finite_at_least("max_symbol_word_ratio", self.max_symbol_word_ratio, 0.0)?;
+        for (key, share) in [
+            ("max_bullet_lines", self.max_bullet_lines),
+            ("max_ellipsis_lines", self.max_ellipsis_lines),
+            ("min_alphabetic_words", self.min_alphabetic_words),
+        ] {
+            finite_within(key, share, 0.0, 1.0)?;
+        }
+        Ok(())
+    }
+
     /// Applies the rules to `text`, the first failing one giving the reason.
     pub fn check(&self, text: &str) -> Verdict {
         let words = words(text);

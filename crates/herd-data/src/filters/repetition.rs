@@ -150,7 +150,33 @@ fn duplicate_ngram_chars(words: &Words, n: usize) -> usize {
 }
 
 impl GopherRepetition {
-    /// Applies the rules to `text`.
+    /// Checks the thresholds: shares between 0 and 1, n-gram lengths from 1 to 32.
+    pub fn validate(&self) -> Result<(), String> {
+        use herd_util::check::{finite_within, within};
+        for (key, share) in [
+            ("max_duplicate_lines", self.max_duplicate_lines),
+            ("max_duplicate_paragraphs", self.max_duplicate_paragraphs),
+            ("max_duplicate_line_chars", self.max_duplicate_line_chars),
+            (
+                "max_duplicate_paragraph_chars",
+                self.max_duplicate_paragraph_chars,
+            ),
+        ] {
+            finite_within(key, share, 0.0, 1.0)?;
+        }
+        for (key, list) in [
+            ("max_top_ngram_chars", &self.max_top_ngram_chars),
+            ("max_duplicate_ngram_chars", &self.max_duplicate_ngram_chars),
+        ] {
+            for &(n, share) in list {
+                within(&format!("{key} n"), n, 1, 32)?;
+                finite_within(key, share, 0.0, 1.0)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Applies the rules to `text`, the first failing one giving the reason.
     pub fn check(&self, text: &str) -> Verdict {
         let length = text.chars().count().max(1) as f64;
         let paragraphs: Vec<&str> = text

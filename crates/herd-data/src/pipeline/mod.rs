@@ -58,6 +58,9 @@ pub struct Pipeline {
     pub keep_removed: bool,
     /// The stages with their kind names, in order.
     pub stages: Vec<(String, Stage)>,
+    /// Per stage, a hash of its settings and of the files it read: a run's output records
+    /// them, so output made by other settings is never taken for this pipeline's.
+    pub stage_fingerprints: Vec<String>,
 }
 
 #[derive(Deserialize)]
@@ -109,14 +112,23 @@ impl Pipeline {
         let file: PipelineFile =
             toml::from_str(&text).map_err(|e| Error::format(path, e.to_string()))?;
         let mut stages = Vec::new();
+        let mut stage_fingerprints = Vec::new();
         for (i, table) in file.stages.into_iter().enumerate() {
             let kind = table
                 .get("kind")
                 .and_then(|k| k.as_str())
                 .unwrap_or("?")
                 .to_string();
-            let stage = Stage::from_table(table, langid_model)
-                .map_err(|m| Error::format(path, format!("stage {}: {m}", i + 1)))?;
+            let settings = serde_json::to_value(&table).expect("TOML is JSON");
+            let (stage, files) = Stage::from_table(table, langid_model)
+                .map_err(|m| Error::format(path, format!("[[stages]] #{} ({kind}): {m}", i + 1)))?;
+            let contents: Vec<String> = files
+                .iter()
+                .map(|f| herd_util::fingerprint::of_file(f))
+                .collect::<std::result::Result<_, _>>()?;
+            stage_fingerprints.push(herd_util::fingerprint::of_json(
+                &serde_json::json!({"settings": settings, "files": contents}),
+            ));
             stages.push((kind, stage));
         }
         Ok(Pipeline {
@@ -129,6 +141,7 @@ impl Pipeline {
             out: expand_home(&file.output.dir),
             keep_removed: file.output.removed,
             stages,
+            stage_fingerprints,
         })
     }
 }

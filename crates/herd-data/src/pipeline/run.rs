@@ -32,7 +32,8 @@ use crate::minhash::keep_first_of_clusters;
 use crate::reader::{input_files, read_documents, BadRecord, Fields};
 use crate::token_kl::{outlier_threshold, TokenDistribution};
 use crate::url_dedup::NewestByUrl;
-use herd_util::fs::write_atomic;
+use herd_util::fingerprint;
+use herd_util::fs::{write_atomic, Existing, RunDir};
 use herd_util::seeded::fnv1a64;
 
 /// Documents processed together (in parallel) and held in memory at once: up to this many …
@@ -47,6 +48,8 @@ pub struct RunOptions {
     pub tasks: usize,
     /// This task (0-based).
     pub rank: usize,
+    /// Delete an output folder that holds a run of other inputs or settings (one task only).
+    pub overwrite: bool,
 }
 
 /// Where a run is, after each file of each phase.
@@ -118,6 +121,8 @@ struct Phase<'p> {
     level: u32,
     corpus: Option<(&'p str, &'p CorpusStage)>,
     docs: Vec<(&'p str, &'p DocStage)>,
+    /// How many of the pipeline's stages this and the earlier phases apply.
+    through: usize,
 }
 
 fn phases(pipeline: &Pipeline) -> Vec<Phase<'_>> {
@@ -125,16 +130,19 @@ fn phases(pipeline: &Pipeline) -> Vec<Phase<'_>> {
         level: 1,
         corpus: None,
         docs: Vec::new(),
+        through: 0,
     }];
-    for (name, stage) in &pipeline.stages {
+    for (i, (name, stage)) in pipeline.stages.iter().enumerate() {
         match stage {
             Stage::Doc(s) => out.last_mut().expect("one phase").docs.push((name, s)),
             Stage::Corpus(s) => out.push(Phase {
                 level: 1,
                 corpus: Some((name, s)),
                 docs: Vec::new(),
+                through: i,
             }),
         }
+        out.last_mut().expect("one phase").through = i + 1;
     }
     if out.len() > 1 && out[0].docs.is_empty() {
         out.remove(0); // a corpus stage first reads the input files itself
@@ -159,14 +167,50 @@ pub fn run(
             ),
         ));
     }
+    if options.overwrite && options.tasks > 1 {
+        return Err(Error::format(
+            &pipeline.out,
+            "--overwrite with several tasks would let each task delete the others' output: \
+             remove the folder once, then start the tasks",
+        ));
+    }
     let files: Vec<PathBuf> = input_files(&pipeline.inputs)?
         .into_iter()
         .enumerate()
         .filter(|(i, _)| i % options.tasks == options.rank)
         .map(|(_, f)| f)
         .collect();
+    let settings = serde_json::json!({
+        "stages": pipeline.stage_fingerprints,
+        "fields": [&pipeline.fields.text, &pipeline.fields.url, &pipeline.fields.date],
+        "removed": pipeline.keep_removed,
+    });
+    let existing = if options.overwrite {
+        Existing::Overwrite
+    } else {
+        Existing::Resume
+    };
+    let marker =
+        serde_json::json!({"pipeline": fingerprint::of_json(&settings), "tasks": options.tasks});
+    RunDir::open(&pipeline.out, "data run", &marker, existing)?;
+    // What this task's output is made from: its input files' contents, then per phase the
+    // settings of every stage up to it.
+    let inputs: Vec<String> = files
+        .iter()
+        .map(|f| fingerprint::of_file(f))
+        .collect::<std::result::Result<_, _>>()?;
+    let task = serde_json::json!({"inputs": inputs, "tasks": options.tasks, "rank": options.rank, "settings": settings});
     let rank = format!("{:05}", options.rank);
     let phases = phases(pipeline);
+    let phase_fingerprints: Vec<String> = phases
+        .iter()
+        .map(|p| {
+            fingerprint::of_json(&serde_json::json!({
+                "task": task,
+                "stages": &pipeline.stage_fingerprints[..p.through],
+            }))
+        })
+        .collect();
     let work = pipeline.out.join(".work").join(&rank);
     let dir_of = |k: usize| -> PathBuf {
         if k + 1 == phases.len() {
@@ -193,9 +237,12 @@ pub fn run(
                 _ => Input::Phase(dir_of(k - 1).join(format!("{}.jsonl.gz", name_of(f)))),
             })
             .collect();
-        let done = |f: usize| counts_path(&dir, &name_of(f)).is_file();
+        let fingerprint = &phase_fingerprints[k];
+        let done: Vec<Option<Counts>> = (0..files.len())
+            .map(|f| read_counts(&counts_path(&dir, &name_of(f)), fingerprint))
+            .collect::<Result<_>>()?;
         let (decide, offsets) = match phase.corpus {
-            Some((_, stage)) if !(0..files.len()).all(done) => {
+            Some((_, stage)) if done.iter().any(Option::is_none) => {
                 first_pass(stage, &inputs, &pipeline.fields)?
             }
             _ => (Decisions::None, vec![0; files.len()]),
@@ -207,8 +254,8 @@ pub fn run(
             .into_par_iter()
             .map(|f| {
                 let name = name_of(f);
-                let counts = if done(f) {
-                    read_counts(&counts_path(&dir, &name))?
+                let counts = if let Some(counts) = &done[f] {
+                    counts.clone()
                 } else {
                     let out = Outputs {
                         kept: dir.join(format!("{name}.jsonl.gz")),
@@ -225,7 +272,7 @@ pub fn run(
                         &mut index,
                         &out,
                     )?;
-                    write_counts(&counts_path(&dir, &name), &c)?;
+                    write_counts(&counts_path(&dir, &name), &c, fingerprint)?;
                     c
                 };
                 let mut total = total.lock().expect("counts lock");
@@ -260,15 +307,42 @@ fn counts_path(dir: &Path, name: &str) -> PathBuf {
     dir.join(format!("{name}.counts.json"))
 }
 
-fn read_counts(path: &Path) -> Result<Counts> {
-    let text = std::fs::read_to_string(path).map_err(|e| Error::io(path, e))?;
-    serde_json::from_str(&text).map_err(|e| Error::format(path, e.to_string()))
+/// A finished file of a phase: its counts, and what it was made from.
+#[derive(Serialize, Deserialize)]
+struct Finished {
+    fingerprint: String,
+    counts: Counts,
 }
 
-fn write_counts(path: &Path, counts: &Counts) -> Result<()> {
+/// The counts of a file a phase has finished, `None` when it has not; output made from other
+/// inputs or settings is an error, never reused.
+fn read_counts(path: &Path, fingerprint: &str) -> Result<Option<Counts>> {
+    let text = match std::fs::read_to_string(path) {
+        Ok(text) => text,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(Error::io(path, e)),
+    };
+    let finished: Finished = serde_json::from_str(&text)
+        .map_err(|e| Error::format(path, format!("unreadable counts ({e})")))?;
+    if finished.fingerprint != fingerprint {
+        return Err(Error::format(
+            path,
+            "this output was made from other input files or stage settings than the pipeline's \
+             now (an input or a stage's file changed since): pass --overwrite to start again, or \
+             set another [output] dir",
+        ));
+    }
+    Ok(Some(finished.counts))
+}
+
+fn write_counts(path: &Path, counts: &Counts, fingerprint: &str) -> Result<()> {
+    let finished = Finished {
+        fingerprint: fingerprint.to_string(),
+        counts: counts.clone(),
+    };
     Ok(write_atomic(
         path,
-        &serde_json::to_vec(counts).expect("json"),
+        &serde_json::to_vec(&finished).expect("json"),
     )?)
 }
 

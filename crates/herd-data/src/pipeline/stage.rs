@@ -183,11 +183,16 @@ impl DocStage {
     }
 }
 
+/// A probability setting: between 0 and 1.
+fn probability(key: &str, value: f32) -> Result<(), String> {
+    herd_util::check::finite_within(key, f64::from(value), 0.0, 1.0)
+}
+
 /// Reads a section's fields over their defaults.
-fn fields<T: DeserializeOwned>(table: toml::Table, kind: &str) -> Result<T, String> {
+fn fields<T: DeserializeOwned>(table: toml::Table) -> Result<T, String> {
     toml::Value::Table(table)
         .try_into()
-        .map_err(|e: toml::de::Error| format!("stage {kind}: {}", e.message()))
+        .map_err(|e: toml::de::Error| e.message().to_string())
 }
 
 /// A string-list or number field taken out of `table`.
@@ -201,15 +206,20 @@ fn take<T: DeserializeOwned>(table: &mut toml::Table, key: &str, default: T) -> 
 }
 
 impl Stage {
-    /// The stage a `[[stages]]` table describes; `langid_model` is the model a `langid` stage
-    /// without `model` uses.
-    pub fn from_table(mut table: toml::Table, langid_model: &Path) -> Result<Stage, String> {
+    /// The stage a `[[stages]]` table describes, and the files it read (models, lists);
+    /// `langid_model` is the model a `langid` stage without `model` uses.
+    pub fn from_table(
+        mut table: toml::Table,
+        langid_model: &Path,
+    ) -> Result<(Stage, Vec<PathBuf>), String> {
         let kind: String = take(&mut table, "kind", String::new())?;
+        let mut files = Vec::new();
         let stage = match kind.as_str() {
             "url_filter" => {
                 let lists: Vec<PathBuf> = take(&mut table, "domains", Vec::new())?;
                 let lists: Vec<PathBuf> = lists.iter().map(|p| crate::reader::expand_home(p)).collect();
-                let filter = UrlFilter::from_files(&lists).map_err(|e| format!("stage url_filter: {e}"))?;
+                let filter = UrlFilter::from_files(&lists).map_err(|e| e.to_string())?;
+                files.extend(lists);
                 Stage::Doc(DocStage::UrlFilter(filter))
             }
             "extract" => Stage::Doc(DocStage::Extract),
@@ -220,8 +230,10 @@ impl Stage {
                 let model = model.unwrap_or_else(|| langid_model.to_path_buf());
                 let languages = take(&mut table, "languages", Vec::new())?;
                 let min_prob = take(&mut table, "min_prob", 0.65f32)?;
+                probability("min_prob", min_prob)?;
+                files.push(model.clone());
                 let model = LanguageId::load(&model).map_err(|e| {
-                    format!("stage langid: {e} (`herd fetch lid.176.ftz` downloads the model)")
+                    format!("{e} (`herd fetch lid.176.ftz` downloads the model)")
                 })?;
                 Stage::Doc(DocStage::Langid {
                     model: Box::new(model),
@@ -231,23 +243,37 @@ impl Stage {
             }
             "quality" => {
                 let path: PathBuf = take(&mut table, "model", PathBuf::new())?;
-                let model = FastTextModel::load(&path).map_err(|e| format!("stage quality: {e}"))?;
+                let model = FastTextModel::load(&path).map_err(|e| e.to_string())?;
+                files.push(path);
+                let min_prob = take(&mut table, "min_prob", 0.0f32)?;
+                probability("min_prob", min_prob)?;
                 Stage::Doc(DocStage::Quality {
                     model: Box::new(model),
                     label: take(&mut table, "label", "hq".to_string())?,
-                    min_prob: take(&mut table, "min_prob", 0.0f32)?,
+                    min_prob,
                 })
             }
-            "gopher_quality" => Stage::Doc(DocStage::GopherQuality(fields(table.clone(), &kind)?)),
+            "gopher_quality" => {
+                let filter: GopherQuality = fields(table.clone())?;
+                filter.validate()?;
+                Stage::Doc(DocStage::GopherQuality(filter))
+            }
             "gopher_repetition" => {
-                Stage::Doc(DocStage::GopherRepetition(fields(table.clone(), &kind)?))
+                let filter: GopherRepetition = fields(table.clone())?;
+                filter.validate()?;
+                Stage::Doc(DocStage::GopherRepetition(filter))
             }
             "dirty_words" => {
                 let max_matches = take(&mut table, "max_matches", 1usize)?;
+                herd_util::check::at_least("max_matches", max_matches, 1)
+                    ?;
                 let list: Option<PathBuf> = take(&mut table, "list", None)?;
                 let words = match list {
                     Some(path) => {
-                        DirtyWords::from_file(&path, max_matches).map_err(|e| e.to_string())?
+                        let words = DirtyWords::from_file(&path, max_matches)
+                            .map_err(|e| e.to_string())?;
+                        files.push(path);
+                        words
                     }
                     None => DirtyWords::english(max_matches),
                 };
@@ -256,13 +282,21 @@ impl Stage {
             "url_dedup" => Stage::Corpus(CorpusStage::Url),
             "exact_dedup" => Stage::Corpus(CorpusStage::Exact),
             "minhash" => {
-                let config: MinHashConfig = fields(table.clone(), &kind)?;
+                let config: MinHashConfig = fields(table.clone())?;
+                config.validate()?;
                 Stage::Corpus(CorpusStage::MinHash(MinHasher::new(config)))
             }
-            "line_dedup" => Stage::Corpus(CorpusStage::Lines {
-                max_occurrences: take(&mut table, "max_occurrences", 6u32)?,
-            }),
-            "token_kl" => Stage::Corpus(CorpusStage::TokenKl(fields(table.clone(), &kind)?)),
+            "line_dedup" => {
+                let max_occurrences = take(&mut table, "max_occurrences", 6u32)?;
+                herd_util::check::at_least("max_occurrences", max_occurrences, 1)
+                    ?;
+                Stage::Corpus(CorpusStage::Lines { max_occurrences })
+            }
+            "token_kl" => {
+                let config: TokenKlConfig = fields(table.clone())?;
+                config.validate()?;
+                Stage::Corpus(CorpusStage::TokenKl(config))
+            }
             other => {
                 return Err(format!(
                 "unknown stage kind {other:?}: url_filter, extract, gutenberg, pii, langid, quality, \
@@ -277,9 +311,9 @@ impl Stage {
         );
         if !consumed {
             if let Some(key) = table.keys().next() {
-                return Err(format!("stage {kind}: unknown field {key:?}"));
+                return Err(format!("unknown field {key:?}"));
             }
         }
-        Ok(stage)
+        Ok((stage, files))
     }
 }

@@ -4,14 +4,14 @@
 //! kernels multiply them as they are); F32/BF16 tensors and F16 vectors become dense. The
 //! metadata (with the embedded tokenizer and chat template) is returned too.
 
-use std::fs::File;
 use std::path::Path;
 use std::sync::Arc;
 
-use candle_core::quantized::gguf_file::{Content, Value};
+use candle_core::quantized::gguf_file::Value;
 use candle_core::quantized::GgmlDType;
 use candle_core::Device;
 
+use crate::checkpoint::gguf_file::GgufFile;
 use crate::checkpoint::permute::meta_to_half_split;
 use crate::config::{LlamaConfig, RopeScaling};
 use crate::error::{Error, Result};
@@ -20,32 +20,23 @@ use crate::weights::{Weight, Weights};
 /// GGUF metadata: key → value, as stored in the file.
 pub type Metadata = std::collections::HashMap<String, Value>;
 
-/// Reads only the metadata of a GGUF file (cheap: no tensor data).
+/// Reads the metadata of a GGUF file (the tensors are mapped, not read).
 pub fn read_metadata(path: &Path) -> Result<Metadata> {
-    Ok(read_content(path)?.1.metadata)
-}
-
-fn read_content(path: &Path) -> Result<(File, Content)> {
-    let mut file = File::open(path).map_err(|e| Error::io(path, e))?;
-    let content = Content::read(&mut file)
-        .map_err(|e| Error::format(path, format!("not a readable GGUF file: {e}")))?;
-    Ok((file, content))
+    Ok(GgufFile::open(path)?.metadata)
 }
 
 /// Loads a llama-architecture GGUF onto `device`.
 pub fn load(path: &Path, device: &Device) -> Result<(LlamaConfig, Weights, Metadata)> {
-    let (mut file, content) = read_content(path)?;
-    let config = config_from_metadata(path, &content, &mut file)?;
+    let file = GgufFile::open(path)?;
+    let config = config_from_metadata(path, &file)?;
     let mut weights = Weights::new(path);
-    for (gguf_name, info) in &content.tensor_infos {
+    for (gguf_name, info) in &file.tensors {
         let Some(name) = hf_name(gguf_name) else {
             continue;
         };
-        let qtensor = content
-            .tensor(&mut file, gguf_name, device)
-            .map_err(|e| Error::format(path, format!("tensor `{gguf_name}`: {e}")))?;
-        let weight = match info.ggml_dtype {
-            GgmlDType::F16 if info.shape.rank() == 2 => Weight::Quantized(Arc::new(qtensor)),
+        let qtensor = file.tensor(gguf_name, device)?;
+        let weight = match info.dtype {
+            GgmlDType::F16 if info.dims.len() == 2 => Weight::Quantized(Arc::new(qtensor)),
             GgmlDType::F32 | GgmlDType::F16 | GgmlDType::BF16 => {
                 Weight::Dense(qtensor.dequantize(device)?)
             }
@@ -54,7 +45,7 @@ pub fn load(path: &Path, device: &Device) -> Result<(LlamaConfig, Weights, Metad
         let weight = meta_to_half_split(&name, weight, &config)?;
         weights.insert(name, weight);
     }
-    Ok((config, weights, content.metadata))
+    Ok((config, weights, file.metadata))
 }
 
 /// HF name of a llama.cpp tensor name; `None` for tensors herd does not use (`rope_freqs`).
@@ -85,8 +76,8 @@ fn hf_name(gguf: &str) -> Option<String> {
     Some(format!("model.layers.{layer}.{hf}"))
 }
 
-fn config_from_metadata(path: &Path, content: &Content, file: &mut File) -> Result<LlamaConfig> {
-    let md = &content.metadata;
+fn config_from_metadata(path: &Path, file: &GgufFile) -> Result<LlamaConfig> {
+    let md = &file.metadata;
     let arch = md
         .get("general.architecture")
         .and_then(|v| v.to_string().ok())
@@ -133,10 +124,11 @@ fn config_from_metadata(path: &Path, content: &Content, file: &mut File) -> Resu
                 )
             })?,
     };
-    let rope_scaling = if let Some(info) = content.tensor_infos.get("rope_freqs.weight") {
-        let factors = info
-            .read(file, content.tensor_data_offset, &Device::Cpu)
-            .and_then(|q| q.dequantize(&Device::Cpu)?.to_vec1::<f32>())
+    let rope_scaling = if file.info("rope_freqs.weight").is_some() {
+        let factors = file
+            .tensor("rope_freqs.weight", &Device::Cpu)?
+            .dequantize(&Device::Cpu)
+            .and_then(|t| t.flatten_all()?.to_vec1::<f32>())
             .map_err(|e| Error::format(path, format!("tensor `rope_freqs.weight`: {e}")))?;
         Some(RopeScaling::FreqFactors {
             factors: factors.into_iter().map(f64::from).collect(),
@@ -170,7 +162,7 @@ fn config_from_metadata(path: &Path, content: &Content, file: &mut File) -> Resu
         rope_theta: float("rope.freq_base").unwrap_or(10_000.0),
         rope_scaling,
         max_seq_len: int("context_length").unwrap_or(8192),
-        tie_embeddings: !content.tensor_infos.contains_key("output.weight"),
+        tie_embeddings: file.info("output.weight").is_none(),
     };
     config
         .validate()

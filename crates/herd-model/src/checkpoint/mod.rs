@@ -2,6 +2,7 @@
 //! and HF-named [`Weights`]. The format of a path is recognised from what it contains.
 
 pub mod gguf;
+pub mod gguf_file;
 pub mod hf;
 pub mod meta;
 pub mod permute;

@@ -5,6 +5,9 @@ use minijinja::{context, Environment};
 
 use crate::chat::Message;
 
+/// The most instructions a chat template may run.
+const TEMPLATE_FUEL: u64 = 50_000_000;
+
 /// Renders `messages` with `template`; `add_generation_prompt` opens the assistant's turn.
 pub fn render(
     template: &str,
@@ -14,6 +17,9 @@ pub fn render(
     eos_token: &str,
 ) -> Result<String, String> {
     let mut env = Environment::new();
+    // A template comes with a downloaded model: bound the work it may ask for (a chat of
+    // thousands of messages with tools takes well under a million instructions).
+    env.set_fuel(Some(TEMPLATE_FUEL));
     env.set_unknown_method_callback(minijinja_contrib::pycompat::unknown_method_callback);
     env.add_function(
         "raise_exception",

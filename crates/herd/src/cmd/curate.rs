@@ -23,6 +23,11 @@ pub struct Args {
     /// No progress bar.
     #[arg(long)]
     quiet: bool,
+    /// Delete the output folder's earlier run when it was made from other inputs or stage
+    /// settings, and start again (without it such a folder is refused; an unchanged one is
+    /// resumed).
+    #[arg(long)]
+    overwrite: bool,
 }
 
 /// Runs `herd data run`.
@@ -45,6 +50,7 @@ pub fn run_pipeline(args: Args) -> Result<()> {
     let options = RunOptions {
         tasks: args.tasks,
         rank: args.rank,
+        overwrite: args.overwrite,
     };
     let summary = run(&pipeline, &options, &mut |p: Progress| {
         if p.phase.0 != phase {
