@@ -1,26 +1,35 @@
 #!/usr/bin/env bash
-# herd's quickstart, end to end in minutes on 2 CPU cores:
+# herd's quickstart, end to end in minutes on 2 CPU cores, in the paper's order:
 #   1. fetch a small web corpus: C4 and Wikipedia samples from LLaMA-Factory's demo data (PyPI),
-#   2. train an 8K-id vocabulary in Meta's Llama 3 format on it,
-#   3. tokenize it into token shards,
-#   4. pretrain the `tiny` recipe (recipes/tiny.toml) with the paper's recipe,
-#   5. ask the result something in the Llama 3.1 chat format (a 7M-parameter base model
+#      and fastText's language-id model,
+#   2. curate the C4 sample (recipes/curate-c4.toml: language id, Gopher rules, dirty words,
+#      PII, exact/MinHash/line de-duplication, token-distribution outliers),
+#   3. train an 8K-id vocabulary in Meta's Llama 3 format on the curated text,
+#   4. tokenize it into token shards,
+#   5. pretrain the `tiny` recipe (recipes/tiny.toml) with the paper's recipe,
+#   6. ask the result something in the Llama 3.1 chat format (a 7M-parameter base model
 #      trained for 3 minutes answers with plausible-looking words, not sense).
-# Rerunning continues (or reuses) the run in runs/tiny.
+# Rerunning continues (or reuses) what is already there.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 cargo build --release -p herd
 herd=target/release/herd
-c4="$($herd fetch llamafactory-c4_demo)"
 wiki="$($herd fetch llamafactory-wiki_demo)"
+$herd fetch llamafactory-c4_demo lid.176.ftz >/dev/null
+# curate-c4.toml reads the C4 sample from the default asset cache.
+if [[ -n "${HERD_ASSETS:-}" ]]; then
+  echo "quickstart: recipes/curate-c4.toml reads ~/.cache/herd-assets; unset HERD_ASSETS" >&2
+  exit 1
+fi
+$herd data run recipes/curate-c4.toml
+curated=data/curated-c4/docs
 mkdir -p data/tiny
 if [[ ! -f data/tiny/tokenizer.model ]]; then
-  $herd tokenizer train --input "$c4" "$wiki" --vocab-size 8192 --out data/tiny/tokenizer.model
+  $herd tokenizer train --input "$curated" "$wiki" --vocab-size 8192 --out data/tiny/tokenizer.model
 fi
 if [[ ! -d data/tiny/shards ]]; then
-  $herd data tokenize --tokenizer data/tiny/tokenizer.model --input "$c4" "$wiki" \
-    --split-chars 4000 --out data/tiny/shards.tmp
-  mv data/tiny/shards.tmp data/tiny/shards
+  $herd data tokenize --tokenizer data/tiny/tokenizer.model --input "$curated" "$wiki" \
+    --split-chars 4000 --out data/tiny/shards
 fi
 if [[ ! -d runs/tiny/final ]]; then
   resume=()

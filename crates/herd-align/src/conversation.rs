@@ -308,7 +308,7 @@ fn hh_turns(transcript: &str) -> Result<Vec<Message>, String> {
         } else {
             return Err(format!(
                 "transcript text outside a turn: {:?}",
-                &rest[..rest.len().min(40)]
+                rest.chars().take(40).collect::<String>()
             ));
         };
         let body = &rest[marker.len()..];
@@ -473,5 +473,13 @@ mod tests {
         assert!(reason(json!({"chosen": "\n\nHuman: a\n\nAssistant: b", "rejected": "\n\nHuman: c\n\nAssistant: d"}))
             .contains("different conversations"));
         assert!(reason(json!({"instruction": "x"})).contains("output"));
+        // Text outside a turn is quoted by characters: a multi-byte character at the 40th byte
+        // once split mid-character and panicked.
+        let prompt = format!("{}ü and more\n\nHuman: Hi\n\nAssistant: ", "a".repeat(39));
+        let why = reason(json!({"chosen": format!("{prompt}A"), "rejected": format!("{prompt}B")}));
+        assert!(
+            why.contains("outside a turn") && why.contains("aaaü"),
+            "{why}"
+        );
     }
 }

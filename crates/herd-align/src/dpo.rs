@@ -7,12 +7,20 @@
 use candle_core::{Result, Tensor};
 
 /// β and the NLL coefficient.
-#[derive(Debug, Clone, Copy, PartialEq)]
+#[derive(Debug, Clone, Copy, PartialEq, serde::Serialize)]
 pub struct DpoConfig {
     /// Inverse temperature of the implicit reward (paper: 0.1).
     pub beta: f64,
     /// Weight of the chosen responses' NLL (paper: 0.2).
     pub nll_coefficient: f64,
+}
+
+impl DpoConfig {
+    /// Checks β (finite, above 0) and the NLL coefficient (finite, 0 or more).
+    pub fn validate(&self) -> std::result::Result<(), String> {
+        herd_util::check::finite_above("beta", self.beta, 0.0)?;
+        herd_util::check::finite_at_least("nll_coefficient", self.nll_coefficient, 0.0)
+    }
 }
 
 impl Default for DpoConfig {

@@ -59,6 +59,24 @@ pub struct TrainConfig {
 }
 
 impl TrainConfig {
+    /// Checks every setting against what makes sense for it (a NaN or negative rate, a zero
+    /// batch or sequence length), naming the key.
+    pub fn validate(&self) -> std::result::Result<(), String> {
+        use herd_util::check::{at_least, finite_above, finite_at_least, finite_within, within};
+        within("steps", self.steps, 1, 1 << 40)?;
+        within("batch", self.batch, 1, 1 << 20)?;
+        within("micro_batch", self.micro_batch, 1, 1 << 20)?;
+        within("seq_len", self.seq_len, 2, 1 << 24)?;
+        finite_above("lr", self.lr, 0.0)?;
+        finite_within("min_lr", self.min_lr, 0.0, self.lr)?;
+        within("warmup_steps", self.warmup_steps, 0, self.steps)?;
+        finite_at_least("weight_decay", self.weight_decay, 0.0)?;
+        finite_above("grad_clip", self.grad_clip, 0.0)?;
+        at_least("eval_every", self.eval_every, 1)?;
+        at_least("checkpoint_every", self.checkpoint_every, 1)?;
+        at_least("keep_last", self.keep_last, 1)
+    }
+
     /// The schedule: warmup, then cosine to `min_lr` at the last step.
     pub fn schedule(&self) -> LrSchedule {
         LrSchedule {
@@ -147,6 +165,7 @@ pub fn fit(
     options: &RunOptions,
     tokenizer: &Path,
 ) -> Result<RunSummary> {
+    config.validate().map_err(Error::Invalid)?;
     let n = objective.examples();
     if n == 0 {
         return Err(Error::Invalid("no training examples".into()));
@@ -156,20 +175,13 @@ pub fn fit(
     let ckpt_root = out.join("checkpoints");
     let mut optimizer = AdamW::new(params, config.optimizer())?;
     let mut state = TrainerState::default();
-    match (options.resume, checkpoint::list_steps(&ckpt_root)?.last()) {
-        (true, Some(&step)) => {
-            let loaded = checkpoint::load(&checkpoint::step_dir(&ckpt_root, step), &device)?;
-            params.set_values(&loaded.weights)?;
-            optimizer.restore(params, &loaded.optimizer, loaded.state.step)?;
-            state = loaded.state;
-        }
-        (false, Some(_)) => {
-            return Err(Error::Invalid(format!(
-                "{} already holds checkpoints: pass --resume to continue that run, or choose another --out",
-                ckpt_root.display()
-            )))
-        }
-        (_, None) => {}
+    // The stage claimed `out` (`herd_train::checkpoint::open_run`): checkpoints there are this
+    // run's, from the same model, data and settings.
+    if let Some(&step) = checkpoint::list_steps(&ckpt_root)?.last() {
+        let loaded = checkpoint::load(&checkpoint::step_dir(&ckpt_root, step), &device)?;
+        params.set_values(&loaded.weights)?;
+        optimizer.restore(params, &loaded.optimizer, loaded.state.step)?;
+        state = loaded.state;
     }
     let mut metrics = MetricsLog::open(&out.join("metrics.jsonl"), state.step)?;
     if state.step == 0 {

@@ -37,6 +37,19 @@ pub struct RejectionConfig {
     pub score_seq_len: usize,
 }
 
+impl RejectionConfig {
+    /// Checks the settings: K and the lengths at least 1 (K up to 1,024), a finite temperature
+    /// of 0 or more, top-p in (0, 1].
+    pub fn validate(&self) -> std::result::Result<(), String> {
+        use herd_util::check::{finite_at_least, finite_within, within};
+        within("samples", self.samples, 1, 1024)?;
+        within("max_tokens", self.max_tokens, 1, 1 << 20)?;
+        finite_at_least("temperature", f64::from(self.temperature), 0.0)?;
+        finite_within("top_p", f64::from(self.top_p), f64::MIN_POSITIVE, 1.0)?;
+        within("score_seq_len", self.score_seq_len, 2, 1 << 24)
+    }
+}
+
 impl Default for RejectionConfig {
     fn default() -> Self {
         RejectionConfig {
@@ -88,6 +101,7 @@ pub fn rejection_sample(
     config: &RejectionConfig,
     mut on_prompt: impl FnMut(),
 ) -> Result<(Vec<Best>, RejectionStats)> {
+    config.validate().map_err(Error::Invalid)?;
     let started = Instant::now();
     let format = ToolPromptFormat::Json;
     let stop_tokens = tokenizer.stop_ids().to_vec();

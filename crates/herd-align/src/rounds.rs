@@ -24,7 +24,7 @@ use crate::fit::TrainConfig;
 use crate::rejection::RejectionConfig;
 use crate::stages;
 use herd_train::RunOptions;
-use herd_util::fs::expand_home;
+use herd_util::fs::{expand_home, Existing, RunDir};
 
 /// A post-training recipe.
 #[derive(Debug, Clone)]
@@ -51,6 +51,9 @@ pub struct PosttrainRecipe {
     pub dpo: TrainConfig,
     /// DPO's β and NLL coefficient.
     pub dpo_loss: DpoConfig,
+    /// A hash of every setting (the file's TOML): the run folder records it and resumes only
+    /// under the same recipe.
+    pub fingerprint: String,
 }
 
 /// `[data]`.
@@ -148,6 +151,10 @@ impl PosttrainRecipe {
         };
         let text = std::fs::read_to_string(path).map_err(|e| Error::io(path, e))?;
         let file: RecipeFile = toml::from_str(&text).map_err(|e| bad(e.to_string()))?;
+        let settings: toml::Table = toml::from_str(&text).map_err(|e| bad(e.to_string()))?;
+        let fingerprint = herd_util::fingerprint::of_json(
+            &serde_json::to_value(&settings).expect("TOML is JSON"),
+        );
         let _ = file.description;
         let mut dpo_table = file.dpo;
         let mut dpo_loss = DpoConfig::default();
@@ -178,6 +185,7 @@ impl PosttrainRecipe {
             dpo: overlay(&dpo_defaults(), dpo_table, "dpo").map_err(bad)?,
             data,
             dpo_loss,
+            fingerprint,
         };
         if recipe.rounds == 0 || recipe.data.preferences.is_empty() {
             return Err(bad("needs rounds ≥ 1 and [data] preferences".into()));
@@ -185,6 +193,23 @@ impl PosttrainRecipe {
         if !(0.0..1.0).contains(&recipe.held_out_fraction) {
             return Err(bad("held_out_fraction must be in [0, 1)".into()));
         }
+        for (section, config) in [
+            ("reward", &recipe.reward),
+            ("sft", &recipe.sft),
+            ("dpo", &recipe.dpo),
+        ] {
+            config
+                .validate()
+                .map_err(|m| bad(format!("[{section}] {m}")))?;
+        }
+        recipe
+            .dpo_loss
+            .validate()
+            .map_err(|m| bad(format!("[dpo] {m}")))?;
+        recipe
+            .rejection
+            .validate()
+            .map_err(|m| bad(format!("[rejection] {m}")))?;
         Ok(recipe)
     }
 }
@@ -203,16 +228,26 @@ pub fn posttrain(
     recipe: &PosttrainRecipe,
     out: &Path,
     resume: bool,
+    overwrite: bool,
     progress: bool,
 ) -> Result<RoundsSummary> {
-    if !resume && out.join("reward").exists() {
-        return Err(Error::Invalid(format!(
-            "{} already holds a post-training run: pass --resume to continue it, or choose another --out",
-            out.display()
-        )));
-    }
+    let existing = match (resume, overwrite) {
+        (true, true) => {
+            return Err(Error::Invalid(
+                "--resume continues a run and --overwrite deletes it: pass one of them".into(),
+            ))
+        }
+        (true, false) => Existing::Resume,
+        (false, true) => Existing::Overwrite,
+        (false, false) => Existing::Refuse,
+    };
+    let fingerprint = serde_json::json!({"recipe": recipe.fingerprint});
+    RunDir::open(out, "posttrain", &fingerprint, existing)?;
+    // Each stage's folder belongs to this run: it is continued where it stopped (its own
+    // fingerprint still has to match).
     let stage = |dir: PathBuf| RunOptions {
-        resume: dir.join("checkpoints").exists(),
+        resume: true,
+        overwrite: false,
         out: dir,
         max_steps: None,
         progress,

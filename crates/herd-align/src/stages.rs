@@ -11,6 +11,9 @@ use herd_train::params::Parameters;
 use herd_train::{RunOptions, RunSummary};
 use indicatif::ProgressBar;
 
+use herd_util::fs::list_files;
+use herd_util::records::is_json_data;
+
 use crate::conversation::{Format, Preference};
 use crate::dataset::{is_held_out, prompt_of, token_dialogs, token_pairs, Examples, TokenPair};
 use crate::dpo::DpoConfig;
@@ -61,6 +64,38 @@ pub fn open_model(path: &Path, scratch: &Path) -> Result<Start> {
         tokenizer: Tokenizer::from_path(&tokenizer_file)?,
         tokenizer_file,
     })
+}
+
+/// Claims `options.out` for a `command` run of `model` on `data` (see
+/// [`herd_train::checkpoint::open_run`]): its fingerprint is the model's files, the data and
+/// held-out files, and `settings`, so `--resume` continues only the run they made.
+fn claim(
+    command: &str,
+    model: &Path,
+    data: &[PathBuf],
+    held_out: &HeldOut,
+    settings: serde_json::Value,
+    options: &RunOptions,
+) -> Result<()> {
+    let files = |paths: &[PathBuf]| -> Result<String> {
+        let files = list_files(paths, &is_json_data)?;
+        Ok(herd_util::fingerprint::of_files(&files)?)
+    };
+    let held = match held_out {
+        HeldOut::Fraction(f) => serde_json::json!(f),
+        HeldOut::Files(paths) => serde_json::json!(files(paths)?),
+    };
+    let fingerprint = serde_json::json!({
+        "model": herd_util::fingerprint::of_path(model)?,
+        "data": files(data)?,
+        "held_out": held,
+        "settings": settings,
+    });
+    Ok(herd_train::checkpoint::open_run(
+        options,
+        command,
+        &fingerprint,
+    )?)
 }
 
 /// Examples of `files`, reported on stderr when `loud`.
@@ -167,6 +202,15 @@ pub fn sft(
     held_out: &HeldOut,
     options: &RunOptions,
 ) -> Result<StageReport> {
+    config.validate().map_err(Error::Invalid)?;
+    claim(
+        "sft",
+        model,
+        data,
+        held_out,
+        serde_json::json!(config),
+        options,
+    )?;
     let start = open_model(model, &options.out)?;
     let (train, held) = held_out.split(data, options.progress, sft_dialogs, |d| prompt_of(d))?;
     let (train, held) = (
@@ -235,6 +279,15 @@ pub fn reward_model(
     held_out: &HeldOut,
     options: &RunOptions,
 ) -> Result<StageReport> {
+    config.validate().map_err(Error::Invalid)?;
+    claim(
+        "rm train",
+        model,
+        data,
+        held_out,
+        serde_json::json!(config),
+        options,
+    )?;
     let mut start = open_model(model, &options.out)?;
     add_head(&mut start.params, config.seed)?;
     let (train, held) = pair_sets(
@@ -262,6 +315,10 @@ pub fn dpo(
     held_out: &HeldOut,
     options: &RunOptions,
 ) -> Result<StageReport> {
+    config.validate().map_err(Error::Invalid)?;
+    dpo.validate().map_err(Error::Invalid)?;
+    let settings = serde_json::json!({"train": config, "dpo": dpo});
+    claim("dpo", model, data, held_out, settings, options)?;
     let start = open_model(model, &options.out)?;
     let (train, held) = pair_sets(
         &start.tokenizer,

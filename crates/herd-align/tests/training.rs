@@ -113,6 +113,7 @@ fn options(out: PathBuf) -> RunOptions {
         out,
         max_steps: None,
         resume: false,
+        overwrite: false,
         progress: false,
     }
 }
@@ -212,6 +213,37 @@ fn sft_resumes_exactly() {
             .collect()
     };
     assert_eq!(losses(&straight), losses(&split));
+    // Resuming another stage's folder, or the same stage with other data, is refused (SFT
+    // once continued a DPO run's folder silently).
+    let err = stages::dpo(
+        &toy.base,
+        &data,
+        &cfg,
+        Default::default(),
+        &held_out,
+        &again,
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(
+        err.contains("command") && err.contains("--overwrite"),
+        "{err}"
+    );
+    let other = toy.root.join("other.jsonl");
+    write_jsonl(&other, &preferences()[..10]);
+    let err = stages::sft(&toy.base, &[other], &cfg, &held_out, &again)
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("data") && !err.contains("settings"), "{err}");
+    let bad = TrainConfig {
+        lr: f64::NAN,
+        ..cfg.clone()
+    };
+    let fresh = options(toy.root.join("nan"));
+    let err = stages::sft(&toy.base, &data, &bad, &held_out, &fresh)
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("`lr`"), "{err}");
 }
 
 #[test]
@@ -238,7 +270,7 @@ fn rounds_sample_the_best_and_resume() {
     std::fs::write(&recipe_path, recipe).unwrap();
     let recipe = PosttrainRecipe::load(&recipe_path).unwrap();
     let out = toy.root.join("run");
-    let summary = posttrain(&recipe, &out, false, false).unwrap();
+    let summary = posttrain(&recipe, &out, false, false, false).unwrap();
     assert_eq!(summary.final_model, out.join("round-2/dpo/final"));
     assert_eq!(summary.rejection.len(), 2);
     // Each kept sample is the best of its prompt's three, and the file reads back as SFT data.
@@ -253,9 +285,9 @@ fn rounds_sample_the_best_and_resume() {
     let read = stages::read_examples(&[out.join("round-1/rejection.jsonl")], false).unwrap();
     assert_eq!((read.dialogs.len(), read.rejected.len()), (4, 0));
     // Without --resume the run is refused; with it, finished stages are kept as they are.
-    assert!(posttrain(&recipe, &out, false, false).is_err());
+    assert!(posttrain(&recipe, &out, false, false, false).is_err());
     let final_bytes = std::fs::read(out.join("round-2/dpo/final/model.safetensors")).unwrap();
-    let again = posttrain(&recipe, &out, true, false).unwrap();
+    let again = posttrain(&recipe, &out, true, false, false).unwrap();
     assert!(again.rejection.is_empty(), "nothing sampled again");
     assert_eq!(
         std::fs::read(out.join("round-2/dpo/final/model.safetensors")).unwrap(),

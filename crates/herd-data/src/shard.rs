@@ -178,6 +178,11 @@ impl Shard {
         u64::from_le_bytes(self.map[at..at + 8].try_into().expect("8 bytes")) as usize
     }
 
+    /// A hash of the whole file: which data a training run read.
+    pub fn content_hash(&self) -> String {
+        herd_util::fingerprint::of_bytes(&self.map)
+    }
+
     /// Ids are below this.
     pub fn vocab_size(&self) -> u32 {
         self.vocab_size

@@ -32,7 +32,15 @@ pub fn sample_many(
     if prompt.is_empty() || n == 0 {
         bail!("sampling needs a prompt and at least one sample");
     }
-    let capacity = prompt.len() + config.max_tokens;
+    config.sampling.validate().map_err(anyhow::Error::msg)?;
+    let context = model.config().max_seq_len;
+    if prompt.len() >= context {
+        bail!(
+            "the prompt has {} tokens; the model's context holds {context}",
+            prompt.len()
+        );
+    }
+    let capacity = (prompt.len() + config.max_tokens).min(context);
     let device = model.device();
     let mut cache = model.new_cache(capacity);
     let input = Tensor::new(prompt, device)?.unsqueeze(0)?;

@@ -37,12 +37,25 @@ fn tokens(n: usize, vocab: usize, salt: usize) -> Vec<u32> {
         .collect()
 }
 
+/// Checks that `tokens` fit the model's context (a longer test would size its cache past
+/// what the model was made for, and past the machine's memory).
+fn check_length(model: &Llama, what: &str, tokens: usize) -> Result<()> {
+    let context = model.config().max_seq_len;
+    if tokens == 0 || tokens > context {
+        anyhow::bail!(
+            "{what} of {tokens} tokens: it must be 1 to the model's context of {context}"
+        );
+    }
+    Ok(())
+}
+
 /// Prompt processing of `prompt_len` tokens, `repetitions` times after one warm-up.
 pub fn prompt_processing(
     model: &Llama,
     prompt_len: usize,
     repetitions: usize,
 ) -> Result<Throughput> {
+    check_length(model, "a prompt", prompt_len)?;
     let mut seconds = Vec::new();
     for r in 0..=repetitions {
         let ids = tokens(prompt_len, model.config().vocab_size, r);
@@ -66,6 +79,7 @@ pub fn prompt_processing(
 
 /// Decoding of `gen_len` tokens one at a time, `repetitions` times after one warm-up.
 pub fn decode(model: &Llama, gen_len: usize, repetitions: usize) -> Result<Throughput> {
+    check_length(model, "a decode test", gen_len)?;
     let mut seconds = Vec::new();
     for r in 0..=repetitions {
         let ids = tokens(gen_len, model.config().vocab_size, r);

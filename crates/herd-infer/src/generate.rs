@@ -112,6 +112,7 @@ impl<'m> Session<'m> {
         if prompt.is_empty() {
             bail!("the prompt is empty: nothing to continue from");
         }
+        config.sampling.validate().map_err(anyhow::Error::msg)?;
         let mut reused = self
             .tokens
             .iter()

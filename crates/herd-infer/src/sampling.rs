@@ -23,6 +23,23 @@ pub struct SamplingConfig {
     pub seed: u64,
 }
 
+impl SamplingConfig {
+    /// Checks the values: a finite temperature of 0 or more, top-p in (0, 1], min-p in
+    /// [0, 1], a finite repetition penalty above 0 (0 turned every seen token's logit to 0 or
+    /// infinity: "TheTheThe").
+    pub fn validate(&self) -> Result<(), String> {
+        use herd_util::check::{finite_above, finite_at_least, finite_within};
+        finite_at_least("temperature", f64::from(self.temperature), 0.0)?;
+        finite_within("top_p", f64::from(self.top_p), f64::MIN_POSITIVE, 1.0)?;
+        finite_within("min_p", f64::from(self.min_p), 0.0, 1.0)?;
+        finite_above(
+            "repetition_penalty",
+            f64::from(self.repetition_penalty),
+            0.0,
+        )
+    }
+}
+
 impl Default for SamplingConfig {
     fn default() -> Self {
         SamplingConfig {

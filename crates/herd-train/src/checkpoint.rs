@@ -11,11 +11,12 @@ use std::path::{Path, PathBuf};
 use candle_core::{DType, Device, Tensor};
 use herd_model::checkpoint::hf;
 use herd_model::{LlamaConfig, Weights};
-use herd_util::fs::write_atomic;
+use herd_util::fs::{write_atomic, Existing, RunDir};
 use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
 use crate::loader::Cursor;
+use crate::trainer::RunOptions;
 
 /// Everything about a run besides tensors.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
@@ -32,6 +33,29 @@ pub struct TrainerState {
     pub bad_in_a_row: u32,
     /// Annealing checkpoints taken so far (their folders), for the final average.
     pub anneal_checkpoints: Vec<PathBuf>,
+}
+
+/// Checks and claims the output folder of a training run before anything is written there:
+/// a run of the same `command` from the same `fingerprint` (recipe, data, base model) is
+/// continued with `--resume`; any other earlier run is refused unless `--overwrite` deletes it.
+/// A checkpoint is therefore never continued with other data or settings than it was made with.
+pub fn open_run(
+    options: &RunOptions,
+    command: &str,
+    fingerprint: &serde_json::Value,
+) -> Result<()> {
+    let existing = match (options.resume, options.overwrite) {
+        (true, true) => {
+            return Err(Error::Checkpoint(
+                "--resume continues a run and --overwrite deletes it: pass one of them".into(),
+            ))
+        }
+        (true, false) => Existing::Resume,
+        (false, true) => Existing::Overwrite,
+        (false, false) => Existing::Refuse,
+    };
+    RunDir::open(&options.out, command, fingerprint, existing)?;
+    Ok(())
 }
 
 /// The folder of the checkpoint after `step` steps.

@@ -182,12 +182,23 @@ impl Loader {
         shards.map(Shard::vocab_size).max().unwrap_or(0)
     }
 
+    /// A hash of every source's shards (their contents, in order): the data a run read, so a
+    /// checkpoint resumes only on the same data.
+    pub fn data_fingerprint(&self) -> String {
+        let shards: Vec<Vec<String>> = self
+            .sources
+            .iter()
+            .map(|s| s.shards.iter().map(Shard::content_hash).collect())
+            .collect();
+        herd_util::fingerprint::of_json(&serde_json::json!(shards))
+    }
+
     /// The state to save in a checkpoint.
     pub fn cursor(&self) -> &Cursor {
         &self.cursor
     }
 
-    /// Continues from a saved state.
+    /// Continues from a saved state, which must point inside this loader's data.
     pub fn set_cursor(&mut self, cursor: Cursor) -> Result<()> {
         if cursor.sources.len() != self.sources.len() {
             return Err(Error::Checkpoint(format!(
@@ -195,6 +206,29 @@ impl Loader {
                 cursor.sources.len(),
                 self.sources.len()
             )));
+        }
+        let outside = cursor
+            .sources
+            .iter()
+            .zip(&self.sources)
+            .any(|(position, source)| position.next > source.train.len() as u64)
+            || cursor.pending.as_ref().is_some_and(|p| {
+                let shard = self
+                    .sources
+                    .get(p.source)
+                    .and_then(|s| s.shards.get(p.doc.shard as usize));
+                shard.is_none_or(|shard| {
+                    (p.doc.doc as usize) >= shard.n_docs() || {
+                        let (start, end) = shard.doc_range(p.doc.doc as usize);
+                        p.offset == 0 || p.offset >= end - start
+                    }
+                })
+            });
+        if outside {
+            return Err(Error::Checkpoint(
+                "the data cursor points outside the shards: they changed since the checkpoint"
+                    .into(),
+            ));
         }
         self.cursor = cursor;
         Ok(())

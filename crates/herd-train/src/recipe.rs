@@ -42,6 +42,9 @@ pub struct Recipe {
     pub checkpoint: CheckpointSection,
     /// Validation.
     pub eval: EvalSection,
+    /// A hash of every setting (the file's TOML, not its formatting or comments): a checkpoint
+    /// records it and resumes only under the same recipe.
+    pub fingerprint: String,
 }
 
 /// `[data]`.
@@ -163,6 +166,10 @@ impl Recipe {
             message,
         };
         let file: RecipeFile = toml::from_str(text).map_err(|e| bad(e.to_string()))?;
+        let settings: toml::Table = toml::from_str(text).map_err(|e| bad(e.to_string()))?;
+        let fingerprint = herd_util::fingerprint::of_json(
+            &serde_json::to_value(&settings).expect("TOML is JSON"),
+        );
         let _ = file.description;
         let model = model_config(file.model).map_err(&bad)?;
         model.validate().map_err(|m| bad(format!("[model]: {m}")))?;
@@ -195,12 +202,14 @@ impl Recipe {
             anneal: file.anneal,
             checkpoint: file.checkpoint,
             eval: file.eval,
+            fingerprint,
         };
         recipe.check().map_err(bad)?;
         Ok(recipe)
     }
 
     fn check(&self) -> std::result::Result<(), String> {
+        self.check_numbers()?;
         let t = &self.training;
         if t.stages.is_empty() {
             return Err("[training] needs at least one [[training.stages]]".into());
@@ -240,6 +249,55 @@ impl Recipe {
                 return Err("[anneal.mix] needs a positive weight".into());
             }
         }
+        Ok(())
+    }
+
+    /// Every number a recipe sets, each against what makes sense for it (a NaN learning rate
+    /// would train to a NaN model; a zero `keep_last` would keep nothing), named by section
+    /// and key.
+    fn check_numbers(&self) -> std::result::Result<(), String> {
+        use herd_util::check::{at_least, finite_above, finite_at_least, finite_within, within};
+        let section = |name: &'static str| move |m: String| format!("[{name}] {m}");
+        let o = &self.optimizer;
+        let lr = &self.lr;
+        finite_above("peak_lr", lr.peak_lr, 0.0).map_err(section("optimizer"))?;
+        finite_within("min_lr", lr.min_lr, 0.0, lr.peak_lr).map_err(section("optimizer"))?;
+        within("warmup_steps", lr.warmup_steps, 0, lr.total_steps).map_err(section("optimizer"))?;
+        finite_within("beta1", o.beta1, 0.0, 0.999_999).map_err(section("optimizer"))?;
+        finite_within("beta2", o.beta2, 0.0, 0.999_999_999).map_err(section("optimizer"))?;
+        finite_above("eps", o.eps, 0.0).map_err(section("optimizer"))?;
+        finite_at_least("weight_decay", o.weight_decay, 0.0).map_err(section("optimizer"))?;
+        finite_above("grad_clip", self.grad_clip, 0.0).map_err(section("optimizer"))?;
+        let t = &self.training;
+        within("total_steps", t.total_steps, 1, 1 << 40).map_err(section("training"))?;
+        within("micro_batch_rows", t.micro_batch_rows, 1, 1 << 20).map_err(section("training"))?;
+        finite_above("peak_gflops", t.peak_gflops, 0.0).map_err(section("training"))?;
+        for s in &t.stages {
+            within("batch_rows", s.batch_rows, 1, 1 << 20).map_err(section("training.stages"))?;
+        }
+        finite_within(
+            "validation_fraction",
+            self.data.validation_fraction,
+            0.0,
+            0.5,
+        )
+        .map_err(section("data"))?;
+        for s in &self.data.sources {
+            finite_at_least(&format!("weight of {:?}", s.name), s.weight, 0.0)
+                .map_err(section("data.sources"))?;
+        }
+        let mut names: Vec<&str> = self.data.sources.iter().map(|s| s.name.as_str()).collect();
+        names.sort_unstable();
+        if let Some(w) = names.windows(2).find(|w| w[0] == w[1]) {
+            return Err(format!("[[data.sources]] name {:?} is used twice", w[0]));
+        }
+        if let Some(a) = &self.anneal {
+            for (name, w) in &a.mix {
+                finite_at_least(&format!("mix {name:?}"), *w, 0.0).map_err(section("anneal"))?;
+            }
+        }
+        at_least("keep_last", self.checkpoint.keep_last, 1).map_err(section("checkpoint"))?;
+        at_least("rows", self.eval.rows, 1).map_err(section("eval"))?;
         Ok(())
     }
 
@@ -354,6 +412,30 @@ mod tests {
             err.contains("x.toml") && err.contains("max_seq_len"),
             "{err}"
         );
+        for (from, to, key) in [
+            ("peak_lr = 2e-3", "peak_lr = nan", "peak_lr"),
+            ("peak_lr = 2e-3", "peak_lr = -2e-3", "peak_lr"),
+            ("min_lr = 2e-4", "min_lr = 1.0", "min_lr"),
+            ("beta2 = 0.95", "beta2 = 1.5", "beta2"),
+            ("eps = 1e-8", "eps = 0.0", "eps"),
+            ("grad_clip = 1.0", "grad_clip = inf", "grad_clip"),
+            ("keep_last = 2", "keep_last = 0", "keep_last"),
+            ("weight = 1.0", "weight = -1.0", "weight"),
+            (
+                "validation_fraction = 0.05",
+                "validation_fraction = nan",
+                "validation_fraction",
+            ),
+        ] {
+            assert!(text.contains(from), "{from}");
+            let err = Recipe::parse(&text.replace(from, to), Path::new("x.toml"))
+                .unwrap_err()
+                .to_string();
+            assert!(
+                err.contains("x.toml") && err.contains(&format!("`{key}")),
+                "{to}: {err}"
+            );
+        }
         let typo = text.replace("keep_last", "keep_lats");
         let err = Recipe::parse(&typo, Path::new("x.toml"))
             .unwrap_err()

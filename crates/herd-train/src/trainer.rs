@@ -32,8 +32,11 @@ pub struct RunOptions {
     pub out: PathBuf,
     /// Stop after this step (a checkpoint is written there); `None` runs the recipe to its end.
     pub max_steps: Option<u64>,
-    /// Continue from the newest checkpoint in `out`.
+    /// Continue from the newest checkpoint in `out` (which must hold a run of the same recipe
+    /// and data).
     pub resume: bool,
+    /// Delete `out` when it holds an earlier run, and start again.
+    pub overwrite: bool,
     /// Draw a progress bar on stderr.
     pub progress: bool,
 }
@@ -63,10 +66,17 @@ pub fn pretrain(recipe: &Recipe, options: &RunOptions) -> Result<RunSummary> {
         recipe.data.validation_fraction,
     )?;
     check_vocabulary(recipe, &loader)?;
+    let fingerprint = serde_json::json!({
+        "recipe": recipe.fingerprint,
+        "data": loader.data_fingerprint(),
+        "tokenizer": herd_util::fingerprint::of_file(&recipe.tokenizer)?,
+    });
+    // From here on `out` holds this run (fresh, or resumed with the same recipe and data).
+    checkpoint::open_run(options, "pretrain", &fingerprint)?;
     let ckpt_root = out.join("checkpoints");
     let existing = checkpoint::list_steps(&ckpt_root)?;
-    let (params, mut optimizer, mut state) = match (options.resume, existing.last()) {
-        (true, Some(&step)) => {
+    let (params, mut optimizer, mut state) = match existing.last() {
+        Some(&step) => {
             let dir = checkpoint::step_dir(&ckpt_root, step);
             let loaded = checkpoint::load(&dir, &device)?;
             let params =
@@ -76,13 +86,7 @@ pub fn pretrain(recipe: &Recipe, options: &RunOptions) -> Result<RunSummary> {
             loader.set_cursor(loaded.state.cursor.clone())?;
             (params, optimizer, loaded.state)
         }
-        (false, Some(_)) => {
-            return Err(Error::Checkpoint(format!(
-                "{} already holds checkpoints: pass --resume to continue that run, or choose another --out",
-                ckpt_root.display()
-            )))
-        }
-        (_, None) => {
+        None => {
             let params = Parameters::init(&recipe.model, recipe.seed, DType::F32, &device)?;
             let optimizer = AdamW::new(&params, recipe.optimizer.clone())?;
             let state = TrainerState {

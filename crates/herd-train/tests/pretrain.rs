@@ -107,6 +107,7 @@ fn run(
         out: out.to_path_buf(),
         max_steps,
         resume,
+        overwrite: false,
         progress: false,
     };
     pretrain(recipe, &options).unwrap()
@@ -129,6 +130,7 @@ fn stopped_and_resumed_run_is_bit_identical() {
             out: split.clone(),
             max_steps: None,
             resume: false,
+            overwrite: false,
             progress: false,
         },
     );
@@ -156,6 +158,62 @@ fn stopped_and_resumed_run_is_bit_identical() {
         herd_train::checkpoint::list_steps(&straight.join("checkpoints")).unwrap(),
         vec![12, 14]
     );
+}
+
+/// `--resume` continues only the run a checkpoint was made by: other shards (once an index out
+/// of bounds in the loader, or a silent switch of data) or another recipe are refused with the
+/// reason, and `--overwrite` starts again.
+#[test]
+fn resume_refuses_other_data_and_other_recipes() {
+    let Some(corpus) = corpus() else { return };
+    let recipe = recipe(&corpus, 10, 2);
+    let out = corpus.root.join("run");
+    run(&recipe, &out, Some(3), false);
+    let resume = |recipe: &Recipe| {
+        let options = RunOptions {
+            out: out.clone(),
+            max_steps: Some(4),
+            resume: true,
+            overwrite: false,
+            progress: false,
+        };
+        pretrain(recipe, &options).map(|s| s.steps)
+    };
+    // Another recipe (another seed).
+    let text = recipe_text(&corpus.root, 10, 2);
+    assert!(text.contains("seed = 7"));
+    let other = Recipe::parse(&text.replace("seed = 7", "seed = 8"), Path::new("t.toml")).unwrap();
+    let err = resume(&other).unwrap_err().to_string();
+    assert!(
+        err.contains("recipe") && err.contains("--overwrite"),
+        "{err}"
+    );
+    // The same recipe on shards that lost a document.
+    let shards: Vec<_> = std::fs::read_dir(corpus.root.join("shards"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    let last = shards.iter().max().unwrap();
+    let shard = herd_data::Shard::open(last).unwrap();
+    let docs: Vec<Vec<u32>> = (0..shard.n_docs() - 1).map(|d| shard.document(d)).collect();
+    let vocab = shard.vocab_size();
+    drop(shard);
+    let mut writer = herd_data::ShardWriter::create(last, vocab).unwrap();
+    for doc in &docs {
+        writer.push(doc).unwrap();
+    }
+    writer.finish().unwrap();
+    let err = resume(&recipe).unwrap_err().to_string();
+    assert!(err.contains("data") && !err.contains("recipe"), "{err}");
+    // Starting again over the old run is an explicit choice.
+    let options = RunOptions {
+        out: out.clone(),
+        max_steps: Some(2),
+        resume: false,
+        overwrite: true,
+        progress: false,
+    };
+    assert_eq!(pretrain(&recipe, &options).unwrap().steps, 2);
 }
 
 #[test]
@@ -194,6 +252,7 @@ fn diverging_runs_skip_bad_steps_then_stop_with_a_clear_error() {
         out: out.clone(),
         max_steps: None,
         resume: false,
+        overwrite: false,
         progress: false,
     };
     let err = pretrain(&recipe, &options).unwrap_err().to_string();

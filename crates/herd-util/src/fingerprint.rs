@@ -46,6 +46,21 @@ pub fn of_files<P: AsRef<Path>>(paths: &[P]) -> Result<String> {
     Ok(of_bytes(joined.as_bytes()))
 }
 
+/// The hash of a file, or of a folder's files (recursively, by name order, each name with its
+/// content): a model given as a GGUF file or an HF or Meta folder.
+pub fn of_path(path: &Path) -> Result<String> {
+    if !path.is_dir() {
+        return of_file(path);
+    }
+    let files = crate::fs::list_files(&[path.to_path_buf()], &|_| true)?;
+    let mut joined = String::new();
+    for file in &files {
+        let name = file.strip_prefix(path).unwrap_or(file);
+        joined.push_str(&format!("{}\t{}\n", name.display(), of_file(file)?));
+    }
+    Ok(of_bytes(joined.as_bytes()))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -77,5 +92,13 @@ mod tests {
         assert_ne!(of_file(&a).unwrap(), of_file(&b).unwrap());
         assert_eq!(of_file(&a).unwrap().len(), 32);
         assert!(of_file(&dir.path().join("missing")).is_err());
+        let folder = of_path(dir.path()).unwrap();
+        std::fs::rename(dir.path().join("c"), dir.path().join("d")).unwrap();
+        assert_ne!(
+            of_path(dir.path()).unwrap(),
+            folder,
+            "names count in a folder"
+        );
+        assert_eq!(of_path(&a).unwrap(), of_file(&a).unwrap());
     }
 }

@@ -19,7 +19,7 @@ use clap::{Parser, Subcommand};
 #[command(name = "herd", version, about, long_about = None, propagate_version = true)]
 struct Cli {
     /// Worker threads for tensor kernels (default: all cores).
-    #[arg(long, global = true, env = "HERD_THREADS")]
+    #[arg(long, global = true, env = "HERD_THREADS", value_parser = cmd::values::count)]
     threads: Option<usize>,
     #[command(subcommand)]
     command: Command,

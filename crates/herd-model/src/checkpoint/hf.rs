@@ -188,11 +188,27 @@ fn weight_files(dir: &Path) -> Result<Vec<PathBuf>> {
             .get("weight_map")
             .and_then(Value::as_object)
             .ok_or_else(|| Error::format(&index, "no `weight_map` object"))?;
-        let mut files: Vec<PathBuf> = map
-            .values()
-            .filter_map(Value::as_str)
-            .map(|f| dir.join(f))
-            .collect();
+        let mut files = Vec::new();
+        for value in map.values() {
+            let name = value
+                .as_str()
+                .ok_or_else(|| Error::format(&index, "a `weight_map` value is not a file name"))?;
+            // Shards sit beside the index: a name that climbs out of the folder (`../../x`) or
+            // is absolute would read files the model does not own.
+            let plain = Path::new(name)
+                .components()
+                .all(|c| matches!(c, std::path::Component::Normal(_)));
+            if !plain || name.is_empty() {
+                return Err(Error::format(
+                    &index,
+                    format!(
+                        "`weight_map` names {:?}, which is not a file in this folder",
+                        herd_util::text::printable(name)
+                    ),
+                ));
+            }
+            files.push(dir.join(name));
+        }
         files.sort();
         files.dedup();
         return Ok(files);
@@ -312,5 +328,30 @@ mod tests {
         assert!(parse_config(&yarn).unwrap_err().contains("yarn"));
         let bias = LLAMA32_1B.replace("\"attention_bias\": false", "\"attention_bias\": true");
         assert!(parse_config(&bias).unwrap_err().contains("bias"));
+    }
+
+    #[test]
+    fn an_index_may_not_name_files_outside_the_folder() {
+        let dir = tempfile::tempdir().unwrap();
+        for name in ["../../../etc/passwd", "/etc/passwd", "", "sub/../../x"] {
+            let index = json!({"weight_map": {"model.norm.weight": name}});
+            std::fs::write(
+                dir.path().join("model.safetensors.index.json"),
+                index.to_string(),
+            )
+            .unwrap();
+            let err = weight_files(dir.path()).unwrap_err().to_string();
+            assert!(err.contains("not a file in this folder"), "{name}: {err}");
+        }
+        let index = json!({"weight_map": {"a": "model-1.safetensors", "b": "model-1.safetensors"}});
+        std::fs::write(
+            dir.path().join("model.safetensors.index.json"),
+            index.to_string(),
+        )
+        .unwrap();
+        assert_eq!(
+            weight_files(dir.path()).unwrap(),
+            [dir.path().join("model-1.safetensors")]
+        );
     }
 }

@@ -11,13 +11,13 @@ pub struct Args {
     #[command(flatten)]
     model: ModelArgs,
     /// Prompt tokens processed in one pass.
-    #[arg(short = 'p', long, default_value_t = 128)]
+    #[arg(short = 'p', long, default_value_t = 128, value_parser = super::values::count)]
     prompt_tokens: usize,
     /// Tokens decoded one at a time.
-    #[arg(short = 'n', long, default_value_t = 64)]
+    #[arg(short = 'n', long, default_value_t = 64, value_parser = super::values::count)]
     gen_tokens: usize,
     /// Repetitions of each test (after one warm-up).
-    #[arg(short = 'r', long, default_value_t = 3)]
+    #[arg(short = 'r', long, default_value_t = 3, value_parser = super::values::count)]
     repetitions: usize,
     /// Print JSON instead of a table.
     #[arg(long)]

@@ -24,8 +24,8 @@ pub struct Args {
     /// Most tokens per reply.
     #[arg(long, short = 'n', default_value_t = 512)]
     max_tokens: usize,
-    /// Context size (tokens) of the conversation.
-    #[arg(long, default_value_t = 4096)]
+    /// Context size (tokens) of the conversation (at most the model's).
+    #[arg(long, default_value_t = 4096, value_parser = super::values::count)]
     context: usize,
     #[command(flatten)]
     sampling: SamplingArgs,

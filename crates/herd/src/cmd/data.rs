@@ -42,6 +42,9 @@ pub struct ClassifierArgs {
     /// Output model (.bin, readable by fastText too).
     #[arg(long, short)]
     out: PathBuf,
+    /// Replace --out when it exists (without it an existing file is refused).
+    #[arg(long)]
+    overwrite: bool,
     /// Field holding the label.
     #[arg(long, default_value = "label")]
     label_field: String,
@@ -49,7 +52,7 @@ pub struct ClassifierArgs {
     #[arg(long, default_value = "text")]
     text_field: String,
     /// Share of examples held out for the accuracy (chosen by a hash of the text).
-    #[arg(long, default_value_t = 0.1)]
+    #[arg(long, default_value_t = 0.1, value_parser = super::values::fraction)]
     held_out: f64,
     /// Embedding size, epochs, learning rate, word n-grams, buckets, seed (TOML keys of
     /// herd_data::classifier::ClassifierConfig, e.g. `epochs=10`).
@@ -75,7 +78,7 @@ pub struct LangidArgs {
     #[arg(long, short)]
     model: Option<PathBuf>,
     /// Languages per line.
-    #[arg(long, short, default_value_t = 1)]
+    #[arg(long, short, default_value_t = 1, value_parser = super::values::count)]
     k: usize,
 }
 
@@ -88,14 +91,18 @@ pub struct TokenizeArgs {
     /// Input files or folders.
     #[arg(long, short, required = true, num_args = 1..)]
     input: Vec<PathBuf>,
-    /// Output folder for `shard-NNNNN.tokens`.
+    /// Output folder for `shard-NNNNN.tokens`; written whole under a temporary name and moved
+    /// into place at the end, so pretraining never reads a mix of two runs' shards.
     #[arg(long, short)]
     out: PathBuf,
+    /// Replace --out when it holds earlier shards (without it a non-empty folder is refused).
+    #[arg(long)]
+    overwrite: bool,
     /// JSONL field holding the text.
     #[arg(long, default_value = "text")]
     field: String,
     /// Close a shard once it holds this many tokens.
-    #[arg(long, default_value_t = 100_000_000)]
+    #[arg(long, default_value_t = 100_000_000, value_parser = clap::value_parser!(u64).range(1..))]
     shard_tokens: u64,
     /// Cut documents at line breaks into documents of about this many bytes (for books and
     /// other long texts, so that training batches mix many of them).
@@ -129,19 +136,41 @@ fn langid(args: LangidArgs) -> Result<()> {
     let model = herd_data::langid::LanguageId::load(&path)?;
     let stdout = std::io::stdout();
     let mut out = std::io::BufWriter::new(stdout.lock());
-    for line in std::io::stdin().lock().lines() {
+    // One output line per input line, always: a line that is not UTF-8 is read with U+FFFD
+    // in place of its bad bytes (and reported), so the outputs stay aligned with the inputs.
+    let mut stdin = std::io::stdin().lock();
+    let mut line = Vec::new();
+    let mut number = 0;
+    let mut not_utf8 = 0;
+    while stdin.read_until(b'\n', &mut line)? > 0 {
+        number += 1;
+        if line.last() == Some(&b'\n') {
+            line.pop();
+        }
+        let text = String::from_utf8_lossy(&line);
+        if matches!(text, std::borrow::Cow::Owned(_)) {
+            not_utf8 += 1;
+            if not_utf8 <= 5 {
+                eprintln!("stdin line {number}: not UTF-8 (its bad bytes read as U+FFFD)");
+            }
+        }
         let cells: Vec<String> = model
-            .predict(&line?, args.k)
+            .predict(&text, args.k)
             .iter()
             .map(|l| format!("{}\t{:.6}", l.lang, l.prob))
             .collect();
         writeln!(out, "{}", cells.join("\t"))?;
+        line.clear();
+    }
+    if not_utf8 > 5 {
+        eprintln!("{not_utf8} lines of stdin were not UTF-8 in all");
     }
     Ok(())
 }
 
 fn train_classifier(args: ClassifierArgs) -> Result<()> {
     use herd_data::classifier::{accuracy, save, train, ClassifierConfig};
+    herd_util::fs::check_new_file(&args.out, args.overwrite)?;
     let table: toml::Table =
         toml::from_str(&args.set.join("\n")).map_err(|e| anyhow::anyhow!("--set: {e}"))?;
     let config: ClassifierConfig = toml::Value::Table(table)
@@ -170,6 +199,7 @@ fn train_classifier(args: ClassifierArgs) -> Result<()> {
             Ok(())
         })?;
     }
+    bad.append(&mut missing);
     super::report_bad_records(&bad);
     eprintln!(
         "{} training and {} held-out examples",
@@ -197,9 +227,13 @@ fn extract(args: ExtractArgs) -> Result<()> {
     if args.pages.is_empty() {
         let mut html = Vec::new();
         std::io::stdin().read_to_end(&mut html)?;
+        if herd_util::text::looks_binary(&html) {
+            anyhow::bail!("stdin holds a binary file, not an HTML page");
+        }
         writeln!(out, "{}", herd_data::extract::extract(&html))?;
         return Ok(());
     }
+    let mut skipped = 0;
     for page in &args.pages {
         let mut html = Vec::new();
         let file =
@@ -210,6 +244,15 @@ fn extract(args: ExtractArgs) -> Result<()> {
             std::io::BufReader::new(file).read_to_end(&mut html)
         }
         .map_err(|e| anyhow::anyhow!("{}: {e}", page.display()))?;
+        if herd_util::text::looks_binary(&html) {
+            // Its "text" would be binary garbage on the terminal: say so and go on.
+            eprintln!(
+                "{}: a binary file, not an HTML page (skipped)",
+                herd_util::text::printable_path(page)
+            );
+            skipped += 1;
+            continue;
+        }
         let text = herd_data::extract::extract(&html);
         if args.jsonl {
             let record = serde_json::json!({"file": page.display().to_string(), "text": text});
@@ -218,12 +261,34 @@ fn extract(args: ExtractArgs) -> Result<()> {
             writeln!(out, "{text}")?;
         }
     }
+    if skipped > 0 {
+        anyhow::bail!(
+            "{skipped} of {} files were not HTML pages",
+            args.pages.len()
+        );
+    }
     Ok(())
 }
 
 fn tokenize(args: TokenizeArgs) -> Result<()> {
     let tokenizer = herd_infer::loader::load_tokenizer(&args.tokenizer)?;
     let files = input_files(&args.input)?;
+    // What the shards were made from, recorded in the folder (names and sizes: hashing a
+    // corpus, or a GGUF given as the tokenizer, would cost more than the record is worth).
+    let describe = |f: &PathBuf| {
+        let size = std::fs::metadata(f).map(|m| m.len()).unwrap_or(0);
+        (f.display().to_string(), size)
+    };
+    let sizes: Vec<(String, u64)> = files.iter().map(describe).collect();
+    let made_from = serde_json::json!({
+        "tokenizer": describe(&args.tokenizer),
+        "inputs": sizes,
+        "field": args.field,
+        "shard_tokens": args.shard_tokens,
+        "split_chars": args.split_chars,
+    });
+    let staged =
+        herd_util::fs::StagedDir::new(&args.out, "data tokenize", &made_from, args.overwrite)?;
     let bar = ProgressBar::new_spinner();
     bar.set_style(
         ProgressStyle::with_template("{spinner} {elapsed_precise} {msg}").expect("template"),
@@ -244,7 +309,8 @@ fn tokenize(args: TokenizeArgs) -> Result<()> {
         split_chars: args.split_chars,
         progress: &progress,
     };
-    let summary = tokenize_files(&files, &tokenizer, &args.out, &options)?;
+    let summary = tokenize_files(&files, &tokenizer, staged.path(), &options)?;
+    staged.commit()?;
     bar.finish_and_clear();
     super::report_bad_records(&summary.bad);
     eprintln!(

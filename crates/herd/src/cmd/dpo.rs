@@ -12,10 +12,10 @@ pub struct Args {
     #[command(flatten)]
     train: TrainArgs,
     /// Inverse temperature of the implicit reward (paper: 0.1).
-    #[arg(long, default_value_t = 0.1)]
+    #[arg(long, default_value_t = 0.1, value_parser = super::values::positive)]
     beta: f64,
     /// Weight of the NLL term on the chosen responses (paper: 0.2).
-    #[arg(long, default_value_t = 0.2)]
+    #[arg(long, default_value_t = 0.2, value_parser = super::values::non_negative)]
     nll_coefficient: f64,
 }
 

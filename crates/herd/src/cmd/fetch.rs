@@ -85,6 +85,62 @@ pub const ASSETS: &[Asset] = &[
         sha256: "8f3472cfe8738a7b6099e8e999c3cbfae0dcd15696aac7d7738a8039db603e83",
         license: "CC BY-SA 3.0 (fastText language identification, 176 languages)",
     },
+    // Real web pages from trafilatura's test suite, for recipes/curate-web.toml
+    // (`herd fetch web-page` brings them all).
+    Asset {
+        name: "web-page-mozilla",
+        requirement: "trafilatura==2.0.0",
+        archive: Archive::Sdist,
+        member: "trafilatura-2.0.0/tests/resources/mozilla.org.firefox.developer.html",
+        path: "web-pages/mozilla.org.firefox.developer.html",
+        sha256: "ce00909003b411d82b2142061e3f64d90bc78e699b7361e56dc614d0863cea94",
+        license: "Apache-2.0 (trafilatura's test pages; the pages are third-party web pages)",
+    },
+    Asset {
+        name: "web-page-scam",
+        requirement: "trafilatura==2.0.0",
+        archive: Archive::Sdist,
+        member: "trafilatura-2.0.0/tests/resources/scam.html",
+        path: "web-pages/scam.html",
+        sha256: "6b2151ac910486f70a159346f52934dac6aff31e634c54d38ba41cd86874d417",
+        license: "Apache-2.0 (trafilatura's test pages; the pages are third-party web pages)",
+    },
+    Asset {
+        name: "web-page-utf8",
+        requirement: "trafilatura==2.0.0",
+        archive: Archive::Sdist,
+        member: "trafilatura-2.0.0/tests/resources/utf8.html",
+        path: "web-pages/utf8.html",
+        sha256: "3192db6a4a509a28def0ce3d6c97f5a6050eb9060cde339b57aacd1452755461",
+        license: "Apache-2.0 (trafilatura's test pages; the pages are third-party web pages)",
+    },
+    Asset {
+        name: "web-page-webpage",
+        requirement: "trafilatura==2.0.0",
+        archive: Archive::Sdist,
+        member: "trafilatura-2.0.0/tests/resources/webpage.html.gz",
+        path: "web-pages/webpage.html.gz",
+        sha256: "27737169bc5abde121324d278bc4d2d8f180711571f5866654534952e3019f3d",
+        license: "Apache-2.0 (trafilatura's test pages; the pages are third-party web pages)",
+    },
+    Asset {
+        name: "web-page-apache",
+        requirement: "trafilatura==2.0.0",
+        archive: Archive::Sdist,
+        member: "trafilatura-2.0.0/tests/resources/apache.html",
+        path: "web-pages/apache.html",
+        sha256: "cd544729fe901abeec0dd84111d79674ee637d1b15bee24ea8ceb94d1a1cf840",
+        license: "Apache-2.0 (trafilatura's test pages; the pages are third-party web pages)",
+    },
+    Asset {
+        name: "web-page-melville",
+        requirement: "trafilatura==2.0.0",
+        archive: Archive::Sdist,
+        member: "trafilatura-2.0.0/tests/resources/http_sample.html",
+        path: "web-pages/http_sample.html",
+        sha256: "28f5adf1ccf7b5703be9888d082ed1ae57e97e5803c016ab7ec584d3a2d9e84b",
+        license: "Apache-2.0 (trafilatura's test pages; the pages are third-party web pages)",
+    },
 ];
 
 /// Flags of `herd fetch`.
@@ -93,7 +149,8 @@ pub const ASSETS: &[Asset] = &[
     after_help = "With one NAME only its path is printed, so `--model \"$(herd fetch NAME)\"` works."
 )]
 pub struct Args {
-    /// Assets to fetch (all when none is named; see --list).
+    /// Assets to fetch (all when none is named; see --list). A name's first words fetch every
+    /// asset they begin: `web-page` fetches all `web-page-…` assets.
     names: Vec<String>,
     /// List the assets and exit.
     #[arg(long)]
@@ -117,20 +174,23 @@ pub fn run(args: Args) -> Result<()> {
     let chosen: Vec<&Asset> = if args.names.is_empty() {
         ASSETS.iter().collect()
     } else {
-        args.names
-            .iter()
-            .map(|n| {
-                ASSETS
-                    .iter()
-                    .find(|a| a.name == n)
-                    .with_context(|| format!("unknown asset `{n}` (see herd fetch --list)"))
-            })
-            .collect::<Result<_>>()?
+        let mut chosen = Vec::new();
+        for n in &args.names {
+            let matching: Vec<&Asset> = ASSETS
+                .iter()
+                .filter(|a| a.name == n || a.name.starts_with(&format!("{n}-")))
+                .collect();
+            if matching.is_empty() {
+                bail!("unknown asset `{n}` (see herd fetch --list)");
+            }
+            chosen.extend(matching);
+        }
+        chosen
     };
     let cache = herd_util::assets::cache_dir();
     for asset in &chosen {
         let path = fetch(asset, &cache, &args.python)?;
-        if args.names.len() == 1 {
+        if chosen.len() == 1 {
             println!("{}", path.display());
         } else {
             println!("{}\t{}", asset.name, path.display());

@@ -19,6 +19,7 @@ pub mod sft;
 pub mod tokenizer;
 pub mod tokens;
 pub mod train_args;
+pub mod values;
 
 use std::path::PathBuf;
 
@@ -59,7 +60,7 @@ impl ModelArgs {
 #[derive(clap::Args, Debug)]
 pub struct SamplingArgs {
     /// Softmax temperature; 0 is greedy.
-    #[arg(long, default_value_t = 0.8)]
+    #[arg(long, default_value_t = 0.8, value_parser = values::non_negative_f32)]
     pub temperature: f32,
     /// Always pick the most likely token (same as --temperature 0).
     #[arg(long)]
@@ -67,14 +68,14 @@ pub struct SamplingArgs {
     /// Keep the k most likely tokens (0: all).
     #[arg(long, default_value_t = 40)]
     pub top_k: usize,
-    /// Keep the most likely tokens up to this total probability.
-    #[arg(long, default_value_t = 0.95)]
+    /// Keep the most likely tokens up to this total probability (0 < p ≤ 1).
+    #[arg(long, default_value_t = 0.95, value_parser = values::nonzero_probability_f32)]
     pub top_p: f32,
-    /// Drop tokens less likely than this fraction of the best one.
-    #[arg(long, default_value_t = 0.05)]
+    /// Drop tokens less likely than this fraction of the best one (0 to 1).
+    #[arg(long, default_value_t = 0.05, value_parser = values::probability_f32)]
     pub min_p: f32,
-    /// Penalty for tokens already in the context (1: off).
-    #[arg(long, default_value_t = 1.0)]
+    /// Divide the logits of tokens already in the context by this (1: off; above 0).
+    #[arg(long, default_value_t = 1.0, value_parser = values::positive_f32)]
     pub repetition_penalty: f32,
     /// Seed of the sampler; the same seed gives the same text.
     #[arg(long, default_value_t = 0)]
@@ -95,12 +96,18 @@ impl SamplingArgs {
     }
 }
 
-/// Reads all of stdin, for commands whose input was not given as a flag.
+/// Reads all of stdin, for commands whose input was not given as a flag; text that is not
+/// UTF-8 is refused with the byte where it stops being so.
 pub fn read_stdin() -> Result<String> {
     use std::io::Read;
-    let mut text = String::new();
-    std::io::stdin().read_to_string(&mut text)?;
-    Ok(text)
+    let mut bytes = Vec::new();
+    std::io::stdin().read_to_end(&mut bytes)?;
+    String::from_utf8(bytes).map_err(|e| {
+        anyhow::anyhow!(
+            "stdin is not UTF-8 text (byte {} is not): convert it first, e.g. with iconv",
+            e.utf8_error().valid_up_to()
+        )
+    })
 }
 
 /// Prints the records that could not be read (the first 20 and a count), so none is dropped

@@ -14,9 +14,13 @@ pub struct Args {
     /// Output folder [default: runs/<recipe name>].
     #[arg(long, short)]
     out: Option<PathBuf>,
-    /// Keep finished stages of the run in --out and continue the interrupted one.
-    #[arg(long)]
+    /// Keep finished stages of the run in --out and continue the interrupted one (the recipe
+    /// must be the one it was started with).
+    #[arg(long, conflicts_with = "overwrite")]
     resume: bool,
+    /// Delete an earlier run in --out and start again.
+    #[arg(long)]
+    overwrite: bool,
     /// No progress output.
     #[arg(long)]
     quiet: bool,
@@ -28,7 +32,7 @@ pub fn run(args: Args) -> Result<()> {
     let out = args
         .out
         .unwrap_or_else(|| PathBuf::from("runs").join(&recipe.name));
-    let summary = posttrain(&recipe, &out, args.resume, !args.quiet)?;
+    let summary = posttrain(&recipe, &out, args.resume, args.overwrite, !args.quiet)?;
     for (round, (responses, rate, best, mean)) in summary.rejection.iter().enumerate() {
         eprintln!(
             "round {}: {responses} responses sampled at {rate:.2}/s; mean reward {mean:.3}, kept {best:.3}",

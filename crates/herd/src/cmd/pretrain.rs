@@ -18,9 +18,13 @@ pub struct Args {
     /// Stop after this step (writing a checkpoint there); --resume continues later.
     #[arg(long)]
     max_steps: Option<u64>,
-    /// Continue the run in --out from its newest checkpoint, exactly as if never stopped.
-    #[arg(long)]
+    /// Continue the run in --out from its newest checkpoint, exactly as if never stopped (the
+    /// recipe, tokenizer and shards must be the ones it was started with).
+    #[arg(long, conflicts_with = "overwrite")]
     resume: bool,
+    /// Delete an earlier run in --out and start again.
+    #[arg(long)]
+    overwrite: bool,
     /// No progress bar.
     #[arg(long)]
     quiet: bool,
@@ -67,6 +71,7 @@ pub fn run(args: Args) -> Result<()> {
         out: out.clone(),
         max_steps: args.max_steps,
         resume: args.resume,
+        overwrite: args.overwrite,
         progress: !args.quiet,
     };
     let summary = pretrain(&recipe, &options)?;

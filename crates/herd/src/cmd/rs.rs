@@ -24,16 +24,16 @@ pub struct Args {
     #[arg(long, short)]
     out: PathBuf,
     /// Responses per prompt (K).
-    #[arg(long, default_value_t = 4)]
+    #[arg(long, default_value_t = 4, value_parser = super::values::count)]
     samples: usize,
     /// Most tokens per response.
-    #[arg(long, default_value_t = 128)]
+    #[arg(long, default_value_t = 128, value_parser = super::values::count)]
     max_tokens: usize,
     /// Sampling temperature.
-    #[arg(long, default_value_t = 0.8)]
+    #[arg(long, default_value_t = 0.8, value_parser = super::values::non_negative_f32)]
     temperature: f32,
-    /// Nucleus threshold.
-    #[arg(long, default_value_t = 0.95)]
+    /// Nucleus threshold (0 < p ≤ 1).
+    #[arg(long, default_value_t = 0.95, value_parser = super::values::nonzero_probability_f32)]
     top_p: f32,
     /// Seed of the draws.
     #[arg(long, default_value_t = 0)]

@@ -33,11 +33,15 @@ pub struct TrainArgs {
     /// Where to write the rank file.
     #[arg(long, short)]
     out: PathBuf,
+    /// Replace --out when it exists (without it an existing file is refused).
+    #[arg(long)]
+    overwrite: bool,
 }
 
 /// Runs `herd tokenizer …`.
 pub fn run(command: Command) -> Result<()> {
     let Command::Train(args) = command;
+    herd_util::fs::check_new_file(&args.out, args.overwrite)?;
     let files = input_files(&args.input)?;
     let mut texts = Vec::new();
     let mut bad = Vec::new();

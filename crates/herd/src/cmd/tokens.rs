@@ -1,6 +1,7 @@
 //! `herd tokens encode|decode`: text to ids and back, whole stdin or JSONL records.
 
 use std::io::{BufRead, Write};
+
 use std::path::PathBuf;
 
 use anyhow::{bail, Result};
@@ -74,12 +75,13 @@ pub fn run(command: Command) -> Result<()> {
         return Ok(());
     }
     let mut bad = 0usize;
-    for (n, line) in std::io::stdin().lock().lines().enumerate() {
+    // Lines as bytes: one that is not UTF-8 (or not JSON) is a bad record, not the end.
+    for (n, line) in std::io::stdin().lock().split(b'\n').enumerate() {
         let line = line?;
-        if line.trim().is_empty() {
+        if line.iter().all(u8::is_ascii_whitespace) {
             continue;
         }
-        let result = serde_json::from_str::<Value>(&line)
+        let result = serde_json::from_slice::<Value>(&line)
             .map_err(anyhow::Error::from)
             .and_then(|mut record| {
                 convert(&mut record)?;

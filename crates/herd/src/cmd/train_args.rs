@@ -29,22 +29,22 @@ pub struct TrainArgs {
     #[arg(long)]
     pub steps: Option<u64>,
     /// Examples (conversations or pairs) per step.
-    #[arg(long)]
+    #[arg(long, value_parser = super::values::count)]
     pub batch: Option<usize>,
     /// Examples per forward/backward pass (gradient accumulation).
-    #[arg(long)]
+    #[arg(long, value_parser = super::values::count)]
     pub micro_batch: Option<usize>,
     /// Tokens per packed row; longer examples are cut.
-    #[arg(long)]
+    #[arg(long, value_parser = super::values::count)]
     pub seq_len: Option<usize>,
     /// Peak learning rate.
-    #[arg(long)]
+    #[arg(long, value_parser = super::values::positive)]
     pub lr: Option<f64>,
     /// Seed of the data order.
     #[arg(long)]
     pub seed: Option<u64>,
     /// Share of prompts held out for evaluation (chosen by a hash of the prompt).
-    #[arg(long, default_value_t = 0.05)]
+    #[arg(long, default_value_t = 0.05, value_parser = super::values::fraction)]
     pub held_out: f64,
     /// Held-out files to evaluate on instead (then all of --data is trained on).
     #[arg(long, num_args = 1..)]
@@ -52,9 +52,13 @@ pub struct TrainArgs {
     /// Stop after this step (a checkpoint is written); --resume continues later.
     #[arg(long)]
     pub max_steps: Option<u64>,
-    /// Continue the run in --out from its newest checkpoint, exactly as if never stopped.
-    #[arg(long)]
+    /// Continue the run in --out from its newest checkpoint, exactly as if never stopped (the
+    /// model, data and settings must be the ones it was started with).
+    #[arg(long, conflicts_with = "overwrite")]
     pub resume: bool,
+    /// Delete an earlier run in --out and start again.
+    #[arg(long)]
+    pub overwrite: bool,
     /// No progress output.
     #[arg(long)]
     pub quiet: bool,
@@ -98,6 +102,7 @@ impl TrainArgs {
             out: self.out.clone(),
             max_steps: self.max_steps,
             resume: self.resume,
+            overwrite: self.overwrite,
             progress: !self.quiet,
         }
     }

@@ -1,0 +1,251 @@
+//! The commands with bad files, records and settings, as a user meets them: each is refused
+//! with a message naming what to fix, or the bad record is reported and the rest goes on; no
+//! panic, nothing already written lost, no output silently mixed with an older one.
+
+use std::io::Write;
+use std::path::Path;
+use std::process::{Command, Output, Stdio};
+
+fn herd<S: AsRef<std::ffi::OsStr>>(args: &[S], stdin: &[u8]) -> Output {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_herd"))
+        .args(args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    child.stdin.take().unwrap().write_all(stdin).unwrap();
+    child.wait_with_output().unwrap()
+}
+
+fn stderr(out: &Output) -> String {
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+fn refused(args: &[&str], expect: &[&str]) {
+    let out = herd(args, b"");
+    let err = stderr(&out);
+    assert!(!out.status.success(), "{args:?} succeeded");
+    assert!(!err.contains("panicked"), "{args:?} panicked: {err}");
+    for e in expect {
+        assert!(err.contains(e), "{args:?}: {e:?} not in {err}");
+    }
+}
+
+#[test]
+fn nonsense_numbers_are_refused_by_flag() {
+    let m = ["--model", "unused.gguf", "--prompt", "hi"];
+    for (flag, value) in [
+        ("--temperature", "NaN"),
+        ("--temperature", "-1"),
+        ("--top-p", "0"),
+        ("--top-p", "1.5"),
+        ("--min-p", "2"),
+        ("--repetition-penalty", "0"),
+    ] {
+        let mut args = vec!["generate".to_string()];
+        args.extend(m.iter().map(|a| a.to_string()));
+        args.push(format!("{flag}={value}"));
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        refused(&args, &[flag, value]);
+    }
+    refused(&["bench", "--model", "x.gguf", "-r", "0"], &["-r"]);
+    refused(
+        &["--threads", "0", "bench", "--model", "x.gguf"],
+        &["--threads"],
+    );
+    refused(
+        &[
+            "data",
+            "train-classifier",
+            "--data",
+            "x.jsonl",
+            "--out",
+            "y.bin",
+            "--held-out",
+            "1",
+        ],
+        &["--held-out"],
+    );
+}
+
+#[test]
+fn outputs_are_not_silently_replaced() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path();
+    let s = |p: &Path| p.display().to_string();
+    let text: String = (0..300)
+        .map(|i| format!("the river {i} ran past the mill and the town slept in the valley\n"))
+        .collect();
+    std::fs::write(root.join("a.txt"), &text).unwrap();
+    let tokenizer = root.join("tok.model");
+    let train = |extra: &[&str]| {
+        let mut args = vec![
+            "tokenizer".to_string(),
+            "train".into(),
+            "--input".into(),
+            s(&root.join("a.txt")),
+            "--vocab-size".into(),
+            "600".into(),
+            "--min-frequency".into(),
+            "1".into(),
+            "--out".into(),
+            s(&tokenizer),
+        ];
+        args.extend(extra.iter().map(|e| e.to_string()));
+        herd(&args, b"")
+    };
+    assert!(train(&[]).status.success());
+    let before = std::fs::read(&tokenizer).unwrap();
+    let again = train(&[]);
+    assert!(
+        !again.status.success() && stderr(&again).contains("--overwrite"),
+        "{}",
+        stderr(&again)
+    );
+    assert!(train(&["--overwrite"]).status.success());
+    assert_eq!(
+        std::fs::read(&tokenizer).unwrap(),
+        before,
+        "same input, same vocabulary"
+    );
+    // Shards: a second run into the same folder is refused; with --overwrite the folder holds
+    // that run's shards only.
+    let shards = root.join("shards");
+    let tokenize = |extra: &[&str], shard_tokens: &str| {
+        let mut args = vec![
+            "data".to_string(),
+            "tokenize".into(),
+            "--tokenizer".into(),
+            s(&tokenizer),
+            "--input".into(),
+            s(&root.join("a.txt")),
+            "--split-chars".into(),
+            "200".into(),
+            "--shard-tokens".into(),
+            shard_tokens.into(),
+            "--out".into(),
+            s(&shards),
+        ];
+        args.extend(extra.iter().map(|e| e.to_string()));
+        herd(&args, b"")
+    };
+    assert!(tokenize(&[], "1000").status.success());
+    let count = || {
+        std::fs::read_dir(&shards)
+            .unwrap()
+            .filter(|e| {
+                e.as_ref()
+                    .unwrap()
+                    .path()
+                    .extension()
+                    .is_some_and(|x| x == "tokens")
+            })
+            .count()
+    };
+    let many = count();
+    assert!(many > 1);
+    let again = tokenize(&[], "1000000");
+    assert!(!again.status.success() && stderr(&again).contains("--overwrite"));
+    assert!(tokenize(&["--overwrite"], "1000000").status.success());
+    assert_eq!(
+        count(),
+        1,
+        "no shard of the earlier run is left beside the new one"
+    );
+    // A folder herd did not write is never used.
+    std::fs::create_dir(root.join("mine")).unwrap();
+    std::fs::write(root.join("mine/notes.txt"), "keep").unwrap();
+    let mut args = vec!["data", "tokenize", "--tokenizer"];
+    let (t, i, o) = (s(&tokenizer), s(&root.join("a.txt")), s(&root.join("mine")));
+    args.extend([t.as_str(), "--input", &i, "--out", &o, "--overwrite"]);
+    let out = herd(&args, b"");
+    assert!(
+        !out.status.success() && stderr(&out).contains("did not write"),
+        "{}",
+        stderr(&out)
+    );
+    assert!(root.join("mine/notes.txt").exists());
+}
+
+#[test]
+fn bad_stdin_and_binary_files_are_reported_not_fatal() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path();
+    // A binary file given to the extractor.
+    let png = root.join("image.html");
+    std::fs::write(&png, b"\x89PNG\r\n\x1a\n\0\0\0\rIHDR\0\0\0\x01").unwrap();
+    let page = root.join("page.html");
+    std::fs::write(&page, "<html><body><p>The river flooded the town, and everyone moved up the hill to stay dry.</p></body></html>").unwrap();
+    let out = herd(
+        &[
+            "data",
+            "extract",
+            &png.display().to_string(),
+            &page.display().to_string(),
+        ],
+        b"",
+    );
+    assert!(!out.status.success());
+    assert!(stderr(&out).contains("binary file"), "{}", stderr(&out));
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.contains("The river flooded") && !text.contains("PNG"),
+        "{text:?}"
+    );
+    // JSONL on stdin with a line that is not UTF-8: reported, the others converted.
+    let tokenizer = root.join("tok.model");
+    let ranks = herd_tokenizer::train::train_ranks(["hello world"].iter(), 600, 1).unwrap();
+    std::fs::write(&tokenizer, herd_tokenizer::train::ranks_file_text(&ranks)).unwrap();
+    let input = b"{\"text\": \"hello\"}\n{\"text\": \"bad \xff byte\"}\n{\"text\": \"world\"}\n";
+    let out = herd(
+        &[
+            "tokens",
+            "encode",
+            "--jsonl",
+            "--tokenizer",
+            &tokenizer.display().to_string(),
+        ],
+        input,
+    );
+    let lines = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(lines.lines().count(), 2, "{lines}");
+    assert!(stderr(&out).contains("stdin line 2"), "{}", stderr(&out));
+    let out = herd(
+        &[
+            "tokens",
+            "encode",
+            "--tokenizer",
+            &tokenizer.display().to_string(),
+        ],
+        b"ok \xff",
+    );
+    assert!(stderr(&out).contains("byte 3"), "{}", stderr(&out));
+}
+
+#[test]
+fn langid_keeps_one_output_line_per_input_line() {
+    let Some(model) = herd_util::testing::asset("fasttext/lid.176.ftz") else {
+        return;
+    };
+    let input = b"Bonjour tout le monde\nHallo \xff\xfe Welt\n\nThe quick brown fox\n";
+    let out = herd(
+        &["data", "langid", "--model", &model.display().to_string()],
+        input,
+    );
+    assert!(out.status.success(), "{}", stderr(&out));
+    let lines: Vec<String> = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(String::from)
+        .collect();
+    assert_eq!(lines.len(), 4, "{lines:?}");
+    assert!(
+        lines[0].starts_with("fr\t") && lines[3].starts_with("en\t"),
+        "{lines:?}"
+    );
+    assert!(
+        stderr(&out).contains("stdin line 2: not UTF-8"),
+        "{}",
+        stderr(&out)
+    );
+}
