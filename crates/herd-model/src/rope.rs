@@ -222,26 +222,41 @@ mod tests {
             }));
     }
 
+    /// `LlamaRotaryEmbedding(config).inv_freq` of transformers 4.57.6 for Llama 3.1/3.2
+    /// scaling and plain Llama 3 (`tools/fixtures/make_rope_fixture.py`), bit for bit.
     #[test]
     fn frequencies_are_bit_identical_to_transformers() {
-        // LlamaRotaryEmbedding(config).inv_freq of the tiny fixture model (head_dim 16,
-        // θ = 500,000, llama3 scaling), transformers 4.57.6 / torch 2.9.1.
-        let config = LlamaConfig {
-            head_dim: 16,
-            ..LlamaConfig::preset("llama3.1-8b").unwrap()
-        };
-        let bits: Vec<u32> = Rope::new(&config)
-            .inv_freq()
-            .iter()
-            .map(|f| f.to_bits())
-            .collect();
-        assert_eq!(
-            bits,
-            [
-                0x3f800000, 0x3e4693b0, 0x3d1a08c8, 0x3beef74f, 0x3a0995d2, 0x380fc8f8, 0x36df10c4,
-                0x35ad07a7
-            ]
-        );
+        let fixture: serde_json::Value =
+            serde_json::from_str(include_str!("../tests/fixtures/rope_inv_freq.json")).unwrap();
+        let cases = fixture["cases"].as_array().unwrap();
+        assert_eq!(cases.len(), 4);
+        for case in cases {
+            let scaling = &case["rope_scaling"];
+            let num = |k: &str| scaling[k].as_f64().unwrap();
+            let config = LlamaConfig {
+                head_dim: case["head_dim"].as_u64().unwrap() as usize,
+                rope_theta: case["rope_theta"].as_f64().unwrap(),
+                rope_scaling: (!scaling.is_null()).then(|| RopeScaling::Llama3 {
+                    factor: num("factor"),
+                    low_freq_factor: num("low_freq_factor"),
+                    high_freq_factor: num("high_freq_factor"),
+                    original_context: num("original_max_position_embeddings") as usize,
+                }),
+                ..LlamaConfig::preset("llama3.1-8b").unwrap()
+            };
+            let bits: Vec<u64> = Rope::new(&config)
+                .inv_freq()
+                .iter()
+                .map(|f| u64::from(f.to_bits()))
+                .collect();
+            let expected: Vec<u64> = case["inv_freq_bits"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|b| b.as_u64().unwrap())
+                .collect();
+            assert_eq!(bits, expected, "{}", case["name"]);
+        }
     }
 
     #[test]

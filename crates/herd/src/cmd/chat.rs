@@ -1,19 +1,28 @@
-//! `herd chat`: a multi-turn conversation. Each stdin line is a user turn; the KV cache is kept
-//! between turns so only the new messages are processed.
+//! `herd chat`: a multi-turn conversation. Each line typed is a user turn; the KV cache is kept
+//! between turns so only the new messages are processed. Lines are edited with rustyline
+//! (arrows, history across sessions in `~/.cache/herd/chat-history`); Ctrl-C stops a reply and
+//! returns to the prompt with the conversation kept, and at the prompt clears the line; Ctrl-D
+//! (or `/exit`) ends the session.
 
-use std::io::{BufRead, Write};
+use std::io::Write;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 
-use anyhow::Result;
+use anyhow::{Context, Result};
 use herd_infer::{GenerateConfig, Session};
 use herd_tokenizer::chat::{encode_chat, Message, Role};
 use herd_tokenizer::StreamDecoder;
+use rustyline::error::ReadlineError;
+use rustyline::DefaultEditor;
 
 use super::{ModelArgs, SamplingArgs};
 
 /// Flags of `herd chat`.
 #[derive(clap::Args, Debug)]
 #[command(
-    after_help = "Type a message and press Enter. Commands: /reset forgets the conversation, /exit (or Ctrl-D) quits."
+    after_help = "Type a message and press Enter (arrows edit it and walk the history). Ctrl-C stops a reply \
+                  and keeps the conversation; /reset forgets the conversation; /exit or Ctrl-D quits."
 )]
 pub struct Args {
     #[command(flatten)]
@@ -29,6 +38,12 @@ pub struct Args {
     context: usize,
     #[command(flatten)]
     sampling: SamplingArgs,
+}
+
+/// Where the line history is kept between sessions.
+fn history_file() -> Option<PathBuf> {
+    let home = std::env::var_os("HOME")?;
+    Some(PathBuf::from(home).join(".cache/herd/chat-history"))
 }
 
 /// Runs `herd chat`.
@@ -49,19 +64,33 @@ pub fn run(args: Args) -> Result<()> {
         stop_tokens: tokenizer.stop_ids().to_vec(),
         top_logprobs: 0,
     };
-    let stdin = std::io::stdin();
+    // Ctrl-C while a reply is written: stop it, not the session. (At the prompt the editor
+    // reads Ctrl-C as a key.)
+    let interrupted = Arc::new(AtomicBool::new(false));
+    let flag = interrupted.clone();
+    ctrlc::set_handler(move || flag.store(true, Ordering::SeqCst))
+        .context("cannot catch Ctrl-C")?;
+    let mut editor = DefaultEditor::new().context("cannot set up line editing")?;
+    let history = history_file();
+    if let Some(path) = &history {
+        let _ = editor.load_history(path);
+    }
     let mut stdout = std::io::stdout();
     eprintln!(
-        "herd chat: {} ({:?}). /reset to start over, /exit to quit.",
+        "herd chat: {} ({:?}). /reset to start over, /exit or Ctrl-D to quit; Ctrl-C stops a reply.",
         args.model.model.display(),
         loaded.format
     );
     loop {
-        eprint!("> ");
-        let mut line = String::new();
-        if stdin.lock().read_line(&mut line)? == 0 {
-            break;
-        }
+        let line = match editor.readline("> ") {
+            Ok(line) => line,
+            Err(ReadlineError::Interrupted) => {
+                eprintln!("(Ctrl-D or /exit to quit)");
+                continue;
+            }
+            Err(ReadlineError::Eof) => break,
+            Err(e) => return Err(e).context("reading the next message"),
+        };
         match line.trim() {
             "" => continue,
             "/exit" | "/quit" => break,
@@ -70,7 +99,10 @@ pub fn run(args: Args) -> Result<()> {
                 eprintln!("(conversation cleared)");
                 continue;
             }
-            text => messages.push(Message::new(Role::User, text)),
+            text => {
+                let _ = editor.add_history_entry(text);
+                messages.push(Message::new(Role::User, text));
+            }
         }
         let prompt = encode_chat(tokenizer, &messages)?;
         if prompt.len() + 1 >= context {
@@ -80,22 +112,35 @@ pub fn run(args: Args) -> Result<()> {
             messages.pop();
             continue;
         }
+        interrupted.store(false, Ordering::SeqCst);
         let mut stream = StreamDecoder::new(tokenizer);
         let generation = session.generate(&prompt, &config, |token| {
             if let Some(text) = stream.push(token.id)? {
                 stdout.write_all(text.as_bytes())?;
                 stdout.flush()?;
             }
-            Ok(true)
+            Ok(!interrupted.load(Ordering::SeqCst))
         })?;
         writeln!(stdout, "{}", stream.finish()?)?;
         let ids: Vec<u32> = generation.tokens.iter().map(|t| t.id).collect();
+        // A reply cut short stays in the conversation as far as it went.
         messages.push(Message::new(Role::Assistant, tokenizer.decode(&ids)?));
+        let stopped = if interrupted.swap(false, Ordering::SeqCst) {
+            ", stopped"
+        } else {
+            ""
+        };
         eprintln!(
-            "[{} tokens, {:.1} tok/s]",
+            "[{} tokens, {:.1} tok/s{stopped}]",
             ids.len(),
             ids.len() as f64 / generation.decode_seconds.max(1e-9)
         );
+    }
+    if let Some(path) = &history {
+        if let Some(dir) = path.parent() {
+            let _ = std::fs::create_dir_all(dir);
+        }
+        let _ = editor.save_history(path);
     }
     Ok(())
 }
