@@ -231,16 +231,7 @@ pub fn posttrain(
     overwrite: bool,
     progress: bool,
 ) -> Result<RoundsSummary> {
-    let existing = match (resume, overwrite) {
-        (true, true) => {
-            return Err(Error::Invalid(
-                "--resume continues a run and --overwrite deletes it: pass one of them".into(),
-            ))
-        }
-        (true, false) => Existing::Resume,
-        (false, true) => Existing::Overwrite,
-        (false, false) => Existing::Refuse,
-    };
+    let existing = Existing::from_flags(resume, overwrite)?;
     let fingerprint = serde_json::json!({"recipe": recipe.fingerprint});
     RunDir::open(out, "posttrain", &fingerprint, existing)?;
     // Each stage's folder belongs to this run: it is continued where it stopped (its own

@@ -66,17 +66,19 @@ pub fn open_model(path: &Path, scratch: &Path) -> Result<Start> {
     })
 }
 
-/// Claims `options.out` for a `command` run of `model` on `data` (see
+/// Checks `config` and claims `options.out` for a `command` run of `model` on `data` (see
 /// [`herd_train::checkpoint::open_run`]): its fingerprint is the model's files, the data and
-/// held-out files, and `settings`, so `--resume` continues only the run they made.
+/// held-out files, `config` and the stage's `extra` settings, so `--resume` continues only the
+/// run they made.
 fn claim(
     command: &str,
     model: &Path,
-    data: &[PathBuf],
-    held_out: &HeldOut,
-    settings: serde_json::Value,
+    (data, held_out): (&[PathBuf], &HeldOut),
+    config: &TrainConfig,
+    extra: serde_json::Value,
     options: &RunOptions,
 ) -> Result<()> {
+    config.validate().map_err(Error::Invalid)?;
     let files = |paths: &[PathBuf]| -> Result<String> {
         let files = list_files(paths, &is_json_data)?;
         Ok(herd_util::fingerprint::of_files(&files)?)
@@ -89,7 +91,7 @@ fn claim(
         "model": herd_util::fingerprint::of_path(model)?,
         "data": files(data)?,
         "held_out": held,
-        "settings": settings,
+        "settings": {"train": config, "extra": extra},
     });
     Ok(herd_train::checkpoint::open_run(
         options,
@@ -202,13 +204,12 @@ pub fn sft(
     held_out: &HeldOut,
     options: &RunOptions,
 ) -> Result<StageReport> {
-    config.validate().map_err(Error::Invalid)?;
     claim(
         "sft",
         model,
-        data,
-        held_out,
-        serde_json::json!(config),
+        (data, held_out),
+        config,
+        serde_json::Value::Null,
         options,
     )?;
     let start = open_model(model, &options.out)?;
@@ -279,13 +280,12 @@ pub fn reward_model(
     held_out: &HeldOut,
     options: &RunOptions,
 ) -> Result<StageReport> {
-    config.validate().map_err(Error::Invalid)?;
     claim(
         "rm train",
         model,
-        data,
-        held_out,
-        serde_json::json!(config),
+        (data, held_out),
+        config,
+        serde_json::Value::Null,
         options,
     )?;
     let mut start = open_model(model, &options.out)?;
@@ -315,10 +315,15 @@ pub fn dpo(
     held_out: &HeldOut,
     options: &RunOptions,
 ) -> Result<StageReport> {
-    config.validate().map_err(Error::Invalid)?;
     dpo.validate().map_err(Error::Invalid)?;
-    let settings = serde_json::json!({"train": config, "dpo": dpo});
-    claim("dpo", model, data, held_out, settings, options)?;
+    claim(
+        "dpo",
+        model,
+        (data, held_out),
+        config,
+        serde_json::json!(dpo),
+        options,
+    )?;
     let start = open_model(model, &options.out)?;
     let (train, held) = pair_sets(
         &start.tokenizer,

@@ -7,6 +7,8 @@
 //! [`fasttext`]), and de-duplication by [`minhash`] and by line ([`line_dedup`]).
 
 #[cfg(feature = "curation")]
+pub mod charset;
+#[cfg(feature = "curation")]
 pub mod classifier;
 pub mod error;
 #[cfg(feature = "curation")]

@@ -126,7 +126,7 @@ pub fn read_documents(
                 }
             };
             let text = match kind {
-                Kind::Html => crate::extract::decode(&bytes),
+                Kind::Html => crate::charset::decode(&bytes),
                 _ => String::from_utf8(bytes)
                     .unwrap_or_else(|e| e.into_bytes().iter().map(|&b| b as char).collect()),
             };

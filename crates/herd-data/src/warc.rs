@@ -177,7 +177,7 @@ pub fn read_warc(
         match html_payload(&block) {
             Ok(Some(html)) => each(Document {
                 id: url.clone(),
-                text: crate::extract::decode(&html),
+                text: crate::charset::decode(&html),
                 url: Some(url),
                 date: header(&head, "WARC-Date").map(String::from),
             })?,

@@ -44,16 +44,7 @@ pub fn open_run(
     command: &str,
     fingerprint: &serde_json::Value,
 ) -> Result<()> {
-    let existing = match (options.resume, options.overwrite) {
-        (true, true) => {
-            return Err(Error::Checkpoint(
-                "--resume continues a run and --overwrite deletes it: pass one of them".into(),
-            ))
-        }
-        (true, false) => Existing::Resume,
-        (false, true) => Existing::Overwrite,
-        (false, false) => Existing::Refuse,
-    };
+    let existing = Existing::from_flags(options.resume, options.overwrite)?;
     RunDir::open(&options.out, command, fingerprint, existing)?;
     Ok(())
 }

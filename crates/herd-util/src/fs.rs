@@ -93,6 +93,22 @@ pub enum Existing {
     Overwrite,
 }
 
+impl Existing {
+    /// What a command's `--resume` and `--overwrite` flags ask for (both at once is refused:
+    /// one continues a run, the other deletes it).
+    pub fn from_flags(resume: bool, overwrite: bool) -> Result<Existing> {
+        match (resume, overwrite) {
+            (true, true) => Err(FileError::setting(
+                "--resume and --overwrite",
+                "one continues a run and the other deletes it: pass one of them",
+            )),
+            (true, false) => Ok(Existing::Resume),
+            (false, true) => Ok(Existing::Overwrite),
+            (false, false) => Ok(Existing::Refuse),
+        }
+    }
+}
+
 /// An output folder, checked against what it already holds.
 #[derive(Debug)]
 pub struct RunDir {

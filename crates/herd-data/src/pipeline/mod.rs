@@ -33,6 +33,7 @@
 //! documents of an uninterrupted one. De-duplication is within a task (the paper de-duplicates
 //! lines within buckets of 30M documents; a task is such a bucket).
 
+mod io;
 pub mod run;
 pub mod stage;
 

@@ -12,34 +12,25 @@
 //! ```
 
 use std::collections::{BTreeMap, HashSet};
-use std::fs::File;
-use std::io::{BufRead, BufReader, Write};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::time::Instant;
 
-use flate2::read::MultiGzDecoder;
-use flate2::write::GzEncoder;
 use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
-use serde_json::{Map, Value};
 
+use super::io::{counts_path, read_chunks, read_counts, write_counts, Input, JsonlGz, Outputs};
 use super::stage::{CorpusStage, Doc, DocStage, Stage};
 use super::Pipeline;
 use crate::error::{Error, Result};
 use crate::filters::Verdict;
 use crate::line_dedup::LineCounts;
 use crate::minhash::keep_first_of_clusters;
-use crate::reader::{input_files, read_documents, BadRecord, Fields};
+use crate::reader::{input_files, Fields};
 use crate::token_kl::{outlier_threshold, TokenDistribution};
 use crate::url_dedup::NewestByUrl;
 use herd_util::fingerprint;
 use herd_util::fs::{write_atomic, Existing, RunDir};
 use herd_util::seeded::fnv1a64;
-
-/// Documents processed together (in parallel) and held in memory at once: up to this many …
-const CHUNK: usize = 4096;
-/// … or this many bytes of text (web pages run to hundreds of kilobytes each).
-const CHUNK_BYTES: usize = 4 << 20;
 
 /// Which task to run.
 #[derive(Debug, Clone)]
@@ -303,141 +294,6 @@ pub fn run(
     Ok(summary)
 }
 
-fn counts_path(dir: &Path, name: &str) -> PathBuf {
-    dir.join(format!("{name}.counts.json"))
-}
-
-/// A finished file of a phase: its counts, and what it was made from.
-#[derive(Serialize, Deserialize)]
-struct Finished {
-    fingerprint: String,
-    counts: Counts,
-}
-
-/// The counts of a file a phase has finished, `None` when it has not; output made from other
-/// inputs or settings is an error, never reused.
-fn read_counts(path: &Path, fingerprint: &str) -> Result<Option<Counts>> {
-    let text = match std::fs::read_to_string(path) {
-        Ok(text) => text,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
-        Err(e) => return Err(Error::io(path, e)),
-    };
-    let finished: Finished = serde_json::from_str(&text)
-        .map_err(|e| Error::format(path, format!("unreadable counts ({e})")))?;
-    if finished.fingerprint != fingerprint {
-        return Err(Error::format(
-            path,
-            "this output was made from other input files or stage settings than the pipeline's \
-             now (an input or a stage's file changed since): pass --overwrite to start again, or \
-             set another [output] dir",
-        ));
-    }
-    Ok(Some(finished.counts))
-}
-
-fn write_counts(path: &Path, counts: &Counts, fingerprint: &str) -> Result<()> {
-    let finished = Finished {
-        fingerprint: fingerprint.to_string(),
-        counts: counts.clone(),
-    };
-    Ok(write_atomic(
-        path,
-        &serde_json::to_vec(&finished).expect("json"),
-    )?)
-}
-
-/// Where a phase reads one file's documents.
-enum Input {
-    /// An input file of the pipeline.
-    Raw(PathBuf),
-    /// The previous phase's output.
-    Phase(PathBuf),
-}
-
-/// Calls `each` with chunks of the documents of `input`, in order; bad records are counted.
-fn read_chunks(
-    input: &Input,
-    fields: &Fields,
-    counts: &mut Counts,
-    each: &mut dyn FnMut(Vec<Doc>) -> Result<()>,
-) -> Result<()> {
-    let mut chunk = Vec::with_capacity(CHUNK);
-    let mut bytes = 0;
-    let full = |chunk: &Vec<Doc>, bytes: &mut usize| {
-        *bytes += chunk.last().map_or(0, |d| d.text.len());
-        let full = chunk.len() == CHUNK || *bytes >= CHUNK_BYTES;
-        if full {
-            *bytes = 0;
-        }
-        full
-    };
-    match input {
-        Input::Raw(path) => {
-            let mut bad: Vec<BadRecord> = Vec::new();
-            let source = path.display().to_string();
-            read_documents(path, fields, &mut bad, &mut |d| {
-                let mut meta = Map::new();
-                meta.insert("source".into(), Value::String(source.clone()));
-                for (key, value) in [("url", d.url), ("date", d.date)] {
-                    if let Some(value) = value {
-                        meta.insert(key.into(), Value::String(value));
-                    }
-                }
-                chunk.push(Doc {
-                    id: d.id,
-                    text: d.text,
-                    meta,
-                });
-                if full(&chunk, &mut bytes) {
-                    each(std::mem::take(&mut chunk))?;
-                }
-                Ok(())
-            })?;
-            counts.bad_records += bad.len() as u64;
-            counts.bad_examples.extend(
-                bad.iter()
-                    .take(10)
-                    .map(|b| format!("{}: {}", b.at, b.reason)),
-            );
-        }
-        Input::Phase(path) => {
-            let file = File::open(path).map_err(|e| Error::io(path, e))?;
-            for (n, line) in BufReader::new(MultiGzDecoder::new(file))
-                .lines()
-                .enumerate()
-            {
-                let line = line.map_err(|e| Error::io(path, e))?;
-                let bad = || Error::format(path, format!("line {}: not a document record", n + 1));
-                let Value::Object(mut record) = serde_json::from_str(&line).map_err(|_| bad())?
-                else {
-                    return Err(bad());
-                };
-                let text = record
-                    .remove("text")
-                    .and_then(|v| v.as_str().map(String::from));
-                let id = record
-                    .remove("id")
-                    .and_then(|v| v.as_str().map(String::from));
-                let (Some(text), Some(id)) = (text, id) else {
-                    return Err(bad());
-                };
-                chunk.push(Doc {
-                    id,
-                    text,
-                    meta: record,
-                });
-                if full(&chunk, &mut bytes) {
-                    each(std::mem::take(&mut chunk))?;
-                }
-            }
-        }
-    }
-    if !chunk.is_empty() {
-        each(chunk)?;
-    }
-    Ok(())
-}
-
 /// What a corpus stage decided in its first pass.
 enum Decisions {
     /// Nothing to decide.
@@ -568,60 +424,6 @@ fn process(doc: &mut Doc, index: u64, phase: &Phase, decide: &Decisions) -> (Ver
         }
     }
     (Verdict::Keep, lines)
-}
-
-/// A gzipped JSONL file written to a temporary name and renamed when finished.
-struct JsonlGz {
-    tmp: PathBuf,
-    path: PathBuf,
-    writer: GzEncoder<std::io::BufWriter<File>>,
-}
-
-impl JsonlGz {
-    fn create(path: &Path, level: u32) -> Result<JsonlGz> {
-        let tmp = path.with_extension("tmp");
-        let file = File::create(&tmp).map_err(|e| Error::io(&tmp, e))?;
-        let writer = GzEncoder::new(
-            std::io::BufWriter::new(file),
-            flate2::Compression::new(level),
-        );
-        Ok(JsonlGz {
-            tmp,
-            path: path.to_path_buf(),
-            writer,
-        })
-    }
-
-    /// Writes `doc` as `{"id", "text", meta…}` plus `extra`.
-    fn write(&mut self, doc: Doc, extra: Option<(&str, &str)>) -> Result<()> {
-        let mut record = Map::new();
-        record.insert("id".into(), Value::String(doc.id));
-        record.insert("text".into(), Value::String(doc.text));
-        record.extend(doc.meta);
-        if let Some((key, value)) = extra {
-            record.insert(key.into(), Value::String(value.into()));
-        }
-        serde_json::to_writer(&mut self.writer, &record)
-            .map_err(|e| Error::format(&self.path, e.to_string()))?;
-        self.writer
-            .write_all(b"\n")
-            .map_err(|e| Error::io(&self.path, e))
-    }
-
-    fn finish(self) -> Result<()> {
-        self.writer
-            .finish()
-            .and_then(|mut w| w.flush())
-            .map_err(|e| Error::io(&self.tmp, e))?;
-        std::fs::rename(&self.tmp, &self.path).map_err(|e| Error::io(&self.path, e))
-    }
-}
-
-/// Where pass 2 writes one file's documents: the kept ones, and (`[output] removed = true`) the
-/// removed ones with the reason in `removed_by`.
-struct Outputs {
-    kept: PathBuf,
-    removed: Option<PathBuf>,
 }
 
 /// Pass 2 for one file: reads, decides, writes the kept (and removed) documents, atomically.

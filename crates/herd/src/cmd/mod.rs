@@ -3,7 +3,6 @@
 pub mod average;
 pub mod bench;
 pub mod chat;
-pub mod curate;
 pub mod data;
 pub mod dpo;
 pub mod fetch;
@@ -11,7 +10,6 @@ pub mod generate;
 pub mod plot;
 pub mod posttrain;
 pub mod pretrain;
-pub mod report;
 pub mod rm;
 pub mod rs;
 pub mod score;

@@ -29,32 +29,9 @@ use html5ever::tendril::TendrilSink;
 use scraper::{Html, HtmlTreeSink, Node};
 use std::collections::HashMap;
 
-/// Tags whose subtrees never hold main text.
-const SKIPPED: [&str; 23] = [
-    "script",
-    "style",
-    "template",
-    "rt",
-    "rp",
-    "figcaption",
-    "svg",
-    "canvas",
-    "iframe",
-    "object",
-    "embed",
-    "form",
-    "button",
-    "select",
-    "option",
-    "input",
-    "textarea",
-    "label",
-    "nav",
-    "aside",
-    "footer",
-    "head",
-    "dialog",
-];
+use boilerplate::{is_skipped, name_parts, names_match, CONTENT, SKIPPED};
+
+mod boilerplate;
 
 /// Tags that start a block of their own.
 const BLOCKS: [&str; 27] = [
@@ -87,53 +64,6 @@ const BLOCKS: [&str; 27] = [
     "body",
 ];
 
-/// Class or id words that mark boilerplate, as any part of a name (`tl-ad-heading`).
-const BOILERPLATE: [&str; 37] = [
-    "nav",
-    "navbar",
-    "navigation",
-    "menu",
-    "footer",
-    "sidebar",
-    "comment",
-    "comments",
-    "cookie",
-    "cookies",
-    "consent",
-    "banner",
-    "advert",
-    "advertisement",
-    "ads",
-    "ad",
-    "sponsor",
-    "promo",
-    "share",
-    "sharing",
-    "social",
-    "related",
-    "breadcrumb",
-    "breadcrumbs",
-    "subscribe",
-    "newsletter",
-    "popup",
-    "modal",
-    "skip",
-    "masthead",
-    "toolbar",
-    "pagination",
-    "pager",
-    "login",
-    "signup",
-    "disqus",
-    "recommended",
-];
-
-/// Class or id words that mark the content (the last three only weigh a container more; they
-/// do not overrule a boilerplate word).
-const CONTENT: [&str; 9] = [
-    "content", "article", "post", "entry", "story", "blog", "text", "body", "main",
-];
-
 /// Characters from which a link-free block outside the main container is kept too (an article
 /// split over several containers, a teaser above the body).
 const SUBSTANTIAL: usize = 100;
@@ -163,153 +93,6 @@ struct Context {
     in_link: bool,
     in_article: bool,
 }
-
-/// The class names and id of an element, lower case, each split at `-` and `_` — leaving out
-/// state and modifier names (`is-open`, `has-ads`, `js-…`, BEM `block--modifier`), which say
-/// what an element has rather than what it is. With `id` false the id is left out.
-fn name_parts(el: &scraper::node::Element, id: bool) -> Vec<Vec<String>> {
-    let mut names = Vec::new();
-    let id = if id { el.attr("id") } else { None };
-    for value in [el.attr("class"), id].into_iter().flatten() {
-        for name in value.split_whitespace() {
-            let name = name.to_ascii_lowercase();
-            if name.contains("--") || ["is-", "has-", "js-"].iter().any(|p| name.starts_with(p)) {
-                continue;
-            }
-            names.push(
-                name.split(['-', '_'])
-                    .filter(|p| !p.is_empty())
-                    .map(str::to_string)
-                    .collect(),
-            );
-        }
-    }
-    names
-}
-
-/// Whether a name's first or last part is one of `words`.
-fn names_match(names: &[Vec<String>], words: &[&str]) -> bool {
-    names.iter().any(|parts| {
-        [parts.first(), parts.last()]
-            .into_iter()
-            .flatten()
-            .any(|p| words.contains(&p.as_str()))
-    })
-}
-
-/// Parts of class or id names that mark boilerplate wherever they occur in the name
-/// (`jp-relatedposts`, `sharedaddy`, `kommentarModul`, `wp-caption-text`, `postmetadata`,
-/// `author-bio`, `entryfooter`, `post-ratings`, `kastenBox`; `werbung` and `anzeige` are German
-/// for advertisement).
-const BOILERPLATE_STEMS: [&str; 21] = [
-    "related",
-    "share",
-    "sharing",
-    "social",
-    "comment",
-    "kommentar",
-    "breadcrumb",
-    "newsletter",
-    "caption",
-    "credit",
-    "copyright",
-    "meta",
-    "author",
-    "rating",
-    "tags",
-    "notice",
-    "infobox",
-    "kasten",
-    "footer",
-    "werbung",
-    "anzeige",
-];
-
-/// Whether a name holds a boilerplate stem while no other name of the element is a content
-/// name (first or last part a content word, no stem).
-fn boilerplate_names(names: &[Vec<String>]) -> bool {
-    let stem = |parts: &Vec<String>| {
-        parts
-            .iter()
-            .any(|p| BOILERPLATE_STEMS.iter().any(|s| p.contains(s)))
-    };
-    let content = |parts: &Vec<String>| {
-        !stem(parts) && names_match(std::slice::from_ref(parts), &CONTENT[..CONTENT.len() - 3])
-    };
-    names.iter().any(stem) && !names.iter().any(content)
-}
-
-/// Whether a subtree holds a link (`<a href>`).
-fn links_elsewhere(node: NodeRef<Node>) -> bool {
-    node.descendants().any(|d| {
-        d.value()
-            .as_element()
-            .is_some_and(|e| e.name() == "a" && e.attr("href").is_some())
-    })
-}
-
-/// Whether `el` is boilerplate by its tag or attributes (hidden, or a boilerplate class or id).
-/// A boilerplate class or id does not hold when the element has `MAIN_SHARE` of the page's
-/// text outside links: themes wrap the article in `sidebar-wrapper` or `for_sidebar` too.
-fn is_skipped(node: NodeRef<Node>, in_article: bool, text_share: f64) -> bool {
-    let Node::Element(el) = node.value() else {
-        return false;
-    };
-    let name = el.name();
-    let page_part = matches!(name, "header" | "aside" | "nav" | "footer" | "form");
-    if page_part && text_share >= MAIN_SHARE {
-        return false;
-    }
-    if SKIPPED.contains(&name) || (name == "header" && !in_article) {
-        return true;
-    }
-    if el.attr("hidden").is_some() || el.attr("aria-hidden") == Some("true") {
-        return true;
-    }
-    let style = el
-        .attr("style")
-        .unwrap_or("")
-        .replace(' ', "")
-        .to_ascii_lowercase();
-    if style.contains("display:none") || style.contains("visibility:hidden") {
-        return true;
-    }
-    if matches!(name, "body" | "html" | "article" | "main") {
-        return false;
-    }
-    // A section that opens with a heading is named after it (`id="sharing-a-repository"`, as
-    // documentation generators and wikis do): its id says nothing about boilerplate.
-    let titled = node
-        .children()
-        .find_map(|c| c.value().as_element().map(|e| e.name()))
-        .is_some_and(|first| matches!(first, "h1" | "h2" | "h3" | "h4" | "h5" | "h6"));
-    let names = name_parts(el, !titled);
-    // A teaser that links elsewhere summarises another page; one without a link is the
-    // article's own lead.
-    let teaser = names.iter().flatten().any(|p| p.contains("teaser"));
-    if teaser && text_share < MAIN_SHARE && links_elsewhere(node) {
-        return true;
-    }
-    // `widget` opens the names of sidebar boxes (`widget_text`); page builders end the names of
-    // content boxes with it (`elementor-widget`).
-    let widget = names
-        .iter()
-        .any(|parts| parts.first().is_some_and(|p| p == "widget"));
-    let boilerplate = names
-        .iter()
-        .flatten()
-        .any(|p| BOILERPLATE.contains(&p.as_str()));
-    (boilerplate || widget)
-        && !names_match(&names, &CONTENT[..CONTENT.len() - 3])
-        && (text_share < MAIN_SHARE || names_match(&names, &ALWAYS_BOILERPLATE))
-        || boilerplate_names(&names) && text_share < MAIN_SHARE
-}
-
-/// Share of the page's text from which a boilerplate class or id is not believed.
-const MAIN_SHARE: f64 = 0.4;
-
-/// Class or id words believed whatever the element holds (comment threads are long).
-const ALWAYS_BOILERPLATE: [&str; 5] = ["comment", "comments", "disqus", "cookie", "consent"];
 
 /// Elements nested deeper than this are read as if they were inline (their text joins the
 /// block around them): browsers cap the depth of the tree the same way (Blink at 512), and the
@@ -557,38 +340,9 @@ fn push_collapsed(out: &mut String, text: &str) {
     }
 }
 
-/// A page's bytes as text in its encoding: BOM, then the first `<meta charset>` /
-/// `http-equiv` in the first 4 KB that names an encoding, else UTF-8, else Windows-1252.
-pub fn decode(bytes: &[u8]) -> String {
-    if let Some((encoding, bom)) = encoding_rs::Encoding::for_bom(bytes) {
-        return encoding
-            .decode_without_bom_handling(&bytes[bom..])
-            .0
-            .into_owned();
-    }
-    let head = String::from_utf8_lossy(&bytes[..bytes.len().min(4096)]).to_ascii_lowercase();
-    // Only `<meta>` tags declare the page's encoding (`<script charset>` is the script's).
-    let declared = head.split("<meta").skip(1).find_map(|tag| {
-        let tag = &tag[..tag.find('>').unwrap_or(tag.len())];
-        let rest = tag[tag.find("charset=")? + 8..].trim_start_matches(['"', '\'', ' ']);
-        let end = rest
-            .find(|c: char| !(c.is_ascii_alphanumeric() || c == '-' || c == '_'))
-            .unwrap_or(rest.len());
-        encoding_rs::Encoding::for_label(&rest.as_bytes()[..end])
-    });
-    match (declared, std::str::from_utf8(bytes)) {
-        (_, Ok(text)) if declared.is_none_or(|e| e == encoding_rs::UTF_8) => text.to_string(),
-        (Some(encoding), _) => encoding.decode_without_bom_handling(bytes).0.into_owned(),
-        (None, _) => encoding_rs::WINDOWS_1252
-            .decode_without_bom_handling(bytes)
-            .0
-            .into_owned(),
-    }
-}
-
 /// The main text of an HTML page (bytes in any declared encoding).
 pub fn extract(html: &[u8]) -> String {
-    extract_str(&decode(html))
+    extract_str(&crate::charset::decode(html))
 }
 
 /// The main text of an HTML page already decoded.
@@ -740,29 +494,5 @@ mod tests {
         page.push_str("</body></html>");
         let text = extract_str(&page);
         assert!(text.contains("The river flooded the valley"), "{text:?}");
-    }
-
-    #[test]
-    fn encodings_are_honoured() {
-        let latin1 = b"<html><head><meta charset=\"iso-8859-1\"></head><body><p>Br\xfcnnen, K\xf6ln, und so weiter, und so fort.</p></body></html>";
-        assert!(extract(latin1).contains("Brünnen, Köln"));
-        // A script's charset is the script's; the page's is in <meta>.
-        let mut gbk = b"<html><head><script src=\"a.js\" charset=\"utf-8\"></script>\
-            <meta http-equiv=\"Content-Type\" content=\"text/html; charset=gb2312\"></head><body><p>"
-            .to_vec();
-        gbk.extend(
-            encoding_rs::GBK
-                .encode("一个约定，信守15年，感人至深；一段真情，延续15年。")
-                .0
-                .iter(),
-        );
-        gbk.extend(b"</p></body></html>");
-        assert!(
-            extract(&gbk).contains("一个约定，信守15年"),
-            "{}",
-            extract(&gbk)
-        );
-        let utf8 = "<p>Grüße aus Köln, mit vielen Grüßen, und so weiter.</p>".as_bytes();
-        assert!(extract(utf8).contains("Grüße aus Köln"));
     }
 }

@@ -1,6 +1,9 @@
 //! `herd data …`: curation commands. `tokenize` turns documents into the token shards that
 //! `herd pretrain` reads.
 
+pub mod report;
+pub mod run;
+
 use std::path::PathBuf;
 
 use anyhow::Result;
@@ -18,10 +21,10 @@ pub enum Command {
     /// URL block lists, main-text extraction, language id, Gopher quality and repetition
     /// filters, dirty words, PII redaction, URL/exact/MinHash/line de-duplication, token-KL
     /// outliers, a quality classifier; resumable, shardable with --tasks/--rank.
-    Run(super::curate::Args),
+    Run(run::Args),
     /// What a curation run removed (by stage and reason) and what it kept (length, language,
     /// quality), as a table and a PNG.
-    Report(super::report::Args),
+    Report(report::Args),
     /// Print the main text of HTML pages (like trafilatura's command line): navigation, ads,
     /// footers and banners dropped; headings, paragraphs, lists, tables and code as plain text.
     Extract(ExtractArgs),
@@ -52,7 +55,7 @@ pub struct ClassifierArgs {
     #[arg(long, default_value = "text")]
     text_field: String,
     /// Share of examples held out for the accuracy (chosen by a hash of the text).
-    #[arg(long, default_value_t = 0.1, value_parser = super::values::fraction)]
+    #[arg(long, default_value_t = 0.1, value_parser = crate::cmd::values::fraction)]
     held_out: f64,
     /// Embedding size, epochs, learning rate, word n-grams, buckets, seed (TOML keys of
     /// herd_data::classifier::ClassifierConfig, e.g. `epochs=10`).
@@ -78,7 +81,7 @@ pub struct LangidArgs {
     #[arg(long, short)]
     model: Option<PathBuf>,
     /// Languages per line.
-    #[arg(long, short, default_value_t = 1, value_parser = super::values::count)]
+    #[arg(long, short, default_value_t = 1, value_parser = crate::cmd::values::count)]
     k: usize,
 }
 
@@ -115,9 +118,9 @@ pub fn run(command: Command) -> Result<()> {
     match command {
         Command::Tokenize(args) => tokenize(args),
         Command::Langid(args) => langid(args),
-        Command::Run(args) => super::curate::run_pipeline(args),
+        Command::Run(args) => run::run_pipeline(args),
         Command::Extract(args) => extract(args),
-        Command::Report(args) => super::report::run(args),
+        Command::Report(args) => report::run(args),
         Command::TrainClassifier(args) => train_classifier(args),
     }
 }
@@ -200,7 +203,7 @@ fn train_classifier(args: ClassifierArgs) -> Result<()> {
         })?;
     }
     bad.append(&mut missing);
-    super::report_bad_records(&bad);
+    crate::cmd::report_bad_records(&bad);
     eprintln!(
         "{} training and {} held-out examples",
         train_set.len(),
@@ -312,7 +315,7 @@ fn tokenize(args: TokenizeArgs) -> Result<()> {
     let summary = tokenize_files(&files, &tokenizer, staged.path(), &options)?;
     staged.commit()?;
     bar.finish_and_clear();
-    super::report_bad_records(&summary.bad);
+    crate::cmd::report_bad_records(&summary.bad);
     eprintln!(
         "{} documents, {} tokens in {} shards under {} ({:.1} s)",
         summary.documents,

@@ -15,7 +15,7 @@ pub struct Args {
     /// recipes/curate-*.toml).
     pipeline: PathBuf,
     /// Split the input files into this many tasks (a Slurm array's size).
-    #[arg(long, default_value_t = 1, env = "SLURM_ARRAY_TASK_COUNT", value_parser = super::values::count)]
+    #[arg(long, default_value_t = 1, env = "SLURM_ARRAY_TASK_COUNT", value_parser = crate::cmd::values::count)]
     tasks: usize,
     /// This task, 0-based (a Slurm array's task id).
     #[arg(long, default_value_t = 0, env = "SLURM_ARRAY_TASK_ID")]

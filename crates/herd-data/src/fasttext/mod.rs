@@ -14,6 +14,11 @@ use std::io::Read;
 use std::path::Path;
 
 use crate::error::{Error, Result};
+use matrix::{Matrix, Reader};
+pub(crate) use write::{write_supervised, Dictionary};
+
+mod matrix;
+mod write;
 
 const MAGIC: i32 = 793_712_314;
 const VERSION: i32 = 12;
@@ -42,68 +47,6 @@ fn std_log(x: f32) -> f32 {
     (f64::from(x) + 1e-5).ln() as f32
 }
 
-/// Little-endian reads with the file name in errors.
-struct Reader<'a> {
-    bytes: &'a [u8],
-    at: usize,
-    path: &'a Path,
-}
-
-impl Reader<'_> {
-    fn take(&mut self, n: usize) -> Result<&[u8]> {
-        if n > self.bytes.len() - self.at {
-            return Err(Error::format(
-                self.path,
-                format!(
-                    "truncated fastText model: needs {n} bytes at offset {}",
-                    self.at
-                ),
-            ));
-        }
-        self.at += n;
-        Ok(&self.bytes[self.at - n..self.at])
-    }
-    fn i32(&mut self) -> Result<i32> {
-        Ok(i32::from_le_bytes(
-            self.take(4)?.try_into().expect("4 bytes"),
-        ))
-    }
-    fn i64(&mut self) -> Result<i64> {
-        Ok(i64::from_le_bytes(
-            self.take(8)?.try_into().expect("8 bytes"),
-        ))
-    }
-    fn f64(&mut self) -> Result<f64> {
-        Ok(f64::from_le_bytes(
-            self.take(8)?.try_into().expect("8 bytes"),
-        ))
-    }
-    fn u8(&mut self) -> Result<u8> {
-        Ok(self.take(1)?[0])
-    }
-    fn f32s(&mut self, n: usize) -> Result<Vec<f32>> {
-        let bytes = n.checked_mul(4).ok_or_else(|| {
-            Error::format(
-                self.path,
-                format!("a matrix of {n} values at offset {}", self.at),
-            )
-        })?;
-        Ok(self
-            .take(bytes)?
-            .chunks_exact(4)
-            .map(|c| f32::from_le_bytes(c.try_into().expect("4 bytes")))
-            .collect())
-    }
-    fn size(&mut self, what: &str) -> Result<usize> {
-        let v = self.i64()?;
-        usize::try_from(v).map_err(|_| Error::format(self.path, format!("negative {what}: {v}")))
-    }
-    fn count(&mut self, what: &str) -> Result<usize> {
-        let v = self.i32()?;
-        usize::try_from(v).map_err(|_| Error::format(self.path, format!("negative {what}: {v}")))
-    }
-}
-
 /// The hyper-parameters stored in the file that prediction needs.
 #[derive(Debug, Clone)]
 struct Args {
@@ -122,164 +65,6 @@ enum Loss {
     NegativeSampling,
     Softmax,
     OneVsAll,
-}
-
-/// A product quantizer: per subspace, 256 centroids.
-struct ProductQuantizer {
-    nsubq: usize,
-    dsub: usize,
-    lastdsub: usize,
-    centroids: Vec<f32>,
-}
-
-impl ProductQuantizer {
-    fn read(r: &mut Reader) -> Result<ProductQuantizer> {
-        let dim = r.count("quantizer dim")?;
-        let nsubq = r.count("subquantizers")?;
-        let dsub = r.count("subspace dim")?;
-        let lastdsub = r.count("last subspace dim")?;
-        let centroids = r.f32s(dim.saturating_mul(KSUB))?;
-        if nsubq == 0
-            || dsub == 0
-            || lastdsub == 0
-            || (nsubq - 1)
-                .checked_mul(dsub)
-                .and_then(|n| n.checked_add(lastdsub))
-                != Some(dim)
-        {
-            return Err(Error::format(
-                r.path,
-                format!(
-                    "product quantizer of dimension {dim} with {nsubq} subspaces of {dsub} (last {lastdsub}): the subspaces must cover the dimension"
-                ),
-            ));
-        }
-        Ok(ProductQuantizer {
-            nsubq,
-            dsub,
-            lastdsub,
-            centroids,
-        })
-    }
-
-    fn centroid(&self, m: usize, i: u8) -> &[f32] {
-        let i = usize::from(i);
-        if m == self.nsubq - 1 {
-            let at = m * KSUB * self.dsub + i * self.lastdsub;
-            &self.centroids[at..at + self.lastdsub]
-        } else {
-            let at = (m * KSUB + i) * self.dsub;
-            &self.centroids[at..at + self.dsub]
-        }
-    }
-}
-
-/// A matrix as fastText stores it: dense rows, or product-quantized codes with optional
-/// quantized norms.
-enum Matrix {
-    Dense {
-        cols: usize,
-        data: Vec<f32>,
-    },
-    Quantized {
-        codes: Vec<u8>,
-        pq: ProductQuantizer,
-        norms: Option<(Vec<u8>, ProductQuantizer)>,
-    },
-}
-
-impl Matrix {
-    fn read_dense(r: &mut Reader) -> Result<(Matrix, usize, usize)> {
-        let rows = r.size("rows")?;
-        let cols = r.size("columns")?;
-        let data = r.f32s(rows.saturating_mul(cols))?;
-        Ok((Matrix::Dense { cols, data }, rows, cols))
-    }
-
-    fn read_quantized(r: &mut Reader) -> Result<(Matrix, usize, usize)> {
-        let qnorm = r.u8()? != 0;
-        let rows = r.size("rows")?;
-        let cols = r.size("columns")?;
-        let codesize = r.count("code size")?;
-        let codes = r.take(codesize)?.to_vec();
-        let pq = ProductQuantizer::read(r)?;
-        if (pq.nsubq - 1) * pq.dsub + pq.lastdsub != cols {
-            return Err(Error::format(
-                r.path,
-                "the quantizer does not cover the columns",
-            ));
-        }
-        if Some(codes.len()) != rows.checked_mul(pq.nsubq) {
-            return Err(Error::format(
-                r.path,
-                format!(
-                    "{} codes for {rows} rows of {} subspaces",
-                    codes.len(),
-                    pq.nsubq
-                ),
-            ));
-        }
-        let norms = if qnorm {
-            let codes = r.take(rows)?.to_vec();
-            let npq = ProductQuantizer::read(r)?;
-            if npq.nsubq != 1 || npq.lastdsub != 1 {
-                return Err(Error::format(
-                    r.path,
-                    "the norm quantizer must be one value per row",
-                ));
-            }
-            Some((codes, npq))
-        } else {
-            None
-        };
-        Ok((Matrix::Quantized { codes, pq, norms }, rows, cols))
-    }
-
-    fn norm(norms: &Option<(Vec<u8>, ProductQuantizer)>, row: usize) -> f32 {
-        norms
-            .as_ref()
-            .map_or(1.0, |(codes, npq)| npq.centroid(0, codes[row])[0])
-    }
-
-    /// `x += row` (times its quantized norm).
-    fn add_row(&self, x: &mut [f32], row: usize) {
-        match self {
-            Matrix::Dense { cols, data } => {
-                for (x, v) in x.iter_mut().zip(&data[row * cols..(row + 1) * cols]) {
-                    *x += v;
-                }
-            }
-            Matrix::Quantized { codes, pq, norms } => {
-                let alpha = Self::norm(norms, row);
-                let code = &codes[pq.nsubq * row..pq.nsubq * (row + 1)];
-                for (m, &c) in code.iter().enumerate() {
-                    for (n, v) in pq.centroid(m, c).iter().enumerate() {
-                        x[m * pq.dsub + n] += alpha * v;
-                    }
-                }
-            }
-        }
-    }
-
-    /// `row · x`.
-    fn dot_row(&self, x: &[f32], row: usize) -> f32 {
-        match self {
-            Matrix::Dense { cols, data } => data[row * cols..(row + 1) * cols]
-                .iter()
-                .zip(x)
-                .fold(0.0f32, |acc, (v, x)| acc + v * x),
-            Matrix::Quantized { codes, pq, norms } => {
-                let code = &codes[pq.nsubq * row..pq.nsubq * (row + 1)];
-                let mut res = 0.0f32;
-                for (m, &c) in code.iter().enumerate() {
-                    for (n, v) in pq.centroid(m, c).iter().enumerate() {
-                        res += x[m * pq.dsub + n] * v;
-                    }
-                }
-                res * Self::norm(norms, row)
-            }
-        }
-    }
 }
 
 /// A node of the hierarchical softmax's Huffman tree.
@@ -634,78 +419,6 @@ impl FastTextModel {
         );
         self.search(k, n.right as usize, score + std_log(f), best, hidden);
     }
-}
-
-/// What a supervised model file holds besides its weights.
-pub(crate) struct Dictionary<'a> {
-    /// Words (with `</s>`) then labels, each `(text, count)`.
-    pub words: &'a [(String, i64)],
-    /// Labels (`__label__…`), each `(text, count)`.
-    pub labels: &'a [(String, i64)],
-    /// Embedding size.
-    pub dim: usize,
-    /// Word n-gram length (1: words only).
-    pub word_ngrams: i32,
-    /// Hash buckets of the word n-grams.
-    pub bucket: i32,
-    /// Training epochs (recorded only).
-    pub epochs: i32,
-}
-
-/// The bytes of a fastText supervised softmax model without character n-grams (`minn` =
-/// `maxn` = 0): `input` is `(words + bucket) × dim`, `output` `labels × dim`, row-major. fastText
-/// itself reads the file; so does [`FastTextModel::from_bytes`].
-pub(crate) fn write_supervised(dict: &Dictionary, input: &[f32], output: &[f32]) -> Vec<u8> {
-    let mut out = Vec::new();
-    let i32s = |out: &mut Vec<u8>, v: &[i32]| v.iter().for_each(|x| out.extend(x.to_le_bytes()));
-    i32s(&mut out, &[MAGIC, VERSION]);
-    // dim, ws, epoch, minCount, neg, wordNgrams, loss (softmax), model (supervised), bucket,
-    // minn, maxn, lrUpdateRate, then t.
-    let dim = dict.dim as i32;
-    i32s(
-        &mut out,
-        &[
-            dim,
-            5,
-            dict.epochs,
-            1,
-            5,
-            dict.word_ngrams,
-            3,
-            3,
-            dict.bucket,
-            0,
-            0,
-            100,
-        ],
-    );
-    out.extend(1e-4f64.to_le_bytes());
-    let size = (dict.words.len() + dict.labels.len()) as i32;
-    i32s(
-        &mut out,
-        &[size, dict.words.len() as i32, dict.labels.len() as i32],
-    );
-    let ntokens: i64 = dict.words.iter().map(|w| w.1).sum();
-    out.extend(ntokens.to_le_bytes());
-    out.extend((-1i64).to_le_bytes());
-    for (entries, kind) in [(dict.words, 0u8), (dict.labels, 1u8)] {
-        for (text, count) in entries {
-            out.extend(text.as_bytes());
-            out.push(0);
-            out.extend(count.to_le_bytes());
-            out.push(kind);
-        }
-    }
-    for (quant, rows, data) in [
-        (0u8, dict.words.len() + dict.bucket as usize, input),
-        (0u8, dict.labels.len(), output),
-    ] {
-        out.push(quant);
-        out.extend((rows as i64).to_le_bytes());
-        out.extend((dict.dim as i64).to_le_bytes());
-        data.iter().for_each(|v| out.extend(v.to_le_bytes()));
-    }
-    out
 }
 
 /// Keeps the `k` highest-scoring entries (a new entry that ties the worst is kept and the

@@ -166,7 +166,7 @@ fn draw(
     languages: &[(String, u64)],
     out: &Path,
 ) -> Result<()> {
-    super::plot::register_font()?;
+    crate::cmd::plot::register_font()?;
     let root = BitMapBackend::new(out, (1200, 900)).into_drawing_area();
     root.fill(&WHITE)?;
     let panels = root.split_evenly((2, 2));
