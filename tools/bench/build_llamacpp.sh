@@ -22,7 +22,7 @@ DIR=${1:-/work/peers}
 VERSION=${LLAMA_CPP_PYTHON_VERSION:-0.3.36}
 JOBS=${JOBS:-2}
 PY=${PYTHON:-python3}
-TARGETS=(llama-bench llama-simple llama-quantize llama-tokenize llama)
+TARGETS=(llama-bench llama-simple llama-quantize llama-tokenize llama-perplexity llama)
 
 log() { echo "[build_llamacpp] $*" >&2; }
 

@@ -3,7 +3,7 @@
 # shape at the peer's batch (tiny: 8 × 256 tokens, small: 4 × 512), f32, AdamW, 2 threads.
 #   tools/bench/train_side_by_side.sh tiny|small [PYTHON]
 # PYTHON has torch + transformers (tools/bench/requirements-train.txt). herd runs
-# tools/bench/recipes/SHAPE.toml on data/tiny (made by tools/quickstart.sh); PyTorch runs
+# tools/bench/recipes/<shape>.toml (tiny, small) on data/tiny (made by tools/quickstart.sh); PyTorch runs
 # tools/bench/train_peer.py on random tokens of the same shape. 3 warm-up steps are excluded
 # on both sides; the FLOP count is the same formula on both sides.
 set -euo pipefail

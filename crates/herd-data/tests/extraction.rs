@@ -2,7 +2,7 @@
 //! with trafilatura's protocol (`tests/eval_common.py`): whitespace runs collapsed in text and
 //! snippets; a `with` snippet found is a true positive, else a false negative; a `without`
 //! snippet found is a false positive, else a true negative. The side-by-side comparison with
-//! trafilatura itself is `tools/bench/extract_side_by_side.sh` (docs/BENCHMARKS.md); this test
+//! trafilatura itself is `tools/bench/extract_side_by_side.py` (docs/BENCHMARKS.md); this test
 //! guards herd's own score against regressions.
 
 use std::io::Read;

@@ -1,11 +1,12 @@
 //! herd-infer: running herd models. Loading a model path with its tokenizer ([`loader`]),
-//! sampling ([`sampling`]), generation on the KV cache ([`generate`]), scoring ([`score`]) and
-//! speed measurement ([`bench`]).
+//! sampling ([`sampling`]), generation on the KV cache ([`generate`]), scoring ([`score`]),
+//! perplexity as llama.cpp computes it ([`perplexity`]) and speed measurement ([`bench`]).
 
 pub mod batch;
 pub mod bench;
 pub mod generate;
 pub mod loader;
+pub mod perplexity;
 pub mod sampling;
 pub mod score;
 

@@ -170,9 +170,15 @@ impl Tokenizer {
 
     /// Encodes `text` as the start of a sequence: with BOS when the model expects one.
     pub fn encode_prompt(&self, text: &str, allow_special: bool) -> Result<Vec<u32>> {
-        let mut ids: Vec<u32> = self.bos.filter(|_| self.add_bos).into_iter().collect();
+        let mut ids: Vec<u32> = self.prompt_bos().into_iter().collect();
         ids.extend(self.encode(text, allow_special)?);
         Ok(ids)
+    }
+
+    /// The BOS id a prompt starts with, when the tokenizer adds one (Llama 3 does; most
+    /// byte-level GGUF vocabularies do not).
+    pub fn prompt_bos(&self) -> Option<u32> {
+        self.bos.filter(|_| self.add_bos)
     }
 
     /// Decodes ids to text; special tokens appear as their text, invalid UTF-8 as U+FFFD.

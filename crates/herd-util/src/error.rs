@@ -17,7 +17,11 @@ pub enum FileError {
     },
     /// The content is not what it should be (the message says where: line, record, offset,
     /// tensor).
-    #[error("{}: {message}", crate::text::printable_path(path))]
+    #[error(
+        "{}: {}",
+        crate::text::printable_path(path),
+        crate::text::printable(message)
+    )]
     Format {
         /// The file.
         path: PathBuf,
@@ -25,7 +29,11 @@ pub enum FileError {
         message: String,
     },
     /// A setting has a value that makes no sense.
-    #[error("{origin}: {message}")]
+    #[error(
+        "{}: {}",
+        crate::text::printable(origin),
+        crate::text::printable(message)
+    )]
     Setting {
         /// Where it was set: a file and its section (`recipes/tiny.toml [optimizer]`) or a
         /// command-line flag.
@@ -63,3 +71,17 @@ impl FileError {
 
 /// herd-util's result type.
 pub type Result<T> = std::result::Result<T, FileError>;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_from_a_corrupt_file_reach_the_terminal_escaped() {
+        let err = FileError::format("m.gguf", "tensor `\u{1b}[2Jgone` has no data");
+        assert_eq!(
+            err.to_string(),
+            "m.gguf: tensor `\\u{1b}[2Jgone` has no data"
+        );
+    }
+}

@@ -12,9 +12,10 @@ const MI_OPTION_PURGE_DELAY: libmimalloc_sys::mi_option_t = 15;
 
 use clap::{Parser, Subcommand};
 
-/// herd — The Llama 3 Herd of Models as one toolkit: train a vocabulary, tokenize a corpus,
-/// pretrain with the paper's recipe, post-train (SFT, reward model, rejection sampling, DPO), and run, score and benchmark Llama-family models from GGUF
-/// files, Hugging Face folders or Meta checkpoints.
+/// herd — The Llama 3 Herd of Models as one toolkit: curate web data, train a vocabulary,
+/// tokenize a corpus, pretrain with the paper's recipe, post-train (SFT, reward model, rejection
+/// sampling, DPO), and run, score, measure and benchmark Llama-family models from GGUF files,
+/// Hugging Face folders or Meta checkpoints.
 #[derive(Parser)]
 #[command(name = "herd", version, about, long_about = None, propagate_version = true)]
 struct Cli {
@@ -33,6 +34,8 @@ enum Command {
     Chat(cmd::chat::Args),
     /// Log-probability of every token of a text, with top-k alternatives, as JSON.
     Score(cmd::score::Args),
+    /// Perplexity of a text file, computed as llama.cpp's llama-perplexity does.
+    Perplexity(cmd::perplexity::Args),
     /// Turn text into token ids and back.
     #[command(subcommand)]
     Tokens(cmd::tokens::Command),
@@ -41,7 +44,9 @@ enum Command {
     /// Train a byte-level BPE vocabulary in Meta's Llama 3 format.
     #[command(subcommand)]
     Tokenizer(cmd::tokenizer::Command),
-    /// Data curation: documents to token shards.
+    /// Data (paper §3.1): curate web pages and text (`run`, `report`, `extract`, `langid`,
+    /// `train-classifier`) and turn documents into the token shards pretraining reads
+    /// (`tokenize`).
     #[command(subcommand)]
     Data(cmd::data::Command),
     /// Pretrain a Llama 3 model from a recipe (packed documents, AdamW, LR and batch schedules,
@@ -91,6 +96,7 @@ fn main() {
         Command::Generate(args) => cmd::generate::run(args),
         Command::Chat(args) => cmd::chat::run(args),
         Command::Score(args) => cmd::score::run(args),
+        Command::Perplexity(args) => cmd::perplexity::run(args),
         Command::Tokens(command) => cmd::tokens::run(command),
         Command::Bench(args) => cmd::bench::run(args),
         Command::Fetch(args) => cmd::fetch::run(args),

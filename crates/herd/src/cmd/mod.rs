@@ -7,6 +7,7 @@ pub mod data;
 pub mod dpo;
 pub mod fetch;
 pub mod generate;
+pub mod perplexity;
 pub mod plot;
 pub mod posttrain;
 pub mod pretrain;
