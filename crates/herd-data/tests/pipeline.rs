@@ -225,6 +225,14 @@ fn output_of_other_inputs_or_settings_is_never_reused() {
     };
     let first = run(&p, &options, &mut |_| {}).unwrap();
     assert_eq!(first.phases.last().unwrap().1.docs_out, 10);
+    // docs/ holds documents only: a tokenizer or another pipeline takes it as input.
+    for entry in std::fs::read_dir(root.join("out/docs")).unwrap() {
+        let name = entry.unwrap().file_name().to_string_lossy().into_owned();
+        assert!(
+            name.ends_with(".jsonl.gz") && !name.starts_with('.'),
+            "{name}"
+        );
+    }
     // Run again unchanged: the finished files are taken as they are.
     let again = run(&p, &options, &mut |_| {}).unwrap();
     assert_eq!(again.phases, first.phases);

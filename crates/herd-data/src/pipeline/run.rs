@@ -6,6 +6,8 @@
 //! ```text
 //! OUT/docs/RRRRR-FFFFF.jsonl.gz     kept documents of input file F of task R: {"id", "text", meta…}
 //! OUT/counts/RRRRR.json             what each stage removed, for the task
+//! OUT/counts/RRRRR/phase-K/RRRRR-FFFFF.counts.json   what phase K did to file F, and the
+//!                                   fingerprint of what it was made from
 //! OUT/removed/RRRRR-FFFFF.phase-K.jsonl.gz   with `[output] removed = true`: the documents
 //!                                   phase K removed, each with `removed_by` (the reason)
 //! OUT/.work/RRRRR/phase-K/…         the phases before the last (removed when the task is done)
@@ -210,6 +212,15 @@ pub fn run(
             work.join(format!("phase-{k}"))
         }
     };
+    // Per (phase, file) counts live apart from the documents, so `docs/` holds documents only
+    // (a tokenizer or another pipeline reads it as input) and a finished task reruns as a no-op.
+    let counts_of = |k: usize| {
+        pipeline
+            .out
+            .join("counts")
+            .join(&rank)
+            .join(format!("phase-{k}"))
+    };
     let name_of = |f: usize| format!("{rank}-{f:05}");
     let mut summary = Summary {
         files: files.len(),
@@ -222,6 +233,8 @@ pub fn run(
     for (k, phase) in phases.iter().enumerate() {
         let dir = dir_of(k);
         std::fs::create_dir_all(&dir).map_err(|e| Error::io(&dir, e))?;
+        let counts_dir = counts_of(k);
+        std::fs::create_dir_all(&counts_dir).map_err(|e| Error::io(&counts_dir, e))?;
         let inputs: Vec<Input> = (0..files.len())
             .map(|f| match k {
                 0 => Input::Raw(files[f].clone()),
@@ -230,7 +243,7 @@ pub fn run(
             .collect();
         let fingerprint = &phase_fingerprints[k];
         let done: Vec<Option<Counts>> = (0..files.len())
-            .map(|f| read_counts(&counts_path(&dir, &name_of(f)), fingerprint))
+            .map(|f| read_counts(&counts_path(&counts_dir, &name_of(f)), fingerprint))
             .collect::<Result<_>>()?;
         let (decide, offsets) = match phase.corpus {
             Some((_, stage)) if done.iter().any(Option::is_none) => {
@@ -263,7 +276,7 @@ pub fn run(
                         &mut index,
                         &out,
                     )?;
-                    write_counts(&counts_path(&dir, &name), &c, fingerprint)?;
+                    write_counts(&counts_path(&counts_dir, &name), &c, fingerprint)?;
                     c
                 };
                 let mut total = total.lock().expect("counts lock");
