@@ -44,6 +44,15 @@ fn read_docs(dir: &Path) -> Vec<Value> {
     docs
 }
 
+/// Options of a run in one task, resuming what is there.
+fn one_task() -> RunOptions {
+    RunOptions {
+        tasks: 1,
+        rank: 0,
+        overwrite: false,
+    }
+}
+
 fn pipeline(root: &Path, out: &str) -> Pipeline {
     let file = root.join(format!("{out}.toml"));
     std::fs::write(
@@ -78,16 +87,7 @@ fn stages_remove_duplicates_and_boilerplate_and_redact_pii() {
     write_jsonl(&root.join("in/b.jsonl"), &articles[5..]);
     std::fs::write(root.join("in/c.jsonl"), "{\"text\": 1}\nnot json\n").unwrap();
     let p = pipeline(root, "out");
-    let summary = run(
-        &p,
-        &RunOptions {
-            tasks: 1,
-            rank: 0,
-            overwrite: false,
-        },
-        &mut |_| {},
-    )
-    .unwrap();
+    let summary = run(&p, &one_task(), &mut |_| {}).unwrap();
     let docs = read_docs(&root.join("out/docs"));
     assert_eq!(docs.len(), 8, "{docs:#?}");
     let removed = |phase: usize, reason: &str| summary.phases[phase].1.removed.get(reason).copied();
@@ -161,16 +161,7 @@ fn url_dedup_keeps_the_newest_page_and_token_kl_removes_the_outlier() {
     )
     .unwrap();
     let p = Pipeline::load(&file, Path::new("unused.ftz")).unwrap();
-    let summary = run(
-        &p,
-        &RunOptions {
-            tasks: 1,
-            rank: 0,
-            overwrite: false,
-        },
-        &mut |_| {},
-    )
-    .unwrap();
+    let summary = run(&p, &one_task(), &mut |_| {}).unwrap();
     let removed = |phase: usize, reason: &str| summary.phases[phase].1.removed.get(reason).copied();
     // A corpus stage first reads the input itself: no empty phase before it.
     assert_eq!(summary.phases.len(), 2);
@@ -218,11 +209,7 @@ fn output_of_other_inputs_or_settings_is_never_reused() {
     let articles: Vec<String> = (0..10).map(|i| words(i, 100)).collect();
     write_jsonl(&root.join("in/a.jsonl"), &articles);
     let p = pipeline(root, "out");
-    let options = RunOptions {
-        tasks: 1,
-        rank: 0,
-        overwrite: false,
-    };
+    let options = one_task();
     let first = run(&p, &options, &mut |_| {}).unwrap();
     assert_eq!(first.phases.last().unwrap().1.docs_out, 10);
     // docs/ holds documents only: a tokenizer or another pipeline takes it as input.

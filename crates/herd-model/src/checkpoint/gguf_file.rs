@@ -107,9 +107,10 @@ impl<'a> Cursor<'a> {
     fn string(&mut self, what: &str) -> std::result::Result<String, String> {
         let n = self.length(what, 1)?;
         let bytes = self.take(n, what)?;
-        // Some writers end strings with NUL bytes; llama.cpp reads them as part of the text.
-        let trimmed = bytes.strip_suffix(&[0]).unwrap_or(bytes);
-        Ok(String::from_utf8_lossy(trimmed).into_owned())
+        // Some writers end strings with NUL bytes (C strings); they are not part of the text
+        // (as candle's reader, which herd used before, drops them).
+        let end = bytes.iter().rposition(|&b| b != 0).map_or(0, |i| i + 1);
+        Ok(String::from_utf8_lossy(&bytes[..end]).into_owned())
     }
 
     fn value(&mut self, kind: u32, depth: usize) -> std::result::Result<Value, String> {

@@ -37,10 +37,10 @@ pub struct ScoreArgs {
     #[arg(long, short, required = true, num_args = 1..)]
     data: Vec<PathBuf>,
     /// Tokens per packed row; longer sequences are cut.
-    #[arg(long, default_value_t = 2048)]
+    #[arg(long, default_value_t = 2048, value_parser = super::values::count)]
     seq_len: usize,
     /// Sequences per forward pass.
-    #[arg(long, default_value_t = 8)]
+    #[arg(long, default_value_t = 8, value_parser = super::values::count)]
     per_pass: usize,
 }
 

@@ -109,7 +109,7 @@ pub struct TokenizeArgs {
     shard_tokens: u64,
     /// Cut documents at line breaks into documents of about this many bytes (for books and
     /// other long texts, so that training batches mix many of them).
-    #[arg(long)]
+    #[arg(long, value_parser = crate::cmd::values::count)]
     split_chars: Option<usize>,
 }
 
