@@ -97,3 +97,33 @@ pub fn decode(model: &Llama, gen_len: usize, repetitions: usize) -> Result<Throu
     }
     Ok(throughput(gen_len, &seconds))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use candle_core::{DType, Device};
+    use herd_model::LlamaConfig;
+
+    #[test]
+    fn tests_longer_than_the_context_are_refused_before_sizing_a_cache() {
+        let config = LlamaConfig {
+            vocab_size: 64,
+            dim: 32,
+            n_layers: 1,
+            n_heads: 2,
+            n_kv_heads: 1,
+            head_dim: 16,
+            ffn_dim: 64,
+            max_seq_len: 16,
+            ..LlamaConfig::preset("llama3.2-1b").unwrap()
+        };
+        let weights = herd_model::seeded_weights::weights(&config, &Device::Cpu).unwrap();
+        let model = Llama::load(config, &weights, DType::F32, &Device::Cpu).unwrap();
+        let err = prompt_processing(&model, 1 << 30, 1)
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("context of 16"), "{err}");
+        assert!(decode(&model, 17, 1).is_err());
+        assert_eq!(prompt_processing(&model, 16, 1).unwrap().tokens, 16);
+    }
+}

@@ -175,6 +175,51 @@ mod tests {
     use super::*;
 
     #[test]
+    fn values_that_make_no_sense_are_refused_by_name() {
+        assert!(SamplingConfig::default().validate().is_ok());
+        for (config, key) in [
+            (
+                SamplingConfig {
+                    repetition_penalty: 0.0,
+                    ..Default::default()
+                },
+                "repetition_penalty",
+            ),
+            (
+                SamplingConfig {
+                    temperature: f32::NAN,
+                    ..Default::default()
+                },
+                "temperature",
+            ),
+            (
+                SamplingConfig {
+                    temperature: -1.0,
+                    ..Default::default()
+                },
+                "temperature",
+            ),
+            (
+                SamplingConfig {
+                    top_p: 0.0,
+                    ..Default::default()
+                },
+                "top_p",
+            ),
+            (
+                SamplingConfig {
+                    min_p: 1.5,
+                    ..Default::default()
+                },
+                "min_p",
+            ),
+        ] {
+            let err = config.validate().unwrap_err();
+            assert!(err.contains(&format!("`{key}`")), "{err}");
+        }
+    }
+
+    #[test]
     fn greedy_and_filters() {
         let logits = [1.0, 3.0, 2.0, -1.0];
         assert_eq!(
