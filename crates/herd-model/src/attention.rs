@@ -3,9 +3,10 @@
 
 use candle_core::{Result, Tensor};
 
-use crate::cache::KvCache;
+use crate::cache::{KvCache, KvStore};
 use crate::linear::Linear;
 use crate::rope::Rope;
+use crate::sequence::SequenceLayout;
 use crate::softmax::masked_softmax;
 
 /// The four projections of one attention layer and its head counts.
@@ -50,20 +51,64 @@ impl Attention {
             Some((cache, layer)) => cache.append(layer, &k, &v)?,
             None => (k, v),
         };
+        let out = self.attend(&q, &k, &v, input.mask, t)?;
+        crate::trace::record("kqv_out", None, &out);
+        self.wo.forward(&out)
+    }
+
+    /// Scaled, masked attention of the queries `q` (`[b, heads, t, hd]`) over `k`, `v`
+    /// (`[b, kv_heads, kv_len, hd]`); returns `[b, t, heads · hd]`.
+    fn attend(
+        &self,
+        q: &Tensor,
+        k: &Tensor,
+        v: &Tensor,
+        mask: Option<&Tensor>,
+        t: usize,
+    ) -> Result<Tensor> {
+        let b = q.dim(0)?;
+        let (h, kvh, hd) = (self.n_heads, self.n_kv_heads, self.head_dim);
         // The query heads of one group share a KV head: fold the group into the rows.
         let group = h / kvh;
         let q = q.reshape((b, kvh, group * t, hd))?;
         let scores = q.matmul(&k.t()?)?;
         let wide = crate::norm::accumulation_dtype(scores.dtype());
         let scale = 1.0 / (hd as f64).sqrt();
-        let probs =
-            masked_softmax(&scores.to_dtype(wide)?, input.mask, scale, t)?.to_dtype(v.dtype())?;
-        let out = probs.matmul(&v)?; // [b, kvh, group * t, hd]
-        let out = out
-            .reshape((b, h, t, hd))?
+        let probs = masked_softmax(&scores.to_dtype(wide)?, mask, scale, t)?.to_dtype(v.dtype())?;
+        let out = probs.matmul(v)?; // [b, kvh, group * t, hd]
+        out.reshape((b, h, t, hd))?
             .transpose(1, 2)?
-            .reshape((b, t, h * hd))?;
-        crate::trace::record("kqv_out", None, &out);
-        self.wo.forward(&out)
+            .reshape((b, t, h * hd))
+    }
+
+    /// Attention over several sequences at once: `x` (`[1, total, dim]`) holds each sequence's
+    /// new tokens one after another (`spans`: first row and count), `cos`/`sin` their RoPE
+    /// angles. The projections run on all rows together; each sequence attends over its own
+    /// keys and values in `stores`, causally after what they already hold.
+    pub fn forward_spans(
+        &self,
+        x: &Tensor,
+        spans: &[(usize, usize)],
+        (cos, sin): (&Tensor, &Tensor),
+        stores: &mut [&mut dyn KvStore],
+        layer: usize,
+    ) -> Result<Tensor> {
+        let (_, total, _) = x.dims3()?;
+        let (h, kvh, hd) = (self.n_heads, self.n_kv_heads, self.head_dim);
+        let [q, k, v] = Linear::forward_many([&self.wq, &self.wk, &self.wv], x)?;
+        let heads = |y: Tensor, n: usize| y.reshape((1, total, n, hd))?.transpose(1, 2);
+        let q = Rope::apply(&heads(q, h)?, cos, sin)?;
+        let k = Rope::apply(&heads(k, kvh)?, cos, sin)?;
+        let v = heads(v, kvh)?;
+        let mut outs = Vec::with_capacity(spans.len());
+        for (&(row, len), store) in spans.iter().zip(stores.iter_mut()) {
+            let part = |t: &Tensor| t.narrow(2, row, len)?.contiguous();
+            let (keys, values) = store.append(layer, &part(&k)?, &part(&v)?)?;
+            let cached = keys.dim(2)? - len;
+            let wide = crate::norm::accumulation_dtype(q.dtype());
+            let mask = SequenceLayout::causal(1, len, cached).mask(wide, q.device())?;
+            outs.push(self.attend(&part(&q)?, &keys, &values, mask.as_ref(), len)?);
+        }
+        self.wo.forward(&Tensor::cat(&outs, 1)?)
     }
 }

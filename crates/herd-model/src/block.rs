@@ -3,7 +3,7 @@
 use candle_core::{Result, Tensor};
 
 use crate::attention::{Attention, AttentionInput};
-use crate::cache::KvCache;
+use crate::cache::{KvCache, KvStore};
 use crate::feed_forward::FeedForward;
 use crate::norm::RmsNorm;
 use crate::trace::record;
@@ -38,5 +38,24 @@ impl Block {
         let out = (&h + ffn)?;
         trace("l_out", &out);
         Ok(out)
+    }
+
+    /// Applies the block to the new tokens of several sequences at once (see
+    /// [`Attention::forward_spans`]): everything but attention runs on all rows together.
+    pub fn forward_spans(
+        &self,
+        x: &Tensor,
+        spans: &[(usize, usize)],
+        rope: (&Tensor, &Tensor),
+        stores: &mut [&mut dyn KvStore],
+        layer: usize,
+    ) -> Result<Tensor> {
+        let normed = self.attention_norm.forward(x)?;
+        let attention = self
+            .attention
+            .forward_spans(&normed, spans, rope, stores, layer)?;
+        let h = (x + attention)?;
+        let ffn = self.feed_forward.forward(&self.ffn_norm.forward(&h)?)?;
+        &h + ffn
     }
 }

@@ -5,7 +5,7 @@ use candle_core::{DType, Device, Result, Tensor};
 
 use crate::attention::{Attention, AttentionInput};
 use crate::block::Block;
-use crate::cache::KvCache;
+use crate::cache::{KvCache, KvStore};
 use crate::config::LlamaConfig;
 use crate::embedding::Embedding;
 use crate::feed_forward::FeedForward;
@@ -182,6 +182,44 @@ impl Llama {
         let out = self.norm.forward(&x)?;
         crate::trace::record("result_norm", None, &out);
         Ok(out)
+    }
+
+    /// One step of several sequences at once, as a serving engine runs them: sequence `i`
+    /// brings `tokens[i]` (a chunk of its prompt, or its one newest token) following what
+    /// `stores[i]` already holds, which the step appends to. The matrix products run on all the
+    /// step's tokens together; attention runs per sequence over its own keys and values.
+    /// Returns each sequence's final hidden state at its last new token (`[sequences, dim]`).
+    pub fn step(&self, tokens: &[&[u32]], stores: &mut [&mut dyn KvStore]) -> Result<Tensor> {
+        if tokens.len() != stores.len() || tokens.iter().any(|t| t.is_empty()) {
+            candle_core::bail!("a step needs one non-empty token list and one store per sequence");
+        }
+        let mut spans = Vec::with_capacity(tokens.len());
+        let mut positions = Vec::new();
+        let mut all = Vec::new();
+        for (ids, store) in tokens.iter().zip(stores.iter()) {
+            let start = store.len();
+            spans.push((all.len(), ids.len()));
+            positions.extend((start..start + ids.len()).map(|p| p as u32));
+            all.extend_from_slice(ids);
+        }
+        let total = all.len();
+        let (cos, sin) = self.rope.cos_sin(&positions, 1, self.dtype, &self.device)?;
+        let ids = Tensor::new(all.as_slice(), &self.device)?;
+        let mut x = self
+            .embedding
+            .lookup(&ids)?
+            .reshape((1, total, self.config.dim))?;
+        for (l, block) in self.blocks.iter().enumerate() {
+            x = block.forward_spans(&x, &spans, (&cos, &sin), stores, l)?;
+        }
+        let last: Vec<u32> = spans
+            .iter()
+            .map(|(row, len)| (row + len - 1) as u32)
+            .collect();
+        let last = x
+            .squeeze(0)?
+            .index_select(&Tensor::new(last.as_slice(), &self.device)?, 0)?;
+        self.norm.forward(&last)
     }
 
     /// Output logits (f32, or f64 for an f64 model) for hidden states `[..., dim]`.
