@@ -10,15 +10,15 @@ pub trait KvStore {
     /// that layer's keys and values so far (`[1, kv_heads, len, head_dim]`, contiguous).
     fn append(&mut self, layer: usize, k: &Tensor, v: &Tensor) -> Result<(Tensor, Tensor)>;
     /// Tokens stored (the position of the next one).
-    fn len(&self) -> usize;
+    fn stored(&self) -> usize;
 }
 
 impl KvStore for KvCache {
     fn append(&mut self, layer: usize, k: &Tensor, v: &Tensor) -> Result<(Tensor, Tensor)> {
         KvCache::append(self, layer, k, v)
     }
-    fn len(&self) -> usize {
-        KvCache::len(self)
+    fn stored(&self) -> usize {
+        self.len()
     }
 }
 

@@ -197,7 +197,7 @@ impl Llama {
         let mut positions = Vec::new();
         let mut all = Vec::new();
         for (ids, store) in tokens.iter().zip(stores.iter()) {
-            let start = store.len();
+            let start = store.stored();
             spans.push((all.len(), ids.len()));
             positions.extend((start..start + ids.len()).map(|p| p as u32));
             all.extend_from_slice(ids);
