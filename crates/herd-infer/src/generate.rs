@@ -5,11 +5,15 @@
 use std::time::Instant;
 
 use anyhow::{bail, Result};
-use candle_core::{Device, Tensor};
-use herd_model::{KvCache, Llama, SequenceLayout};
+use herd_model::{KvCache, Llama};
 use serde::Serialize;
 
 use crate::sampling::{log_softmax, top_k_logprobs, Sampler, SamplingConfig};
+
+/// Prompt tokens a sequence processes per step: long prompts go through the model in chunks of
+/// this many, here and in the serving engine alike (the chunking decides the arithmetic, so the
+/// two must agree for a request to give the same tokens in both).
+pub const PREFILL_CHUNK: usize = 512;
 
 /// What to generate.
 #[derive(Debug, Clone)]
@@ -86,17 +90,20 @@ impl<'m> Session<'m> {
         &self.tokens
     }
 
-    /// Runs `tokens` after what is cached and returns the logits of the last position.
+    /// Runs `tokens` after what is cached, in chunks of [`PREFILL_CHUNK`] through the same
+    /// batched step the serving engine runs (so a request gives the same tokens here and there),
+    /// and returns the logits of the last position.
     fn feed(&mut self, tokens: &[u32]) -> Result<Vec<f32>> {
-        let device: &Device = self.model.device();
-        let input = Tensor::new(tokens, device)?.unsqueeze(0)?;
-        let layout = SequenceLayout::causal(1, tokens.len(), self.cache.len());
-        let hidden = self
-            .model
-            .hidden_states(&input, &layout, Some(&mut self.cache))?;
-        let last = hidden.narrow(1, tokens.len() - 1, 1)?;
-        let logits = self.model.logits(&last)?.flatten_all()?.to_vec1::<f32>()?;
-        self.tokens.extend_from_slice(tokens);
+        let mut logits = Vec::new();
+        for chunk in tokens.chunks(PREFILL_CHUNK) {
+            let hidden = self.model.step(&[chunk], &mut [&mut self.cache])?;
+            logits = self
+                .model
+                .logits(&hidden)?
+                .flatten_all()?
+                .to_vec1::<f32>()?;
+            self.tokens.extend_from_slice(chunk);
+        }
         Ok(logits)
     }
 

@@ -4,6 +4,7 @@
 
 pub mod batch;
 pub mod bench;
+pub mod engine;
 pub mod generate;
 pub mod loader;
 pub mod perplexity;

@@ -1,0 +1,197 @@
+//! The serving engine against `Session::generate` (what `herd generate` runs): requests of mixed
+//! lengths and settings — greedy, seeded sampling with a repetition penalty, a prompt longer
+//! than a prefill chunk, stop tokens — run concurrently, some joining while others decode, some
+//! cancelled; every finished request's tokens, log-probabilities and ending equal its solo run's,
+//! bit for bit on quantized weights.
+
+use std::sync::Arc;
+
+use candle_core::quantized::{GgmlDType, QTensor};
+use candle_core::{DType, Device};
+use herd_infer::engine::{Engine, EngineConfig, Event, Request};
+use herd_infer::{GenerateConfig, SamplingConfig, Session};
+use herd_model::{seeded_weights, Llama, LlamaConfig, Weight, Weights};
+
+/// A small random model with Q8_0 matrices (what a quantized GGUF gives herd's kernels).
+fn model() -> Llama {
+    let config = LlamaConfig {
+        vocab_size: 128,
+        dim: 64,
+        n_layers: 2,
+        n_heads: 4,
+        n_kv_heads: 2,
+        head_dim: 16,
+        ffn_dim: 128,
+        max_seq_len: 2048,
+        rope_scaling: None,
+        tie_embeddings: false,
+        ..LlamaConfig::preset("llama3.2-1b").unwrap()
+    };
+    let dense = seeded_weights::weights(&config, &Device::Cpu).unwrap();
+    let mut weights = Weights::new("<seeded Q8_0>");
+    for (name, weight) in dense.iter() {
+        let tensor = weight.to_dense(DType::F32).unwrap();
+        let weight = if tensor.rank() == 2 {
+            Weight::Quantized(Arc::new(
+                QTensor::quantize(&tensor, GgmlDType::Q8_0).unwrap(),
+            ))
+        } else {
+            weight.clone()
+        };
+        weights.insert(name.clone(), weight);
+    }
+    Llama::load(config, &weights, DType::F32, &Device::Cpu).unwrap()
+}
+
+fn request(i: u32) -> Request {
+    let len = [5, 40, 1, 17, 600, 9, 3, 120][i as usize % 8];
+    let prompt: Vec<u32> = (0..len).map(|t| (t * 31 + i * 7 + 1) % 128).collect();
+    let sampling = if i % 2 == 0 {
+        SamplingConfig::default()
+    } else {
+        SamplingConfig {
+            temperature: 0.9,
+            top_k: 20,
+            top_p: 0.9,
+            repetition_penalty: 1.3,
+            seed: u64::from(i),
+            ..SamplingConfig::default()
+        }
+    };
+    Request {
+        prompt,
+        config: GenerateConfig {
+            max_tokens: 8 + (i as usize % 5) * 6,
+            sampling,
+            stop_tokens: if i % 3 == 0 { vec![5, 77] } else { vec![] },
+            top_logprobs: 3,
+        },
+    }
+}
+
+/// What a request gives alone: (ids, logprob bits, top ids, stop token).
+type Outcome = (Vec<u32>, Vec<u32>, Vec<Vec<u32>>, Option<u32>);
+
+fn solo(model: &Llama, r: &Request) -> Outcome {
+    let mut session = Session::new(model, (r.prompt.len() + r.config.max_tokens).min(2048));
+    let g = session
+        .generate(&r.prompt, &r.config, |_| Ok(true))
+        .unwrap();
+    (
+        g.tokens.iter().map(|t| t.id).collect(),
+        g.tokens.iter().map(|t| t.logprob.to_bits()).collect(),
+        g.tokens
+            .iter()
+            .map(|t| t.top.iter().map(|p| p.0).collect())
+            .collect(),
+        g.stop_token,
+    )
+}
+
+#[test]
+fn concurrent_requests_give_exactly_their_solo_tokens() {
+    let model = Arc::new(model());
+    let requests: Vec<Request> = (0..24).map(request).collect();
+    let expected: Vec<Outcome> = requests.iter().map(|r| solo(&model, r)).collect();
+    let engine = Engine::start(
+        model.clone(),
+        EngineConfig {
+            max_running: 6,
+            context: 2048,
+            max_waiting: 64,
+            prefill_chunks_per_step: 1,
+        },
+    );
+    let channels: Vec<_> = requests
+        .iter()
+        .map(|r| engine.submit(r.clone()).unwrap())
+        .collect();
+    let mut cancelled = 0;
+    for (i, channel) in channels.into_iter().enumerate() {
+        let (mut ids, mut bits, mut tops, mut stop) = (Vec::new(), Vec::new(), Vec::new(), None);
+        // Every fifth client goes away after its second token.
+        let leaves = i % 5 == 4;
+        for event in channel.iter() {
+            match event {
+                Event::Token(t) => {
+                    ids.push(t.id);
+                    bits.push(t.logprob.to_bits());
+                    tops.push(t.top.iter().map(|p| p.0).collect());
+                    if leaves && ids.len() == 2 {
+                        break;
+                    }
+                }
+                Event::Finished(f) => {
+                    stop = f.stop_token;
+                    assert_eq!(f.completion_tokens, ids.len());
+                    assert_eq!(f.prompt_tokens, requests[i].prompt.len());
+                }
+                Event::Failed(e) => panic!("request {i} failed: {e}"),
+            }
+        }
+        if leaves && ids.len() == 2 {
+            cancelled += 1;
+            assert_eq!(ids[..], expected[i].0[..2], "request {i} before it left");
+            continue;
+        }
+        assert_eq!((ids, bits, tops, stop), expected[i], "request {i}");
+    }
+    assert!(cancelled >= 3);
+    // Everything ends: the cancelled sequences are dropped at their next token.
+    let stats = engine.stats();
+    for _ in 0..200 {
+        if stats.running.load(std::sync::atomic::Ordering::SeqCst) == 0 {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+    assert_eq!(stats.running.load(std::sync::atomic::Ordering::SeqCst), 0);
+    assert_eq!(stats.waiting.load(std::sync::atomic::Ordering::SeqCst), 0);
+    assert_eq!(stats.requests.load(std::sync::atomic::Ordering::SeqCst), 24);
+    engine.shutdown();
+}
+
+#[test]
+fn requests_that_cannot_run_are_refused_with_the_reason() {
+    let model = Arc::new(model());
+    let engine = Engine::start(
+        model,
+        EngineConfig {
+            max_running: 1,
+            context: 64,
+            max_waiting: 2,
+            prefill_chunks_per_step: 1,
+        },
+    );
+    let base = request(0);
+    let too_long = Request {
+        prompt: vec![1; 64],
+        ..base.clone()
+    };
+    assert!(engine
+        .submit(too_long)
+        .unwrap_err()
+        .to_string()
+        .contains("64 tokens"));
+    let outside = Request {
+        prompt: vec![1, 500],
+        ..base.clone()
+    };
+    assert!(engine
+        .submit(outside)
+        .unwrap_err()
+        .to_string()
+        .contains("500"));
+    let empty = Request {
+        prompt: vec![],
+        ..base.clone()
+    };
+    assert!(engine.submit(empty).is_err());
+    let mut nan = base.clone();
+    nan.config.sampling.temperature = f32::NAN;
+    assert!(engine
+        .submit(nan)
+        .unwrap_err()
+        .to_string()
+        .contains("temperature"));
+}
