@@ -298,8 +298,8 @@ struct Worker {
     model: Arc<Llama>,
     config: EngineConfig,
     stats: Arc<EngineStats>,
-    waiting: VecDeque<Box<Sequence>>,
-    running: Vec<Box<Sequence>>,
+    waiting: VecDeque<Sequence>,
+    running: Vec<Sequence>,
 }
 
 impl Worker {
@@ -322,7 +322,7 @@ impl Worker {
             }
             for command in commands {
                 match command {
-                    Command::Submit(sequence) => self.waiting.push_back(sequence),
+                    Command::Submit(sequence) => self.waiting.push_back(*sequence),
                     Command::Shutdown => return self.cancel_all(),
                 }
             }

@@ -46,7 +46,7 @@ fn model() -> Llama {
 fn request(i: u32) -> Request {
     let len = [5, 40, 1, 17, 600, 9, 3, 120][i as usize % 8];
     let prompt: Vec<u32> = (0..len).map(|t| (t * 31 + i * 7 + 1) % 128).collect();
-    let sampling = if i % 2 == 0 {
+    let sampling = if i.is_multiple_of(2) {
         SamplingConfig::default()
     } else {
         SamplingConfig {
@@ -63,7 +63,11 @@ fn request(i: u32) -> Request {
         config: GenerateConfig {
             max_tokens: 8 + (i as usize % 5) * 6,
             sampling,
-            stop_tokens: if i % 3 == 0 { vec![5, 77] } else { vec![] },
+            stop_tokens: if i.is_multiple_of(3) {
+                vec![5, 77]
+            } else {
+                vec![]
+            },
             top_logprobs: 3,
         },
     }
