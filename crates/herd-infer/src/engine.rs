@@ -3,8 +3,11 @@
 //! their client goes away; every step takes each running sequence's newest token, plus one chunk
 //! of [`PREFILL_CHUNK`] prompt tokens for a sequence still reading its prompt, through one batched
 //! [`Llama::step`] — long prompts never stall the streams already running. The engine knows no
-//! HTTP: a caller submits a [`Request`] and reads [`Event`]s from a channel; dropping the
-//! receiver cancels the request.
+//! HTTP: a caller submits a [`Request`] and reads [`Event`]s from a channel (tokio's unbounded
+//! one, read with `recv().await` by a server or `blocking_recv()` by a command); dropping the
+//! receiver cancels the request. A request may ask for its prompt to be scored too (the
+//! log-probability of every prompt token, as evaluation harnesses ask with `echo`), and with a
+//! budget of 0 tokens that is all it does.
 //!
 //! Each sequence samples with its own seeded [`Sampler`] from its own logits, and herd's kernels
 //! compute every row of a batch on its own, so a request gives exactly the tokens
@@ -21,9 +24,11 @@ use std::thread::JoinHandle;
 
 use herd_model::cache::KvStore;
 use herd_model::{KvCache, Llama};
+use tokio::sync::mpsc::{unbounded_channel, UnboundedReceiver, UnboundedSender};
 
 use crate::generate::{FinishReason, GenerateConfig, GeneratedToken, PREFILL_CHUNK};
 use crate::sampling::{log_softmax, top_k_logprobs, Sampler};
+use crate::score::TokenScore;
 
 /// How the engine schedules.
 #[derive(Debug, Clone)]
@@ -55,13 +60,18 @@ impl Default for EngineConfig {
 pub struct Request {
     /// The prompt (non-empty).
     pub prompt: Vec<u32>,
-    /// Token budget, sampling, stop tokens, log-probabilities.
+    /// Token budget (0: score the prompt only), sampling, stop tokens, log-probabilities.
     pub config: GenerateConfig,
+    /// Score the prompt's tokens too, with this many alternatives each (`None`: do not).
+    pub prompt_logprobs: Option<usize>,
 }
 
 /// What a request's channel carries.
 #[derive(Debug, Clone)]
 pub enum Event {
+    /// The scores of the prompt's tokens after the first (when asked for), sent once the whole
+    /// prompt is read and before any generated token.
+    Prompt(Vec<TokenScore>),
     /// A generated token (stop tokens are not sent as tokens).
     Token(GeneratedToken),
     /// The end: why, and the counts.
@@ -140,6 +150,8 @@ pub struct EngineStats {
     pub prompt_tokens: AtomicUsize,
     /// Tokens generated since the start.
     pub generated_tokens: AtomicUsize,
+    /// KV-cache token slots held by running sequences.
+    pub kv_tokens: AtomicUsize,
     /// Steps run since the start.
     pub steps: AtomicUsize,
 }
@@ -147,8 +159,10 @@ pub struct EngineStats {
 /// A request the engine is working on.
 struct Sequence {
     request: Request,
-    events: Sender<Event>,
+    events: UnboundedSender<Event>,
     cache: KvCache,
+    /// Scores of the prompt read so far (when the request asked for them).
+    prompt_scores: Vec<TokenScore>,
     /// Prompt tokens already in the cache.
     read: usize,
     /// Prompt and generated tokens (the repetition penalty's context).
@@ -228,7 +242,7 @@ impl Engine {
 
     /// Queues `request`; its tokens and end arrive on the returned channel. Dropping the
     /// receiver cancels the request.
-    pub fn submit(&self, request: Request) -> Result<Receiver<Event>, SubmitError> {
+    pub fn submit(&self, request: Request) -> Result<UnboundedReceiver<Event>, SubmitError> {
         let prompt = request.prompt.len();
         if prompt == 0 {
             return Err(SubmitError::Invalid("the prompt is empty".into()));
@@ -244,7 +258,10 @@ impl Engine {
             .sampling
             .validate()
             .map_err(SubmitError::Invalid)?;
-        if prompt >= self.config.context {
+        // Room to generate one token, or (scoring only) room for the prompt.
+        let room = prompt < self.config.context
+            || (request.config.max_tokens == 0 && prompt == self.config.context);
+        if !room {
             return Err(SubmitError::TooLong {
                 prompt,
                 context: self.config.context,
@@ -254,7 +271,7 @@ impl Engine {
         if waiting >= self.config.max_waiting {
             return Err(SubmitError::Busy { waiting });
         }
-        let (events, receiver) = mpsc::channel();
+        let (events, receiver) = unbounded_channel();
         let capacity = (prompt + request.config.max_tokens).min(self.config.context);
         let sequence = Box::new(Sequence {
             sampler: Sampler::new(request.config.sampling.clone()),
@@ -262,6 +279,7 @@ impl Engine {
             cache: KvCache::new(self.layers, capacity),
             request,
             events,
+            prompt_scores: Vec::new(),
             read: 0,
             generated: 0,
             next: None,
@@ -343,9 +361,7 @@ impl Worker {
             self.stats.requests.fetch_add(1, Ordering::SeqCst);
             self.running.push(sequence);
         }
-        self.stats
-            .running
-            .store(self.running.len(), Ordering::SeqCst);
+        self.publish_running();
     }
 
     /// One batched step over the running sequences.
@@ -375,6 +391,13 @@ impl Worker {
                 }
             })
             .collect();
+        // A prompt being scored returns every position of its chunk, the others their last.
+        let every_position: Vec<bool> = chosen
+            .iter()
+            .map(|(i, range)| {
+                !range.is_empty() && self.running[*i].request.prompt_logprobs.is_some()
+            })
+            .collect();
         let result = {
             let mut stores: Vec<&mut dyn KvStore> = Vec::with_capacity(chosen.len());
             let mut taking = chosen.iter().map(|(i, _)| *i).peekable();
@@ -386,7 +409,7 @@ impl Worker {
             }
             let ids: Vec<&[u32]> = tokens.iter().map(Vec::as_slice).collect();
             self.model
-                .step(&ids, &mut stores)
+                .step_rows(&ids, &mut stores, &every_position)
                 .and_then(|hidden| self.model.logits(&hidden))
                 .and_then(|logits| logits.to_dtype(candle_core::DType::F32)?.to_vec2::<f32>())
         };
@@ -398,27 +421,48 @@ impl Worker {
                     let s = self.running.remove(*i);
                     let _ = s.events.send(Event::Failed(e.to_string()));
                 }
-                self.stats
-                    .running
-                    .store(self.running.len(), Ordering::SeqCst);
+                self.publish_running();
                 return;
             }
         };
         self.stats.steps.fetch_add(1, Ordering::SeqCst);
+        let mut rows = logits.iter();
         let mut outcomes: Vec<(usize, Outcome)> = Vec::with_capacity(chosen.len());
-        for ((i, range), (fed, row)) in chosen.iter().zip(tokens.iter().zip(&logits)) {
+        for (((i, range), fed), &every) in chosen.iter().zip(&tokens).zip(&every_position) {
             let s = &mut self.running[*i];
+            let skip = if every { fed.len() - 1 } else { 0 };
+            if every {
+                // Rows of positions range.start.. predict the prompt tokens after each.
+                for (position, row) in (range.start + 1..).zip(rows.by_ref().take(skip)) {
+                    s.prompt_scores.push(score_prompt_token(s, position, row));
+                }
+            }
+            let last = rows.next().expect("one row per sequence at least");
             if !range.is_empty() {
                 s.read = range.end;
                 self.stats
                     .prompt_tokens
                     .fetch_add(fed.len(), Ordering::SeqCst);
                 if s.read < s.request.prompt.len() {
+                    if every {
+                        s.prompt_scores.push(score_prompt_token(s, s.read, last));
+                    }
                     outcomes.push((*i, Outcome::Going));
                     continue;
                 }
+                if s.request.prompt_logprobs.is_some() {
+                    let scores = std::mem::take(&mut s.prompt_scores);
+                    if s.events.send(Event::Prompt(scores)).is_err() {
+                        outcomes.push((*i, Outcome::Gone));
+                        continue;
+                    }
+                }
+                if s.request.config.max_tokens == 0 {
+                    outcomes.push((*i, finished(s, FinishReason::Length, None)));
+                    continue;
+                }
             }
-            outcomes.push((*i, sample(s, row, &self.stats)));
+            outcomes.push((*i, sample(s, last, &self.stats)));
         }
         // Apply the endings from the back, so indices stay valid.
         for (i, outcome) in outcomes.into_iter().rev() {
@@ -433,9 +477,16 @@ impl Worker {
                 }
             }
         }
+        self.publish_running();
+    }
+
+    /// Publishes the running set's size and the KV slots it holds.
+    fn publish_running(&self) {
         self.stats
             .running
             .store(self.running.len(), Ordering::SeqCst);
+        let slots = self.running.iter().map(|s| s.cache.capacity()).sum();
+        self.stats.kv_tokens.store(slots, Ordering::SeqCst);
     }
 
     /// Ends every request (shutdown): each hears it was cancelled.
@@ -450,21 +501,30 @@ impl Worker {
         }
         self.stats.running.store(0, Ordering::SeqCst);
         self.stats.waiting.store(0, Ordering::SeqCst);
+        self.stats.kv_tokens.store(0, Ordering::SeqCst);
     }
+}
+
+/// `s`'s ending with the counts so far.
+fn finished(s: &Sequence, finish: FinishReason, stop_token: Option<u32>) -> Outcome {
+    Outcome::Done(Finished {
+        finish,
+        stop_token,
+        prompt_tokens: s.request.prompt.len(),
+        completion_tokens: s.generated,
+    })
+}
+
+/// The score of prompt token `position` from the logits of the position before it.
+fn score_prompt_token(s: &Sequence, position: usize, logits: &[f32]) -> TokenScore {
+    let top_k = s.request.prompt_logprobs.unwrap_or(0);
+    TokenScore::from_logits(position, s.request.prompt[position], logits, top_k)
 }
 
 /// Chooses `s`'s next token from `logits` and tells its client; decides whether it goes on.
 fn sample(s: &mut Sequence, logits: &[f32], stats: &EngineStats) -> Outcome {
     let config = &s.request.config;
     let id = s.sampler.sample(logits, &s.context);
-    let finished = |s: &Sequence, finish, stop_token| {
-        Outcome::Done(Finished {
-            finish,
-            stop_token,
-            prompt_tokens: s.request.prompt.len(),
-            completion_tokens: s.generated,
-        })
-    };
     if config.stop_tokens.contains(&id) {
         return finished(s, FinishReason::Stop, Some(id));
     }

@@ -1,5 +1,6 @@
-//! Choosing the next token from logits: repetition penalty, then temperature, top-k, top-p and
-//! min-p filtering, then a draw from a seeded generator (or the arg-max when greedy).
+//! Choosing the next token from logits: repetition penalty, OpenAI's presence and frequency
+//! penalties, then temperature, top-k, top-p and min-p filtering, then a draw from a seeded
+//! generator (or the arg-max when greedy).
 
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
@@ -19,6 +20,14 @@ pub struct SamplingConfig {
     /// Divide positive (multiply negative) logits of tokens already seen by this (1: off), as
     /// HF's `RepetitionPenaltyLogitsProcessor`.
     pub repetition_penalty: f32,
+    /// Subtracted from the logit of every token this sampler has already produced (OpenAI's
+    /// `presence_penalty`, in [-2, 2]; 0: off).
+    #[serde(default)]
+    pub presence_penalty: f32,
+    /// Subtracted from a token's logit once per time this sampler has produced it (OpenAI's
+    /// `frequency_penalty`, in [-2, 2]; 0: off).
+    #[serde(default)]
+    pub frequency_penalty: f32,
     /// Seed of the random draws.
     pub seed: u64,
 }
@@ -36,6 +45,18 @@ impl SamplingConfig {
             "repetition_penalty",
             f64::from(self.repetition_penalty),
             0.0,
+        )?;
+        finite_within(
+            "presence_penalty",
+            f64::from(self.presence_penalty),
+            -2.0,
+            2.0,
+        )?;
+        finite_within(
+            "frequency_penalty",
+            f64::from(self.frequency_penalty),
+            -2.0,
+            2.0,
         )
     }
 }
@@ -48,26 +69,42 @@ impl Default for SamplingConfig {
             top_p: 1.0,
             min_p: 0.0,
             repetition_penalty: 1.0,
+            presence_penalty: 0.0,
+            frequency_penalty: 0.0,
             seed: 0,
         }
     }
 }
 
-/// A sampler with its random state.
+/// A sampler with its random state and the tokens it has produced (for the presence and
+/// frequency penalties, which OpenAI applies to the generated text only).
 pub struct Sampler {
     config: SamplingConfig,
     rng: StdRng,
+    produced: std::collections::HashMap<u32, u32>,
 }
 
 impl Sampler {
     /// A sampler seeded from `config.seed`.
     pub fn new(config: SamplingConfig) -> Sampler {
         let rng = StdRng::seed_from_u64(config.seed);
-        Sampler { config, rng }
+        Sampler {
+            config,
+            rng,
+            produced: std::collections::HashMap::new(),
+        }
     }
 
     /// Picks the next token from `logits`, given the tokens of the context so far.
     pub fn sample(&mut self, logits: &[f32], context: &[u32]) -> u32 {
+        let id = self.choose(logits, context);
+        if self.config.presence_penalty != 0.0 || self.config.frequency_penalty != 0.0 {
+            *self.produced.entry(id).or_default() += 1;
+        }
+        id
+    }
+
+    fn choose(&mut self, logits: &[f32], context: &[u32]) -> u32 {
         let c = &self.config;
         let mut logits = logits.to_vec();
         if c.repetition_penalty != 1.0 {
@@ -82,6 +119,11 @@ impl Sampler {
                         *l * c.repetition_penalty
                     };
                 }
+            }
+        }
+        for (&t, &count) in &self.produced {
+            if let Some(l) = logits.get_mut(t as usize) {
+                *l -= c.presence_penalty + c.frequency_penalty * count as f32;
             }
         }
         if c.temperature <= 0.0 {
@@ -213,6 +255,20 @@ mod tests {
                 },
                 "min_p",
             ),
+            (
+                SamplingConfig {
+                    presence_penalty: 2.5,
+                    ..Default::default()
+                },
+                "presence_penalty",
+            ),
+            (
+                SamplingConfig {
+                    frequency_penalty: f32::NAN,
+                    ..Default::default()
+                },
+                "frequency_penalty",
+            ),
         ] {
             let err = config.validate().unwrap_err();
             assert!(err.contains(&format!("`{key}`")), "{err}");
@@ -255,6 +311,31 @@ mod tests {
             ..Default::default()
         });
         assert!((0..50).all(|_| s.sample(&logits, &[]) == 1));
+    }
+
+    #[test]
+    fn presence_and_frequency_penalties_count_what_was_produced() {
+        let logits = [0.0, 2.0, 1.5, 1.2];
+        // Presence 1: token 1 once produced falls below token 2 (2 - 1 < 1.5).
+        let mut s = Sampler::new(SamplingConfig {
+            presence_penalty: 1.0,
+            ..Default::default()
+        });
+        assert_eq!(
+            (0..3).map(|_| s.sample(&logits, &[])).collect::<Vec<_>>(),
+            [1, 2, 3]
+        );
+        // Frequency 0.3: each production costs 0.3 more; the context (prompt) is not counted.
+        let mut s = Sampler::new(SamplingConfig {
+            frequency_penalty: 0.3,
+            ..Default::default()
+        });
+        assert_eq!(
+            (0..4)
+                .map(|_| s.sample(&logits, &[1, 1, 1]))
+                .collect::<Vec<_>>(),
+            [1, 1, 2, 1]
+        );
     }
 
     #[test]

@@ -42,17 +42,22 @@ pub fn score(model: &Llama, ids: &[u32], top_k: usize) -> Result<Vec<TokenScore>
         .squeeze(0)?
         .to_vec2::<f32>()?;
     Ok((1..ids.len())
-        .map(|p| {
-            let logprobs = log_softmax(&logits[p - 1]);
-            let token = ids[p];
-            let top = top_k_logprobs(&logprobs, top_k.max(1));
-            TokenScore {
-                position: p,
-                token,
-                logprob: logprobs[token as usize],
-                is_greedy: top[0].0 == token,
-                top: top.into_iter().take(top_k).collect(),
-            }
-        })
+        .map(|p| TokenScore::from_logits(p, ids[p], &logits[p - 1], top_k))
         .collect())
+}
+
+impl TokenScore {
+    /// The score of `token` at `position` from the logits of the position before it, with
+    /// `top_k` alternatives.
+    pub fn from_logits(position: usize, token: u32, logits: &[f32], top_k: usize) -> TokenScore {
+        let logprobs = log_softmax(logits);
+        let top = top_k_logprobs(&logprobs, top_k.max(1));
+        TokenScore {
+            position,
+            token,
+            logprob: logprobs[token as usize],
+            is_greedy: top[0].0 == token,
+            top: top.into_iter().take(top_k).collect(),
+        }
+    }
 }

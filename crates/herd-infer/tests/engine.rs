@@ -2,7 +2,9 @@
 //! lengths and settings — greedy, seeded sampling with a repetition penalty, a prompt longer
 //! than a prefill chunk, stop tokens — run concurrently, some joining while others decode, some
 //! cancelled; every finished request's tokens, log-probabilities and ending equal its solo run's,
-//! bit for bit on quantized weights.
+//! bit for bit on quantized weights. Requests that ask for their prompt's scores (some with a
+//! budget of 0, scoring only) get `herd score`'s, to 1e-4 (the engine reads a long prompt in
+//! chunks, `score` in one pass).
 
 use std::sync::Arc;
 
@@ -54,6 +56,8 @@ fn request(i: u32) -> Request {
             top_k: 20,
             top_p: 0.9,
             repetition_penalty: 1.3,
+            presence_penalty: if i % 4 == 3 { 0.5 } else { 0.0 },
+            frequency_penalty: if i % 4 == 3 { 0.2 } else { 0.0 },
             seed: u64::from(i),
             ..SamplingConfig::default()
         }
@@ -61,7 +65,11 @@ fn request(i: u32) -> Request {
     Request {
         prompt,
         config: GenerateConfig {
-            max_tokens: 8 + (i as usize % 5) * 6,
+            max_tokens: if i % 7 == 6 {
+                0
+            } else {
+                8 + (i as usize % 5) * 6
+            },
             sampling,
             stop_tokens: if i.is_multiple_of(3) {
                 vec![5, 77]
@@ -70,6 +78,7 @@ fn request(i: u32) -> Request {
             },
             top_logprobs: 3,
         },
+        prompt_logprobs: (i % 4 == 1 || i % 7 == 6).then_some(2),
     }
 }
 
@@ -77,6 +86,9 @@ fn request(i: u32) -> Request {
 type Outcome = (Vec<u32>, Vec<u32>, Vec<Vec<u32>>, Option<u32>);
 
 fn solo(model: &Llama, r: &Request) -> Outcome {
+    if r.config.max_tokens == 0 {
+        return (Vec::new(), Vec::new(), Vec::new(), None);
+    }
     let mut session = Session::new(model, (r.prompt.len() + r.config.max_tokens).min(2048));
     let g = session
         .generate(&r.prompt, &r.config, |_| Ok(true))
@@ -110,13 +122,19 @@ fn concurrent_requests_give_exactly_their_solo_tokens() {
         .iter()
         .map(|r| engine.submit(r.clone()).unwrap())
         .collect();
-    let mut cancelled = 0;
+    let (mut cancelled, mut scored_requests) = (0, 0);
     for (i, channel) in channels.into_iter().enumerate() {
         let (mut ids, mut bits, mut tops, mut stop) = (Vec::new(), Vec::new(), Vec::new(), None);
         // Every fifth client goes away after its second token.
         let leaves = i % 5 == 4;
-        for event in channel.iter() {
+        let mut channel = channel;
+        let mut scored = None;
+        while let Some(event) = channel.blocking_recv() {
             match event {
+                Event::Prompt(scores) => {
+                    assert!(ids.is_empty(), "request {i}: prompt scores after tokens");
+                    scored = Some(scores);
+                }
                 Event::Token(t) => {
                     ids.push(t.id);
                     bits.push(t.logprob.to_bits());
@@ -133,6 +151,23 @@ fn concurrent_requests_give_exactly_their_solo_tokens() {
                 Event::Failed(e) => panic!("request {i} failed: {e}"),
             }
         }
+        if let Some(k) = requests[i].prompt_logprobs {
+            let scores = scored.unwrap_or_else(|| panic!("request {i}: no prompt scores"));
+            let expected = if requests[i].prompt.len() < 2 {
+                Vec::new()
+            } else {
+                herd_infer::score::score(&model, &requests[i].prompt, k).unwrap()
+            };
+            assert_eq!(scores.len(), expected.len(), "request {i}");
+            for (got, want) in scores.iter().zip(&expected) {
+                assert_eq!((got.position, got.token), (want.position, want.token));
+                assert!((got.logprob - want.logprob).abs() < 1e-4, "request {i}");
+                assert_eq!(got.top.len(), k);
+            }
+            scored_requests += 1;
+        } else {
+            assert!(scored.is_none());
+        }
         if leaves && ids.len() == 2 {
             cancelled += 1;
             assert_eq!(ids[..], expected[i].0[..2], "request {i} before it left");
@@ -141,6 +176,7 @@ fn concurrent_requests_give_exactly_their_solo_tokens() {
         assert_eq!((ids, bits, tops, stop), expected[i], "request {i}");
     }
     assert!(cancelled >= 3);
+    assert!(scored_requests >= 8);
     // Everything ends: the cancelled sequences are dropped at their next token.
     let stats = engine.stats();
     for _ in 0..200 {
@@ -177,6 +213,21 @@ fn requests_that_cannot_run_are_refused_with_the_reason() {
         .unwrap_err()
         .to_string()
         .contains("64 tokens"));
+    // Scoring only needs room for the prompt itself.
+    let mut scoring = Request {
+        prompt: vec![1; 64],
+        prompt_logprobs: Some(1),
+        ..base.clone()
+    };
+    scoring.config.max_tokens = 0;
+    let mut channel = engine.submit(scoring).unwrap();
+    let Some(Event::Prompt(scores)) = channel.blocking_recv() else {
+        panic!("no prompt scores")
+    };
+    assert_eq!(scores.len(), 63);
+    assert!(
+        matches!(channel.blocking_recv(), Some(Event::Finished(f)) if f.completion_tokens == 0)
+    );
     let outside = Request {
         prompt: vec![1, 500],
         ..base.clone()

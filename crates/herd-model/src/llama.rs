@@ -190,8 +190,25 @@ impl Llama {
     /// step's tokens together; attention runs per sequence over its own keys and values.
     /// Returns each sequence's final hidden state at its last new token (`[sequences, dim]`).
     pub fn step(&self, tokens: &[&[u32]], stores: &mut [&mut dyn KvStore]) -> Result<Tensor> {
-        if tokens.len() != stores.len() || tokens.iter().any(|t| t.is_empty()) {
-            candle_core::bail!("a step needs one non-empty token list and one store per sequence");
+        self.step_rows(tokens, stores, &vec![false; tokens.len()])
+    }
+
+    /// [`Llama::step`], returning the final hidden states of every new token of the sequences
+    /// whose `every_position` is set (a prompt being scored) and of the last new token of the
+    /// others, in sequence order: `[rows, dim]`.
+    pub fn step_rows(
+        &self,
+        tokens: &[&[u32]],
+        stores: &mut [&mut dyn KvStore],
+        every_position: &[bool],
+    ) -> Result<Tensor> {
+        if tokens.len() != stores.len()
+            || tokens.len() != every_position.len()
+            || tokens.iter().any(|t| t.is_empty())
+        {
+            candle_core::bail!(
+                "a step needs one non-empty token list, one store and one row choice per sequence"
+            );
         }
         let mut spans = Vec::with_capacity(tokens.len());
         let mut positions = Vec::new();
@@ -212,14 +229,18 @@ impl Llama {
         for (l, block) in self.blocks.iter().enumerate() {
             x = block.forward_spans(&x, &spans, (&cos, &sin), stores, l)?;
         }
-        let last: Vec<u32> = spans
+        let rows: Vec<u32> = spans
             .iter()
-            .map(|(row, len)| (row + len - 1) as u32)
+            .zip(every_position)
+            .flat_map(|(&(row, len), &every)| {
+                let first = if every { row } else { row + len - 1 };
+                (first as u32)..((row + len) as u32)
+            })
             .collect();
-        let last = x
+        let rows = x
             .squeeze(0)?
-            .index_select(&Tensor::new(last.as_slice(), &self.device)?, 0)?;
-        self.norm.forward(&last)
+            .index_select(&Tensor::new(rows.as_slice(), &self.device)?, 0)?;
+        self.norm.forward(&rows)
     }
 
     /// Output logits (f32, or f64 for an f64 model) for hidden states `[..., dim]`.

@@ -109,3 +109,45 @@ fn a_batched_step_equals_each_sequence_alone() {
     let quantized = Llama::load(ckpt.config, &ckpt.weights, DType::F32, &Device::Cpu).unwrap();
     assert_eq!(compare(&quantized), 0.0, "quantized: not bit-identical");
 }
+
+/// `step_rows` returns every new position of a scored sequence, beside another sequence's last
+/// token: those rows equal the whole-sequence forward pass at each position.
+#[test]
+fn a_scored_sequence_gets_every_position() {
+    let config = config();
+    let weights = seeded_weights::weights(&config, &Device::Cpu).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("q.gguf");
+    common::write_gguf(&path, &config, &weights, GgmlDType::Q8_0);
+    let ckpt = checkpoint::load(&path, &Device::Cpu).unwrap();
+    let model = Llama::load(ckpt.config, &ckpt.weights, DType::F32, &Device::Cpu).unwrap();
+    let (scored, other) = (tokens(9, 20), tokens(10, 7));
+    let mut caches: Vec<KvCache> = (0..2).map(|_| KvCache::new(2, 256)).collect();
+    let [a, b] = &mut caches[..] else {
+        unreachable!()
+    };
+    let mut stores: Vec<&mut dyn KvStore> = vec![a, b];
+    let rows: Vec<Vec<f32>> = model
+        .step_rows(
+            &[scored.as_slice(), other.as_slice()],
+            &mut stores,
+            &[true, false],
+        )
+        .unwrap()
+        .to_vec2()
+        .unwrap();
+    assert_eq!(rows.len(), scored.len() + 1);
+    let input = Tensor::new(scored.as_slice(), &Device::Cpu)
+        .unwrap()
+        .unsqueeze(0)
+        .unwrap();
+    let whole: Vec<Vec<f32>> = model
+        .hidden_states(&input, &SequenceLayout::causal(1, scored.len(), 0), None)
+        .unwrap()
+        .squeeze(0)
+        .unwrap()
+        .to_vec2()
+        .unwrap();
+    assert_eq!(&rows[..scored.len()], &whole[..]);
+    assert_eq!(rows[scored.len()], alone(&model, &[other]));
+}

@@ -76,6 +76,14 @@ pub struct SamplingArgs {
     /// Divide the logits of tokens already in the context by this (1: off; above 0).
     #[arg(long, default_value_t = 1.0, value_parser = values::positive_f32)]
     pub repetition_penalty: f32,
+    /// Subtract this from the logit of every token already generated (OpenAI's presence
+    /// penalty, -2 to 2; 0: off).
+    #[arg(long, default_value_t = 0.0, value_parser = values::openai_penalty)]
+    pub presence_penalty: f32,
+    /// Subtract this times the count of each token already generated (OpenAI's frequency
+    /// penalty, -2 to 2; 0: off).
+    #[arg(long, default_value_t = 0.0, value_parser = values::openai_penalty)]
+    pub frequency_penalty: f32,
     /// Seed of the sampler; the same seed gives the same text.
     #[arg(long, default_value_t = 0)]
     pub seed: u64,
@@ -90,6 +98,8 @@ impl SamplingArgs {
             top_p: self.top_p,
             min_p: self.min_p,
             repetition_penalty: self.repetition_penalty,
+            presence_penalty: self.presence_penalty,
+            frequency_penalty: self.frequency_penalty,
             seed: self.seed,
         }
     }

@@ -36,6 +36,12 @@ pub fn fraction(text: &str) -> Result<f64, String> {
     }
 }
 
+/// An OpenAI presence or frequency penalty: a finite number from -2 to 2.
+pub fn openai_penalty(text: &str) -> Result<f32, String> {
+    let v = number(text)?;
+    herd_util::check::finite_within("the value", v, -2.0, 2.0).map(|_| v as f32)
+}
+
 /// [`non_negative`] as an f32.
 pub fn non_negative_f32(text: &str) -> Result<f32, String> {
     non_negative(text).map(|v| v as f32)
