@@ -292,22 +292,20 @@ impl Engine {
         Ok(receiver)
     }
 
-    /// Stops the engine: running and waiting requests end as cancelled, and the thread exits.
-    pub fn shutdown(mut self) {
-        self.stop();
-    }
-
-    fn stop(&mut self) {
+    /// Stops the engine: running and waiting requests end as cancelled, the thread exits,
+    /// and later submissions are refused as [`SubmitError::Stopped`]. Returns at once (dropping
+    /// the engine waits for the thread).
+    pub fn shutdown(&self) {
         let _ = self.commands.send(Command::Shutdown);
-        if let Some(thread) = self.thread.take() {
-            let _ = thread.join();
-        }
     }
 }
 
 impl Drop for Engine {
     fn drop(&mut self) {
-        self.stop();
+        self.shutdown();
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
     }
 }
 

@@ -32,6 +32,8 @@ enum Command {
     Generate(cmd::generate::Args),
     /// Talk with a chat model in a multi-turn session (stdin lines are user turns).
     Chat(cmd::chat::Args),
+    /// Serve the model over an OpenAI-compatible HTTP API (chat, completions, tools, streaming).
+    Serve(cmd::serve::Args),
     /// Log-probability of every token of a text, with top-k alternatives, as JSON.
     Score(cmd::score::Args),
     /// Perplexity of a text file, computed as llama.cpp's llama-perplexity does.
@@ -95,6 +97,7 @@ fn main() {
     let result = match cli.command {
         Command::Generate(args) => cmd::generate::run(args),
         Command::Chat(args) => cmd::chat::run(args),
+        Command::Serve(args) => cmd::serve::run(args),
         Command::Score(args) => cmd::score::run(args),
         Command::Perplexity(args) => cmd::perplexity::run(args),
         Command::Tokens(command) => cmd::tokens::run(command),

@@ -16,10 +16,38 @@ pub fn render(
     bos_token: &str,
     eos_token: &str,
 ) -> Result<String, String> {
+    let messages: Vec<serde_json::Value> = messages
+        .iter()
+        .map(|m| serde_json::json!({"role": m.role.header(), "content": m.content}))
+        .collect();
+    render_json(
+        template,
+        &messages,
+        None,
+        add_generation_prompt,
+        bos_token,
+        eos_token,
+    )
+}
+
+/// Renders messages given as JSON objects in OpenAI's shape (`role`, `content`, `tool_calls`,
+/// `tool_call_id`) with `tools` (OpenAI tool objects) when given, as transformers'
+/// `apply_chat_template(messages, tools=…)` does: blocks trimmed (`trim_blocks`,
+/// `lstrip_blocks`), `raise_exception` available, Python string methods through pycompat.
+pub fn render_json(
+    template: &str,
+    messages: &[serde_json::Value],
+    tools: Option<&[serde_json::Value]>,
+    add_generation_prompt: bool,
+    bos_token: &str,
+    eos_token: &str,
+) -> Result<String, String> {
     let mut env = Environment::new();
     // A template comes with a downloaded model: bound the work it may ask for (a chat of
     // thousands of messages with tools takes well under a million instructions).
     env.set_fuel(Some(TEMPLATE_FUEL));
+    env.set_trim_blocks(true);
+    env.set_lstrip_blocks(true);
     env.set_unknown_method_callback(minijinja_contrib::pycompat::unknown_method_callback);
     env.add_function(
         "raise_exception",
@@ -32,11 +60,11 @@ pub fn render(
     );
     env.add_template("chat", template)
         .map_err(|e| format!("chat template does not parse: {e}"))?;
-    let messages: Vec<serde_json::Value> = messages
-        .iter()
-        .map(|m| serde_json::json!({"role": m.role.header(), "content": m.content}))
-        .collect();
-    env.get_template("chat")
-        .and_then(|t| t.render(context! { messages, add_generation_prompt, bos_token, eos_token }))
-        .map_err(|e| format!("chat template failed: {e}"))
+    let template = env.get_template("chat").map_err(|e| e.to_string())?;
+    let rendered = match tools {
+        Some(tools) => template
+            .render(context! { messages, tools, add_generation_prompt, bos_token, eos_token }),
+        None => template.render(context! { messages, add_generation_prompt, bos_token, eos_token }),
+    };
+    rendered.map_err(|e| format!("chat template failed: {e}"))
 }

@@ -14,6 +14,7 @@ pub mod pretrain;
 pub mod rm;
 pub mod rs;
 pub mod score;
+pub mod serve;
 pub mod sft;
 pub mod tokenizer;
 pub mod tokens;

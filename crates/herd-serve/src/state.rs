@@ -1,0 +1,91 @@
+//! What every handler shares: the engine, the tokenizer and chat format, the settings, and the
+//! metrics.
+
+use std::sync::atomic::AtomicBool;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use herd_infer::engine::Engine;
+use herd_tokenizer::Tokenizer;
+
+use crate::metrics::Metrics;
+
+/// How the server answers, beside what the engine does.
+#[derive(Debug, Clone)]
+pub struct ServeSettings {
+    /// The id the model is served under (`model` in requests and responses).
+    pub model_id: String,
+    /// When set, every request needs `Authorization: Bearer <key>`.
+    pub api_key: Option<String>,
+    /// A Jinja chat template that replaces the model's own.
+    pub chat_template: Option<String>,
+    /// Longest a request may run before it is cancelled.
+    pub timeout: Duration,
+    /// Largest request body accepted.
+    pub max_body_bytes: usize,
+    /// Most choices (`n`) one request may ask for.
+    pub max_choices: usize,
+}
+
+impl Default for ServeSettings {
+    fn default() -> Self {
+        ServeSettings {
+            model_id: "herd".into(),
+            api_key: None,
+            chat_template: None,
+            timeout: Duration::from_secs(600),
+            max_body_bytes: 8 << 20,
+            max_choices: 16,
+        }
+    }
+}
+
+/// The server's state, shared by all handlers.
+pub struct AppState {
+    /// The batching engine that owns the model.
+    pub engine: Engine,
+    /// The model's tokenizer.
+    pub tokenizer: Tokenizer,
+    /// The settings.
+    pub settings: ServeSettings,
+    /// Counters and histograms for `/metrics`.
+    pub metrics: Metrics,
+    /// Unix seconds at start (`created` of `/v1/models`).
+    pub started: u64,
+    /// Set once shutdown has begun: new requests are refused, `/health` says so.
+    pub stopping: AtomicBool,
+}
+
+impl AppState {
+    /// State around a started engine.
+    pub fn new(engine: Engine, tokenizer: Tokenizer, settings: ServeSettings) -> AppState {
+        AppState {
+            engine,
+            tokenizer,
+            settings,
+            metrics: Metrics::new(),
+            started: unix_seconds(),
+            stopping: AtomicBool::new(false),
+        }
+    }
+
+    /// The chat template in force: `--chat-template`, else the model's own.
+    pub fn chat_template(&self) -> Option<&str> {
+        self.settings
+            .chat_template
+            .as_deref()
+            .or(self.tokenizer.chat_template())
+    }
+
+    /// The most tokens one sequence may hold.
+    pub fn context(&self) -> usize {
+        self.engine.config().context
+    }
+}
+
+/// Seconds since the Unix epoch.
+pub fn unix_seconds() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
+}
