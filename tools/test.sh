@@ -2,7 +2,8 @@
 # test.sh — herd's test suite: fetch the assets the tests read, then run every test.
 # Beside the steering repo (../shared), its fetch script also brings llama.cpp's tokenizer test
 # vectors; otherwise `herd fetch` brings the tokenizer and the GGUF, and tests whose asset is
-# missing say so and skip (with CI=true they fail instead).
+# missing say so and skip (with CI=true they fail instead). The pinned Python clients of the
+# server tests go in a venv under ~/.cache/herd-venvs (about 800 MB, made once).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 if [ -f ../shared/assets/fetch.sh ]; then
@@ -12,5 +13,18 @@ if [ -f ../shared/assets/fetch.sh ]; then
     llamafactory-dpo_en_demo lid.176.ftz >/dev/null
 else
   cargo run --quiet -p herd -- fetch >/dev/null
+fi
+# The real clients herd serve is tested against (the openai package, lm-evaluation-harness), in
+# a venv pinned by tools/clients/requirements.lock and named by the lock's hash, made once.
+if command -v python3 >/dev/null; then
+  lock=tools/clients/requirements.lock
+  venv="${HERD_VENVS:-$HOME/.cache/herd-venvs}/clients-$(sha256sum "$lock" | cut -c1-12)"
+  if [ ! -f "$venv/.complete" ]; then
+    rm -rf "$venv"
+    python3 -m venv "$venv"
+    "$venv/bin/pip" install --quiet --disable-pip-version-check -r "$lock"
+    touch "$venv/.complete"
+  fi
+  export HERD_CLIENTS_PYTHON="$venv/bin/python"
 fi
 cargo test --workspace "$@"

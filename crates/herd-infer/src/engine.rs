@@ -85,8 +85,9 @@ pub enum Event {
 pub struct Finished {
     /// Stop token, token budget (or context), or cancelled.
     pub finish: FinishReason,
-    /// The stop token that ended it, if one did.
-    pub stop_token: Option<u32>,
+    /// The stop token that ended it, if one did, with its log-probability (completions report
+    /// it among the logprobs, as vLLM does, though not in the text).
+    pub stop: Option<GeneratedToken>,
     /// Prompt tokens processed.
     pub prompt_tokens: usize,
     /// Tokens generated (the stop token not counted).
@@ -462,20 +463,22 @@ impl Worker {
             }
             outcomes.push((*i, sample(s, last, &self.stats)));
         }
-        // Apply the endings from the back, so indices stay valid.
+        // Apply the endings from the back, so indices stay valid; the counts are published
+        // before the clients hear of their ends, so a client that has its answer sees them.
+        let mut ended = Vec::new();
         for (i, outcome) in outcomes.into_iter().rev() {
             match outcome {
                 Outcome::Going => {}
-                Outcome::Done(finished) => {
-                    let s = self.running.remove(i);
-                    let _ = s.events.send(Event::Finished(finished));
-                }
+                Outcome::Done(finished) => ended.push((self.running.remove(i), finished)),
                 Outcome::Gone => {
                     self.running.remove(i);
                 }
             }
         }
         self.publish_running();
+        for (s, finished) in ended {
+            let _ = s.events.send(Event::Finished(finished));
+        }
     }
 
     /// Publishes the running set's size and the KV slots it holds.
@@ -492,7 +495,7 @@ impl Worker {
         for s in self.running.drain(..).chain(self.waiting.drain(..)) {
             let _ = s.events.send(Event::Finished(Finished {
                 finish: FinishReason::Cancelled,
-                stop_token: None,
+                stop: None,
                 prompt_tokens: s.read,
                 completion_tokens: s.generated,
             }));
@@ -504,10 +507,10 @@ impl Worker {
 }
 
 /// `s`'s ending with the counts so far.
-fn finished(s: &Sequence, finish: FinishReason, stop_token: Option<u32>) -> Outcome {
+fn finished(s: &Sequence, finish: FinishReason, stop: Option<GeneratedToken>) -> Outcome {
     Outcome::Done(Finished {
         finish,
-        stop_token,
+        stop,
         prompt_tokens: s.request.prompt.len(),
         completion_tokens: s.generated,
     })
@@ -523,15 +526,15 @@ fn score_prompt_token(s: &Sequence, position: usize, logits: &[f32]) -> TokenSco
 fn sample(s: &mut Sequence, logits: &[f32], stats: &EngineStats) -> Outcome {
     let config = &s.request.config;
     let id = s.sampler.sample(logits, &s.context);
-    if config.stop_tokens.contains(&id) {
-        return finished(s, FinishReason::Stop, Some(id));
-    }
     let logprobs = log_softmax(logits);
     let token = GeneratedToken {
         id,
         logprob: logprobs[id as usize],
         top: top_k_logprobs(&logprobs, config.top_logprobs),
     };
+    if config.stop_tokens.contains(&id) {
+        return finished(s, FinishReason::Stop, Some(token));
+    }
     if s.events.send(Event::Token(token)).is_err() {
         return Outcome::Gone; // the client went away
     }

@@ -29,7 +29,7 @@ pub struct GenerateConfig {
 }
 
 /// One generated token with its log-probability under the model (before sampling filters).
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct GeneratedToken {
     /// The token id.
     pub id: u32,

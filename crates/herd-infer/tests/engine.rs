@@ -144,7 +144,7 @@ fn concurrent_requests_give_exactly_their_solo_tokens() {
                     }
                 }
                 Event::Finished(f) => {
-                    stop = f.stop_token;
+                    stop = f.stop.map(|t| t.id);
                     assert_eq!(f.completion_tokens, ids.len());
                     assert_eq!(f.prompt_tokens, requests[i].prompt.len());
                 }

@@ -207,25 +207,29 @@ struct ChoiceState {
 }
 
 impl Reply {
-    /// The tool calls of a finished reply, when it is one.
-    fn calls(&self, choice: &ChoiceState) -> Option<Vec<Value>> {
+    /// The tool calls of a finished reply, when it is one (`indexed` for stream deltas, which
+    /// carry each call's position).
+    fn calls(&self, choice: &ChoiceState, indexed: bool) -> Option<Vec<Value>> {
         if !self.tools_active {
             return None;
         }
         let ending = choice.ending.as_ref()?;
-        let waits = ending.stop_token.is_some() && ending.stop_token == self.eom;
+        let waits = ending.stop.as_ref().is_some_and(|t| Some(t.id) == self.eom);
         let calls = read_tool_calls(&format!("{}{}", self.prefix, choice.text), waits)?;
         Some(
             calls
                 .into_iter()
                 .enumerate()
                 .map(|(i, c)| {
-                    json!({
-                        "index": i,
-                        "id": format!("call_{}_{i}", &self.id[self.id.len() - 8..]),
+                    let mut call = json!({
+                        "id": format!("call_{}_{i}", self.id.trim_start_matches("chatcmpl-")),
                         "type": "function",
                         "function": {"name": c.name, "arguments": c.arguments},
-                    })
+                    });
+                    if indexed {
+                        call["index"] = json!(i);
+                    }
+                    call
                 })
                 .collect(),
         )
@@ -321,13 +325,14 @@ async fn whole(
         .enumerate()
         .map(|(i, c)| {
             let ending = c.ending.as_ref().expect("every choice ended");
-            let (message, finish) = match reply.calls(c) {
+            let (message, finish) = match reply.calls(c, false) {
                 Some(calls) => (
                     json!({"role": "assistant", "content": null, "tool_calls": calls}),
                     "tool_calls",
                 ),
+                // A reply opened as a call that did not become one keeps its opening.
                 None => (
-                    json!({"role": "assistant", "content": c.text}),
+                    json!({"role": "assistant", "content": format!("{}{}", reply.prefix, c.text)}),
                     ending.reason,
                 ),
             };
@@ -430,13 +435,12 @@ async fn write_stream(
                 choice.ending = Some(ending);
                 let choice = &choices[index];
                 let ending = choice.ending.as_ref().expect("just set");
-                let last = match reply.calls(choice) {
+                let last = match reply.calls(choice, true) {
                     Some(calls) => json!([{"index": index, "delta": {"tool_calls": calls},
                                            "logprobs": null, "finish_reason": "tool_calls"}]),
                     None if choice.holding => {
-                        let delta =
-                            content_delta(state, &reply, index, &choice.text, &choice.tokens);
-                        let mut delta = delta;
+                        let text = format!("{}{}", reply.prefix, choice.text);
+                        let mut delta = content_delta(state, &reply, index, &text, &choice.tokens);
                         delta[0]["finish_reason"] = json!(ending.reason);
                         delta
                     }

@@ -342,7 +342,14 @@ impl<'t> ChoiceState<'t> {
                 }
                 text.push_str(&generated);
             }
-            Update::End(ending) => self.ending = Some(ending),
+            Update::End(ending) => {
+                // The stop token is reported among the logprobs (not in the text), as vLLM
+                // does: lm-evaluation-harness drops the last entry as the generated token.
+                if let (Some(legacy), Some(stop)) = (&mut self.legacy, &ending.stop) {
+                    legacy.add_generated(std::slice::from_ref(stop));
+                }
+                self.ending = Some(ending);
+            }
             Update::Error(e) => return Err(e),
         }
         self.text.push_str(&text);

@@ -39,8 +39,8 @@ pub enum Update {
 pub struct Ending {
     /// `stop` (a stop token or string) or `length` (the budget or the context).
     pub reason: &'static str,
-    /// The stop token that ended it, if one did.
-    pub stop_token: Option<u32>,
+    /// The stop token that ended it, if one did, with its log-probability.
+    pub stop: Option<GeneratedToken>,
     /// Prompt tokens.
     pub prompt_tokens: usize,
     /// Tokens generated.
@@ -171,7 +171,7 @@ pub async fn drive(
                     metrics.generated_tokens.inc_by(generated as u64);
                     send(Update::End(Ending {
                         reason: "stop",
-                        stop_token: None,
+                        stop: None,
                         prompt_tokens,
                         completion_tokens: generated,
                     }));
@@ -206,7 +206,7 @@ pub async fn drive(
                 };
                 send(Update::End(Ending {
                     reason,
-                    stop_token: finished.stop_token,
+                    stop: finished.stop,
                     prompt_tokens: finished.prompt_tokens,
                     completion_tokens: finished.completion_tokens,
                 }));

@@ -11,8 +11,9 @@
 //! built-in `tool.call(query=…)`, `<|python_tag|>` code).
 //!
 //! `tool_choice: "required"` or a named function opens the reply with the start of the JSON
-//! call (`{"name": "` or `{"name": "f", "parameters": `) — herd has no grammar-constrained
-//! decoding, and this prefix is how the Llama 3.1 JSON format starts a call anyway.
+//! call (`{"name": "f", "parameters": `, or `{"name": "` when the model must pick among several
+//! tools) — herd has no grammar-constrained decoding, and this is how the Llama 3.1 JSON format
+//! starts a call anyway.
 
 use herd_tokenizer::chat::llama3::encode_dialog_prompt;
 use herd_tokenizer::chat::template::render_json;
@@ -203,9 +204,11 @@ pub fn chat_prompt(
             ));
         }
     }
-    let prefix = match choice {
-        ToolChoice::Required => "{\"name\": \"".to_string(),
-        ToolChoice::Function(name) => format!("{{\"name\": \"{name}\", \"parameters\": "),
+    let prefix = match (choice, shown.as_slice()) {
+        // With one tool, a required call can only be to it.
+        (ToolChoice::Required, [tool]) => call_opening(&tool.function.name),
+        (ToolChoice::Required, _) => "{\"name\": \"".to_string(),
+        (ToolChoice::Function(name), _) => call_opening(name),
         _ => String::new(),
     };
     let tokenizer = &state.tokenizer;
@@ -261,6 +264,12 @@ pub fn chat_prompt(
         prefix,
         tools_active: !shown.is_empty(),
     })
+}
+
+/// The start of a JSON call of `name`, up to its arguments.
+fn call_opening(name: &str) -> String {
+    let name = serde_json::to_string(name).unwrap_or_default();
+    format!("{{\"name\": {name}, \"parameters\": ")
 }
 
 /// A message's text: the string, or its text parts joined.
