@@ -22,7 +22,7 @@ DIR=${1:-/work/peers}
 VERSION=${LLAMA_CPP_PYTHON_VERSION:-0.3.36}
 JOBS=${JOBS:-2}
 PY=${PYTHON:-python3}
-TARGETS=(llama-bench llama-simple llama-quantize llama-tokenize llama-perplexity llama)
+TARGETS=(llama-bench llama-simple llama-quantize llama-tokenize llama-perplexity llama-server llama)
 
 log() { echo "[build_llamacpp] $*" >&2; }
 
@@ -53,13 +53,13 @@ if [[ ! -f "$LCPP/CMakeLists.txt" ]]; then
     tar -xzf "$SDIST_TGZ" -C "$DIR"
 fi
 
-# 3. Configure (re-running cmake on an existing build dir is harmless).
+# 3. Configure (again when an older configuration left the server out).
 cd "$LCPP"
-if [[ ! -f build/build.ninja ]]; then
+if [[ ! -f build/build.ninja ]] || ! grep -q "LLAMA_BUILD_SERVER:BOOL=ON" build/CMakeCache.txt; then
     log "configuring $LCPP/build"
     cmake -B build -G Ninja -DGGML_NATIVE=ON -DCMAKE_BUILD_TYPE=Release \
         -DLLAMA_CURL=OFF -DLLAMA_OPENSSL=OFF -DLLAMA_BUILD_TESTS=OFF \
-        -DLLAMA_BUILD_SERVER=OFF -DBUILD_SHARED_LIBS=ON >&2
+        -DLLAMA_BUILD_SERVER=ON -DBUILD_SHARED_LIBS=ON >&2
 fi
 
 # 4. Build (incremental).

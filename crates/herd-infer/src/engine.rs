@@ -39,9 +39,10 @@ pub struct EngineConfig {
     pub context: usize,
     /// Requests that may wait for a place beyond the running ones; more are refused.
     pub max_waiting: usize,
-    /// Prompt chunks processed per step (each [`PREFILL_CHUNK`] tokens), beside the decoding
-    /// sequences' one token each.
-    pub prefill_chunks_per_step: usize,
+    /// Prompt tokens read per step, beside the decoding sequences' one token each: the next
+    /// chunk (up to [`PREFILL_CHUNK`] tokens, cut where `herd generate` cuts) of as many reading
+    /// sequences as fit, and always one.
+    pub prefill_tokens_per_step: usize,
 }
 
 impl Default for EngineConfig {
@@ -50,7 +51,7 @@ impl Default for EngineConfig {
             max_running: 16,
             context: 4096,
             max_waiting: 256,
-            prefill_chunks_per_step: 1,
+            prefill_tokens_per_step: PREFILL_CHUNK,
         }
     }
 }
@@ -204,7 +205,7 @@ impl Engine {
         let config = EngineConfig {
             context: config.context.min(model.config().max_seq_len),
             max_running: config.max_running.max(1),
-            prefill_chunks_per_step: config.prefill_chunks_per_step.max(1),
+            prefill_tokens_per_step: config.prefill_tokens_per_step.max(1),
             ..config
         };
         let (commands, inbox) = mpsc::channel();
@@ -367,14 +368,17 @@ impl Worker {
     fn step(&mut self) {
         // Which sequences take part, and with which tokens: every decoding sequence its newest
         // token; reading ones a whole prompt chunk each, as many as the step allows.
-        let mut chunks_left = self.config.prefill_chunks_per_step;
+        let mut budget = self.config.prefill_tokens_per_step;
+        let mut reading = 0;
         let mut chosen: Vec<(usize, std::ops::Range<usize>)> = Vec::new();
         for (i, s) in self.running.iter().enumerate() {
             let prompt = s.request.prompt.len();
             if s.read < prompt {
-                if chunks_left > 0 {
-                    chunks_left -= 1;
-                    chosen.push((i, s.read..(s.read + PREFILL_CHUNK).min(prompt)));
+                let chunk = s.read..(s.read + PREFILL_CHUNK).min(prompt);
+                if chunk.len() <= budget || reading == 0 {
+                    budget = budget.saturating_sub(chunk.len());
+                    reading += 1;
+                    chosen.push((i, chunk));
                 }
             } else {
                 chosen.push((i, 0..0));

@@ -115,7 +115,7 @@ fn concurrent_requests_give_exactly_their_solo_tokens() {
             max_running: 6,
             context: 2048,
             max_waiting: 64,
-            prefill_chunks_per_step: 1,
+            prefill_tokens_per_step: 512,
         },
     );
     let channels: Vec<_> = requests
@@ -200,7 +200,7 @@ fn requests_that_cannot_run_are_refused_with_the_reason() {
             max_running: 1,
             context: 64,
             max_waiting: 2,
-            prefill_chunks_per_step: 1,
+            prefill_tokens_per_step: 512,
         },
     );
     let base = request(0);

@@ -160,7 +160,7 @@ async fn respond(state: Arc<AppState>, body: Body, arrived: Instant) -> Result<R
                 config: GenerateConfig {
                     max_tokens: budget,
                     sampling,
-                    stop_tokens: state.tokenizer.stop_ids().to_vec(),
+                    stop_tokens: fields.stop_tokens(state.tokenizer.stop_ids()),
                     top_logprobs,
                 },
                 prompt_logprobs: None,

@@ -31,6 +31,10 @@ pub struct SamplingFields {
     /// Strings that end generation (not included in the text).
     #[serde(default)]
     pub stop: OneOrMany,
+    /// Generate through the end-of-turn token up to the budget (vLLM's and llama-server's
+    /// extension, for benchmarks that need every reply the same length).
+    #[serde(default)]
+    pub ignore_eos: bool,
 }
 
 impl SamplingFields {
@@ -56,6 +60,15 @@ impl SamplingFields {
             ApiError::invalid(message, Some(&param))
         })?;
         Ok(config)
+    }
+
+    /// The tokens that end a reply: the model's, unless `ignore_eos`.
+    pub fn stop_tokens(&self, model_stops: &[u32]) -> Vec<u32> {
+        if self.ignore_eos {
+            Vec::new()
+        } else {
+            model_stops.to_vec()
+        }
     }
 
     /// `n`, checked against the server's limit.

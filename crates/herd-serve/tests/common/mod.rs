@@ -48,7 +48,7 @@ impl Server {
                 max_running: parallel,
                 context,
                 max_waiting: 1024,
-                prefill_chunks_per_step: 1,
+                prefill_tokens_per_step: 512,
             },
         );
         let state = Arc::new(AppState::new(engine, loaded.tokenizer, settings));

@@ -35,6 +35,11 @@ pub struct Args {
     /// Tokens one sequence may hold, prompt and reply (capped by the model's context).
     #[arg(long, short = 'c', default_value_t = 4096, value_parser = super::values::count)]
     ctx_size: usize,
+    /// Prompt tokens read per step beside the decoding streams (whole 512-token chunks of as
+    /// many prompts as fit; more gives new requests their first token sooner and running
+    /// streams longer pauses).
+    #[arg(long, default_value_t = 512, value_parser = super::values::count)]
+    prefill_tokens: usize,
     /// Requests that may wait for a place; beyond that the server answers 503 with Retry-After.
     #[arg(long, default_value_t = 256, value_parser = super::values::count)]
     queue: usize,
@@ -79,7 +84,7 @@ pub fn run(args: Args) -> Result<()> {
             max_running: args.parallel,
             context: args.ctx_size,
             max_waiting: args.queue,
-            prefill_chunks_per_step: 1,
+            prefill_tokens_per_step: args.prefill_tokens,
         },
     );
     let context = engine.config().context;
