@@ -15,15 +15,19 @@ use serde_json::json;
 
 use crate::body::{parse, read_json};
 use crate::error::ApiError;
-use crate::prompt::{chat_prompt, ChatMessage, ToolChoice};
+use crate::prompt::{chat_prompt, ChatMessage, Tool, ToolChoice};
 use crate::state::AppState;
 
-/// A `/tokenize` request: text (`prompt`, or llama-server's `content`) or chat `messages`.
+/// A `/tokenize` request: text (`prompt`, or llama-server's `content`) or chat `messages`
+/// (with `tools`), as vLLM takes them.
 #[derive(Debug, Deserialize)]
 struct TokenizeRequest {
     #[serde(alias = "content")]
     prompt: Option<String>,
     messages: Option<Vec<ChatMessage>>,
+    /// Tools offered with `messages` (as in a chat request).
+    #[serde(default)]
+    tools: Vec<Tool>,
     /// Add the BOS token the model's prompts start with (default true, as transformers).
     #[serde(alias = "add_special")]
     add_special_tokens: Option<bool>,
@@ -45,7 +49,10 @@ pub async fn tokenize(State(state): State<Arc<AppState>>, body: Body) -> Respons
                     tokenizer.encode(text, true).map_err(internal)?
                 }
             }
-            (None, Some(messages)) => chat_prompt(&state, messages, &[], &ToolChoice::None)?.ids,
+            (None, Some(messages)) => {
+                let choice = ToolChoice::read(None, !request.tools.is_empty())?;
+                chat_prompt(&state, messages, &request.tools, &choice)?.ids
+            }
             _ => {
                 return Err(ApiError::invalid(
                     "send either `prompt` (text) or `messages` (a chat)",

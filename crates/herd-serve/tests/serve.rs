@@ -472,3 +472,53 @@ fn an_api_key_is_required_when_set() {
     assert_eq!(right.status, 200, "{}", right.body);
     assert_eq!(server.request("/health", None).0, 200);
 }
+
+#[test]
+fn tools_and_tool_results_reach_the_template_as_transformers_passes_them() {
+    let (Some(reference), Some(served), Some(template)) = (
+        load(),
+        load(),
+        herd_util::testing::asset("llama.cpp/meta-llama-Llama-3.1-8B-Instruct.jinja"),
+    ) else {
+        return;
+    };
+    let fixture: Value = serde_json::from_str(include_str!(
+        "../../herd-tokenizer/tests/fixtures/llama3_1_template.json"
+    ))
+    .unwrap();
+    let case = fixture["cases"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["name"] == "tool_round_trip")
+        .unwrap();
+    let settings = ServeSettings {
+        chat_template: Some(std::fs::read_to_string(template).unwrap()),
+        ..ServeSettings::default()
+    };
+    let server = Server::start(served, 1, 1024, settings);
+    // As an OpenAI client sends it: the call's arguments as a JSON string.
+    let mut messages = case["messages"].clone();
+    let arguments = &mut messages[2]["tool_calls"][0]["function"]["arguments"];
+    *arguments = json!(arguments.to_string());
+    let (status, reply) = server.post(
+        "/tokenize",
+        &json!({"messages": messages, "tools": case["tools"]}),
+    );
+    assert_eq!(status, 200, "{reply}");
+    // The template's `bos_token` is the model's own.
+    let tokenizer = &reference.tokenizer;
+    let text = case["text"].as_str().unwrap().replace(
+        "<|begin_of_text|>",
+        &tokenizer.token_text(tokenizer.bos_id()),
+    );
+    let expected = tokenizer.encode(&text, true).unwrap();
+    assert_eq!(reply["tokens"], json!(expected));
+    // A chat request with the same messages reads the same prompt.
+    let (status, reply) = server.post(
+        "/v1/chat/completions",
+        &json!({"messages": messages, "tools": case["tools"], "max_tokens": 1}),
+    );
+    assert_eq!(status, 200, "{reply}");
+    assert_eq!(reply["usage"]["prompt_tokens"], expected.len());
+}

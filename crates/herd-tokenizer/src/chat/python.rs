@@ -58,64 +58,130 @@ fn number_text(n: &Number) -> String {
 
 /// `json.dumps(value)` with Python's defaults.
 pub fn json_dumps(value: &Value) -> String {
+    json_dumps_with(value, &DumpOptions::default())
+}
+
+/// The options of Python's `json.dumps` that chat templates use.
+#[derive(Debug, Clone)]
+pub struct DumpOptions {
+    /// Escape every character outside printable ASCII as `\uXXXX` (Python's default: true;
+    /// transformers' `tojson` filter passes false).
+    pub ensure_ascii: bool,
+    /// Put each item on its own line, indented by this many spaces per level.
+    pub indent: Option<usize>,
+    /// Order object keys.
+    pub sort_keys: bool,
+    /// Item and key separators (default `", "` and `": "`, or `","` and `": "` with an indent).
+    pub separators: Option<(String, String)>,
+}
+
+impl Default for DumpOptions {
+    fn default() -> Self {
+        DumpOptions {
+            ensure_ascii: true,
+            indent: None,
+            sort_keys: false,
+            separators: None,
+        }
+    }
+}
+
+/// `json.dumps(value, ensure_ascii=…, indent=…, separators=…, sort_keys=…)`.
+pub fn json_dumps_with(value: &Value, options: &DumpOptions) -> String {
+    let (item, key) = match (&options.separators, options.indent) {
+        (Some((item, key)), _) => (item.clone(), key.clone()),
+        (None, Some(_)) => (",".to_string(), ": ".to_string()),
+        (None, None) => (", ".to_string(), ": ".to_string()),
+    };
     let mut out = String::new();
-    write_json(value, &mut out);
+    let writer = JsonWriter {
+        options,
+        item: &item,
+        key: &key,
+    };
+    writer.value(value, 0, &mut out);
     out
 }
 
-fn write_json(value: &Value, out: &mut String) {
-    match value {
-        Value::Null => out.push_str("null"),
-        Value::Bool(b) => out.push_str(if *b { "true" } else { "false" }),
-        Value::Number(n) => out.push_str(&number_text(n)),
-        Value::String(s) => write_json_string(s, out),
-        Value::Array(items) => {
-            out.push('[');
-            for (i, item) in items.iter().enumerate() {
-                if i > 0 {
-                    out.push_str(", ");
-                }
-                write_json(item, out);
-            }
-            out.push(']');
-        }
-        Value::Object(map) => {
-            out.push('{');
-            for (i, (k, v)) in map.iter().enumerate() {
-                if i > 0 {
-                    out.push_str(", ");
-                }
-                write_json_string(k, out);
-                out.push_str(": ");
-                write_json(v, out);
-            }
-            out.push('}');
-        }
-    }
+struct JsonWriter<'a> {
+    options: &'a DumpOptions,
+    item: &'a str,
+    key: &'a str,
 }
 
-fn write_json_string(s: &str, out: &mut String) {
-    out.push('"');
-    for c in s.chars() {
-        match c {
-            '"' => out.push_str("\\\""),
-            '\\' => out.push_str("\\\\"),
-            '\n' => out.push_str("\\n"),
-            '\r' => out.push_str("\\r"),
-            '\t' => out.push_str("\\t"),
-            '\u{8}' => out.push_str("\\b"),
-            '\u{c}' => out.push_str("\\f"),
-            // Python escapes everything outside ' '..='~' (`[^\ -~]`), DEL included.
-            c if (c as u32) < 0x20 || (c as u32) > 0x7e => {
-                let mut units = [0u16; 2];
-                for unit in c.encode_utf16(&mut units) {
-                    out.push_str(&format!("\\u{unit:04x}"));
-                }
-            }
-            c => out.push(c),
+impl JsonWriter<'_> {
+    fn newline(&self, level: usize, out: &mut String) {
+        if let Some(indent) = self.options.indent {
+            out.push('\n');
+            out.push_str(&" ".repeat(indent * level));
         }
     }
-    out.push('"');
+
+    fn value(&self, value: &Value, level: usize, out: &mut String) {
+        match value {
+            Value::Null => out.push_str("null"),
+            Value::Bool(b) => out.push_str(if *b { "true" } else { "false" }),
+            Value::Number(n) => out.push_str(&number_text(n)),
+            Value::String(s) => self.string(s, out),
+            Value::Array(items) if items.is_empty() => out.push_str("[]"),
+            Value::Array(items) => {
+                out.push('[');
+                for (i, item) in items.iter().enumerate() {
+                    if i > 0 {
+                        out.push_str(self.item);
+                    }
+                    self.newline(level + 1, out);
+                    self.value(item, level + 1, out);
+                }
+                self.newline(level, out);
+                out.push(']');
+            }
+            Value::Object(map) if map.is_empty() => out.push_str("{}"),
+            Value::Object(map) => {
+                let mut entries: Vec<(&String, &Value)> = map.iter().collect();
+                if self.options.sort_keys {
+                    entries.sort_by(|a, b| a.0.cmp(b.0));
+                }
+                out.push('{');
+                for (i, (k, v)) in entries.into_iter().enumerate() {
+                    if i > 0 {
+                        out.push_str(self.item);
+                    }
+                    self.newline(level + 1, out);
+                    self.string(k, out);
+                    out.push_str(self.key);
+                    self.value(v, level + 1, out);
+                }
+                self.newline(level, out);
+                out.push('}');
+            }
+        }
+    }
+
+    fn string(&self, s: &str, out: &mut String) {
+        out.push('"');
+        for c in s.chars() {
+            match c {
+                '"' => out.push_str("\\\""),
+                '\\' => out.push_str("\\\\"),
+                '\n' => out.push_str("\\n"),
+                '\r' => out.push_str("\\r"),
+                '\t' => out.push_str("\\t"),
+                '\u{8}' => out.push_str("\\b"),
+                '\u{c}' => out.push_str("\\f"),
+                // Python escapes control characters always, and with `ensure_ascii` everything
+                // outside ' '..='~' (`[^\ -~]`), DEL included.
+                c if (c as u32) < 0x20 || (self.options.ensure_ascii && (c as u32) > 0x7e) => {
+                    let mut units = [0u16; 2];
+                    for unit in c.encode_utf16(&mut units) {
+                        out.push_str(&format!("\\u{unit:04x}"));
+                    }
+                }
+                c => out.push(c),
+            }
+        }
+        out.push('"');
+    }
 }
 
 /// A value as Meta's `python_list` tool format writes it: strings quoted without escapes,

@@ -3,6 +3,7 @@
 
 use minijinja::{context, Environment};
 
+use crate::chat::python::{json_dumps_with, DumpOptions};
 use crate::chat::Message;
 
 /// The most instructions a chat template may run.
@@ -49,6 +50,7 @@ pub fn render_json(
     env.set_trim_blocks(true);
     env.set_lstrip_blocks(true);
     env.set_unknown_method_callback(minijinja_contrib::pycompat::unknown_method_callback);
+    env.add_filter("tojson", tojson);
     env.add_function(
         "raise_exception",
         |msg: String| -> Result<String, minijinja::Error> {
@@ -67,4 +69,28 @@ pub fn render_json(
         None => template.render(context! { messages, add_generation_prompt, bos_token, eos_token }),
     };
     rendered.map_err(|e| format!("chat template failed: {e}"))
+}
+
+/// transformers' `tojson` filter: `json.dumps(x, ensure_ascii=False, indent=…, separators=…,
+/// sort_keys=…)` — not Jinja's own, which escapes HTML characters and writes no spaces (Llama
+/// 3.1's template writes tool definitions with `tojson(indent=4)`).
+fn tojson(
+    value: minijinja::Value,
+    kwargs: minijinja::value::Kwargs,
+) -> Result<String, minijinja::Error> {
+    let invalid = |e: String| minijinja::Error::new(minijinja::ErrorKind::InvalidOperation, e);
+    let json = serde_json::to_value(&value).map_err(|e| invalid(e.to_string()))?;
+    let separators = match kwargs.get::<Option<Vec<String>>>("separators")? {
+        Some(pair) if pair.len() == 2 => Some((pair[0].clone(), pair[1].clone())),
+        Some(_) => return Err(invalid("tojson: `separators` takes two strings".into())),
+        None => None,
+    };
+    let options = DumpOptions {
+        ensure_ascii: kwargs.get::<Option<bool>>("ensure_ascii")?.unwrap_or(false),
+        indent: kwargs.get::<Option<usize>>("indent")?,
+        sort_keys: kwargs.get::<Option<bool>>("sort_keys")?.unwrap_or(false),
+        separators,
+    };
+    kwargs.assert_all_used()?;
+    Ok(json_dumps_with(&json, &options))
 }
