@@ -60,6 +60,13 @@ pub struct Unsupported {
     pub why: &'static str,
 }
 
+/// `logit_bias`, which neither endpoint does.
+pub const LOGIT_BIAS: Unsupported = Unsupported {
+    name: "logit_bias",
+    neutral: empty,
+    why: "herd does not bias logits",
+};
+
 /// Refuses a field that is present (and not null or its neutral value) but that herd does not
 /// do, so a client never gets an answer that silently ignored what it asked.
 pub fn refuse_unsupported(body: &Value, fields: &[Unsupported]) -> Result<(), ApiError> {

@@ -12,16 +12,16 @@ use herd_infer::engine::Request;
 use herd_infer::{GenerateConfig, GeneratedToken};
 use serde::Deserialize;
 use serde_json::{json, Value};
-use tokio::sync::mpsc::{unbounded_channel, UnboundedReceiver, UnboundedSender};
+use tokio::sync::mpsc::{UnboundedReceiver, UnboundedSender};
 
-use crate::body::{empty, never, parse, read_json, refuse_unsupported, Unsupported};
+use crate::body::{never, parse, read_json, refuse_unsupported, Unsupported, LOGIT_BIAS};
 use crate::error::ApiError;
 use crate::generation::{start, Ending, Update};
-use crate::options::{fresh_seed, token_budget, SamplingFields};
+use crate::options::{fresh_seed, token_budget, SamplingFields, StreamOptions};
 use crate::prompt::{
     chat_prompt, may_be_tool_call, read_tool_calls, ChatMessage, Tool, ToolChoice,
 };
-use crate::state::{unix_seconds, AppState};
+use crate::state::{AppState, Envelope};
 
 /// A chat completions request (fields herd does not know are ignored).
 #[derive(Debug, Deserialize)]
@@ -40,20 +40,9 @@ struct ChatRequest {
     tools: Vec<Tool>,
 }
 
-/// `stream_options`.
-#[derive(Debug, Default, Deserialize)]
-struct StreamOptions {
-    #[serde(default)]
-    include_usage: bool,
-}
-
 /// Fields OpenAI has and herd does not do.
 const UNSUPPORTED: &[Unsupported] = &[
-    Unsupported {
-        name: "logit_bias",
-        neutral: empty,
-        why: "herd does not bias logits",
-    },
+    LOGIT_BIAS,
     Unsupported {
         name: "response_format",
         neutral: text_format,
@@ -108,9 +97,7 @@ const MAX_TOP_LOGPROBS: usize = 20;
 pub async fn chat_completions(State(state): State<Arc<AppState>>, body: Body) -> Response {
     let arrived = Instant::now();
     let result = respond(state.clone(), body, arrived).await;
-    let response = result.unwrap_or_else(IntoResponse::into_response);
-    state.metrics.answered("chat", response.status().as_u16());
-    response
+    crate::answer(&state, "chat", result)
 }
 
 async fn respond(state: Arc<AppState>, body: Body, arrived: Instant) -> Result<Response, ApiError> {
@@ -169,9 +156,7 @@ async fn respond(state: Arc<AppState>, body: Body, arrived: Instant) -> Result<R
         .collect::<Result<Vec<_>, ApiError>>()?;
     let updates = start(&state, requests, &stop, arrived)?;
     let reply = Reply {
-        id: state.metrics.response_id("chatcmpl", state.started),
-        created: unix_seconds(),
-        model: state.settings.model_id.clone(),
+        envelope: Envelope::new(&state, "chatcmpl"),
         logprobs: request.logprobs,
         prefix: prompt.prefix,
         tools_active: prompt.tools_active,
@@ -187,9 +172,7 @@ async fn respond(state: Arc<AppState>, body: Body, arrived: Instant) -> Result<R
 
 /// What every choice of one response shares.
 struct Reply {
-    id: String,
-    created: u64,
-    model: String,
+    envelope: Envelope,
     logprobs: bool,
     prefix: String,
     tools_active: bool,
@@ -222,7 +205,10 @@ impl Reply {
                 .enumerate()
                 .map(|(i, c)| {
                     let mut call = json!({
-                        "id": format!("call_{}_{i}", self.id.trim_start_matches("chatcmpl-")),
+                        "id": format!(
+                            "call_{}_{i}",
+                            self.envelope.id.trim_start_matches("chatcmpl-")
+                        ),
                         "type": "function",
                         "function": {"name": c.name, "arguments": c.arguments},
                     });
@@ -256,36 +242,16 @@ impl Reply {
     }
 
     fn chunk(&self, choices: Value, usage: Option<Value>) -> String {
-        let mut chunk = json!({
-            "id": self.id,
-            "object": "chat.completion.chunk",
-            "created": self.created,
-            "model": self.model,
-            "system_fingerprint": crate::FINGERPRINT,
-            "choices": choices,
-        });
-        if let Some(usage) = usage {
-            chunk["usage"] = usage;
-        }
-        chunk.to_string()
+        self.envelope
+            .wrap("chat.completion.chunk", choices, usage)
+            .to_string()
     }
 }
 
-/// `usage` over all choices (the prompt counted once, as OpenAI does).
+/// `usage` over all choices (one prompt, counted once, as OpenAI does).
 fn usage(choices: &[ChoiceState]) -> Value {
-    let prompt = choices
-        .iter()
-        .filter_map(|c| c.ending.as_ref())
-        .map(|e| e.prompt_tokens)
-        .max()
-        .unwrap_or(0);
-    let completion: usize = choices
-        .iter()
-        .filter_map(|c| c.ending.as_ref())
-        .map(|e| e.completion_tokens)
-        .sum();
-    json!({"prompt_tokens": prompt, "completion_tokens": completion,
-           "total_tokens": prompt + completion})
+    let endings: Vec<Option<&Ending>> = choices.iter().map(|c| c.ending.as_ref()).collect();
+    crate::generation::usage(&endings, choices.len())
 }
 
 /// Collects every choice, then answers one `chat.completion`.
@@ -316,10 +282,7 @@ async fn whole(
             Update::Error(e) => return Err(e),
         }
     }
-    state
-        .metrics
-        .request_duration
-        .observe(arrived.elapsed().as_secs_f64());
+    state.metrics.request_ended(arrived);
     let body_choices: Vec<Value> = choices
         .iter()
         .enumerate()
@@ -344,16 +307,12 @@ async fn whole(
             })
         })
         .collect();
-    Ok(axum::Json(json!({
-        "id": reply.id,
-        "object": "chat.completion",
-        "created": reply.created,
-        "model": reply.model,
-        "system_fingerprint": crate::FINGERPRINT,
-        "choices": body_choices,
-        "usage": usage(&choices),
-    }))
-    .into_response())
+    let body = reply.envelope.wrap(
+        "chat.completion",
+        Value::Array(body_choices),
+        Some(usage(&choices)),
+    );
+    Ok(axum::Json(body).into_response())
 }
 
 /// Streams the choices as server-sent events.
@@ -365,16 +324,9 @@ fn stream(
     include_usage: bool,
     arrived: Instant,
 ) -> Response {
-    let (events, body) = unbounded_channel::<String>();
-    tokio::spawn(async move {
+    crate::stream_response(state, arrived, move |state, events| async move {
         write_stream(&state, reply, n, updates, include_usage, &events).await;
-        state
-            .metrics
-            .request_duration
-            .observe(arrived.elapsed().as_secs_f64());
-        let _ = events.send("[DONE]".into());
-    });
-    crate::sse_response(body)
+    })
 }
 
 /// Turns updates into chunks until every choice ends, an error, or the client leaves.

@@ -17,13 +17,13 @@ use herd_infer::{GenerateConfig, GeneratedToken};
 use herd_tokenizer::{StreamDecoder, Tokenizer};
 use serde::Deserialize;
 use serde_json::{json, Map, Value};
-use tokio::sync::mpsc::{unbounded_channel, UnboundedReceiver, UnboundedSender};
+use tokio::sync::mpsc::{UnboundedReceiver, UnboundedSender};
 
-use crate::body::{empty, parse, read_json, refuse_unsupported, Unsupported};
+use crate::body::{parse, read_json, refuse_unsupported, Unsupported, LOGIT_BIAS};
 use crate::error::ApiError;
 use crate::generation::{start, Ending, Update};
-use crate::options::{fresh_seed, token_budget, SamplingFields};
-use crate::state::{unix_seconds, AppState};
+use crate::options::{fresh_seed, token_budget, SamplingFields, StreamOptions};
+use crate::state::{AppState, Envelope};
 
 /// A completions request (fields herd does not know are ignored; `prompt` is read apart).
 #[derive(Debug, Deserialize)]
@@ -38,20 +38,9 @@ struct CompletionRequest {
     logprobs: Option<usize>,
 }
 
-/// `stream_options`.
-#[derive(Debug, Default, Deserialize)]
-struct StreamOptions {
-    #[serde(default)]
-    include_usage: bool,
-}
-
 /// Fields OpenAI has and herd does not do.
 const UNSUPPORTED: &[Unsupported] = &[
-    Unsupported {
-        name: "logit_bias",
-        neutral: empty,
-        why: "herd does not bias logits",
-    },
+    LOGIT_BIAS,
     Unsupported {
         name: "suffix",
         neutral: empty_text,
@@ -82,11 +71,7 @@ const MAX_LOGPROBS: usize = 20;
 pub async fn completions(State(state): State<Arc<AppState>>, body: Body) -> Response {
     let arrived = Instant::now();
     let result = respond(state.clone(), body, arrived).await;
-    let response = result.unwrap_or_else(IntoResponse::into_response);
-    state
-        .metrics
-        .answered("completions", response.status().as_u16());
-    response
+    crate::answer(&state, "completions", result)
 }
 
 /// One prompt of the request, as ids.
@@ -229,9 +214,7 @@ async fn respond(state: Arc<AppState>, body: Body, arrived: Instant) -> Result<R
     let echoes: Vec<Vec<u32>> = requests.iter().map(|r| r.prompt.clone()).collect();
     let updates = start(&state, requests, &stop, arrived)?;
     let reply = Reply {
-        id: state.metrics.response_id("cmpl", state.started),
-        created: unix_seconds(),
-        model: state.settings.model_id.clone(),
+        envelope: Envelope::new(&state, "cmpl"),
         echo: request.echo,
         logprobs,
         echoes,
@@ -239,22 +222,16 @@ async fn respond(state: Arc<AppState>, body: Body, arrived: Instant) -> Result<R
     };
     if request.stream {
         let include_usage = request.stream_options.is_some_and(|o| o.include_usage);
-        let (events, body) = unbounded_channel::<String>();
-        tokio::spawn(async move {
-            write_stream(&state, &reply, updates, include_usage, &events).await;
-            state
-                .metrics
-                .request_duration
-                .observe(arrived.elapsed().as_secs_f64());
-            let _ = events.send("[DONE]".into());
-        });
-        return Ok(crate::sse_response(body));
+        return Ok(crate::stream_response(
+            state,
+            arrived,
+            move |state, events| async move {
+                write_stream(&state, &reply, updates, include_usage, &events).await;
+            },
+        ));
     }
     let choices = collect(&state, &reply, updates).await?;
-    state
-        .metrics
-        .request_duration
-        .observe(arrived.elapsed().as_secs_f64());
+    state.metrics.request_ended(arrived);
     let body_choices: Vec<Value> = choices
         .iter()
         .enumerate()
@@ -267,23 +244,17 @@ async fn respond(state: Arc<AppState>, body: Body, arrived: Instant) -> Result<R
             })
         })
         .collect();
-    Ok(axum::Json(json!({
-        "id": reply.id,
-        "object": "text_completion",
-        "created": reply.created,
-        "model": reply.model,
-        "system_fingerprint": crate::FINGERPRINT,
-        "choices": body_choices,
-        "usage": usage(&choices, n),
-    }))
-    .into_response())
+    let body = reply.envelope.wrap(
+        "text_completion",
+        Value::Array(body_choices),
+        Some(usage(&choices, n)),
+    );
+    Ok(axum::Json(body).into_response())
 }
 
 /// What all choices of the response share.
 struct Reply {
-    id: String,
-    created: u64,
-    model: String,
+    envelope: Envelope,
     echo: bool,
     logprobs: Option<usize>,
     /// Each choice's prompt ids.
@@ -393,18 +364,10 @@ async fn write_stream(
         .map(|_| ChoiceState::new(&state.tokenizer, reply))
         .collect();
     let chunk = |choices: Value, usage: Option<Value>| {
-        let mut chunk = json!({
-            "id": reply.id,
-            "object": "text_completion",
-            "created": reply.created,
-            "model": reply.model,
-            "system_fingerprint": crate::FINGERPRINT,
-            "choices": choices,
-        });
-        if let Some(usage) = usage {
-            chunk["usage"] = usage;
-        }
-        chunk.to_string()
+        reply
+            .envelope
+            .wrap("text_completion", choices, usage)
+            .to_string()
     };
     let mut open = n;
     while open > 0 {
@@ -436,21 +399,10 @@ async fn write_stream(
     }
 }
 
-/// `usage`: each prompt counted once, every choice's completion.
+/// `usage`: each prompt (of `n` choices) counted once, every choice's completion.
 fn usage(choices: &[ChoiceState], n: usize) -> Value {
-    let prompt: usize = choices
-        .iter()
-        .step_by(n.max(1))
-        .filter_map(|c| c.ending.as_ref())
-        .map(|e| e.prompt_tokens)
-        .sum();
-    let completion: usize = choices
-        .iter()
-        .filter_map(|c| c.ending.as_ref())
-        .map(|e| e.completion_tokens)
-        .sum();
-    json!({"prompt_tokens": prompt, "completion_tokens": completion,
-           "total_tokens": prompt + completion})
+    let endings: Vec<Option<&Ending>> = choices.iter().map(|c| c.ending.as_ref()).collect();
+    crate::generation::usage(&endings, n)
 }
 
 /// The legacy logprobs object, built token by token; `text_offset` counts characters of the

@@ -47,6 +47,20 @@ pub struct Ending {
     pub completion_tokens: usize,
 }
 
+/// OpenAI's `usage` for choices that come `n` per prompt: each prompt counted once, every
+/// choice's completion.
+pub fn usage(endings: &[Option<&Ending>], n: usize) -> serde_json::Value {
+    let prompt: usize = endings
+        .iter()
+        .step_by(n.max(1))
+        .flatten()
+        .map(|e| e.prompt_tokens)
+        .sum();
+    let completion: usize = endings.iter().flatten().map(|e| e.completion_tokens).sum();
+    serde_json::json!({"prompt_tokens": prompt, "completion_tokens": completion,
+                       "total_tokens": prompt + completion})
+}
+
 /// Queues `request` on the engine, or says why not (503 with `Retry-After` when the queue is
 /// full, 400 when the prompt does not fit).
 pub fn submit(state: &AppState, request: Request) -> Result<UnboundedReceiver<Event>, ApiError> {

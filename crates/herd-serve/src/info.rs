@@ -13,6 +13,7 @@ use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
 use serde_json::json;
 
+use crate::answer;
 use crate::body::{parse, read_json};
 use crate::error::ApiError;
 use crate::prompt::{chat_prompt, ChatMessage, Tool, ToolChoice};
@@ -148,18 +149,4 @@ pub async fn metrics(State(state): State<Arc<AppState>>) -> Response {
         text,
     )
         .into_response()
-}
-
-/// The response of `result`, counted under `endpoint`.
-fn answer<T: IntoResponse>(
-    state: &AppState,
-    endpoint: &str,
-    result: Result<T, ApiError>,
-) -> Response {
-    let response = match result {
-        Ok(body) => body.into_response(),
-        Err(e) => e.into_response(),
-    };
-    state.metrics.answered(endpoint, response.status().as_u16());
-    response
 }

@@ -22,7 +22,7 @@ pub mod state;
 use std::future::Future;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use axum::extract::{Request, State};
 use axum::http::{header, Method, Uri};
@@ -31,7 +31,7 @@ use axum::response::sse::{Event as SseEvent, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::Router;
-use tokio::sync::mpsc::UnboundedReceiver;
+use tokio::sync::mpsc::{unbounded_channel, UnboundedReceiver, UnboundedSender};
 
 pub use error::ApiError;
 pub use state::{AppState, ServeSettings};
@@ -87,9 +87,40 @@ fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
     a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
+/// Streams a response: `write` sends `data:` payloads (JSON chunks) on the channel it is given
+/// until it is done or the client is gone (a send fails); then the request's duration is
+/// recorded and `[DONE]` ends the stream.
+pub fn stream_response<W, F>(state: Arc<AppState>, arrived: Instant, write: W) -> Response
+where
+    W: FnOnce(Arc<AppState>, UnboundedSender<String>) -> F + Send + 'static,
+    F: Future<Output = ()> + Send + 'static,
+{
+    let (events, body) = unbounded_channel::<String>();
+    tokio::spawn(async move {
+        write(state.clone(), events.clone()).await;
+        state.metrics.request_ended(arrived);
+        let _ = events.send("[DONE]".into());
+    });
+    sse_response(body)
+}
+
+/// `result` as a response, counted under `endpoint` with its status.
+pub fn answer<T: IntoResponse>(
+    state: &AppState,
+    endpoint: &str,
+    result: Result<T, ApiError>,
+) -> Response {
+    let response = match result {
+        Ok(body) => body.into_response(),
+        Err(e) => e.into_response(),
+    };
+    state.metrics.answered(endpoint, response.status().as_u16());
+    response
+}
+
 /// An SSE response whose events carry the `data:` payloads arriving on `body` (JSON chunks, then
 /// `[DONE]`), with keep-alive comments every 15 s so proxies keep a quiet stream open.
-pub fn sse_response(mut body: UnboundedReceiver<String>) -> Response {
+fn sse_response(mut body: UnboundedReceiver<String>) -> Response {
     let stream = futures_util::stream::poll_fn(move |cx| {
         body.poll_recv(cx).map(|data| {
             data.map(|d| Ok::<_, std::convert::Infallible>(SseEvent::default().data(d)))

@@ -128,6 +128,12 @@ impl Metrics {
             .inc();
     }
 
+    /// Records the duration of a request that arrived at `arrived` and has just ended.
+    pub fn request_ended(&self, arrived: std::time::Instant) {
+        self.request_duration
+            .observe(arrived.elapsed().as_secs_f64());
+    }
+
     /// A fresh id for a response (`chatcmpl-…`, `cmpl-…`): the start time and a counter.
     pub fn response_id(&self, prefix: &str, started: u64) -> String {
         let n = self.next_id.fetch_add(1, Ordering::Relaxed);

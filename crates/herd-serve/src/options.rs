@@ -84,6 +84,14 @@ impl SamplingFields {
     }
 }
 
+/// `stream_options` of a streamed request.
+#[derive(Debug, Default, Deserialize)]
+pub struct StreamOptions {
+    /// Send `usage` in a last chunk (with no choices) before `[DONE]`.
+    #[serde(default)]
+    pub include_usage: bool,
+}
+
 /// A seed for a request that gave none: different per request.
 pub fn fresh_seed() -> u64 {
     let mut nanos = std::time::SystemTime::now()

@@ -89,3 +89,48 @@ pub fn unix_seconds() -> u64 {
         .map(|d| d.as_secs())
         .unwrap_or(0)
 }
+
+/// What every response and stream chunk of one request carries: its id, creation time and the
+/// model's name, with `system_fingerprint`.
+#[derive(Debug, Clone)]
+pub struct Envelope {
+    /// `chatcmpl-…` or `cmpl-…`.
+    pub id: String,
+    /// Unix seconds.
+    pub created: u64,
+    /// The served model's id.
+    pub model: String,
+}
+
+impl Envelope {
+    /// A new response's envelope, its id starting with `prefix`.
+    pub fn new(state: &AppState, prefix: &str) -> Envelope {
+        Envelope {
+            id: state.metrics.response_id(prefix, state.started),
+            created: unix_seconds(),
+            model: state.settings.model_id.clone(),
+        }
+    }
+
+    /// The response object: `object` (`chat.completion`, `text_completion`, a chunk), the
+    /// choices, and `usage` when given.
+    pub fn wrap(
+        &self,
+        object: &str,
+        choices: serde_json::Value,
+        usage: Option<serde_json::Value>,
+    ) -> serde_json::Value {
+        let mut body = serde_json::json!({
+            "id": self.id,
+            "object": object,
+            "created": self.created,
+            "model": self.model,
+            "system_fingerprint": crate::FINGERPRINT,
+            "choices": choices,
+        });
+        if let Some(usage) = usage {
+            body["usage"] = usage;
+        }
+        body
+    }
+}
