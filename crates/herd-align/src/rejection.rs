@@ -8,8 +8,8 @@ use std::path::Path;
 use std::time::Instant;
 
 use herd_infer::batch::sample_many;
+use herd_infer::engine::Engine;
 use herd_infer::{GenerateConfig, SamplingConfig};
-use herd_model::Llama;
 use herd_tokenizer::chat::{encode_chat, Message, Role, ToolPromptFormat};
 use herd_tokenizer::Tokenizer;
 use serde::{Deserialize, Serialize};
@@ -91,10 +91,11 @@ pub struct RejectionStats {
     pub mean_reward: f64,
 }
 
-/// Samples and keeps the best response for each of `prompts`; `on_prompt` is called after each
-/// (for a progress bar).
+/// Samples and keeps the best response for each of `prompts` — the K samples of a prompt
+/// decoded together on `policy`'s engine; `on_prompt` is called after each (for a progress
+/// bar).
 pub fn rejection_sample(
-    policy: &Llama,
+    policy: &Engine,
     reward_model: &RewardModel,
     tokenizer: &Tokenizer,
     prompts: &[Vec<Message>],

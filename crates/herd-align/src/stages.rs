@@ -3,8 +3,10 @@
 //! off the held-out prompts, build the stage's objective and [`fit`] it.
 
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use candle_core::{DType, Device};
+use herd_infer::engine::{Engine, EngineConfig};
 use herd_tokenizer::chat::{Message, ToolPromptFormat};
 use herd_tokenizer::Tokenizer;
 use herd_train::params::Parameters;
@@ -390,8 +392,18 @@ pub fn rejection_sampling(
     } else {
         ProgressBar::hidden()
     };
+    // The K samples of a prompt decode together; the context is the policy's own.
+    let engine = Engine::start(
+        Arc::new(policy.model),
+        EngineConfig {
+            max_running: config.samples.max(1),
+            context: usize::MAX,
+            max_waiting: config.samples.max(1),
+            prefill_tokens_per_step: herd_infer::generate::PREFILL_CHUNK,
+        },
+    );
     let (best, stats) = rejection_sample(
-        &policy.model,
+        &engine,
         &reward_model,
         &policy.tokenizer,
         prompts,

@@ -1,14 +1,11 @@
-//! Several samples of one prompt at once (rejection sampling draws K responses per prompt):
-//! the prompt is processed once, its KV cache repeated per sample, then each step decodes one
-//! token for every sample in a single batched forward pass. On a CPU a decode step is bound by
-//! reading the weights, so K rows cost little more than one.
+//! Several samples of one prompt (rejection sampling draws K responses per prompt) on the
+//! serving engine: the K sequences decode together in its batched steps, sample `i` with seed
+//! `seed + i`, so each is exactly the continuation a single generation with that seed gives.
 
 use anyhow::{bail, Result};
-use candle_core::{DType, Tensor};
-use herd_model::{Llama, SequenceLayout};
 
+use crate::engine::{Engine, Event, Request};
 use crate::generate::{FinishReason, GenerateConfig};
-use crate::sampling::{log_softmax, Sampler, SamplingConfig};
 
 /// One sampled continuation.
 #[derive(Debug, Clone, PartialEq)]
@@ -21,10 +18,11 @@ pub struct Sample {
     pub logprob: f64,
 }
 
-/// `n` continuations of `prompt`. Sample `i` draws with seed `config.sampling.seed + i`, so it
-/// is the continuation a single-sample generation with that seed gives.
+/// `n` continuations of `prompt` on `engine`. Sample `i` draws with seed
+/// `config.sampling.seed + i`, so it is the continuation a single-sample generation with that
+/// seed gives.
 pub fn sample_many(
-    model: &Llama,
+    engine: &Engine,
     prompt: &[u32],
     n: usize,
     config: &GenerateConfig,
@@ -32,86 +30,54 @@ pub fn sample_many(
     if prompt.is_empty() || n == 0 {
         bail!("sampling needs a prompt and at least one sample");
     }
-    config.sampling.validate().map_err(anyhow::Error::msg)?;
-    let context = model.config().max_seq_len;
-    if prompt.len() >= context {
-        bail!(
-            "the prompt has {} tokens; the model's context holds {context}",
-            prompt.len()
-        );
+    let mut channels = Vec::with_capacity(n);
+    for i in 0..n as u64 {
+        let mut config = config.clone();
+        config.sampling.seed = config.sampling.seed.wrapping_add(i);
+        let request = Request {
+            prompt: prompt.to_vec(),
+            config,
+            prompt_logprobs: None,
+        };
+        channels.push(engine.submit(request)?);
     }
-    let capacity = (prompt.len() + config.max_tokens).min(context);
-    let device = model.device();
-    let mut cache = model.new_cache(capacity);
-    let input = Tensor::new(prompt, device)?.unsqueeze(0)?;
-    let hidden = model.hidden_states(
-        &input,
-        &SequenceLayout::causal(1, prompt.len(), 0),
-        Some(&mut cache),
-    )?;
-    let last = model
-        .logits(&hidden.narrow(1, prompt.len() - 1, 1)?)?
-        .flatten_all()?
-        .to_dtype(DType::F32)?
-        .to_vec1::<f32>()?;
-    let mut logits = vec![last; n];
-    let mut cache = cache.repeat_rows(n)?;
-    let mut samplers: Vec<Sampler> = (0..n as u64)
-        .map(|i| {
-            Sampler::new(SamplingConfig {
-                seed: config.sampling.seed.wrapping_add(i),
-                ..config.sampling.clone()
-            })
-        })
-        .collect();
-    let mut contexts: Vec<Vec<u32>> = vec![prompt.to_vec(); n];
-    let mut samples: Vec<Sample> = (0..n)
-        .map(|_| Sample {
-            ids: Vec::new(),
-            finish: FinishReason::Length,
-            logprob: 0.0,
-        })
-        .collect();
-    let mut running: Vec<bool> = vec![true; n];
-    for step in 0..config.max_tokens {
-        let mut next = vec![0u32; n];
-        for i in 0..n {
-            if !running[i] {
-                continue;
+    channels
+        .into_iter()
+        .map(|mut events| {
+            let mut sample = Sample {
+                ids: Vec::new(),
+                finish: FinishReason::Length,
+                logprob: 0.0,
+            };
+            while let Some(event) = events.blocking_recv() {
+                match event {
+                    Event::Token(token) => {
+                        sample.ids.push(token.id);
+                        sample.logprob += f64::from(token.logprob);
+                    }
+                    Event::Finished(finished) => {
+                        sample.finish = finished.finish;
+                        return Ok(sample);
+                    }
+                    Event::Prompt(_) => {}
+                    Event::Failed(message) => bail!("sampling failed: {message}"),
+                }
             }
-            let id = samplers[i].sample(&logits[i], &contexts[i]);
-            if config.stop_tokens.contains(&id) {
-                samples[i].finish = FinishReason::Stop;
-                running[i] = false;
-                continue;
-            }
-            samples[i].logprob += f64::from(log_softmax(&logits[i])[id as usize]);
-            samples[i].ids.push(id);
-            contexts[i].push(id);
-            next[i] = id;
-        }
-        if !running.contains(&true) || step + 1 == config.max_tokens {
-            break;
-        }
-        // Finished rows decode a filler token whose output is ignored.
-        let input = Tensor::from_vec(next, (n, 1), device)?;
-        let layout = SequenceLayout::causal(n, 1, cache.len());
-        let hidden = model.hidden_states(&input, &layout, Some(&mut cache))?;
-        logits = model
-            .logits(&hidden)?
-            .squeeze(1)?
-            .to_dtype(DType::F32)?
-            .to_vec2::<f32>()?;
-    }
-    Ok(samples)
+            bail!("the engine stopped before the sample ended")
+        })
+        .collect()
 }
 
 #[cfg(test)]
 mod tests {
+    use std::sync::Arc;
+
     use super::*;
+    use crate::engine::EngineConfig;
     use crate::generate::Session;
-    use candle_core::Device;
-    use herd_model::LlamaConfig;
+    use crate::sampling::SamplingConfig;
+    use candle_core::{DType, Device};
+    use herd_model::{Llama, LlamaConfig};
 
     fn tiny() -> Llama {
         let config = LlamaConfig {
@@ -130,7 +96,8 @@ mod tests {
         Llama::load(config, &weights, DType::F32, &dev).unwrap()
     }
 
-    /// Each batched sample is the single-sample generation with its seed, token for token.
+    /// Each sample, decoded beside the others, is the single-sample generation with its seed,
+    /// token for token.
     #[test]
     fn batched_samples_equal_one_at_a_time_generation() {
         let model = tiny();
@@ -146,8 +113,9 @@ mod tests {
             stop_tokens: vec![5, 6, 8],
             top_logprobs: 0,
         };
-        let one = sample_many(&model, &prompt, 1, &config).unwrap();
-        let batched = sample_many(&model, &prompt, 4, &config).unwrap();
+        let engine = Engine::start(Arc::new(tiny()), EngineConfig::default());
+        let one = sample_many(&engine, &prompt, 1, &config).unwrap();
+        let batched = sample_many(&engine, &prompt, 4, &config).unwrap();
         assert_eq!(
             (&one[0].ids, one[0].finish),
             (&batched[0].ids, batched[0].finish)

@@ -60,19 +60,6 @@ impl KvCache {
         self.layers.iter_mut().for_each(|l| l.reset());
     }
 
-    /// The same cache with each row repeated `n` times (`[1, …]` becomes `[n, …]`): a prompt
-    /// processed once continues as `n` independent samples.
-    pub fn repeat_rows(&self, n: usize) -> Result<KvCache> {
-        let mut out = KvCache::new(self.layers.len(), self.capacity);
-        for (slot, layer) in out.layers.iter_mut().zip(&self.layers) {
-            if let (Some(k), Some(v)) = (layer.k()?, layer.v()?) {
-                let (k, v) = (k.repeat((n, 1, 1, 1))?, v.repeat((n, 1, 1, 1))?);
-                slot.append(&k.contiguous()?, &v.contiguous()?)?;
-            }
-        }
-        Ok(out)
-    }
-
     /// Appends `k`, `v` (`[batch, kv_heads, seq, head_dim]`) to layer `layer` and returns all
     /// keys and values of that layer so far.
     pub fn append(&mut self, layer: usize, k: &Tensor, v: &Tensor) -> Result<(Tensor, Tensor)> {
