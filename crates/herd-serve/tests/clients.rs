@@ -19,16 +19,10 @@ use serde_json::Value;
 
 /// The pinned clients' Python, or a skip.
 fn python() -> Option<PathBuf> {
-    match std::env::var_os("HERD_CLIENTS_PYTHON") {
-        Some(path) if Path::new(&path).exists() => Some(PathBuf::from(path)),
-        _ => {
-            herd_util::testing::skip(
-                "HERD_CLIENTS_PYTHON is not set: tools/test.sh makes the pinned client venv \
-                 (tools/clients/requirements.lock) and sets it",
-            );
-            None
-        }
-    }
+    herd_util::testing::env_file(
+        "HERD_CLIENTS_PYTHON",
+        "tools/test.sh makes the venv of tools/clients/requirements.lock and sets it",
+    )
 }
 
 fn tools() -> PathBuf {

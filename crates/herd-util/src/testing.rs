@@ -1,6 +1,7 @@
 //! The one way a herd test skips. A test that needs something it cannot make itself — a fetched
 //! asset (`tools/test.sh` fetches them), the steering repo's data beside the clone
-//! (`../shared`) — asks for it here: present, it gets the path; absent, the skip is written to
+//! (`../shared`), a program named by an environment variable (the pinned Python clients) — asks
+//! for it here: present, it gets the path; absent, the skip is written to
 //! the terminal (past the test harness's capture, so `cargo test` shows it) with the reason and
 //! what to run, and under `CI=true` the test fails instead. Nothing else in a test may return
 //! early or skip its cases.
@@ -51,4 +52,23 @@ pub fn shared(relative: &str) -> Option<PathBuf> {
         path.display()
     ));
     None
+}
+
+/// The existing file named by environment variable `var` (set by `tools/test.sh`, which `made`
+/// says how it makes it), or a skip.
+pub fn env_file(var: &str, made: &str) -> Option<PathBuf> {
+    match std::env::var_os(var).map(PathBuf::from) {
+        Some(path) if path.exists() => Some(path),
+        Some(path) => {
+            skip(&format!(
+                "{var} names {}, which does not exist ({made})",
+                path.display()
+            ));
+            None
+        }
+        None => {
+            skip(&format!("{var} is not set ({made})"));
+            None
+        }
+    }
 }
