@@ -13,7 +13,8 @@
 //! follows that token (ChatML's newline) is formatting.
 
 use herd_tokenizer::chat::llama3::{encode_header, encode_message, special_id};
-use herd_tokenizer::chat::{template, Message, Role, ToolPromptFormat};
+use herd_tokenizer::chat::template::ChatTemplate;
+use herd_tokenizer::chat::{Message, Role, ToolPromptFormat};
 use herd_tokenizer::llama3::special;
 use herd_tokenizer::{Error, Result, Tokenizer};
 
@@ -120,7 +121,7 @@ enum Reply {
 /// A model's own chat template, rendered and tokenized piece by piece.
 struct TemplateChat<'t> {
     tokenizer: &'t Tokenizer,
-    template: &'t str,
+    template: ChatTemplate,
     bos: String,
     eos: String,
 }
@@ -132,14 +133,15 @@ impl<'t> TemplateChat<'t> {
         })?;
         Ok(TemplateChat {
             tokenizer,
-            template,
+            template: ChatTemplate::new(template).map_err(Error::Other)?,
             bos: tokenizer.token_text(tokenizer.bos_id()),
             eos: tokenizer.token_text(tokenizer.stop_ids().first().copied()),
         })
     }
 
     fn render(&self, messages: &[Message], open_reply: bool) -> Result<String> {
-        template::render(self.template, messages, open_reply, &self.bos, &self.eos)
+        self.template
+            .render(messages, open_reply, &self.bos, &self.eos)
             .map_err(Error::Other)
     }
 

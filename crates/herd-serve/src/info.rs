@@ -107,7 +107,7 @@ pub async fn tokenizer_info(State(state): State<Arc<AppState>>) -> Response {
         "eos_token": text(tokenizer.stop_ids().first().copied()),
         "pad_token": null,
         "add_bos_token": tokenizer.prompt_bos().is_some(),
-        "chat_template": state.chat_template(),
+        "chat_template": state.chat_template_source(),
         "model_max_length": state.context(),
         "vocab_size": tokenizer.vocab_size(),
     });

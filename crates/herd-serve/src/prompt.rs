@@ -16,7 +16,6 @@
 //! starts a call anyway.
 
 use herd_tokenizer::chat::llama3::encode_dialog_prompt;
-use herd_tokenizer::chat::template::render_json;
 use herd_tokenizer::chat::tool_parse::parse_assistant_reply;
 use herd_tokenizer::chat::{Message, Role, StopReason, ToolCall, ToolPromptFormat};
 use serde::Deserialize;
@@ -223,15 +222,15 @@ pub fn chat_prompt(
             let json_tools: Vec<Value> = shown.iter().map(|t| json!(t)).collect();
             let bos = tokenizer.token_text(tokenizer.bos_id());
             let eos = tokenizer.token_text(tokenizer.stop_ids().first().copied());
-            let text = render_json(
-                template,
-                &json_messages,
-                (!json_tools.is_empty()).then_some(json_tools.as_slice()),
-                true,
-                &bos,
-                &eos,
-            )
-            .map_err(|e| ApiError::invalid(e, Some("messages")))?;
+            let text = template
+                .render_json(
+                    &json_messages,
+                    (!json_tools.is_empty()).then_some(json_tools.as_slice()),
+                    true,
+                    &bos,
+                    &eos,
+                )
+                .map_err(|e| ApiError::invalid(e, Some("messages")))?;
             tokenizer.encode(&text, true).map_err(encode_error)?
         }
         None if tokenizer.is_llama3() => {

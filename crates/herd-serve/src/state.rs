@@ -5,6 +5,7 @@ use std::sync::atomic::AtomicBool;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use herd_infer::engine::Engine;
+use herd_tokenizer::chat::template::ChatTemplate;
 use herd_tokenizer::Tokenizer;
 
 use crate::metrics::Metrics;
@@ -47,6 +48,8 @@ pub struct AppState {
     pub tokenizer: Tokenizer,
     /// The settings.
     pub settings: ServeSettings,
+    /// The chat template in force (`--chat-template`, else the model's own), compiled once.
+    template: Option<ChatTemplate>,
     /// Counters and histograms for `/metrics`.
     pub metrics: Metrics,
     /// Unix seconds at start (`created` of `/v1/models`).
@@ -56,24 +59,39 @@ pub struct AppState {
 }
 
 impl AppState {
-    /// State around a started engine.
-    pub fn new(engine: Engine, tokenizer: Tokenizer, settings: ServeSettings) -> AppState {
-        AppState {
+    /// State around a started engine; a chat template that does not parse is refused here.
+    pub fn new(
+        engine: Engine,
+        tokenizer: Tokenizer,
+        settings: ServeSettings,
+    ) -> Result<AppState, String> {
+        let source = settings
+            .chat_template
+            .as_deref()
+            .or(tokenizer.chat_template());
+        let template = source.map(ChatTemplate::new).transpose()?;
+        Ok(AppState {
             engine,
             tokenizer,
             settings,
+            template,
             metrics: Metrics::new(),
             started: unix_seconds(),
             stopping: AtomicBool::new(false),
-        }
+        })
     }
 
-    /// The chat template in force: `--chat-template`, else the model's own.
-    pub fn chat_template(&self) -> Option<&str> {
+    /// The chat template's text: `--chat-template`, else the model's own.
+    pub fn chat_template_source(&self) -> Option<&str> {
         self.settings
             .chat_template
             .as_deref()
             .or(self.tokenizer.chat_template())
+    }
+
+    /// The compiled chat template, when there is one.
+    pub fn chat_template(&self) -> Option<&ChatTemplate> {
+        self.template.as_ref()
     }
 
     /// The most tokens one sequence may hold.

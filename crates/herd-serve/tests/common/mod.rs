@@ -51,7 +51,7 @@ impl Server {
                 prefill_tokens_per_step: 512,
             },
         );
-        let state = Arc::new(AppState::new(engine, loaded.tokenizer, settings));
+        let state = Arc::new(AppState::new(engine, loaded.tokenizer, settings).unwrap());
         let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
         let (ready, address) = std::sync::mpsc::channel();
         let served = state.clone();

@@ -9,7 +9,79 @@ use crate::chat::Message;
 /// The most instructions a chat template may run.
 const TEMPLATE_FUEL: u64 = 50_000_000;
 
-/// Renders `messages` with `template`; `add_generation_prompt` opens the assistant's turn.
+/// A chat template compiled once (a server or a training run renders it for every request or
+/// example), in transformers' environment: blocks trimmed (`trim_blocks`, `lstrip_blocks`),
+/// transformers' `tojson`, `raise_exception`, Python string methods through pycompat, and a
+/// bound on the work one rendering may do.
+pub struct ChatTemplate {
+    env: Environment<'static>,
+}
+
+impl ChatTemplate {
+    /// Compiles `source`; a template that does not parse is refused here.
+    pub fn new(source: &str) -> Result<ChatTemplate, String> {
+        let mut env = Environment::new();
+        // A template comes with a downloaded model: bound the work it may ask for (a chat of
+        // thousands of messages with tools takes well under a million instructions).
+        env.set_fuel(Some(TEMPLATE_FUEL));
+        env.set_trim_blocks(true);
+        env.set_lstrip_blocks(true);
+        env.set_unknown_method_callback(minijinja_contrib::pycompat::unknown_method_callback);
+        env.add_filter("tojson", tojson);
+        env.add_function(
+            "raise_exception",
+            |msg: String| -> Result<String, minijinja::Error> {
+                Err(minijinja::Error::new(
+                    minijinja::ErrorKind::InvalidOperation,
+                    msg,
+                ))
+            },
+        );
+        env.add_template_owned("chat", source.to_string())
+            .map_err(|e| format!("chat template does not parse: {e}"))?;
+        Ok(ChatTemplate { env })
+    }
+
+    /// Renders `messages` (role and content).
+    pub fn render(
+        &self,
+        messages: &[Message],
+        add_generation_prompt: bool,
+        bos_token: &str,
+        eos_token: &str,
+    ) -> Result<String, String> {
+        let messages: Vec<serde_json::Value> = messages
+            .iter()
+            .map(|m| serde_json::json!({"role": m.role.header(), "content": m.content}))
+            .collect();
+        self.render_json(&messages, None, add_generation_prompt, bos_token, eos_token)
+    }
+
+    /// Renders messages given as JSON objects in OpenAI's shape (`role`, `content`,
+    /// `tool_calls`, `tool_call_id`) with `tools` (OpenAI tool objects) when given, as
+    /// transformers' `apply_chat_template(messages, tools=…)` does.
+    pub fn render_json(
+        &self,
+        messages: &[serde_json::Value],
+        tools: Option<&[serde_json::Value]>,
+        add_generation_prompt: bool,
+        bos_token: &str,
+        eos_token: &str,
+    ) -> Result<String, String> {
+        let template = self.env.get_template("chat").map_err(|e| e.to_string())?;
+        let rendered = match tools {
+            Some(tools) => template
+                .render(context! { messages, tools, add_generation_prompt, bos_token, eos_token }),
+            None => {
+                template.render(context! { messages, add_generation_prompt, bos_token, eos_token })
+            }
+        };
+        rendered.map_err(|e| format!("chat template failed: {e}"))
+    }
+}
+
+/// Renders `messages` with `template` once (compile a [`ChatTemplate`] to render many times);
+/// `add_generation_prompt` opens the assistant's turn.
 pub fn render(
     template: &str,
     messages: &[Message],
@@ -17,58 +89,7 @@ pub fn render(
     bos_token: &str,
     eos_token: &str,
 ) -> Result<String, String> {
-    let messages: Vec<serde_json::Value> = messages
-        .iter()
-        .map(|m| serde_json::json!({"role": m.role.header(), "content": m.content}))
-        .collect();
-    render_json(
-        template,
-        &messages,
-        None,
-        add_generation_prompt,
-        bos_token,
-        eos_token,
-    )
-}
-
-/// Renders messages given as JSON objects in OpenAI's shape (`role`, `content`, `tool_calls`,
-/// `tool_call_id`) with `tools` (OpenAI tool objects) when given, as transformers'
-/// `apply_chat_template(messages, tools=…)` does: blocks trimmed (`trim_blocks`,
-/// `lstrip_blocks`), `raise_exception` available, Python string methods through pycompat.
-pub fn render_json(
-    template: &str,
-    messages: &[serde_json::Value],
-    tools: Option<&[serde_json::Value]>,
-    add_generation_prompt: bool,
-    bos_token: &str,
-    eos_token: &str,
-) -> Result<String, String> {
-    let mut env = Environment::new();
-    // A template comes with a downloaded model: bound the work it may ask for (a chat of
-    // thousands of messages with tools takes well under a million instructions).
-    env.set_fuel(Some(TEMPLATE_FUEL));
-    env.set_trim_blocks(true);
-    env.set_lstrip_blocks(true);
-    env.set_unknown_method_callback(minijinja_contrib::pycompat::unknown_method_callback);
-    env.add_filter("tojson", tojson);
-    env.add_function(
-        "raise_exception",
-        |msg: String| -> Result<String, minijinja::Error> {
-            Err(minijinja::Error::new(
-                minijinja::ErrorKind::InvalidOperation,
-                msg,
-            ))
-        },
-    );
-    env.add_template("chat", template)
-        .map_err(|e| format!("chat template does not parse: {e}"))?;
-    let template = env.get_template("chat").map_err(|e| e.to_string())?;
-    let rendered = match tools {
-        Some(tools) => template
-            .render(context! { messages, tools, add_generation_prompt, bos_token, eos_token }),
-        None => template.render(context! { messages, add_generation_prompt, bos_token, eos_token }),
-    };
-    rendered.map_err(|e| format!("chat template failed: {e}"))
+    ChatTemplate::new(template)?.render(messages, add_generation_prompt, bos_token, eos_token)
 }
 
 /// transformers' `tojson` filter: `json.dumps(x, ensure_ascii=False, indent=…, separators=…,

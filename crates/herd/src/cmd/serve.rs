@@ -95,7 +95,13 @@ pub fn run(args: Args) -> Result<()> {
         timeout: Duration::from_secs(args.timeout as u64),
         ..ServeSettings::default()
     };
-    let state = Arc::new(AppState::new(engine, loaded.tokenizer, settings));
+    let state = AppState::new(engine, loaded.tokenizer, settings).map_err(|e| {
+        match &args.chat_template {
+            Some(path) => anyhow::anyhow!("{}: {e}", path.display()),
+            None => anyhow::anyhow!("the model's chat template: {e}; pass --chat-template"),
+        }
+    })?;
+    let state = Arc::new(state);
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .thread_name("herd-http")
