@@ -36,8 +36,9 @@ pub async fn read_json(body: Body, limit: usize) -> Result<Value, ApiError> {
     Ok(value)
 }
 
-/// Deserializes `value` into `T`, naming the field of a type error.
-pub fn parse<T: DeserializeOwned>(value: Value) -> Result<T, ApiError> {
+/// Reads `T` out of `value` (several views of one body read the same value), naming the field
+/// of a type error.
+pub fn parse<T: DeserializeOwned>(value: &Value) -> Result<T, ApiError> {
     serde_path_to_error::deserialize(value).map_err(|e| {
         let path = e.path().to_string();
         let param = (path != ".").then_some(path);

@@ -104,8 +104,8 @@ async fn respond(state: Arc<AppState>, body: Body, arrived: Instant) -> Result<R
     let raw = read_json(body, state.settings.max_body_bytes).await?;
     refuse_unsupported(&raw, UNSUPPORTED)?;
     let tool_choice = raw.get("tool_choice").cloned();
-    let fields: SamplingFields = parse(raw.clone())?;
-    let request: ChatRequest = parse(raw)?;
+    let fields: SamplingFields = parse(&raw)?;
+    let request: ChatRequest = parse(&raw)?;
     let choice = ToolChoice::read(tool_choice.as_ref(), !request.tools.is_empty())?;
     let prompt = chat_prompt(&state, &request.messages, &request.tools, &choice)?;
     let top_logprobs = match (request.logprobs, request.top_logprobs) {

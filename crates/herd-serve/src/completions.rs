@@ -163,8 +163,8 @@ async fn respond(state: Arc<AppState>, body: Body, arrived: Instant) -> Result<R
     let mut raw = read_json(body, state.settings.max_body_bytes).await?;
     refuse_unsupported(&raw, UNSUPPORTED)?;
     let prompt_value = raw.as_object_mut().and_then(|o| o.remove("prompt"));
-    let fields: SamplingFields = parse(raw.clone())?;
-    let request: CompletionRequest = parse(raw)?;
+    let fields: SamplingFields = parse(&raw)?;
+    let request: CompletionRequest = parse(&raw)?;
     let prompts = prompts(&state.tokenizer, prompt_value.as_ref())?;
     let logprobs = match request.logprobs {
         Some(k) if k > MAX_LOGPROBS => {
@@ -211,13 +211,12 @@ async fn respond(state: Arc<AppState>, body: Body, arrived: Instant) -> Result<R
             });
         }
     }
-    let echoes: Vec<Vec<u32>> = requests.iter().map(|r| r.prompt.clone()).collect();
     let updates = start(&state, requests, &stop, arrived)?;
     let reply = Reply {
         envelope: Envelope::new(&state, "cmpl"),
         echo: request.echo,
         logprobs,
-        echoes,
+        prompts: prompts.into_iter().map(|p| p.ids).collect(),
         n,
     };
     if request.stream {
@@ -257,10 +256,22 @@ struct Reply {
     envelope: Envelope,
     echo: bool,
     logprobs: Option<usize>,
-    /// Each choice's prompt ids.
-    echoes: Vec<Vec<u32>>,
-    /// Choices per prompt.
+    /// The prompts' ids.
+    prompts: Vec<Vec<u32>>,
+    /// Choices per prompt (choice `i` continues prompt `i / n`).
     n: usize,
+}
+
+impl Reply {
+    /// The prompt choice `index` continues.
+    fn prompt(&self, index: usize) -> &[u32] {
+        &self.prompts[index / self.n]
+    }
+
+    /// Choices in all.
+    fn choices(&self) -> usize {
+        self.prompts.len() * self.n
+    }
 }
 
 /// One choice's progress.
@@ -290,7 +301,7 @@ impl<'t> ChoiceState<'t> {
         index: usize,
         update: Update,
     ) -> Result<(String, Option<Value>), ApiError> {
-        let prompt = &reply.echoes[index];
+        let prompt = reply.prompt(index);
         let before = self.legacy.as_ref().map_or(0, |l| l.tokens.len());
         let mut text = if std::mem::take(&mut self.echo_pending) {
             tokenizer.decode(prompt).unwrap_or_default()
@@ -335,7 +346,7 @@ async fn collect<'t>(
     reply: &Reply,
     mut updates: UnboundedReceiver<(usize, Update)>,
 ) -> Result<Vec<ChoiceState<'t>>, ApiError> {
-    let mut choices: Vec<ChoiceState> = (0..reply.echoes.len())
+    let mut choices: Vec<ChoiceState> = (0..reply.choices())
         .map(|_| ChoiceState::new(&state.tokenizer, reply))
         .collect();
     let mut open = choices.len();
@@ -359,7 +370,7 @@ async fn write_stream(
     include_usage: bool,
     events: &UnboundedSender<String>,
 ) {
-    let n = reply.echoes.len();
+    let n = reply.choices();
     let mut choices: Vec<ChoiceState> = (0..n)
         .map(|_| ChoiceState::new(&state.tokenizer, reply))
         .collect();

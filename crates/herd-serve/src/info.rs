@@ -39,7 +39,7 @@ struct TokenizeRequest {
 pub async fn tokenize(State(state): State<Arc<AppState>>, body: Body) -> Response {
     let result = async {
         let raw = read_json(body, state.settings.max_body_bytes).await?;
-        let request: TokenizeRequest = parse(raw)?;
+        let request: TokenizeRequest = parse(&raw)?;
         let tokenizer = &state.tokenizer;
         let internal = |e: herd_tokenizer::Error| ApiError::internal(e.to_string());
         let tokens = match (&request.prompt, &request.messages) {
@@ -81,7 +81,7 @@ struct DetokenizeRequest {
 pub async fn detokenize(State(state): State<Arc<AppState>>, body: Body) -> Response {
     let result = async {
         let raw = read_json(body, state.settings.max_body_bytes).await?;
-        let request: DetokenizeRequest = parse(raw)?;
+        let request: DetokenizeRequest = parse(&raw)?;
         let text = state.tokenizer.decode(&request.tokens).map_err(|e| {
             ApiError::invalid(
                 format!(

@@ -3,7 +3,7 @@
 //! histograms of time to first token, inter-token latency and request duration — what a
 //! Grafana board for vLLM or llama-server plots.
 
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::Ordering;
 use std::sync::Mutex;
 
 use herd_infer::engine::EngineStats;
@@ -42,8 +42,6 @@ pub struct Metrics {
     pub inter_token_latency: Histogram,
     /// Seconds from a request's arrival to its end.
     pub request_duration: Histogram,
-    /// Running count for response ids.
-    next_id: AtomicU64,
 }
 
 impl Metrics {
@@ -114,7 +112,6 @@ impl Metrics {
             time_to_first_token,
             inter_token_latency,
             request_duration,
-            next_id: AtomicU64::new(0),
         }
     }
 
@@ -132,12 +129,6 @@ impl Metrics {
     pub fn request_ended(&self, arrived: std::time::Instant) {
         self.request_duration
             .observe(arrived.elapsed().as_secs_f64());
-    }
-
-    /// A fresh id for a response (`chatcmpl-…`, `cmpl-…`): the start time and a counter.
-    pub fn response_id(&self, prefix: &str, started: u64) -> String {
-        let n = self.next_id.fetch_add(1, Ordering::Relaxed);
-        format!("{prefix}-{started:x}{n:08x}")
     }
 
     /// The exposition text, with the engine's gauges read now.

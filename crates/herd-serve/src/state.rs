@@ -1,7 +1,7 @@
 //! What every handler shares: the engine, the tokenizer and chat format, the settings, and the
 //! metrics.
 
-use std::sync::atomic::AtomicBool;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use herd_infer::engine::Engine;
@@ -56,6 +56,8 @@ pub struct AppState {
     pub started: u64,
     /// Set once shutdown has begun: new requests are refused, `/health` says so.
     pub stopping: AtomicBool,
+    /// Responses started, for their ids.
+    responses: AtomicU64,
 }
 
 impl AppState {
@@ -78,6 +80,7 @@ impl AppState {
             metrics: Metrics::new(),
             started: unix_seconds(),
             stopping: AtomicBool::new(false),
+            responses: AtomicU64::new(0),
         })
     }
 
@@ -121,10 +124,14 @@ pub struct Envelope {
 }
 
 impl Envelope {
-    /// A new response's envelope, its id starting with `prefix`.
+    /// A new response's envelope, its id `prefix-` with the server's start time and a count.
     pub fn new(state: &AppState, prefix: &str) -> Envelope {
         Envelope {
-            id: state.metrics.response_id(prefix, state.started),
+            id: format!(
+                "{prefix}-{:x}{:08x}",
+                state.started,
+                state.responses.fetch_add(1, Ordering::Relaxed)
+            ),
             created: unix_seconds(),
             model: state.settings.model_id.clone(),
         }
