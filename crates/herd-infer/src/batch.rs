@@ -81,15 +81,11 @@ mod tests {
 
     fn tiny() -> Llama {
         let config = LlamaConfig {
-            vocab_size: 96,
             dim: 32,
-            n_layers: 2,
-            n_heads: 4,
-            n_kv_heads: 2,
             head_dim: 8,
             ffn_dim: 64,
             max_seq_len: 128,
-            ..LlamaConfig::preset("llama3.2-1b").unwrap()
+            ..herd_model::seeded_weights::small_config()
         };
         let dev = Device::Cpu;
         let weights = herd_model::seeded_weights::weights(&config, &dev).unwrap();

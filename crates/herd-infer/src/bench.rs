@@ -107,15 +107,8 @@ mod tests {
     #[test]
     fn tests_longer_than_the_context_are_refused_before_sizing_a_cache() {
         let config = LlamaConfig {
-            vocab_size: 64,
-            dim: 32,
-            n_layers: 1,
-            n_heads: 2,
-            n_kv_heads: 1,
-            head_dim: 16,
-            ffn_dim: 64,
             max_seq_len: 16,
-            ..LlamaConfig::preset("llama3.2-1b").unwrap()
+            ..herd_model::seeded_weights::tiny_config()
         };
         let weights = herd_model::seeded_weights::weights(&config, &Device::Cpu).unwrap();
         let model = Llama::load(config, &weights, DType::F32, &Device::Cpu).unwrap();

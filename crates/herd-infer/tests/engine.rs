@@ -18,16 +18,8 @@ use herd_model::{seeded_weights, Llama, LlamaConfig, Weight, Weights};
 fn model() -> Llama {
     let config = LlamaConfig {
         vocab_size: 128,
-        dim: 64,
-        n_layers: 2,
-        n_heads: 4,
-        n_kv_heads: 2,
-        head_dim: 16,
-        ffn_dim: 128,
         max_seq_len: 2048,
-        rope_scaling: None,
-        tie_embeddings: false,
-        ..LlamaConfig::preset("llama3.2-1b").unwrap()
+        ..seeded_weights::small_config()
     };
     let dense = seeded_weights::weights(&config, &Device::Cpu).unwrap();
     let mut weights = Weights::new("<seeded Q8_0>");

@@ -33,6 +33,41 @@ pub fn tensor_values(name: &str, dims: &[usize]) -> Vec<f32> {
     }
 }
 
+/// The shape of a one-layer test model that runs a case in about a millisecond (dimensions of
+/// 32, so Q8_0 blocks fit; untied, no RoPE scaling). Tests set the vocabulary and context they
+/// need over it.
+pub fn tiny_config() -> LlamaConfig {
+    LlamaConfig {
+        vocab_size: 64,
+        dim: 32,
+        n_layers: 1,
+        n_heads: 2,
+        n_kv_heads: 1,
+        head_dim: 16,
+        ffn_dim: 64,
+        max_seq_len: 64,
+        rope_scaling: None,
+        tie_embeddings: false,
+        ..LlamaConfig::preset("llama3.2-1b").expect("a built-in preset")
+    }
+}
+
+/// The shape of a two-layer test model with grouped-query attention (4 query heads on 2 KV
+/// heads), for tests of attention and batching.
+pub fn small_config() -> LlamaConfig {
+    LlamaConfig {
+        vocab_size: 96,
+        dim: 64,
+        n_layers: 2,
+        n_heads: 4,
+        n_kv_heads: 2,
+        head_dim: 16,
+        ffn_dim: 128,
+        max_seq_len: 256,
+        ..tiny_config()
+    }
+}
+
 /// Every tensor of a model of shape `config`, under HF names, in f32.
 pub fn weights(config: &LlamaConfig, device: &Device) -> candle_core::Result<Weights> {
     let mut weights = Weights::new("<seeded>");

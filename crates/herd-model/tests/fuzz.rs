@@ -12,31 +12,13 @@ use std::path::{Path, PathBuf};
 use candle_core::quantized::GgmlDType;
 use candle_core::{DType, Device, Tensor};
 use herd_model::checkpoint::{self, hf};
-use herd_model::{seeded_weights, Llama, LlamaConfig, SequenceLayout};
+use herd_model::{seeded_weights, Llama, SequenceLayout};
 use herd_util::fuzz;
 
 fn regressions(target: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
         .join("tests/fuzz")
         .join(target)
-}
-
-/// A model small enough that a case takes about a millisecond (dimensions of 32 so Q8_0 blocks
-/// fit).
-fn small_config() -> LlamaConfig {
-    LlamaConfig {
-        vocab_size: 64,
-        dim: 32,
-        n_layers: 1,
-        n_heads: 2,
-        n_kv_heads: 1,
-        head_dim: 16,
-        ffn_dim: 64,
-        max_seq_len: 64,
-        rope_scaling: None,
-        tie_embeddings: false,
-        ..LlamaConfig::preset("llama3.2-1b").unwrap()
-    }
 }
 
 /// Loads whatever is at `path`; when it loads, builds the model and runs three tokens through.
@@ -59,7 +41,7 @@ fn load_and_run(path: &Path) {
 #[test]
 fn gguf_files() {
     let dir = tempfile::tempdir().unwrap();
-    let config = small_config();
+    let config = seeded_weights::tiny_config();
     let weights = seeded_weights::weights(&config, &Device::Cpu).unwrap();
     let seeds: Vec<Vec<u8>> = [GgmlDType::F32, GgmlDType::Q8_0]
         .iter()
@@ -79,7 +61,7 @@ fn gguf_files() {
 #[test]
 fn safetensors_folders() {
     let dir = tempfile::tempdir().unwrap();
-    let config = small_config();
+    let config = seeded_weights::tiny_config();
     let weights = seeded_weights::weights(&config, &Device::Cpu).unwrap();
     let seed_dir = dir.path().join("seed");
     hf::save(&seed_dir, &config, &weights, DType::F32, usize::MAX).unwrap();

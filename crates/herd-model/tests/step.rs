@@ -13,19 +13,7 @@ use herd_model::checkpoint;
 use herd_model::{seeded_weights, KvCache, Llama, LlamaConfig, SequenceLayout};
 
 fn config() -> LlamaConfig {
-    LlamaConfig {
-        vocab_size: 96,
-        dim: 64,
-        n_layers: 2,
-        n_heads: 4,
-        n_kv_heads: 2,
-        head_dim: 16,
-        ffn_dim: 128,
-        max_seq_len: 256,
-        rope_scaling: None,
-        tie_embeddings: false,
-        ..LlamaConfig::preset("llama3.2-1b").unwrap()
-    }
+    seeded_weights::small_config()
 }
 
 fn tokens(seed: u32, n: usize) -> Vec<u32> {

@@ -58,16 +58,9 @@ fn write_model(dir: &Path) {
     .unwrap();
     let config = LlamaConfig {
         vocab_size: 256,
-        dim: 32,
-        n_layers: 1,
-        n_heads: 2,
-        n_kv_heads: 1,
-        head_dim: 16,
-        ffn_dim: 64,
         max_seq_len: 100_000,
-        rope_scaling: None,
         tie_embeddings: true,
-        ..LlamaConfig::preset("llama3.2-1b").unwrap()
+        ..herd_model::seeded_weights::tiny_config()
     };
     let weights = seeded_weights::weights(&config, &Device::Cpu).unwrap();
     hf::save(dir, &config, &weights, DType::F32, usize::MAX).unwrap();
