@@ -65,7 +65,7 @@ def main() -> None:
     out["stream"] = "".join(pieces)
     out["stream_usage"] = usage.completion_tokens
 
-    ask = [{"role": "user", "content": "What is the weather in Paris?"}]
+    ask = [{"role": "user", "content": "How is the weather in Paris?"}]
     called = client.chat.completions.create(
         model="herd",
         messages=ask,

@@ -1,11 +1,12 @@
 //! Prompt-processing and decode speed, measured like llama.cpp's `llama-bench` (`pp` and `tg`):
-//! a prompt of `prompt_len` tokens in one pass, and `gen_len` single-token steps on the cache.
+//! a prompt of `prompt_len` tokens in one pass, and `gen_len` single-token steps on the paged
+//! cache, through the step generation and serving run.
 
 use std::time::Instant;
 
 use anyhow::Result;
-use candle_core::Tensor;
-use herd_model::{Llama, SequenceLayout};
+use herd_model::paged::blocks_for;
+use herd_model::{Llama, PagedKv, PagedSeq};
 use serde::Serialize;
 
 /// Tokens per second of one test, over repetitions.
@@ -59,22 +60,27 @@ pub fn prompt_processing(
     let mut seconds = Vec::new();
     for r in 0..=repetitions {
         let ids = tokens(prompt_len, model.config().vocab_size, r);
-        let mut cache = model.new_cache(prompt_len);
-        let input = Tensor::new(ids.as_slice(), model.device())?.unsqueeze(0)?;
+        let (mut kv, table) = paged_cache(model, prompt_len);
         let start = Instant::now();
-        let hidden = model.hidden_states(
-            &input,
-            &SequenceLayout::causal(1, prompt_len, 0),
-            Some(&mut cache),
-        )?;
-        model
-            .logits(&hidden.narrow(1, prompt_len - 1, 1)?)?
-            .to_vec3::<f32>()?;
+        let seq = PagedSeq {
+            blocks: &table,
+            cached: 0,
+        };
+        let hidden = model.step(&[&ids], &mut kv, &[seq])?;
+        model.logits(&hidden)?.to_vec2::<f32>()?;
         if r > 0 {
             seconds.push(start.elapsed().as_secs_f64());
         }
     }
     Ok(throughput(prompt_len, &seconds))
+}
+
+/// A paged cache for one sequence of `tokens` positions, with its block table (what
+/// generation runs on).
+fn paged_cache(model: &Llama, tokens: usize) -> (PagedKv, Vec<u32>) {
+    let blocks = blocks_for(tokens);
+    let kv = PagedKv::new(model.config(), blocks);
+    (kv, (0..blocks as u32).collect())
 }
 
 /// Decoding of `gen_len` tokens one at a time, `repetitions` times after one warm-up.
@@ -83,13 +89,15 @@ pub fn decode(model: &Llama, gen_len: usize, repetitions: usize) -> Result<Throu
     let mut seconds = Vec::new();
     for r in 0..=repetitions {
         let ids = tokens(gen_len, model.config().vocab_size, r);
-        let mut cache = model.new_cache(gen_len);
+        let (mut kv, table) = paged_cache(model, gen_len);
         let start = Instant::now();
         for (i, &id) in ids.iter().enumerate() {
-            let input = Tensor::new(&[id], model.device())?.unsqueeze(0)?;
-            model
-                .forward(&input, &SequenceLayout::causal(1, 1, i), Some(&mut cache))?
-                .to_vec3::<f32>()?;
+            let seq = PagedSeq {
+                blocks: &table,
+                cached: i,
+            };
+            let hidden = model.step(&[&[id]], &mut kv, &[seq])?;
+            model.logits(&hidden)?.to_vec2::<f32>()?;
         }
         if r > 0 {
             seconds.push(start.elapsed().as_secs_f64());

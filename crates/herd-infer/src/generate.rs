@@ -5,10 +5,11 @@
 use std::time::Instant;
 
 use anyhow::{bail, Result};
-use herd_model::{KvCache, Llama};
+use herd_model::paged::blocks_for;
+use herd_model::{Llama, PagedKv, PagedSeq};
 use serde::Serialize;
 
-use crate::sampling::{log_softmax, top_k_logprobs, Sampler, SamplingConfig};
+use crate::sampling::{log_softmax, log_sum_exp, top_k_logprobs, Sampler, SamplingConfig};
 
 /// Prompt tokens a sequence processes per step: long prompts go through the model in chunks of
 /// this many, here and in the serving engine alike (the chunking decides the arithmetic, so the
@@ -37,6 +38,23 @@ pub struct GeneratedToken {
     pub logprob: f32,
     /// The most likely alternatives as `(id, logprob)`, best first.
     pub top: Vec<(u32, f32)>,
+}
+
+impl GeneratedToken {
+    /// The next token drawn by `sampler` from `logits` (`context`: the tokens so far, for the
+    /// penalties), with its log-probability and the `top` most likely alternatives.
+    pub fn draw(sampler: &mut Sampler, logits: &[f32], context: &[u32], top: usize) -> Self {
+        let id = sampler.sample(logits, context);
+        GeneratedToken {
+            id,
+            logprob: (f64::from(logits[id as usize]) - log_sum_exp(logits)) as f32,
+            top: if top == 0 {
+                Vec::new()
+            } else {
+                top_k_logprobs(&log_softmax(logits), top)
+            },
+        }
+    }
 }
 
 /// Why generation ended.
@@ -68,19 +86,25 @@ pub struct Generation {
     pub decode_seconds: f64,
 }
 
-/// A model with a KV cache and the tokens it holds.
+/// A model with a KV cache and the tokens it holds. The cache is the serving engine's paged
+/// one, with a table of blocks of its own, so a session computes what the engine computes.
 pub struct Session<'m> {
     model: &'m Llama,
-    cache: KvCache,
+    kv: PagedKv,
+    blocks: Vec<u32>,
+    capacity: usize,
     tokens: Vec<u32>,
 }
 
 impl<'m> Session<'m> {
     /// A session whose cache holds up to `capacity` tokens.
     pub fn new(model: &'m Llama, capacity: usize) -> Session<'m> {
+        let blocks = blocks_for(capacity);
         Session {
             model,
-            cache: model.new_cache(capacity),
+            kv: PagedKv::new(model.config(), blocks),
+            blocks: (0..blocks as u32).collect(),
+            capacity,
             tokens: Vec::new(),
         }
     }
@@ -96,7 +120,11 @@ impl<'m> Session<'m> {
     fn feed(&mut self, tokens: &[u32]) -> Result<Vec<f32>> {
         let mut logits = Vec::new();
         for chunk in tokens.chunks(PREFILL_CHUNK) {
-            let hidden = self.model.step(&[chunk], &mut [&mut self.cache])?;
+            let seq = PagedSeq {
+                blocks: &self.blocks,
+                cached: self.tokens.len(),
+            };
+            let hidden = self.model.step(&[chunk], &mut self.kv, &[seq])?;
             logits = self
                 .model
                 .logits(&hidden)?
@@ -128,16 +156,15 @@ impl<'m> Session<'m> {
             .count();
         if reused < self.tokens.len() || reused == prompt.len() {
             // The cache holds something else (or everything): start over.
-            self.cache.clear();
             self.tokens.clear();
             reused = 0;
         }
-        let budget = self.cache.capacity().saturating_sub(prompt.len());
+        let budget = self.capacity.saturating_sub(prompt.len());
         if budget == 0 {
             bail!(
                 "the prompt has {} tokens; the context holds {}",
                 prompt.len(),
-                self.cache.capacity()
+                self.capacity
             );
         }
         let start = Instant::now();
@@ -149,13 +176,9 @@ impl<'m> Session<'m> {
         let mut finish = FinishReason::Length;
         let mut stop_token = None;
         for step in 0..config.max_tokens.min(budget) {
-            let id = sampler.sample(&logits, &self.tokens);
-            let logprobs = log_softmax(&logits);
-            let token = GeneratedToken {
-                id,
-                logprob: logprobs[id as usize],
-                top: top_k_logprobs(&logprobs, config.top_logprobs),
-            };
+            let token =
+                GeneratedToken::draw(&mut sampler, &logits, &self.tokens, config.top_logprobs);
+            let id = token.id;
             if config.stop_tokens.contains(&id) {
                 finish = FinishReason::Stop;
                 stop_token = Some(id);

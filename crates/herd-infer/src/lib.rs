@@ -1,9 +1,11 @@
 //! herd-infer: running herd models. Loading a model path with its tokenizer ([`loader`]),
-//! sampling ([`sampling`]), generation on the KV cache ([`generate`]), scoring ([`score`]),
+//! sampling ([`sampling`]), generation on the paged KV cache ([`generate`]), the serving engine ([`engine`]) and its
+//! block manager ([`blocks`]), scoring ([`score`]),
 //! perplexity as llama.cpp computes it ([`perplexity`]) and speed measurement ([`bench`]).
 
 pub mod batch;
 pub mod bench;
+pub mod blocks;
 pub mod engine;
 pub mod generate;
 pub mod loader;

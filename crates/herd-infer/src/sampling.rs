@@ -182,15 +182,19 @@ pub fn argmax(logits: &[f32]) -> u32 {
     best as u32
 }
 
+/// `log Σ exp(logits)`, in f64 for accuracy: `logit - log_sum_exp` is a log-probability.
+pub fn log_sum_exp(logits: &[f32]) -> f64 {
+    let max = logits.iter().copied().fold(f32::NEG_INFINITY, f32::max) as f64;
+    max + logits
+        .iter()
+        .map(|&l| (l as f64 - max).exp())
+        .sum::<f64>()
+        .ln()
+}
+
 /// `log_softmax` of logits, in f64 for accuracy.
 pub fn log_softmax(logits: &[f32]) -> Vec<f32> {
-    let max = logits.iter().copied().fold(f32::NEG_INFINITY, f32::max) as f64;
-    let lse = max
-        + logits
-            .iter()
-            .map(|&l| (l as f64 - max).exp())
-            .sum::<f64>()
-            .ln();
+    let lse = log_sum_exp(logits);
     logits.iter().map(|&l| (l as f64 - lse) as f32).collect()
 }
 

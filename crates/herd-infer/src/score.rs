@@ -2,10 +2,11 @@
 //! likely alternatives (what evaluation harnesses ask of a model).
 
 use anyhow::{bail, Result};
-use candle_core::Tensor;
-use herd_model::{Llama, SequenceLayout};
+use herd_model::paged::blocks_for;
+use herd_model::{Llama, PagedKv, PagedSeq};
 use serde::Serialize;
 
+use crate::generate::PREFILL_CHUNK;
 use crate::sampling::{log_softmax, top_k_logprobs};
 
 /// The score of one token.
@@ -35,15 +36,26 @@ pub fn score(model: &Llama, ids: &[u32], top_k: usize) -> Result<Vec<TokenScore>
             model.config().max_seq_len
         );
     }
-    let input = Tensor::new(ids, model.device())?.unsqueeze(0)?;
-    let layout = SequenceLayout::causal(1, ids.len(), 0);
-    let logits = model
-        .forward(&input, &layout, None)?
-        .squeeze(0)?
-        .to_vec2::<f32>()?;
-    Ok((1..ids.len())
-        .map(|p| TokenScore::from_logits(p, ids[p], &logits[p - 1], top_k))
-        .collect())
+    // On the paged cache in generation's chunks: the numbers the serving engine gives for an
+    // echoed prompt, bit for bit.
+    let blocks = blocks_for(ids.len());
+    let mut kv = PagedKv::new(model.config(), blocks);
+    let table: Vec<u32> = (0..blocks as u32).collect();
+    let mut scores = Vec::with_capacity(ids.len() - 1);
+    for (c, chunk) in ids.chunks(PREFILL_CHUNK).enumerate() {
+        let first = c * PREFILL_CHUNK;
+        let seq = PagedSeq {
+            blocks: &table,
+            cached: first,
+        };
+        let hidden = model.step_rows(&[chunk], &mut kv, &[seq], &[true])?;
+        let logits = model.logits(&hidden)?.to_vec2::<f32>()?;
+        // Row `i` is position `first + i`, which predicts the token after it.
+        for (p, row) in (first + 1..ids.len()).zip(&logits) {
+            scores.push(TokenScore::from_logits(p, ids[p], row, top_k));
+        }
+    }
+    Ok(scores)
 }
 
 impl TokenScore {

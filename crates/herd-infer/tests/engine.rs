@@ -3,8 +3,8 @@
 //! than a prefill chunk, stop tokens — run concurrently, some joining while others decode, some
 //! cancelled; every finished request's tokens, log-probabilities and ending equal its solo run's,
 //! bit for bit on quantized weights. Requests that ask for their prompt's scores (some with a
-//! budget of 0, scoring only) get `herd score`'s, to 1e-4 (the engine reads a long prompt in
-//! chunks, `score` in one pass).
+//! budget of 0, scoring only) get `herd score`'s (to 1e-4; both read on the paged cache in the
+//! same chunks, so in fact bit for bit).
 
 use std::sync::Arc;
 
@@ -153,7 +153,13 @@ fn concurrent_requests_give_exactly_their_solo_tokens() {
             assert_eq!(scores.len(), expected.len(), "request {i}");
             for (got, want) in scores.iter().zip(&expected) {
                 assert_eq!((got.position, got.token), (want.position, want.token));
-                assert!((got.logprob - want.logprob).abs() < 1e-4, "request {i}");
+                assert!(
+                    (got.logprob - want.logprob).abs() < 1e-4,
+                    "request {i} at {}: {} vs {}",
+                    got.position,
+                    got.logprob,
+                    want.logprob
+                );
                 assert_eq!(got.top.len(), k);
             }
             scored_requests += 1;
@@ -241,4 +247,89 @@ fn requests_that_cannot_run_are_refused_with_the_reason() {
         .unwrap_err()
         .to_string()
         .contains("temperature"));
+}
+
+/// Reads a request's channel to its end: its tokens as [`Outcome`].
+fn collect(channel: &mut tokio::sync::mpsc::UnboundedReceiver<Event>) -> Outcome {
+    let (mut ids, mut bits, mut tops, mut stop) = (Vec::new(), Vec::new(), Vec::new(), None);
+    while let Some(event) = channel.blocking_recv() {
+        match event {
+            Event::Token(t) => {
+                ids.push(t.id);
+                bits.push(t.logprob.to_bits());
+                tops.push(t.top.iter().map(|p| p.0).collect());
+            }
+            Event::Finished(f) => stop = f.stop.map(|t| t.id),
+            Event::Prompt(_) => {}
+            Event::Failed(e) => panic!("failed: {e}"),
+        }
+    }
+    (ids, bits, tops, stop)
+}
+
+/// Prompts that share blocks — a common system prompt across requests running together and
+/// after one another, and the samples of one prompt submitted together (forked from the first,
+/// the partly filled last block copied on write) — give exactly their solo tokens; the shared
+/// positions are counted, and every block is free at the end.
+#[test]
+fn shared_prefixes_and_forked_samples_give_their_solo_tokens() {
+    use std::sync::atomic::Ordering::SeqCst;
+    let model = Arc::new(model());
+    let system: Vec<u32> = (0..53).map(|t| (t * 13 + 3) % 128).collect();
+    let with_system = |i: u32, seed: u64| {
+        let mut r = request(i);
+        r.prompt = [system.clone(), r.prompt[..r.prompt.len().min(30)].to_vec()].concat();
+        r.prompt_logprobs = None;
+        r.config.max_tokens = r.config.max_tokens.max(12);
+        r.config.sampling.seed = seed;
+        r
+    };
+    let engine = Engine::start(
+        model.clone(),
+        EngineConfig {
+            max_running: 8,
+            context: 2048,
+            max_waiting: 64,
+            prefill_tokens_per_step: 512,
+        },
+    );
+    // A first wave: three different suffixes behind the system prompt, and four samples of one
+    // prompt (two greedy, two seeded).
+    let mut wave: Vec<Request> = (0..3).map(|i| with_system(i, 1)).collect();
+    wave.extend((0..4).map(|k| with_system(3, k / 2)));
+    wave[5].config.sampling = SamplingConfig {
+        temperature: 0.8,
+        seed: 9,
+        ..SamplingConfig::default()
+    };
+    let mut channels: Vec<_> = wave
+        .iter()
+        .map(|r| engine.submit(r.clone()).unwrap())
+        .collect();
+    for (i, channel) in channels.iter_mut().enumerate() {
+        assert_eq!(
+            collect(channel),
+            solo(&model, &wave[i]),
+            "first wave, request {i}"
+        );
+    }
+    let shared = engine.stats().prefix_cached_tokens.load(SeqCst);
+    // Three forks took the whole prompt.
+    let forked = wave[3].prompt.len();
+    assert!(shared >= 3 * forked, "{shared} positions shared");
+    // A second wave after the first ended: the system prompt's three full blocks are still
+    // cached and taken, not computed.
+    let late = with_system(5, 4);
+    let mut channel = engine.submit(late.clone()).unwrap();
+    assert_eq!(collect(&mut channel), solo(&model, &late), "second wave");
+    let now = engine.stats().prefix_cached_tokens.load(SeqCst);
+    assert_eq!(now - shared, 3 * herd_model::paged::BLOCK_TOKENS);
+    for _ in 0..200 {
+        if engine.stats().running.load(SeqCst) == 0 {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+    assert_eq!(engine.stats().kv_blocks_used.load(SeqCst), 0);
+    engine.shutdown();
 }

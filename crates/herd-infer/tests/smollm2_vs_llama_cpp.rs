@@ -9,10 +9,11 @@
 
 use std::path::Path;
 
-use candle_core::{DType, Device, Tensor};
+use candle_core::{DType, Device};
 use herd_infer::sampling::argmax;
 use herd_infer::{load, GenerateConfig, SamplingConfig, Session};
-use herd_model::{KvCache, Llama, SequenceLayout};
+use herd_model::paged::blocks_for;
+use herd_model::{Llama, PagedKv, PagedSeq};
 use serde_json::Value;
 
 const NEAR_TIE: f64 = 0.1;
@@ -25,20 +26,41 @@ fn ids(v: &Value) -> Vec<u32> {
         .collect()
 }
 
-fn step_logits(model: &Llama, cache: &mut KvCache, tokens: &[u32]) -> Vec<f32> {
-    let input = Tensor::new(tokens, &Device::Cpu)
-        .unwrap()
-        .unsqueeze(0)
-        .unwrap();
-    let layout = SequenceLayout::causal(1, tokens.len(), cache.len());
-    let hidden = model.hidden_states(&input, &layout, Some(cache)).unwrap();
-    model
-        .logits(&hidden.narrow(1, tokens.len() - 1, 1).unwrap())
-        .unwrap()
-        .flatten_all()
-        .unwrap()
-        .to_vec1()
-        .unwrap()
+/// One sequence on the paged cache, as generation and the server run it.
+struct Decoder<'m> {
+    model: &'m Llama,
+    kv: PagedKv,
+    table: Vec<u32>,
+    cached: usize,
+}
+
+impl<'m> Decoder<'m> {
+    fn new(model: &'m Llama, capacity: usize) -> Decoder<'m> {
+        let blocks = blocks_for(capacity);
+        Decoder {
+            model,
+            kv: PagedKv::new(model.config(), blocks),
+            table: (0..blocks as u32).collect(),
+            cached: 0,
+        }
+    }
+
+    /// The logits after `tokens`, fed after what is cached.
+    fn step(&mut self, tokens: &[u32]) -> Vec<f32> {
+        let seq = PagedSeq {
+            blocks: &self.table,
+            cached: self.cached,
+        };
+        let hidden = self.model.step(&[tokens], &mut self.kv, &[seq]).unwrap();
+        self.cached += tokens.len();
+        self.model
+            .logits(&hidden)
+            .unwrap()
+            .flatten_all()
+            .unwrap()
+            .to_vec1()
+            .unwrap()
+    }
 }
 
 fn top5(logits: &[f32]) -> Vec<u32> {
@@ -66,8 +88,8 @@ fn check(gguf: &Path, fixture: &Value, decisive: Option<f64>) -> (usize, usize, 
             "prompt ids of {prompt:?}"
         );
         let steps = case["steps"].as_array().unwrap();
-        let mut cache = model.new_cache(prompt_ids.len() + steps.len());
-        let mut logits = step_logits(model, &mut cache, &prompt_ids);
+        let mut decoder = Decoder::new(model, prompt_ids.len() + steps.len());
+        let mut logits = decoder.step(&prompt_ids);
         for (s, step) in steps.iter().enumerate() {
             let reference = step["id"].as_u64().unwrap() as u32;
             let reference_top5: Vec<(u32, f64)> = step["top5"]
@@ -102,7 +124,7 @@ fn check(gguf: &Path, fixture: &Value, decisive: Option<f64>) -> (usize, usize, 
                 exact += 1;
             }
             total += 1;
-            logits = step_logits(model, &mut cache, &[reference]);
+            logits = decoder.step(&[reference]);
         }
     }
     (exact, total, worst)
@@ -218,12 +240,12 @@ fn chat_prompt_is_the_gguf_template() {
     };
     let mut session = Session::new(&loaded.model, 256);
     let generation = session.generate(&prompt, &config, |_| Ok(true)).unwrap();
-    let mut cache = loaded.model.new_cache(256);
-    let mut logits = step_logits(&loaded.model, &mut cache, &prompt);
+    let mut decoder = Decoder::new(&loaded.model, 256);
+    let mut logits = decoder.step(&prompt);
     for token in &generation.tokens {
         assert_eq!(token.id, argmax(&logits));
         assert_eq!(token.top[0].0, token.id);
-        logits = step_logits(&loaded.model, &mut cache, &[token.id]);
+        logits = decoder.step(&[token.id]);
     }
     // It ran to the token limit, or stopped where step-by-step decoding picks a stop token
     // (the answer can end early: this near-tie prompt is not one the greedy test compares).

@@ -1,12 +1,12 @@
 //! Grouped-query self-attention (8 KV heads in every Llama 3 model) with RoPE, an additive mask
 //! for causality and document boundaries, and an optional KV cache.
 
-use candle_core::{Result, Tensor};
+use candle_core::{DType, Result, Tensor};
 
-use crate::cache::{KvCache, KvStore};
+use crate::cache::KvCache;
 use crate::linear::Linear;
+use crate::paged::{PagedKv, PagedSeq};
 use crate::rope::Rope;
-use crate::sequence::SequenceLayout;
 use crate::softmax::masked_softmax;
 
 /// The four projections of one attention layer and its head counts.
@@ -81,34 +81,33 @@ impl Attention {
             .reshape((b, t, h * hd))
     }
 
-    /// Attention over several sequences at once: `x` (`[1, total, dim]`) holds each sequence's
-    /// new tokens one after another (`spans`: first row and count), `cos`/`sin` their RoPE
-    /// angles. The projections run on all rows together; each sequence attends over its own
-    /// keys and values in `stores`, causally after what they already hold.
-    pub fn forward_spans(
+    /// Attention over several sequences at once on the paged cache: `x` (`[1, total, dim]`)
+    /// holds each sequence's new tokens one after another (`spans`: first row and count),
+    /// `cos`/`sin` (`[total, 1, head_dim/2]`) their RoPE angles. The projections run on all
+    /// rows together; the new keys and values are written to `kv` at each sequence's next
+    /// positions, and each row attends over its own sequence's positions up to its own
+    /// ([`PagedKv::attend`]).
+    pub fn forward_paged(
         &self,
         x: &Tensor,
         spans: &[(usize, usize)],
         (cos, sin): (&Tensor, &Tensor),
-        stores: &mut [&mut dyn KvStore],
+        kv: &mut PagedKv,
+        seqs: &[PagedSeq],
         layer: usize,
     ) -> Result<Tensor> {
         let (_, total, _) = x.dims3()?;
         let (h, kvh, hd) = (self.n_heads, self.n_kv_heads, self.head_dim);
         let [q, k, v] = Linear::forward_many([&self.wq, &self.wk, &self.wv], x)?;
-        let heads = |y: Tensor, n: usize| y.reshape((1, total, n, hd))?.transpose(1, 2);
-        let q = Rope::apply(&heads(q, h)?, cos, sin)?;
-        let k = Rope::apply(&heads(k, kvh)?, cos, sin)?;
-        let v = heads(v, kvh)?;
-        let mut outs = Vec::with_capacity(spans.len());
-        for (&(row, len), store) in spans.iter().zip(stores.iter_mut()) {
-            let part = |t: &Tensor| t.narrow(2, row, len)?.contiguous();
-            let (keys, values) = store.append(layer, &part(&k)?, &part(&v)?)?;
-            let cached = keys.dim(2)? - len;
-            let wide = crate::norm::accumulation_dtype(q.dtype());
-            let mask = SequenceLayout::causal(1, len, cached).mask(wide, q.device())?;
-            outs.push(self.attend(&part(&q)?, &keys, &values, mask.as_ref(), len)?);
-        }
-        self.wo.forward(&Tensor::cat(&outs, 1)?)
+        // Each row its own batch entry, so RoPE takes every row at its own position.
+        let rows = |y: Tensor| y.to_dtype(DType::F32)?.flatten_all()?.to_vec1::<f32>();
+        let heads = |y: Tensor, n: usize| y.reshape((total, n, 1, hd));
+        let q = rows(Rope::apply(&heads(q, h)?, cos, sin)?)?;
+        let k = rows(Rope::apply(&heads(k, kvh)?, cos, sin)?)?;
+        let v = rows(v)?;
+        kv.write(layer, seqs, spans, &k, &v);
+        let out = kv.attend(layer, seqs, spans, &q, h);
+        let out = Tensor::from_vec(out, (1, total, h * hd), x.device())?.to_dtype(x.dtype())?;
+        self.wo.forward(&out)
     }
 }

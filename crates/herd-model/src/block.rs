@@ -3,9 +3,10 @@
 use candle_core::{Result, Tensor};
 
 use crate::attention::{Attention, AttentionInput};
-use crate::cache::{KvCache, KvStore};
+use crate::cache::KvCache;
 use crate::feed_forward::FeedForward;
 use crate::norm::RmsNorm;
+use crate::paged::{PagedKv, PagedSeq};
 use crate::trace::record;
 
 /// Attention and feed-forward, each behind a pre-norm and a residual connection.
@@ -41,19 +42,20 @@ impl Block {
     }
 
     /// Applies the block to the new tokens of several sequences at once (see
-    /// [`Attention::forward_spans`]): everything but attention runs on all rows together.
-    pub fn forward_spans(
+    /// [`Attention::forward_paged`]): everything but attention runs on all rows together.
+    pub fn forward_paged(
         &self,
         x: &Tensor,
         spans: &[(usize, usize)],
         rope: (&Tensor, &Tensor),
-        stores: &mut [&mut dyn KvStore],
+        kv: &mut PagedKv,
+        seqs: &[PagedSeq],
         layer: usize,
     ) -> Result<Tensor> {
         let normed = self.attention_norm.forward(x)?;
         let attention = self
             .attention
-            .forward_spans(&normed, spans, rope, stores, layer)?;
+            .forward_paged(&normed, spans, rope, kv, seqs, layer)?;
         let h = (x + attention)?;
         let ffn = self.feed_forward.forward(&self.ffn_norm.forward(&h)?)?;
         &h + ffn

@@ -1,26 +1,8 @@
-//! The keys and values that attention has already computed, one slot per layer, so that
-//! generation processes each new token once.
+//! The keys and values that attention has already computed, one contiguous slot per layer, for
+//! the batched forward pass ([`crate::Llama::hidden_states`]); inference steps keep theirs in
+//! the paged cache of [`crate::paged`].
 
 use candle_core::{Result, Tensor};
-
-/// Where one sequence's keys and values live between the steps of a batched forward pass
-/// ([`crate::Llama::step`]): a contiguous [`KvCache`], or the blocks of a paged cache.
-pub trait KvStore {
-    /// Appends `k`, `v` (`[1, kv_heads, new, head_dim]`) to layer `layer` and returns all of
-    /// that layer's keys and values so far (`[1, kv_heads, len, head_dim]`, contiguous).
-    fn append(&mut self, layer: usize, k: &Tensor, v: &Tensor) -> Result<(Tensor, Tensor)>;
-    /// Tokens stored (the position of the next one).
-    fn stored(&self) -> usize;
-}
-
-impl KvStore for KvCache {
-    fn append(&mut self, layer: usize, k: &Tensor, v: &Tensor) -> Result<(Tensor, Tensor)> {
-        KvCache::append(self, layer, k, v)
-    }
-    fn stored(&self) -> usize {
-        self.len()
-    }
-}
 
 /// Per-layer key/value cache, preallocated for `capacity` tokens per row.
 #[derive(Debug, Clone)]

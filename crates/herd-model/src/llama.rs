@@ -5,12 +5,13 @@ use candle_core::{DType, Device, Result, Tensor};
 
 use crate::attention::{Attention, AttentionInput};
 use crate::block::Block;
-use crate::cache::{KvCache, KvStore};
+use crate::cache::KvCache;
 use crate::config::LlamaConfig;
 use crate::embedding::Embedding;
 use crate::feed_forward::FeedForward;
 use crate::linear::Linear;
 use crate::norm::{accumulation_dtype, RmsNorm};
+use crate::paged::{PagedKv, PagedSeq};
 use crate::rope::Rope;
 use crate::sequence::SequenceLayout;
 use crate::weights::Weights;
@@ -185,12 +186,13 @@ impl Llama {
     }
 
     /// One step of several sequences at once, as a serving engine runs them: sequence `i`
-    /// brings `tokens[i]` (a chunk of its prompt, or its one newest token) following what
-    /// `stores[i]` already holds, which the step appends to. The matrix products run on all the
-    /// step's tokens together; attention runs per sequence over its own keys and values.
-    /// Returns each sequence's final hidden state at its last new token (`[sequences, dim]`).
-    pub fn step(&self, tokens: &[&[u32]], stores: &mut [&mut dyn KvStore]) -> Result<Tensor> {
-        self.step_rows(tokens, stores, &vec![false; tokens.len()])
+    /// brings `tokens[i]` (a chunk of its prompt, or its one newest token) following the
+    /// `seqs[i].cached` positions its blocks of `kv` already hold, and the step writes the new
+    /// ones after them. The matrix products run on all the step's tokens together; attention
+    /// runs per row over its own sequence's blocks ([`crate::paged`]). Returns each sequence's
+    /// final hidden state at its last new token (`[sequences, dim]`).
+    pub fn step(&self, tokens: &[&[u32]], kv: &mut PagedKv, seqs: &[PagedSeq]) -> Result<Tensor> {
+        self.step_rows(tokens, kv, seqs, &vec![false; tokens.len()])
     }
 
     /// [`Llama::step`], returning the final hidden states of every new token of the sequences
@@ -199,35 +201,52 @@ impl Llama {
     pub fn step_rows(
         &self,
         tokens: &[&[u32]],
-        stores: &mut [&mut dyn KvStore],
+        kv: &mut PagedKv,
+        seqs: &[PagedSeq],
         every_position: &[bool],
     ) -> Result<Tensor> {
-        if tokens.len() != stores.len()
+        if tokens.len() != seqs.len()
             || tokens.len() != every_position.len()
             || tokens.iter().any(|t| t.is_empty())
         {
             candle_core::bail!(
-                "a step needs one non-empty token list, one store and one row choice per sequence"
+                "a step needs one non-empty token list, one sequence and one row choice per \
+                 sequence"
+            );
+        }
+        let lengths: Vec<usize> = tokens.iter().map(|t| t.len()).collect();
+        kv.check(seqs, &lengths)?;
+        if let Some(end) = seqs
+            .iter()
+            .zip(&lengths)
+            .map(|(s, n)| s.cached + n)
+            .find(|&end| end > self.config.max_seq_len)
+        {
+            candle_core::bail!(
+                "{end} positions exceed the model's context of {}",
+                self.config.max_seq_len
             );
         }
         let mut spans = Vec::with_capacity(tokens.len());
         let mut positions = Vec::new();
         let mut all = Vec::new();
-        for (ids, store) in tokens.iter().zip(stores.iter()) {
-            let start = store.stored();
+        for (ids, seq) in tokens.iter().zip(seqs) {
             spans.push((all.len(), ids.len()));
-            positions.extend((start..start + ids.len()).map(|p| p as u32));
+            positions.extend((seq.cached..seq.cached + ids.len()).map(|p| p as u32));
             all.extend_from_slice(ids);
         }
         let total = all.len();
-        let (cos, sin) = self.rope.cos_sin(&positions, 1, self.dtype, &self.device)?;
+        // One RoPE row per token: `[total, 1, head_dim/2]`.
+        let (cos, sin) = self
+            .rope
+            .cos_sin(&positions, total, self.dtype, &self.device)?;
         let ids = Tensor::new(all.as_slice(), &self.device)?;
         let mut x = self
             .embedding
             .lookup(&ids)?
             .reshape((1, total, self.config.dim))?;
         for (l, block) in self.blocks.iter().enumerate() {
-            x = block.forward_spans(&x, &spans, (&cos, &sin), stores, l)?;
+            x = block.forward_paged(&x, &spans, (&cos, &sin), kv, seqs, l)?;
         }
         let rows: Vec<u32> = spans
             .iter()

@@ -154,7 +154,7 @@ async fn respond(state: Arc<AppState>, body: Body, arrived: Instant) -> Result<R
             })
         })
         .collect::<Result<Vec<_>, ApiError>>()?;
-    let updates = start(&state, requests, &stop, arrived)?;
+    let updates = start(&state, requests, "messages", &stop, arrived)?;
     let reply = Reply {
         envelope: Envelope::new(&state, "chatcmpl"),
         logprobs: request.logprobs,

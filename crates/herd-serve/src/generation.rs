@@ -62,11 +62,16 @@ pub fn usage(endings: &[Option<&Ending>], n: usize) -> serde_json::Value {
 }
 
 /// Queues `request` on the engine, or says why not (503 with `Retry-After` when the queue is
-/// full, 400 when the prompt does not fit).
-pub fn submit(state: &AppState, request: Request) -> Result<UnboundedReceiver<Event>, ApiError> {
+/// full, 400 naming `prompt_param` — the request's field the prompt came from — when the
+/// prompt does not fit).
+pub fn submit(
+    state: &AppState,
+    request: Request,
+    prompt_param: &str,
+) -> Result<UnboundedReceiver<Event>, ApiError> {
     state.engine.submit(request).map_err(|e| match e {
         SubmitError::Busy { .. } => ApiError::busy(e.to_string()),
-        SubmitError::TooLong { .. } => ApiError::invalid(e.to_string(), Some("messages")),
+        SubmitError::TooLong { .. } => ApiError::invalid(e.to_string(), Some(prompt_param)),
         SubmitError::Invalid(message) => ApiError::invalid(message, None),
         SubmitError::Stopped => ApiError::stopping(),
     })
@@ -74,9 +79,11 @@ pub fn submit(state: &AppState, request: Request) -> Result<UnboundedReceiver<Ev
 
 /// Queues every choice of a request (all or none: one refused drops those already queued),
 /// then drives each on its own task; their updates arrive tagged with the choice's index.
+/// `prompt_param` names the field the prompts came from, for errors.
 pub fn start(
     state: &Arc<AppState>,
     requests: Vec<Request>,
+    prompt_param: &str,
     stop: &[String],
     arrived: Instant,
 ) -> Result<UnboundedReceiver<(usize, Update)>, ApiError> {
@@ -86,7 +93,7 @@ pub fn start(
     let mut queued = Vec::with_capacity(requests.len());
     for request in requests {
         let prompt = request.prompt.len();
-        queued.push((prompt, submit(state, request)?));
+        queued.push((prompt, submit(state, request, prompt_param)?));
     }
     let (updates, receiver) = unbounded_channel();
     for (index, (prompt, events)) in queued.into_iter().enumerate() {

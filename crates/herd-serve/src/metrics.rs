@@ -1,7 +1,8 @@
 //! `/metrics`: Prometheus text exposition (prometheus-client) of requests by endpoint and status,
-//! prompt and generated tokens, the queue, the running sequences, the KV slots they hold, and
-//! histograms of time to first token, inter-token latency and request duration — what a
-//! Grafana board for vLLM or llama-server plots.
+//! prompt and generated tokens, the queue, the running sequences, the KV blocks they hold (and
+//! the pool's size), prompt tokens read from shared blocks, and histograms of time to first
+//! token, inter-token latency and request duration — what a Grafana board for vLLM or
+//! llama-server plots.
 
 use std::sync::atomic::Ordering;
 use std::sync::Mutex;
@@ -35,7 +36,9 @@ pub struct Metrics {
     pub generated_tokens: Counter,
     waiting: Gauge,
     running: Gauge,
-    kv_tokens: Gauge,
+    kv_blocks_used: Gauge,
+    kv_blocks_total: Gauge,
+    prefix_cached_tokens: Gauge,
     /// Seconds from a request's arrival to its first generated token.
     pub time_to_first_token: Histogram,
     /// Seconds between consecutive generated tokens of a sequence.
@@ -51,7 +54,9 @@ impl Metrics {
         let requests = Family::<RequestLabels, Counter>::default();
         let prompt_tokens = Counter::default();
         let generated_tokens = Counter::default();
-        let (waiting, running, kv_tokens) = (Gauge::default(), Gauge::default(), Gauge::default());
+        let (waiting, running) = (Gauge::default(), Gauge::default());
+        let (kv_blocks_used, kv_blocks_total) = (Gauge::default(), Gauge::default());
+        let prefix_cached_tokens = Gauge::default();
         // 1 ms to about 65 s.
         let time_to_first_token = Histogram::new(exponential_buckets(0.001, 2.0, 17));
         let inter_token_latency = Histogram::new(exponential_buckets(0.0005, 2.0, 15));
@@ -82,9 +87,19 @@ impl Metrics {
             running.clone(),
         );
         registry.register(
-            "kv_cache_tokens",
-            "KV-cache token slots held by running sequences",
-            kv_tokens.clone(),
+            "kv_cache_blocks_used",
+            "Paged KV-cache blocks held by running sequences",
+            kv_blocks_used.clone(),
+        );
+        registry.register(
+            "kv_cache_blocks_total",
+            "Paged KV-cache blocks in the pool",
+            kv_blocks_total.clone(),
+        );
+        registry.register(
+            "prefix_cached_tokens",
+            "Prompt tokens taken from shared KV blocks instead of computed, since the start",
+            prefix_cached_tokens.clone(),
         );
         registry.register(
             "time_to_first_token_seconds",
@@ -108,7 +123,9 @@ impl Metrics {
             generated_tokens,
             waiting,
             running,
-            kv_tokens,
+            kv_blocks_used,
+            kv_blocks_total,
+            prefix_cached_tokens,
             time_to_first_token,
             inter_token_latency,
             request_duration,
@@ -136,7 +153,10 @@ impl Metrics {
         let load = |a: &std::sync::atomic::AtomicUsize| a.load(Ordering::SeqCst) as i64;
         self.waiting.set(load(&engine.waiting));
         self.running.set(load(&engine.running));
-        self.kv_tokens.set(load(&engine.kv_tokens));
+        self.kv_blocks_used.set(load(&engine.kv_blocks_used));
+        self.kv_blocks_total.set(load(&engine.kv_blocks_total));
+        self.prefix_cached_tokens
+            .set(load(&engine.prefix_cached_tokens));
         let mut text = String::new();
         let registry = self.registry.lock().unwrap_or_else(|e| e.into_inner());
         encode(&mut text, &registry).expect("writing to a String cannot fail");

@@ -113,7 +113,7 @@ fn chat_replies_equal_herd_generate_alone_and_among_63_others() {
         assert_eq!(reply["choices"][0]["finish_reason"], finish, "request {i}");
     }
     assert_eq!(server.metric("herd_requests_running"), 0.0);
-    assert_eq!(server.metric("herd_kv_cache_tokens"), 0.0);
+    assert_eq!(server.metric("herd_kv_cache_blocks_used"), 0.0);
     assert!(server.metric("herd_generation_tokens_total") >= 64.0 * 10.0);
 }
 
