@@ -141,9 +141,13 @@ impl PagedKv {
                 let (block, slot) = seq.place(seq.cached + t);
                 let source = (row + t) * width;
                 for g in 0..kvh {
-                    let at = ((block * kvh + g) * BLOCK_TOKENS + slot) * hd;
+                    let base = (block * kvh + g) * BLOCK_TOKENS * hd;
                     let from = source + g * hd;
-                    keys[at..at + hd].copy_from_slice(&k[from..from + hd]);
+                    // Keys stored transposed within the block: dimension-major.
+                    for (d, &x) in k[from..from + hd].iter().enumerate() {
+                        keys[base + d * BLOCK_TOKENS + slot] = x;
+                    }
+                    let at = base + slot * hd;
                     values[at..at + hd].copy_from_slice(&v[from..from + hd]);
                 }
             }
@@ -175,43 +179,26 @@ impl PagedKv {
             }
         }
         let mut out = vec![0f32; rows.len() * n_heads * hd];
-        let (keys, values) = (&self.keys[layer], &self.values[layer]);
-        let scale = 1.0 / (hd as f32).sqrt();
-        // One item per query row and KV head: the `group` query heads that share it.
+        let heads = HeadGroups {
+            keys: &self.keys[layer],
+            values: &self.values[layer],
+            kv_heads: kvh,
+            head_dim: hd,
+            scale: 1.0 / (hd as f32).sqrt(),
+        };
+        let kernel = Kernel::detect();
+        // One item per query row and KV head: the `group` query heads that share it, adjacent
+        // in the row, so each item owns `group · hd` floats of the output.
         let item = |index: usize, out: &mut [f32]| {
             let (r, g) = (index / kvh, index % kvh);
             let (s, position) = rows[r];
-            let seq = &seqs[s];
+            let queries = &q[index * group * hd..][..group * hd];
             SCORES.with(|scores| {
                 let mut scores = scores.borrow_mut();
                 scores.resize(position + 1, 0.0);
-                for j in 0..group {
-                    let head = g * group + j;
-                    let query = &q[(r * n_heads + head) * hd..][..hd];
-                    let mut max = f32::NEG_INFINITY;
-                    for (p, score) in scores.iter_mut().enumerate() {
-                        let (block, slot) = seq.place(p);
-                        let at = ((block * kvh + g) * BLOCK_TOKENS + slot) * hd;
-                        *score = dot(query, &keys[at..at + hd]) * scale;
-                        max = max.max(*score);
-                    }
-                    let mut sum = 0f32;
-                    for score in scores.iter_mut() {
-                        *score = (*score - max).exp();
-                        sum += *score;
-                    }
-                    let head_out = &mut out[j * hd..(j + 1) * hd];
-                    for (p, &weight) in scores.iter().enumerate() {
-                        let (block, slot) = seq.place(p);
-                        let at = ((block * kvh + g) * BLOCK_TOKENS + slot) * hd;
-                        add_scaled(head_out, weight, &values[at..at + hd]);
-                    }
-                    let inverse = 1.0 / sum;
-                    head_out.iter_mut().for_each(|x| *x *= inverse);
-                }
+                kernel.run(&heads, &seqs[s], g, queries, &mut scores, out);
             });
         };
-        // Query heads of one KV head are adjacent in a row: each item owns `group · hd` floats.
         let mut items: Vec<&mut [f32]> = out.chunks_mut(group * hd).collect();
         if work < PARALLEL_MIN_WORK {
             items.iter_mut().enumerate().for_each(|(i, o)| item(i, o));
@@ -222,27 +209,273 @@ impl PagedKv {
     }
 }
 
+/// One layer's keys and values and the shape of its attention.
+struct HeadGroups<'a> {
+    keys: &'a [f32],
+    values: &'a [f32],
+    kv_heads: usize,
+    head_dim: usize,
+    scale: f32,
+}
+
+impl HeadGroups<'_> {
+    /// The query heads `queries` (`[group, head_dim]`) of KV head `g` over `seq`'s positions
+    /// `0..scores.len()`: scores, softmax, weighted values into `out` (`[group, head_dim]`).
+    #[inline(always)]
+    fn attend<S: BlockScores>(
+        &self,
+        seq: &PagedSeq,
+        g: usize,
+        queries: &[f32],
+        scores: &mut [f32],
+        out: &mut [f32],
+    ) {
+        let hd = self.head_dim;
+        let size = BLOCK_TOKENS * hd;
+        let block = |b: usize| (seq.blocks[b] as usize * self.kv_heads + g) * size;
+        for (query, head_out) in queries.chunks_exact(hd).zip(out.chunks_exact_mut(hd)) {
+            // The maximum is the same in any order; it is taken over whole blocks of lanes.
+            let mut max = [f32::NEG_INFINITY; BLOCK_TOKENS];
+            for (b, scores) in scores.chunks_mut(BLOCK_TOKENS).enumerate() {
+                let start = block(b);
+                let all = S::block_scores(query, &self.keys[start..start + size]);
+                for (i, (score, &raw)) in scores.iter_mut().zip(&all).enumerate() {
+                    *score = raw * self.scale;
+                    max[i] = max[i].max(*score);
+                }
+            }
+            let max = max.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+            let sum = exp_and_sum(scores, max);
+            head_out.fill(0.0);
+            for (b, weights) in scores.chunks(BLOCK_TOKENS).enumerate() {
+                let start = block(b);
+                let values = &self.values[start..start + size];
+                for (&weight, value) in weights.iter().zip(values.chunks_exact(hd)) {
+                    add_scaled(head_out, weight, value);
+                }
+            }
+            let inverse = 1.0 / sum;
+            head_out.iter_mut().for_each(|x| *x *= inverse);
+        }
+    }
+}
+
+/// Lanes of the softmax's sums: scores are added into these in turn, then the lanes halved
+/// pairwise — a fixed order, so every vector width gives the same sum.
+const LANES: usize = 16;
+
+/// Replaces each score by `e^(score − max)` and returns their sum.
+#[inline(always)]
+fn exp_and_sum(scores: &mut [f32], max: f32) -> f32 {
+    let mut lanes = [0f32; LANES];
+    let mut chunks = scores.chunks_exact_mut(LANES);
+    for chunk in chunks.by_ref() {
+        let chunk: &mut [f32; LANES] = chunk.try_into().expect("a whole chunk");
+        for i in 0..LANES {
+            chunk[i] = exp_nonpositive(chunk[i] - max);
+            lanes[i] += chunk[i];
+        }
+    }
+    for (i, score) in chunks.into_remainder().iter_mut().enumerate() {
+        *score = exp_nonpositive(*score - max);
+        lanes[i] += *score;
+    }
+    let mut width = LANES / 2;
+    while width > 0 {
+        for i in 0..width {
+            lanes[i] += lanes[i + width];
+        }
+        width /= 2;
+    }
+    lanes[0]
+}
+
+/// The dot products of `query` with the [`BLOCK_TOKENS`] keys of one block, stored transposed
+/// (`keys[d · BLOCK_TOKENS + slot]`): dimension `d` adds `query[d] · keys[d]` (a vector over
+/// the slots, multiplied then added — never fused) into accumulator `d mod 4`, and the four are
+/// summed as `(a0 + a1) + (a2 + a3)`. No horizontal sums, and every implementation below gives
+/// the same bits. Slots past a sequence's end give values the caller ignores.
+trait BlockScores {
+    fn block_scores(query: &[f32], keys: &[f32]) -> [f32; BLOCK_TOKENS];
+}
+
+/// [`BlockScores`] in plain Rust.
+struct Portable;
+
+impl BlockScores for Portable {
+    #[inline(always)]
+    fn block_scores(query: &[f32], keys: &[f32]) -> [f32; BLOCK_TOKENS] {
+        let mut acc = [[0f32; BLOCK_TOKENS]; 4];
+        for (d, &q) in query.iter().enumerate() {
+            let row = &keys[d * BLOCK_TOKENS..(d + 1) * BLOCK_TOKENS];
+            for (a, &k) in acc[d % 4].iter_mut().zip(row) {
+                *a += q * k;
+            }
+        }
+        std::array::from_fn(|i| (acc[0][i] + acc[1][i]) + (acc[2][i] + acc[3][i]))
+    }
+}
+
+/// [`BlockScores`] in AVX2: the 16 slots as two 8-lane registers.
+#[cfg(target_arch = "x86_64")]
+struct Avx2;
+
+#[cfg(target_arch = "x86_64")]
+impl BlockScores for Avx2 {
+    #[inline(always)]
+    fn block_scores(query: &[f32], keys: &[f32]) -> [f32; BLOCK_TOKENS] {
+        use std::arch::x86_64::*;
+        assert!(keys.len() >= query.len() * BLOCK_TOKENS);
+        // SAFETY: only reached from `attend_avx2`, compiled for AVX2 after `Kernel::detect`
+        // found it; every load reads 8 floats inside `keys` (checked above).
+        unsafe {
+            let mut acc = [[_mm256_setzero_ps(); 2]; 4];
+            for (d, &q) in query.iter().enumerate() {
+                let q = _mm256_set1_ps(q);
+                let row = keys.as_ptr().add(d * BLOCK_TOKENS);
+                for (h, a) in acc[d % 4].iter_mut().enumerate() {
+                    let k = _mm256_loadu_ps(row.add(8 * h));
+                    *a = _mm256_add_ps(*a, _mm256_mul_ps(q, k));
+                }
+            }
+            let mut out = [0f32; BLOCK_TOKENS];
+            for (h, half) in out.chunks_exact_mut(8).enumerate() {
+                let left = _mm256_add_ps(acc[0][h], acc[1][h]);
+                let right = _mm256_add_ps(acc[2][h], acc[3][h]);
+                _mm256_storeu_ps(half.as_mut_ptr(), _mm256_add_ps(left, right));
+            }
+            out
+        }
+    }
+}
+
+/// [`BlockScores`] in AVX-512: the 16 slots in one register.
+#[cfg(target_arch = "x86_64")]
+struct Avx512;
+
+#[cfg(target_arch = "x86_64")]
+impl BlockScores for Avx512 {
+    #[inline(always)]
+    fn block_scores(query: &[f32], keys: &[f32]) -> [f32; BLOCK_TOKENS] {
+        use std::arch::x86_64::*;
+        assert!(keys.len() >= query.len() * BLOCK_TOKENS);
+        // SAFETY: only reached from `attend_avx512`, compiled for AVX-512F after
+        // `Kernel::detect` found it; every load reads 16 floats inside `keys` (checked above).
+        unsafe {
+            let mut acc = [_mm512_setzero_ps(); 4];
+            for (d, &q) in query.iter().enumerate() {
+                let k = _mm512_loadu_ps(keys.as_ptr().add(d * BLOCK_TOKENS));
+                acc[d % 4] = _mm512_add_ps(acc[d % 4], _mm512_mul_ps(_mm512_set1_ps(q), k));
+            }
+            let sum = _mm512_add_ps(_mm512_add_ps(acc[0], acc[1]), _mm512_add_ps(acc[2], acc[3]));
+            let mut out = [0f32; BLOCK_TOKENS];
+            _mm512_storeu_ps(out.as_mut_ptr(), sum);
+            out
+        }
+    }
+}
+
+/// The widest vector instructions this CPU has for the attention loops. The loops are written
+/// so that every width computes the same numbers (lane by lane, no fused multiply-adds): the
+/// choice changes speed, never a bit of the result.
+#[derive(Debug, Clone, Copy)]
+enum Kernel {
+    Portable,
+    #[cfg(target_arch = "x86_64")]
+    Avx2,
+    #[cfg(target_arch = "x86_64")]
+    Avx512,
+}
+
+impl Kernel {
+    fn detect() -> Kernel {
+        #[cfg(target_arch = "x86_64")]
+        {
+            if std::arch::is_x86_feature_detected!("avx512f") {
+                return Kernel::Avx512;
+            }
+            if std::arch::is_x86_feature_detected!("avx2") {
+                return Kernel::Avx2;
+            }
+        }
+        Kernel::Portable
+    }
+
+    fn run(
+        self,
+        heads: &HeadGroups,
+        seq: &PagedSeq,
+        g: usize,
+        queries: &[f32],
+        scores: &mut [f32],
+        out: &mut [f32],
+    ) {
+        match self {
+            Kernel::Portable => heads.attend::<Portable>(seq, g, queries, scores, out),
+            // SAFETY: `detect` found the features these are compiled for.
+            #[cfg(target_arch = "x86_64")]
+            Kernel::Avx2 => unsafe { attend_avx2(heads, seq, g, queries, scores, out) },
+            #[cfg(target_arch = "x86_64")]
+            Kernel::Avx512 => unsafe { attend_avx512(heads, seq, g, queries, scores, out) },
+        }
+    }
+}
+
+/// [`HeadGroups::attend`] compiled for AVX2.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2")]
+unsafe fn attend_avx2(
+    heads: &HeadGroups,
+    seq: &PagedSeq,
+    g: usize,
+    queries: &[f32],
+    scores: &mut [f32],
+    out: &mut [f32],
+) {
+    heads.attend::<Avx2>(seq, g, queries, scores, out)
+}
+
+/// [`HeadGroups::attend`] compiled for AVX-512.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f")]
+unsafe fn attend_avx512(
+    heads: &HeadGroups,
+    seq: &PagedSeq,
+    g: usize,
+    queries: &[f32],
+    scores: &mut [f32],
+    out: &mut [f32],
+) {
+    heads.attend::<Avx512>(seq, g, queries, scores, out)
+}
+
+/// `e^x` for `x ≤ 0` (Cephes' `expf`: `2^n · p(r)`, within 2 ulp of the exact value; below
+/// −87.3 it gives about 1e-38 rather than 0, harmless beside the softmax's 1). Branch-free, so
+/// the loop over a row's scores vectorises — libm's `expf` is a call per score, and a long
+/// prompt takes hundreds of millions of them.
+#[inline(always)]
+fn exp_nonpositive(x: f32) -> f32 {
+    const LOG2E: f32 = std::f32::consts::LOG2_E;
+    const LN2_HI: f32 = 0.693_359_4;
+    const LN2_LO: f32 = -2.121_944_4e-4;
+    let x = x.max(-87.3);
+    let n = (x * LOG2E + 0.5).floor();
+    let r = x - n * LN2_HI - n * LN2_LO;
+    let p = ((((1.987_569_1e-4 * r + 1.398_199_9e-3) * r + 8.333_452e-3) * r + 4.166_579_6e-2) * r
+        + 1.666_666_5e-1)
+        * r
+        + 0.5;
+    let p = p * r * r + r + 1.0;
+    f32::from_bits(((n as i32 + 127) << 23) as u32) * p
+}
+
 thread_local! {
     /// One attention row's scores, kept between calls so a step allocates nothing per row.
     static SCORES: RefCell<Vec<f32>> = const { RefCell::new(Vec::new()) };
 }
 
-/// `Σ a[i]·b[i]` in 16 lanes summed in a fixed order (vectorised by the compiler, and the same
-/// result wherever it runs).
-fn dot(a: &[f32], b: &[f32]) -> f32 {
-    let mut lanes = [0f32; 16];
-    let (a16, b16) = (a.chunks_exact(16), b.chunks_exact(16));
-    let (ra, rb) = (a16.remainder(), b16.remainder());
-    for (x, y) in a16.zip(b16) {
-        for i in 0..16 {
-            lanes[i] += x[i] * y[i];
-        }
-    }
-    let tail: f32 = ra.iter().zip(rb).map(|(x, y)| x * y).sum();
-    lanes.iter().sum::<f32>() + tail
-}
-
 /// `out += weight · v`.
+#[inline(always)]
 fn add_scaled(out: &mut [f32], weight: f32, v: &[f32]) {
     for (o, x) in out.iter_mut().zip(v) {
         *o += weight * x;
@@ -348,6 +581,52 @@ mod tests {
                 .map(|(a, b)| (a - b).abs())
                 .fold(0f32, f32::max);
             assert!(worst < 1e-5, "sequence {s}: {worst}");
+        }
+    }
+
+    /// Every kernel this CPU runs gives the portable kernel's bits, on a head dimension that is
+    /// not a multiple of 4 and a sequence that ends inside a block.
+    #[test]
+    fn every_vector_width_gives_the_same_bits() {
+        let (kvh, hd, group) = (2, 22, 3);
+        let mut state = 3u64;
+        let mut random =
+            |n: usize| -> Vec<f32> { (0..n).map(|_| uniform(&mut state, 2.0)).collect() };
+        let (keys, values) = (
+            random(4 * kvh * BLOCK_TOKENS * hd),
+            random(4 * kvh * BLOCK_TOKENS * hd),
+        );
+        let heads = HeadGroups {
+            keys: &keys,
+            values: &values,
+            kv_heads: kvh,
+            head_dim: hd,
+            scale: 0.3,
+        };
+        let seq = PagedSeq {
+            blocks: &[3, 1, 0],
+            cached: 0,
+        };
+        let queries = random(group * hd);
+        let run = |kernel: Kernel| {
+            let (mut scores, mut out) = (vec![0f32; 41], vec![0f32; group * hd]);
+            kernel.run(&heads, &seq, 1, &queries, &mut scores, &mut out);
+            out
+        };
+        let portable = run(Kernel::Portable);
+        assert!(portable.iter().all(|x| x.is_finite() && *x != 0.0));
+        let mut kernels = vec![];
+        #[cfg(target_arch = "x86_64")]
+        {
+            if std::arch::is_x86_feature_detected!("avx2") {
+                kernels.push(Kernel::Avx2);
+            }
+            if std::arch::is_x86_feature_detected!("avx512f") {
+                kernels.push(Kernel::Avx512);
+            }
+        }
+        for kernel in kernels {
+            assert_eq!(run(kernel), portable, "{kernel:?}");
         }
     }
 
