@@ -421,33 +421,27 @@ impl Kernel {
     }
 }
 
-/// [`HeadGroups::attend`] compiled for AVX2.
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx2")]
-unsafe fn attend_avx2(
-    heads: &HeadGroups,
-    seq: &PagedSeq,
-    g: usize,
-    queries: &[f32],
-    scores: &mut [f32],
-    out: &mut [f32],
-) {
-    heads.attend::<Avx2>(seq, g, queries, scores, out)
+/// Defines `$name`: [`HeadGroups::attend`] with `$scores`' block scores, compiled for
+/// `$feature` (called only after [`Kernel::detect`] found it).
+macro_rules! attend_compiled_for {
+    ($name:ident, $feature:literal, $scores:ty) => {
+        #[cfg(target_arch = "x86_64")]
+        #[target_feature(enable = $feature)]
+        unsafe fn $name(
+            heads: &HeadGroups,
+            seq: &PagedSeq,
+            g: usize,
+            queries: &[f32],
+            scores: &mut [f32],
+            out: &mut [f32],
+        ) {
+            heads.attend::<$scores>(seq, g, queries, scores, out)
+        }
+    };
 }
 
-/// [`HeadGroups::attend`] compiled for AVX-512.
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx512f")]
-unsafe fn attend_avx512(
-    heads: &HeadGroups,
-    seq: &PagedSeq,
-    g: usize,
-    queries: &[f32],
-    scores: &mut [f32],
-    out: &mut [f32],
-) {
-    heads.attend::<Avx512>(seq, g, queries, scores, out)
-}
+attend_compiled_for!(attend_avx2, "avx2", Avx2);
+attend_compiled_for!(attend_avx512, "avx512f", Avx512);
 
 /// `e^x` for `x ≤ 0` (Cephes' `expf`: `2^n · p(r)`, within 2 ulp of the exact value; below
 /// −87.3 it gives about 1e-38 rather than 0, harmless beside the softmax's 1). Branch-free, so
