@@ -10,7 +10,8 @@ if [ -f ../shared/assets/fetch.sh ]; then
   bash ../shared/assets/fetch.sh llama3-tokenizer smollm2-135m-instruct-q4_1 \
     llama-bpe-vocab-test-inp llama-bpe-vocab-test-out llamafactory-alpaca_en_demo \
     llamafactory-identity llamafactory-glaive_toolcall_en_demo llamafactory-kto_en_demo \
-    llamafactory-dpo_en_demo lid.176.ftz llama3.1-8b-instruct-chat-template >/dev/null
+    llamafactory-dpo_en_demo lid.176.ftz llama3.1-8b-instruct-chat-template \
+    llama3.2-3b-instruct-chat-template >/dev/null
 else
   cargo run --quiet -p herd -- fetch >/dev/null
 fi

@@ -154,7 +154,14 @@ async fn respond(state: Arc<AppState>, body: Body, arrived: Instant) -> Result<R
             })
         })
         .collect::<Result<Vec<_>, ApiError>>()?;
-    let updates = start(&state, requests, "messages", &stop, arrived)?;
+    let updates = start(
+        &state,
+        requests,
+        "messages",
+        (!prompt.prefix.is_empty()).then_some(prompt.prefix.as_str()),
+        &stop,
+        arrived,
+    )?;
     let reply = Reply {
         envelope: Envelope::new(&state, "chatcmpl"),
         logprobs: request.logprobs,

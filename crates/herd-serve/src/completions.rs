@@ -211,7 +211,7 @@ async fn respond(state: Arc<AppState>, body: Body, arrived: Instant) -> Result<R
             });
         }
     }
-    let updates = start(&state, requests, "prompt", &stop, arrived)?;
+    let updates = start(&state, requests, "prompt", None, &stop, arrived)?;
     let reply = Reply {
         envelope: Envelope::new(&state, "cmpl"),
         echo: request.echo,

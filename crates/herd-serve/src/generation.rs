@@ -14,6 +14,7 @@ use herd_tokenizer::StreamDecoder;
 use tokio::sync::mpsc::{unbounded_channel, UnboundedReceiver, UnboundedSender};
 
 use crate::error::ApiError;
+use crate::prompt::call_arguments_end;
 use crate::state::AppState;
 
 /// What a choice reports as it goes.
@@ -79,11 +80,14 @@ pub fn submit(
 
 /// Queues every choice of a request (all or none: one refused drops those already queued),
 /// then drives each on its own task; their updates arrive tagged with the choice's index.
-/// `prompt_param` names the field the prompts came from, for errors.
+/// `prompt_param` names the field the prompts came from, for errors; `call_opening` is the start
+/// of a tool call the prompt opened the reply with (`tool_choice` forcing a call), if any: the
+/// reply then ends when the call's arguments close.
 pub fn start(
     state: &Arc<AppState>,
     requests: Vec<Request>,
     prompt_param: &str,
+    call_opening: Option<&str>,
     stop: &[String],
     arrived: Instant,
 ) -> Result<UnboundedReceiver<(usize, Update)>, ApiError> {
@@ -102,7 +106,7 @@ pub fn start(
             index,
             prompt,
             events,
-            stop.to_vec(),
+            Held::new(stop.to_vec(), call_opening.map(str::to_string)),
             arrived,
             updates.clone(),
         ));
@@ -118,7 +122,7 @@ pub async fn drive(
     index: usize,
     prompt_tokens: usize,
     mut events: UnboundedReceiver<Event>,
-    stop: Vec<String>,
+    mut held: Held,
     arrived: Instant,
     updates: UnboundedSender<(usize, Update)>,
 ) {
@@ -126,10 +130,6 @@ pub async fn drive(
     let deadline = tokio::time::Instant::from_std(arrived + state.settings.timeout);
     let metrics = &state.metrics;
     let mut decoder = Some(StreamDecoder::new(&state.tokenizer));
-    let mut held = Held {
-        stop: &stop,
-        pieces: Vec::new(),
-    };
     let mut undecoded: Vec<GeneratedToken> = Vec::new();
     let mut last_token: Option<Instant> = None;
     let mut generated = 0;
@@ -187,7 +187,8 @@ pub async fn drive(
                     return;
                 }
                 if stopped {
-                    // A stop string: the rest is not wanted (dropping `events` cancels it).
+                    // A stop string, or a forced call's end: the rest is not wanted (dropping
+                    // `events` cancels it).
                     metrics.prompt_tokens.inc_by(prompt_tokens as u64);
                     metrics.generated_tokens.inc_by(generated as u64);
                     send(Update::End(Ending {
@@ -244,17 +245,36 @@ pub async fn drive(
 }
 
 /// Decoded text not yet sent, in the pieces the decoder gave (each with its tokens).
-struct Held<'s> {
-    stop: &'s [String],
+pub struct Held {
+    stop: Vec<String>,
+    /// The opening of a forced tool call, and the reply's text sent so far.
+    call: Option<(String, String)>,
     pieces: Vec<(String, Vec<GeneratedToken>)>,
 }
 
-impl Held<'_> {
-    /// Takes what can be sent: everything up to a stop string (then `true`), or (unless `all`)
-    /// all but the pieces that might be the start of one.
+impl Held {
+    /// Nothing held yet, for a reply cut at `stop` strings and, when it was opened as a call
+    /// (`call_opening`), where the call's arguments close.
+    fn new(stop: Vec<String>, call_opening: Option<String>) -> Held {
+        Held {
+            stop,
+            call: call_opening.map(|opening| (opening, String::new())),
+            pieces: Vec::new(),
+        }
+    }
+
+    /// Takes what can be sent: everything up to a stop string or the end of a forced call's
+    /// arguments (then `true`; the call is closed with its `}`), or (unless `all`) all but the
+    /// pieces that might be the start of a stop string.
     fn release(&mut self, all: bool) -> (String, Vec<GeneratedToken>, bool) {
         let text: String = self.pieces.iter().map(|(p, _)| p.as_str()).collect();
-        let cut = self.stop.iter().filter_map(|s| text.find(s.as_str())).min();
+        let call_end = self.call.as_ref().and_then(|(opening, sent)| {
+            let before = opening.len() + sent.len();
+            let end = call_arguments_end(&format!("{opening}{sent}{text}"))?;
+            (end > before).then(|| end - before)
+        });
+        let stop_cut = self.stop.iter().filter_map(|s| text.find(s.as_str())).min();
+        let cut = stop_cut.into_iter().chain(call_end).min();
         let limit = match cut {
             Some(cut) => cut,
             None if all => text.len(),
@@ -275,6 +295,12 @@ impl Held<'_> {
             // The text up to the stop string (a piece that straddles it gives its head only).
             out = text[..limit].to_string();
             self.pieces.clear();
+            if cut == call_end {
+                out.push('}');
+            }
+        }
+        if let Some((_, sent)) = &mut self.call {
+            sent.push_str(&out);
         }
         (out, tokens, cut.is_some())
     }
@@ -306,9 +332,10 @@ mod tests {
         }
     }
 
-    fn held<'s>(stop: &'s [String], pieces: &[&str]) -> Held<'s> {
+    fn held(stop: &[String], pieces: &[&str]) -> Held {
         Held {
-            stop,
+            stop: stop.to_vec(),
+            call: None,
             pieces: pieces
                 .iter()
                 .enumerate()

@@ -6,17 +6,20 @@
 //! messages, and `tools` — as transformers' `apply_chat_template` and vLLM pass them; Llama 3.1
 //! Instruct's template writes the JSON custom-tool prompt, the built-in tools' `Environment:
 //! ipython` and the `<|python_tag|>`/`<|eom_id|>` turns. A Llama 3 model without a template uses
-//! Meta's dialog format (`llama_models`' `ChatFormat`). A reply is read back with
+//! Meta's dialog format (`llama_models`' `ChatFormat`), and with `tools` the prompt Llama 3.1
+//! Instruct's template writes (`chat::tool_prompt`). A reply is read back with
 //! `llama_models`' rules (a whole-reply JSON call, `<function=…>`, a `[name(k=v)]` list, a
 //! built-in `tool.call(query=…)`, `<|python_tag|>` code).
 //!
 //! `tool_choice: "required"` or a named function opens the reply with the start of the JSON
 //! call (`{"name": "f", "parameters": `, or `{"name": "` when the model must pick among several
 //! tools) — herd has no grammar-constrained decoding, and this is how the Llama 3.1 JSON format
-//! starts a call anyway.
+//! starts a call anyway — and the reply ends as soon as the call's arguments object closes
+//! ([`call_arguments_end`]), whatever the model would have added.
 
 use herd_tokenizer::chat::llama3::encode_dialog_prompt;
 use herd_tokenizer::chat::tool_parse::parse_assistant_reply;
+use herd_tokenizer::chat::tool_prompt::llama31_tool_prompt;
 use herd_tokenizer::chat::{Message, Role, StopReason, ToolCall, ToolPromptFormat};
 use serde::Deserialize;
 use serde_json::{json, Value};
@@ -212,19 +215,22 @@ pub fn chat_prompt(
     };
     let tokenizer = &state.tokenizer;
     let encode_error = |e: herd_tokenizer::Error| ApiError::internal(e.to_string());
+    // The messages and tools in OpenAI's shape, for a template or Llama 3.1's tool prompt.
+    let json_messages = || {
+        messages
+            .iter()
+            .enumerate()
+            .map(|(i, m)| template_message(i, m))
+            .collect::<Result<Vec<_>, _>>()
+    };
+    let json_tools: Vec<Value> = shown.iter().map(|t| json!(t)).collect();
+    let bos = tokenizer.token_text(tokenizer.bos_id());
     let mut ids = match state.chat_template() {
         Some(template) => {
-            let json_messages = messages
-                .iter()
-                .enumerate()
-                .map(|(i, m)| template_message(i, m))
-                .collect::<Result<Vec<_>, _>>()?;
-            let json_tools: Vec<Value> = shown.iter().map(|t| json!(t)).collect();
-            let bos = tokenizer.token_text(tokenizer.bos_id());
             let eos = tokenizer.token_text(tokenizer.stop_ids().first().copied());
             let text = template
                 .render_json(
-                    &json_messages,
+                    &json_messages()?,
                     (!json_tools.is_empty()).then_some(json_tools.as_slice()),
                     true,
                     &bos,
@@ -233,14 +239,13 @@ pub fn chat_prompt(
                 .map_err(|e| ApiError::invalid(e, Some("messages")))?;
             tokenizer.encode(&text, true).map_err(encode_error)?
         }
+        None if tokenizer.is_llama3() && !shown.is_empty() => {
+            // Llama 3.1's JSON tool prompt, as its template writes it.
+            let text = llama31_tool_prompt(&json_messages()?, &json_tools, true, &bos)
+                .map_err(|e| ApiError::invalid(e, Some("messages")))?;
+            tokenizer.encode(&text, true).map_err(encode_error)?
+        }
         None if tokenizer.is_llama3() => {
-            if !shown.is_empty() {
-                return Err(ApiError::unsupported(
-                    "tools",
-                    "this model has no chat template that describes tools; start `herd serve` \
-                     with --chat-template (Llama 3.1 Instruct's, for instance)",
-                ));
-            }
             let dialog = messages
                 .iter()
                 .enumerate()
@@ -403,6 +408,35 @@ pub fn read_tool_calls(reply: &str, waits_for_tool: bool) -> Option<Vec<CallOut>
     )
 }
 
+/// Where a forced call's arguments end in `reply` (the call's opening put back): the byte after
+/// the `}` that closes the JSON object following `"parameters":`, or `None` while it is open.
+/// A reply that `tool_choice` opened as a call is complete there, whatever the model would add.
+pub fn call_arguments_end(reply: &str) -> Option<usize> {
+    let key = reply.find("\"parameters\"")? + "\"parameters\"".len();
+    let rest = reply[key..].trim_start().strip_prefix(':')?;
+    let start = reply.len() - rest.trim_start().len();
+    if !reply[start..].starts_with('{') {
+        return None;
+    }
+    let (mut depth, mut in_string, mut escaped) = (0usize, false, false);
+    for (i, c) in reply[start..].char_indices() {
+        match c {
+            _ if escaped => escaped = false,
+            '\\' if in_string => escaped = true,
+            '"' => in_string = !in_string,
+            '{' if !in_string => depth += 1,
+            '}' if !in_string => {
+                depth -= 1;
+                if depth == 0 {
+                    return Some(start + i + 1);
+                }
+            }
+            _ => {}
+        }
+    }
+    None
+}
+
 /// Whether text that starts `reply` might still become a tool call (so a stream holds it).
 pub fn may_be_tool_call(reply: &str) -> bool {
     let start = reply.trim_start();
@@ -414,6 +448,23 @@ pub fn may_be_tool_call(reply: &str) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_forced_call_ends_where_its_arguments_close() {
+        let opened = "{\"name\": \"f\", \"parameters\": ";
+        let reply = format!("{opened}{{\"a\": \"}} {{\\\"\", \"b\": {{\"c\": 1}}}}, \"more\": 2}}");
+        let end = call_arguments_end(&reply).unwrap();
+        assert_eq!(
+            &reply[opened.len()..end],
+            "{\"a\": \"} {\\\"\", \"b\": {\"c\": 1}}"
+        );
+        assert_eq!(
+            call_arguments_end(&format!("{opened}{{\"a\": {{\"b\": 1}}")),
+            None
+        );
+        assert_eq!(call_arguments_end(&format!("{opened}1}}")), None);
+        assert_eq!(call_arguments_end("{\"name\": \"f\""), None);
+    }
 
     #[test]
     fn replies_that_are_calls_become_calls() {

@@ -522,3 +522,64 @@ fn tools_and_tool_results_reach_the_template_as_transformers_passes_them() {
     assert_eq!(status, 200, "{reply}");
     assert_eq!(reply["usage"]["prompt_tokens"], expected.len());
 }
+
+/// A Llama 3 model with Meta's tokenizer and no chat template (herd's own models) told about
+/// tools: the server writes the prompt Llama 3.1 Instruct's template writes (the fixture's
+/// jinja2 renderings), token for token.
+#[test]
+fn a_model_without_a_template_gets_llama_3_1s_tool_prompt() {
+    let Some(tokenizer_path) = herd_util::testing::asset("llama3/tokenizer.model") else {
+        return;
+    };
+    let tokenizer = herd_tokenizer::Tokenizer::from_path(&tokenizer_path).unwrap();
+    let served_tokenizer = herd_tokenizer::Tokenizer::from_path(&tokenizer_path).unwrap();
+    let config = herd_model::LlamaConfig {
+        vocab_size: 128_256,
+        max_seq_len: 1024,
+        ..herd_model::seeded_weights::tiny_config()
+    };
+    let weights = herd_model::seeded_weights::weights(&config, &candle_core::Device::Cpu).unwrap();
+    let model = herd_model::Llama::load(
+        config,
+        &weights,
+        candle_core::DType::F32,
+        &candle_core::Device::Cpu,
+    )
+    .unwrap();
+    let served = herd_infer::LoadedModel {
+        model,
+        tokenizer: served_tokenizer,
+        format: herd_model::checkpoint::Format::Hf,
+    };
+    let server = Server::start(served, 1, 1024, ServeSettings::default());
+    let fixture: Value = serde_json::from_str(include_str!(
+        "../../herd-tokenizer/tests/fixtures/llama3_1_template.json"
+    ))
+    .unwrap();
+    let mut checked = 0;
+    for case in fixture["cases"].as_array().unwrap() {
+        if case["tools"].is_null() || case["add_generation_prompt"] == false {
+            continue;
+        }
+        // As an OpenAI client sends them: call arguments as JSON strings.
+        let mut messages = case["messages"].clone();
+        for message in messages.as_array_mut().unwrap() {
+            let calls = message.get_mut("tool_calls").and_then(Value::as_array_mut);
+            for call in calls.into_iter().flatten() {
+                let arguments = &mut call["function"]["arguments"];
+                *arguments = json!(arguments.to_string());
+            }
+        }
+        let (status, reply) = server.post(
+            "/tokenize",
+            &json!({"messages": messages, "tools": case["tools"]}),
+        );
+        assert_eq!(status, 200, "{reply}");
+        let expected = tokenizer
+            .encode(case["text"].as_str().unwrap(), true)
+            .unwrap();
+        assert_eq!(reply["tokens"], json!(expected), "case {}", case["name"]);
+        checked += 1;
+    }
+    assert_eq!(checked, 3);
+}

@@ -1,11 +1,13 @@
 //! Chat formats: the Llama 3.1 dialog format of Meta's `llama_models` (roles, `<|eot_id|>` vs
 //! `<|eom_id|>`, built-in and custom tool calls, and parsing tool calls out of generated text),
-//! and HF Jinja chat templates for models that carry another one (SmolLM2's ChatML).
+//! HF Jinja chat templates for models that carry another one (SmolLM2's ChatML), and Llama
+//! 3.1's JSON tool prompt for models that carry none.
 
 pub mod llama3;
 pub mod python;
 pub mod template;
 pub mod tool_parse;
+pub mod tool_prompt;
 
 use serde::{Deserialize, Serialize};
 use serde_json::Value;

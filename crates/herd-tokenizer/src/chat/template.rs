@@ -11,8 +11,9 @@ const TEMPLATE_FUEL: u64 = 50_000_000;
 
 /// A chat template compiled once (a server or a training run renders it for every request or
 /// example), in transformers' environment: blocks trimmed (`trim_blocks`, `lstrip_blocks`),
-/// transformers' `tojson`, `raise_exception`, Python string methods through pycompat, and a
-/// bound on the work one rendering may do.
+/// transformers' `tojson`, `raise_exception`, `strftime_now` (Llama 3.2's templates write
+/// today's date with it), Python string methods through pycompat, and a bound on the work one
+/// rendering may do.
 pub struct ChatTemplate {
     env: Environment<'static>,
 }
@@ -37,6 +38,7 @@ impl ChatTemplate {
                 ))
             },
         );
+        env.add_function("strftime_now", strftime_now);
         env.add_template_owned("chat", source.to_string())
             .map_err(|e| format!("chat template does not parse: {e}"))?;
         Ok(ChatTemplate { env })
@@ -94,6 +96,22 @@ pub fn render(
 
 /// transformers' `tojson` filter: `json.dumps(x, ensure_ascii=False, indent=…, separators=…,
 /// sort_keys=…)` — not Jinja's own, which escapes HTML characters and writes no spaces (Llama
+/// transformers' `strftime_now(format)`: the local time now as Python's `strftime` writes it.
+/// A format chrono cannot read is the template's error, not a panic.
+fn strftime_now(format: String) -> Result<String, minijinja::Error> {
+    use chrono::format::{Item, StrftimeItems};
+    let items: Vec<Item> = StrftimeItems::new(&format).collect();
+    if items.iter().any(|item| matches!(item, Item::Error)) {
+        return Err(minijinja::Error::new(
+            minijinja::ErrorKind::InvalidOperation,
+            format!("strftime_now: {format:?} is not a strftime format"),
+        ));
+    }
+    Ok(chrono::Local::now()
+        .format_with_items(items.into_iter())
+        .to_string())
+}
+
 /// 3.1's template writes tool definitions with `tojson(indent=4)`).
 fn tojson(
     value: minijinja::Value,
