@@ -18,9 +18,9 @@
 //! are gathered into one vector, converted once and scaled by the 8 blocks' `d_w · d_a` in one
 //! multiply, instead of one convert and one broadcast multiply per block.
 //!
-//! The product runs in tiles: 8 activation rows share each unpacked quantized weight block, and
-//! for F16 4 weight rows share each activation vector (and 4 activation rows each converted
-//! weight vector).
+//! The product runs in tiles: 8 activation rows (4 without AVX-512) share each unpacked
+//! quantized weight block, and for F16 4 weight rows share each activation vector (and 4
+//! activation rows each converted weight vector).
 //!
 //! Parts: the weight formats, tiling and kernel dispatch (here); [`activations`] (ggml's
 //! activation rounding and the layout the kernels read); [`scalar`] (the reference dot
@@ -51,14 +51,14 @@ const GROUP: usize = 8;
 /// Weight rows per tile (a work item of the pool).
 const TILE: usize = 4;
 
-/// Activation rows that share each unpacked quantized weight block: 8 halves the unpacking of
-/// 4 (a 16-sequence decode step went from about 300 to 370–415 tok/s) and still fits the
-/// accumulators in registers.
-const QUANT_ACTS: usize = 8;
+/// Activation rows that share each unpacked quantized weight block with AVX-512: 8 halves the
+/// unpacking of 4 (a 16-sequence decode step went from about 300 to 335–415 tok/s) and its 16
+/// accumulators fit the 32 registers.
+const QUANT_ACTS_AVX512: usize = 8;
 
-/// Activation rows per F16 tile: `TILE × F16_ACTS` accumulators fill half the 32 AVX-512
-/// registers.
-const F16_ACTS: usize = 4;
+/// Activation rows per tile otherwise: AVX2's 16 registers hold the accumulators of 4, and an
+/// F16 tile's `TILE × 4` accumulators fill half of AVX-512's.
+const ACTS: usize = 4;
 
 /// A weight matrix `[rows, cols]` in a format this module computes with, split into packed
 /// values and per-block scales (see the module doc).
@@ -268,8 +268,9 @@ impl QuantMatrix {
         ys
     }
 
-    /// The `R` weight rows from `first` on against every activation row, [`QUANT_ACTS`] (or
-    /// for F16 [`F16_ACTS`]) activation rows at a time.
+    /// The `R` weight rows from `first` on against every activation row,
+    /// [`QUANT_ACTS_AVX512`] (quantized weights with AVX-512) or [`ACTS`] activation rows at a
+    /// time.
     fn tile_rows<const R: usize>(
         &self,
         isa: Isa,
@@ -279,9 +280,12 @@ impl QuantMatrix {
         first: usize,
         out: &Output,
     ) {
-        match self.format {
-            Format::F16 => self.tile_rows_by::<R, F16_ACTS>(isa, w, acts, n, first, out),
-            _ => self.tile_rows_by::<R, QUANT_ACTS>(isa, w, acts, n, first, out),
+        match (self.format, isa) {
+            #[cfg(target_arch = "x86_64")]
+            (Format::Q4_1 | Format::Q8_0, Isa::Avx512) => {
+                self.tile_rows_by::<R, QUANT_ACTS_AVX512>(isa, w, acts, n, first, out)
+            }
+            _ => self.tile_rows_by::<R, ACTS>(isa, w, acts, n, first, out),
         }
     }
 
