@@ -5,7 +5,6 @@
 use std::time::Instant;
 
 use anyhow::Result;
-use herd_model::paged::blocks_for;
 use herd_model::{Llama, PagedKv, PagedSeq};
 use serde::Serialize;
 
@@ -60,7 +59,7 @@ pub fn prompt_processing(
     let mut seconds = Vec::new();
     for r in 0..=repetitions {
         let ids = tokens(prompt_len, model.config().vocab_size, r);
-        let (mut kv, table) = paged_cache(model, prompt_len);
+        let (mut kv, table) = PagedKv::single(model.config(), prompt_len);
         let start = Instant::now();
         let seq = PagedSeq {
             blocks: &table,
@@ -75,21 +74,13 @@ pub fn prompt_processing(
     Ok(throughput(prompt_len, &seconds))
 }
 
-/// A paged cache for one sequence of `tokens` positions, with its block table (what
-/// generation runs on).
-fn paged_cache(model: &Llama, tokens: usize) -> (PagedKv, Vec<u32>) {
-    let blocks = blocks_for(tokens);
-    let kv = PagedKv::new(model.config(), blocks);
-    (kv, (0..blocks as u32).collect())
-}
-
 /// Decoding of `gen_len` tokens one at a time, `repetitions` times after one warm-up.
 pub fn decode(model: &Llama, gen_len: usize, repetitions: usize) -> Result<Throughput> {
     check_length(model, "a decode test", gen_len)?;
     let mut seconds = Vec::new();
     for r in 0..=repetitions {
         let ids = tokens(gen_len, model.config().vocab_size, r);
-        let (mut kv, table) = paged_cache(model, gen_len);
+        let (mut kv, table) = PagedKv::single(model.config(), gen_len);
         let start = Instant::now();
         for (i, &id) in ids.iter().enumerate() {
             let seq = PagedSeq {

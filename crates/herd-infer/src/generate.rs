@@ -5,7 +5,6 @@
 use std::time::Instant;
 
 use anyhow::{bail, Result};
-use herd_model::paged::blocks_for;
 use herd_model::{Llama, PagedKv, PagedSeq};
 use serde::Serialize;
 
@@ -99,11 +98,11 @@ pub struct Session<'m> {
 impl<'m> Session<'m> {
     /// A session whose cache holds up to `capacity` tokens.
     pub fn new(model: &'m Llama, capacity: usize) -> Session<'m> {
-        let blocks = blocks_for(capacity);
+        let (kv, blocks) = PagedKv::single(model.config(), capacity);
         Session {
             model,
-            kv: PagedKv::new(model.config(), blocks),
-            blocks: (0..blocks as u32).collect(),
+            kv,
+            blocks,
             capacity,
             tokens: Vec::new(),
         }

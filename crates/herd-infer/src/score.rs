@@ -2,7 +2,6 @@
 //! likely alternatives (what evaluation harnesses ask of a model).
 
 use anyhow::{bail, Result};
-use herd_model::paged::blocks_for;
 use herd_model::{Llama, PagedKv, PagedSeq};
 use serde::Serialize;
 
@@ -38,9 +37,7 @@ pub fn score(model: &Llama, ids: &[u32], top_k: usize) -> Result<Vec<TokenScore>
     }
     // On the paged cache in generation's chunks: the numbers the serving engine gives for an
     // echoed prompt, bit for bit.
-    let blocks = blocks_for(ids.len());
-    let mut kv = PagedKv::new(model.config(), blocks);
-    let table: Vec<u32> = (0..blocks as u32).collect();
+    let (mut kv, table) = PagedKv::single(model.config(), ids.len());
     let mut scores = Vec::with_capacity(ids.len() - 1);
     for (c, chunk) in ids.chunks(PREFILL_CHUNK).enumerate() {
         let first = c * PREFILL_CHUNK;

@@ -12,7 +12,6 @@ use std::path::Path;
 use candle_core::{DType, Device};
 use herd_infer::sampling::argmax;
 use herd_infer::{load, GenerateConfig, SamplingConfig, Session};
-use herd_model::paged::blocks_for;
 use herd_model::{Llama, PagedKv, PagedSeq};
 use serde_json::Value;
 
@@ -36,11 +35,11 @@ struct Decoder<'m> {
 
 impl<'m> Decoder<'m> {
     fn new(model: &'m Llama, capacity: usize) -> Decoder<'m> {
-        let blocks = blocks_for(capacity);
+        let (kv, table) = PagedKv::single(model.config(), capacity);
         Decoder {
             model,
-            kv: PagedKv::new(model.config(), blocks),
-            table: (0..blocks as u32).collect(),
+            kv,
+            table,
             cached: 0,
         }
     }

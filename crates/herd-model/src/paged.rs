@@ -74,6 +74,13 @@ impl PagedKv {
         }
     }
 
+    /// A pool for one sequence of up to `tokens` positions, with the table that names its
+    /// blocks in order (a session, a scoring pass, a benchmark).
+    pub fn single(config: &LlamaConfig, tokens: usize) -> (PagedKv, Vec<u32>) {
+        let blocks = blocks_for(tokens);
+        (PagedKv::new(config, blocks), (0..blocks as u32).collect())
+    }
+
     /// Blocks in the pool.
     pub fn blocks(&self) -> usize {
         self.blocks

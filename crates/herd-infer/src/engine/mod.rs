@@ -187,9 +187,8 @@ struct Sequence {
     cached: usize,
     /// Positions the sequence may reach (prompt and budget, within the context).
     capacity: usize,
-    /// The names of the prompt's full blocks, and how many of them are registered.
+    /// The names of the prompt's full blocks (registered as reading completes each).
     names: Vec<BlockHash>,
-    registered: usize,
     /// The running sequence with the same prompt this one waits for, to fork from it once it
     /// has read the prompt.
     follows: Option<u64>,
@@ -303,7 +302,6 @@ impl Engine {
             cached: 0,
             capacity,
             names: block_names(&request.prompt),
-            registered: 0,
             follows: None,
             request,
             events,

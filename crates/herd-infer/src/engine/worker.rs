@@ -120,7 +120,6 @@ impl Worker {
             self.manager.share(block);
             s.blocks.push(block);
         }
-        s.registered = s.blocks.len();
         s.cached = s.blocks.len() * BLOCK_TOKENS;
         s.read = s.cached;
         self.stats
@@ -134,14 +133,14 @@ impl Worker {
     fn make_room(&mut self, s: usize, new: usize) -> Result<(), String> {
         let seq = &mut self.running[s];
         let (first, end) = (seq.cached / BLOCK_TOKENS, blocks_for(seq.cached + new));
+        let exhausted = |m: &BlockManager| {
+            format!(
+                "the KV cache has no free block ({} of {} held)",
+                m.used(),
+                m.total()
+            )
+        };
         for index in first..end {
-            let exhausted = |m: &BlockManager| {
-                format!(
-                    "the KV cache has no free block ({} of {} held)",
-                    m.used(),
-                    m.total()
-                )
-            };
             if index == seq.blocks.len() {
                 let block = self.manager.allocate();
                 seq.blocks
@@ -175,12 +174,11 @@ impl Worker {
     fn fork(&mut self, l: usize, f: usize) {
         let blocks = self.running[l].blocks.clone();
         blocks.iter().for_each(|&b| self.manager.share(b));
-        let (cached, registered) = (self.running[l].cached, self.running[l].registered);
+        let cached = self.running[l].cached;
         let follower = &mut self.running[f];
         follower.blocks = blocks;
         follower.cached = cached;
         follower.read = follower.request.prompt.len();
-        follower.registered = registered;
         follower.follows = None;
         self.stats
             .prefix_cached_tokens
@@ -281,15 +279,15 @@ impl Worker {
             }
             let last = rows.next().expect("one row per sequence at least");
             if !range.is_empty() {
+                // Name the prompt blocks this chunk completed.
+                let full = |read: usize| (read / BLOCK_TOKENS).min(s.names.len());
+                for b in full(s.read)..full(range.end) {
+                    self.manager.register(s.blocks[b], s.names[b]);
+                }
                 s.read = range.end;
                 self.stats
                     .prompt_tokens
                     .fetch_add(fed.len(), Ordering::SeqCst);
-                while s.registered < s.names.len() && (s.registered + 1) * BLOCK_TOKENS <= s.read {
-                    let block = s.blocks[s.registered];
-                    self.manager.register(block, s.names[s.registered]);
-                    s.registered += 1;
-                }
                 if s.read < s.request.prompt.len() {
                     if every {
                         s.prompt_scores.push(score_prompt_token(s, s.read, last));
