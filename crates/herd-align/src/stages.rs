@@ -384,8 +384,14 @@ pub fn rejection_sampling(
     out: &Path,
     progress: bool,
 ) -> Result<RejectionStats> {
-    let policy = herd_infer::load(policy, None, DType::F32, &Device::Cpu)
-        .map_err(|e| Error::Invalid(format!("{}: {e}", policy.display())))?;
+    let policy = herd_infer::load(
+        policy,
+        None,
+        DType::F32,
+        herd_infer::Quantized::Keep,
+        &Device::Cpu,
+    )
+    .map_err(|e| Error::Invalid(format!("{}: {e}", policy.display())))?;
     let reward_model = RewardModel::load(reward, &Device::Cpu)?;
     let bar = if progress {
         herd_train::trainer::progress_bar(true, 0, prompts.len() as u64)

@@ -14,5 +14,5 @@ pub mod sampling;
 pub mod score;
 
 pub use generate::{FinishReason, GenerateConfig, GeneratedToken, Generation, Session};
-pub use loader::{load, LoadedModel};
+pub use loader::{load, LoadedModel, Quantized};
 pub use sampling::{Sampler, SamplingConfig};

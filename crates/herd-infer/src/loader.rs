@@ -20,15 +20,29 @@ pub struct LoadedModel {
     pub format: Format,
 }
 
+/// What becomes of quantized GGUF weights at load.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Quantized {
+    /// They stay quantized and run on herd's quantized kernels.
+    #[default]
+    Keep,
+    /// They are expanded to dense weights (numbers comparable with tools that dequantize).
+    Dequantize,
+}
+
 /// Loads `path`; `tokenizer` overrides the tokenizer found with the model. Dense weights are
-/// cast to `dtype`; quantized GGUF weights stay quantized.
+/// cast to `dtype`; quantized GGUF weights stay quantized unless `quantized` says otherwise.
 pub fn load(
     path: &Path,
     tokenizer: Option<&Path>,
     dtype: DType,
+    quantized: Quantized,
     device: &Device,
 ) -> Result<LoadedModel> {
-    let ckpt = checkpoint::load(path, device)?;
+    let mut ckpt = checkpoint::load(path, device)?;
+    if quantized == Quantized::Dequantize {
+        ckpt.weights.dequantize()?;
+    }
     let tokenizer = match (tokenizer, &ckpt.gguf_metadata) {
         (Some(t), _) => Tokenizer::from_path(t)?,
         (None, Some(metadata)) => gguf_tokenizer(metadata, path)?,

@@ -74,7 +74,14 @@ fn top5(logits: &[f32]) -> Vec<u32> {
 /// `decisive`, where llama.cpp's top-2 gap is at least that, herd's greedy token must be
 /// llama.cpp's. Returns (decisive steps, steps checked, largest top-5 logit difference).
 fn check(gguf: &Path, fixture: &Value, decisive: Option<f64>) -> (usize, usize, f64) {
-    let loaded = load(gguf, None, DType::F32, &Device::Cpu).unwrap();
+    let loaded = load(
+        gguf,
+        None,
+        DType::F32,
+        herd_infer::Quantized::Keep,
+        &Device::Cpu,
+    )
+    .unwrap();
     let (model, tokenizer) = (&loaded.model, &loaded.tokenizer);
     let (mut exact, mut total, mut worst) = (0, 0, 0f64);
     for case in fixture["cases"].as_array().unwrap() {
@@ -153,7 +160,14 @@ fn perplexity_within_one_percent(model: &Path) -> (f64, f64) {
         .unwrap_or_else(|| panic!("no llama-perplexity result for {name}"));
     let text = include_str!("fixtures/persuasion_chapter5.txt");
     let context = fixture["context"].as_u64().unwrap() as usize;
-    let loaded = load(model, None, DType::F32, &Device::Cpu).unwrap();
+    let loaded = load(
+        model,
+        None,
+        DType::F32,
+        herd_infer::Quantized::Keep,
+        &Device::Cpu,
+    )
+    .unwrap();
     let ours = herd_infer::perplexity::perplexity(
         &loaded.model,
         &loaded.tokenizer,
@@ -214,7 +228,14 @@ fn chat_prompt_is_the_gguf_template() {
     let Some(gguf) = herd_util::testing::asset("smollm2/SmolLM2-135M-Instruct.Q4_1.gguf") else {
         return;
     };
-    let loaded = load(&gguf, None, DType::F32, &Device::Cpu).unwrap();
+    let loaded = load(
+        &gguf,
+        None,
+        DType::F32,
+        herd_infer::Quantized::Keep,
+        &Device::Cpu,
+    )
+    .unwrap();
     let fixture: Value =
         serde_json::from_str(include_str!("fixtures/llamacpp_smollm2_q4_1.json")).unwrap();
     let chat = fixture["cases"]

@@ -78,6 +78,18 @@ impl Weights {
         self.tensors.contains_key(name)
     }
 
+    /// Expands every quantized tensor to dense f32, so the model computes with the exact values
+    /// the blocks encode (as tools that dequantize on load do, transformers among them) instead
+    /// of herd's quantized kernels with their rounded activations.
+    pub fn dequantize(&mut self) -> Result<()> {
+        for weight in self.tensors.values_mut() {
+            if let Weight::Quantized(q) = weight {
+                *weight = Weight::Dense(q.dequantize(&q.device())?);
+            }
+        }
+        Ok(())
+    }
+
     /// Names and weights, sorted by name.
     pub fn iter(&self) -> impl Iterator<Item = (&String, &Weight)> {
         self.tensors.iter()

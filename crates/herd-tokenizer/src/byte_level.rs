@@ -42,6 +42,13 @@ impl ByteLevelBpe {
 
     /// Builds the tokenizer for a GGUF vocabulary.
     pub fn from_gguf(vocab: &GgufVocab) -> std::result::Result<ByteLevelBpe, String> {
+        Self::from_json(Self::gguf_json(vocab)?)
+    }
+
+    /// The HF `tokenizer.json` (as a JSON value) of a GGUF-style vocabulary: byte-level tokens,
+    /// merges, control and user-defined tokens as added tokens, and the pre-tokenizer llama.cpp
+    /// uses for `pre`.
+    pub fn gguf_json(vocab: &GgufVocab) -> std::result::Result<Value, String> {
         let pre = vocab.pre.as_deref().unwrap_or("default");
         let byte_level = |use_regex: bool| json!({"type": "ByteLevel", "add_prefix_space": false, "trim_offsets": true, "use_regex": use_regex});
         // llama.cpp's `llama_vocab` pre-tokenizers, as the equivalent HF components.
@@ -77,7 +84,7 @@ impl ByteLevelBpe {
             .filter(|(_, (_, &kind))| kind == 3 || kind == 4)
             .map(|(id, (content, &kind))| json!({"id": id, "content": content, "single_word": false, "lstrip": false, "rstrip": false, "normalized": false, "special": kind == 3}))
             .collect();
-        let tokenizer = json!({
+        Ok(json!({
             "version": "1.0", "truncation": null, "padding": null,
             "added_tokens": added,
             "normalizer": null,
@@ -87,11 +94,11 @@ impl ByteLevelBpe {
             "model": {"type": "BPE", "dropout": null, "unk_token": null, "continuing_subword_prefix": null,
                       "end_of_word_suffix": null, "fuse_unk": false, "byte_fallback": false,
                       "ignore_merges": ignore_merges, "vocab": vocab_map, "merges": vocab.merges},
-        });
-        Self::from_json(tokenizer)
+        }))
     }
 
-    fn from_json(mut value: Value) -> std::result::Result<ByteLevelBpe, String> {
+    /// Builds the tokenizer from a `tokenizer.json` value.
+    pub fn from_json(mut value: Value) -> std::result::Result<ByteLevelBpe, String> {
         let parse = |v: &Value| {
             tokenizers::Tokenizer::from_bytes(v.to_string())
                 .map_err(|e| format!("not a usable tokenizer.json: {e}"))

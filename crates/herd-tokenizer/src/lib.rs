@@ -7,6 +7,7 @@
 pub mod byte_level;
 pub mod chat;
 pub mod error;
+pub mod hf_files;
 pub mod llama3;
 pub mod tiktoken;
 pub mod tokenizer;

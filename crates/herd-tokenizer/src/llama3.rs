@@ -66,6 +66,8 @@ pub fn special_tokens() -> Vec<String> {
 /// `herd tokenizer train` writes have the same layout with fewer.
 pub struct Llama3Tokenizer {
     bpe: CoreBPE,
+    /// The ranks, kept to write the tokenizer in HF's format.
+    ranks: crate::tiktoken::Ranks,
     specials: Vec<String>,
     base: u32,
 }
@@ -100,7 +102,8 @@ impl Llama3Tokenizer {
             .map(|(i, s)| (s.clone(), base + i as u32))
             .collect();
         Ok(Llama3Tokenizer {
-            bpe: core_bpe(ranks, &with_ids, PATTERN)?,
+            bpe: core_bpe(ranks.clone(), &with_ids, PATTERN)?,
+            ranks,
             specials,
             base,
         })
@@ -135,6 +138,11 @@ impl Llama3Tokenizer {
     /// Number of ids (regular plus special).
     pub fn vocab_size(&self) -> usize {
         (self.base + NUM_SPECIAL_TOKENS) as usize
+    }
+
+    /// The HF `tokenizer.json` giving this tokenizer's ids (see [`crate::hf_files`]).
+    pub fn hf_tokenizer_json(&self) -> std::result::Result<serde_json::Value, String> {
+        crate::hf_files::llama3_tokenizer_json(&self.ranks, &self.specials)
     }
 
     /// The id of a special token string.

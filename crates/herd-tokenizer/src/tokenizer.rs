@@ -128,7 +128,9 @@ impl Tokenizer {
     /// the one inside a model folder.
     pub fn from_path(path: &Path) -> Result<Tokenizer> {
         if path.is_dir() {
-            for (file, json) in [("tokenizer.json", true), ("tokenizer.model", false)] {
+            // Meta's own file first: a folder herd writes has both, and the tiktoken ranks keep
+            // Meta's dialog format for chat.
+            for (file, json) in [("tokenizer.model", false), ("tokenizer.json", true)] {
                 let candidate = path.join(file);
                 if candidate.exists() {
                     return if json {
@@ -241,33 +243,39 @@ impl Tokenizer {
         id.and_then(|i| self.decode(&[i]).ok()).unwrap_or_default()
     }
 
-    /// Writes a byte-level tokenizer as HF files in `dir` — `tokenizer.json` and
-    /// `tokenizer_config.json` (BOS, EOS, `add_bos_token`, `chat_template`) — so that a model
-    /// read from a GGUF can be saved as an HF folder. Returns the `tokenizer.json` path. (Meta's
-    /// Llama 3 tokenizer is a `tokenizer.model` file and is copied as is instead.)
+    /// Writes the tokenizer as HF files in `dir` — `tokenizer.json` and `tokenizer_config.json`
+    /// (BOS, EOS, `add_bos_token`, `chat_template`) — so that transformers and the tools on it
+    /// load the folder with the same ids as herd. Meta's Llama 3 tokenizer is converted from
+    /// its ranks (see [`crate::hf_files`]); a byte-level one is written as it is. Returns the
+    /// `tokenizer.json` path.
     pub fn save_hf(&self, dir: &Path) -> Result<std::path::PathBuf> {
-        let Backend::ByteLevel(bpe) = &self.backend else {
-            return Err(Error::Other(
-                "a tiktoken tokenizer is saved by copying its tokenizer.model".into(),
-            ));
-        };
         std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
         let path = dir.join("tokenizer.json");
-        bpe.save(&path)?;
-        let config = serde_json::json!({
-            "bos_token": self.bos.map(|id| self.token_text(Some(id))),
-            "eos_token": self.stop.first().map(|&id| self.token_text(Some(id))),
-            "add_bos_token": self.add_bos,
-            "chat_template": self.chat_template,
-        });
-        let config_path = dir.join("tokenizer_config.json");
-        std::fs::write(
-            &config_path,
-            serde_json::to_vec_pretty(&config).expect("json"),
-        )
-        .map_err(|e| Error::io(config_path, e))?;
+        let config = match &self.backend {
+            Backend::Llama3(t) => {
+                let json = t.hf_tokenizer_json().map_err(Error::Other)?;
+                write_json(&path, &json)?;
+                crate::hf_files::llama3_tokenizer_config()
+            }
+            Backend::ByteLevel(bpe) => {
+                bpe.save(&path)?;
+                serde_json::json!({
+                    "bos_token": self.bos.map(|id| self.token_text(Some(id))),
+                    "eos_token": self.stop.first().map(|&id| self.token_text(Some(id))),
+                    "add_bos_token": self.add_bos,
+                    "chat_template": self.chat_template,
+                })
+            }
+        };
+        write_json(&dir.join("tokenizer_config.json"), &config)?;
         Ok(path)
     }
+}
+
+/// Writes `value` as pretty JSON, atomically.
+fn write_json(path: &Path, value: &Value) -> Result<()> {
+    let bytes = serde_json::to_vec_pretty(value).expect("JSON values serialize");
+    Ok(herd_util::fs::write_atomic(path, &bytes)?)
 }
 
 /// Turns a stream of generated ids into text pieces as soon as they are complete UTF-8

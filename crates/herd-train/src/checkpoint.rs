@@ -77,12 +77,19 @@ fn write_model(
         .file_name()
         .map(|n| n.to_os_string())
         .unwrap_or_else(|| "tokenizer.model".into());
-    write_atomic(&dir.join(name), &bytes)?;
-    // An HF tokenizer's settings and chat template travel with it.
-    let config = tokenizer.with_file_name("tokenizer_config.json");
-    if config.is_file() {
-        let bytes = std::fs::read(&config).map_err(|e| Error::io(&config, e))?;
-        write_atomic(&dir.join("tokenizer_config.json"), &bytes)?;
+    write_atomic(&dir.join(&name), &bytes)?;
+    if name == "tokenizer.json" {
+        // An HF tokenizer's settings and chat template travel with it.
+        let config = tokenizer.with_file_name("tokenizer_config.json");
+        if config.is_file() {
+            let bytes = std::fs::read(&config).map_err(|e| Error::io(&config, e))?;
+            write_atomic(&dir.join("tokenizer_config.json"), &bytes)?;
+        }
+    } else {
+        // Meta's tiktoken file, which transformers cannot read: its HF form goes beside it.
+        herd_tokenizer::Tokenizer::from_path(tokenizer)
+            .and_then(|t| t.save_hf(dir))
+            .map_err(|e| Error::Checkpoint(format!("{}: {e}", tokenizer.display())))?;
     }
     Ok(())
 }

@@ -154,6 +154,15 @@ fn stopped_and_resumed_run_is_bit_identical() {
         .collect();
     assert_eq!(anneal.len(), 3);
     assert!(straight.join("final/tokenizer.model").exists());
+    // The folder also carries the tokenizer in HF's form, with the same ids.
+    let tiktoken = Tokenizer::from_path(&straight.join("final")).unwrap();
+    let hf = Tokenizer::from_path(&straight.join("final/tokenizer.json")).unwrap();
+    assert!(straight.join("final/tokenizer_config.json").exists());
+    let text = "It is a truth universally acknowledged, that a single man — 1,234 times!\n\n";
+    assert_eq!(
+        hf.encode_prompt(text, true).unwrap(),
+        tiktoken.encode_prompt(text, true).unwrap()
+    );
     assert_eq!(
         herd_train::checkpoint::list_steps(&straight.join("checkpoints")).unwrap(),
         vec![12, 14]

@@ -38,6 +38,8 @@ enum Command {
     Score(cmd::score::Args),
     /// Perplexity of a text file, computed as llama.cpp's llama-perplexity does.
     Perplexity(cmd::perplexity::Args),
+    /// Evaluate on benchmark tasks (lm-evaluation-harness's task files, metrics and results).
+    Eval(cmd::eval::Args),
     /// Turn text into token ids and back.
     #[command(subcommand)]
     Tokens(cmd::tokens::Command),
@@ -100,6 +102,7 @@ fn main() {
         Command::Serve(args) => cmd::serve::run(args),
         Command::Score(args) => cmd::score::run(args),
         Command::Perplexity(args) => cmd::perplexity::run(args),
+        Command::Eval(args) => cmd::eval::run(args),
         Command::Tokens(command) => cmd::tokens::run(command),
         Command::Bench(args) => cmd::bench::run(args),
         Command::Fetch(args) => cmd::fetch::run(args),

@@ -23,7 +23,16 @@ pub fn model_path() -> Option<PathBuf> {
 /// The model with its tokenizer.
 pub fn load() -> Option<LoadedModel> {
     let path = model_path()?;
-    Some(herd_infer::load(&path, None, DType::F32, &Device::Cpu).expect("the model loads"))
+    Some(
+        herd_infer::load(
+            &path,
+            None,
+            DType::F32,
+            herd_infer::Quantized::Keep,
+            &Device::Cpu,
+        )
+        .expect("the model loads"),
+    )
 }
 
 /// A running server; dropping it stops the server.

@@ -5,6 +5,7 @@ pub mod bench;
 pub mod chat;
 pub mod data;
 pub mod dpo;
+pub mod eval;
 pub mod fetch;
 pub mod generate;
 pub mod perplexity;
@@ -41,6 +42,10 @@ pub struct ModelArgs {
     /// always run with f32 activations).
     #[arg(long, default_value = "f32")]
     pub dtype: String,
+    /// Expand quantized GGUF weights to dense f32 at load (slower; the numbers of tools that
+    /// dequantize, such as transformers loading the GGUF).
+    #[arg(long)]
+    pub dequantize: bool,
 }
 
 impl ModelArgs {
@@ -52,7 +57,18 @@ impl ModelArgs {
             "bf16" => DType::BF16,
             other => bail!("--dtype {other}: use f32, f16 or bf16"),
         };
-        herd_infer::load(&self.model, self.tokenizer.as_deref(), dtype, &Device::Cpu)
+        let quantized = if self.dequantize {
+            herd_infer::Quantized::Dequantize
+        } else {
+            herd_infer::Quantized::Keep
+        };
+        herd_infer::load(
+            &self.model,
+            self.tokenizer.as_deref(),
+            dtype,
+            quantized,
+            &Device::Cpu,
+        )
     }
 }
 

@@ -1,5 +1,6 @@
 //! `herd tokenizer train`: learn a byte-level BPE vocabulary in Meta's format (Llama 3 split
-//! pattern, tiktoken rank file, Meta's 256 special tokens after the last rank).
+//! pattern, tiktoken rank file, Meta's 256 special tokens after the last rank);
+//! `herd tokenizer export-hf`: write a tokenizer as HF files.
 
 use std::path::PathBuf;
 
@@ -13,6 +14,21 @@ pub enum Command {
     /// Train a vocabulary on text files (.txt, .jsonl, .jsonl.gz, or folders of them) and write
     /// it as a tiktoken `tokenizer.model` that every herd command accepts as --tokenizer.
     Train(TrainArgs),
+    /// Write a tokenizer (a tiktoken `tokenizer.model`, a `tokenizer.json`, a GGUF or a model
+    /// folder) as HF files — `tokenizer.json` and `tokenizer_config.json` — that transformers'
+    /// AutoTokenizer loads with the same ids. (Model folders herd writes already carry them.)
+    ExportHf(ExportArgs),
+}
+
+/// Flags of `herd tokenizer export-hf`.
+#[derive(clap::Args, Debug)]
+pub struct ExportArgs {
+    /// The tokenizer to convert.
+    #[arg(long, short)]
+    tokenizer: PathBuf,
+    /// The folder to write the files into (created if needed).
+    #[arg(long, short)]
+    out: PathBuf,
 }
 
 /// Flags of `herd tokenizer train`.
@@ -40,7 +56,18 @@ pub struct TrainArgs {
 
 /// Runs `herd tokenizer …`.
 pub fn run(command: Command) -> Result<()> {
-    let Command::Train(args) = command;
+    match command {
+        Command::Train(args) => train(args),
+        Command::ExportHf(args) => {
+            let tokenizer = herd_infer::loader::load_tokenizer(&args.tokenizer)?;
+            let path = tokenizer.save_hf(&args.out)?;
+            eprintln!("wrote {} and tokenizer_config.json", path.display());
+            Ok(())
+        }
+    }
+}
+
+fn train(args: TrainArgs) -> Result<()> {
     herd_util::fs::check_new_file(&args.out, args.overwrite)?;
     let files = input_files(&args.input)?;
     let mut texts = Vec::new();

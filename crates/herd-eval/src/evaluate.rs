@@ -1,0 +1,481 @@
+//! Running one task: prompts and requests for each document, the model's answers, answer
+//! extraction (filters), per-document metrics (`process_results`) and their aggregation.
+
+use anyhow::{anyhow, bail, Result};
+use herd_infer::Session;
+use serde_json::{json, Map, Value};
+
+use crate::config::{FilterPipeline, FilterStep, OutputType};
+use crate::data::Doc;
+use crate::metrics::{argmax, count_words, exact_match, Metric};
+use crate::model::{EvalModel, Loglikelihood};
+use crate::task::{Request, Task};
+
+/// How a run goes.
+#[derive(Debug, Clone)]
+pub struct EvalOptions {
+    /// Evaluate only the first `limit` documents.
+    pub limit: Option<usize>,
+    /// Resamples for bootstrapped standard errors (the harness's default is 100,000).
+    pub bootstrap_iters: usize,
+}
+
+/// One metric of a task's results.
+#[derive(Debug, Clone)]
+pub struct MetricResult {
+    /// The metric.
+    pub metric: Metric,
+    /// The filter pipeline it was computed after (`none` when there is none).
+    pub filter: String,
+    /// The aggregated value.
+    pub value: f64,
+    /// Its standard error, `None` where the harness reports "N/A".
+    pub stderr: Option<f64>,
+    /// Whether larger is better.
+    pub higher_is_better: bool,
+}
+
+/// What one document gave.
+#[derive(Debug, Clone)]
+pub struct Sample {
+    /// Its index in the evaluated split.
+    pub doc_id: usize,
+    /// The document.
+    pub doc: Doc,
+    /// What it asked.
+    pub requests: Vec<Request>,
+    /// The model's raw answers: `[logprob, is_greedy]` pairs, a log-likelihood, or a text.
+    pub responses: Vec<Value>,
+    /// Per filter pipeline: the filtered answer.
+    pub filtered: Vec<(String, Value)>,
+    /// Per filter pipeline and metric: the document's value and weight.
+    pub scores: Vec<(String, Metric, f64, f64)>,
+    /// The target as the harness logs it.
+    pub target: Value,
+}
+
+/// A task's outcome.
+pub struct TaskResult {
+    /// The metrics, in the task's order, per filter.
+    pub metrics: Vec<MetricResult>,
+    /// Every document's sample.
+    pub samples: Vec<Sample>,
+    /// Documents in the split.
+    pub original: usize,
+    /// Documents evaluated.
+    pub effective: usize,
+}
+
+/// Evaluates `task` with `lm`; `progress(done, total)` is told about documents as they finish.
+pub fn evaluate(
+    task: &mut Task,
+    lm: &EvalModel,
+    options: &EvalOptions,
+    progress: &mut dyn FnMut(usize, usize),
+) -> Result<TaskResult> {
+    let original = task.docs.len();
+    let docs: Vec<Doc> = task.docs[..options.limit.unwrap_or(original).min(original)].to_vec();
+    let mut requests = Vec::with_capacity(docs.len());
+    for (i, doc) in docs.iter().enumerate() {
+        let contexts = task
+            .contexts(doc)
+            .map_err(|e| anyhow!("document {i}: {e:#}"))?;
+        requests.push(
+            task.requests(doc, &contexts)
+                .map_err(|e| anyhow!("document {i}: {e:#}"))?,
+        );
+    }
+    let responses = answer(lm, &requests, progress)?;
+    let mut samples = Vec::with_capacity(docs.len());
+    for (doc_id, ((doc, reqs), resps)) in docs.into_iter().zip(requests).zip(responses).enumerate()
+    {
+        let sample = score_document(task, doc_id, doc, reqs, resps)
+            .map_err(|e| anyhow!("document {doc_id}: {e:#}"))?;
+        samples.push(sample);
+    }
+    let mut metrics = Vec::new();
+    for pipeline in &task.filters {
+        for spec in &task.metrics {
+            let items: Vec<(f64, f64)> = samples
+                .iter()
+                .flat_map(|s| {
+                    s.scores
+                        .iter()
+                        .filter(|(f, m, _, _)| f == &pipeline.name && *m == spec.metric)
+                        .map(|(_, _, v, w)| (*v, *w))
+                })
+                .collect();
+            if items.is_empty() {
+                continue;
+            }
+            metrics.push(MetricResult {
+                metric: spec.metric,
+                filter: pipeline.name.clone(),
+                value: spec.aggregation.apply(&items),
+                stderr: spec.aggregation.stderr(&items, options.bootstrap_iters),
+                higher_is_better: spec.higher_is_better,
+            });
+        }
+    }
+    let effective = samples.len();
+    Ok(TaskResult {
+        metrics,
+        samples,
+        original,
+        effective,
+    })
+}
+
+/// The model's answers to every document's requests, documents in order.
+fn answer(
+    lm: &EvalModel,
+    requests: &[Vec<Request>],
+    progress: &mut dyn FnMut(usize, usize),
+) -> Result<Vec<Vec<Value>>> {
+    let total = requests.len();
+    // Scored requests of all documents go to the model together (it batches them); each
+    // document's answers are then cut out of the flat list.
+    let mut pairs = Vec::new();
+    let mut owners = Vec::new();
+    let mut generations = Vec::new();
+    for (d, reqs) in requests.iter().enumerate() {
+        for r in reqs {
+            match r {
+                Request::Loglikelihood {
+                    context,
+                    continuation,
+                } => {
+                    pairs.push(lm.encode_pair(context, continuation)?);
+                    owners.push((d, false));
+                }
+                Request::Rolling(text) => {
+                    for w in lm.rolling_windows(text)? {
+                        pairs.push(w);
+                        owners.push((d, true));
+                    }
+                }
+                Request::Generate { .. } => generations.push(d),
+            }
+        }
+    }
+    let mut answers: Vec<Vec<Value>> = vec![Vec::new(); total];
+    if !pairs.is_empty() {
+        let mut requests_left: Vec<usize> = vec![0; total];
+        for (d, _) in &owners {
+            requests_left[*d] += 1;
+        }
+        let mut done_requests = 0;
+        let mut done_docs = 0;
+        let scores = lm.loglikelihood_tokens(&pairs, |n| {
+            for &(d, _) in &owners[done_requests..done_requests + n] {
+                requests_left[d] -= 1;
+                if requests_left[d] == 0 {
+                    done_docs += 1;
+                }
+            }
+            done_requests += n;
+            progress(done_docs, total);
+        })?;
+        let mut rolling: Vec<Option<f64>> = vec![None; total];
+        for (&(d, is_rolling), Loglikelihood { logprob, is_greedy }) in owners.iter().zip(scores) {
+            if is_rolling {
+                *rolling[d].get_or_insert(0.0) += logprob;
+            } else {
+                answers[d].push(json!([logprob, is_greedy]));
+            }
+        }
+        for (d, sum) in rolling.into_iter().enumerate() {
+            if let Some(sum) = sum {
+                answers[d].push(json!(sum));
+            }
+        }
+    }
+    if !generations.is_empty() {
+        let mut session = Session::new(lm.model(), lm.max_length);
+        let eos: Vec<String> = lm
+            .tokenizer()
+            .stop_ids()
+            .first()
+            .map(|&id| lm.tokenizer().token_text(Some(id)))
+            .into_iter()
+            .collect();
+        for (n, &d) in generations.iter().enumerate() {
+            for r in &requests[d] {
+                let Request::Generate {
+                    context,
+                    until,
+                    max_gen_toks,
+                } = r
+                else {
+                    continue;
+                };
+                let mut until = until.clone();
+                for e in &eos {
+                    if !until.contains(e) {
+                        until.push(e.clone());
+                    }
+                }
+                let text = lm.generate_until(&mut session, context, &until, *max_gen_toks)?;
+                answers[d].push(Value::String(text));
+            }
+            progress(n + 1, total);
+        }
+    }
+    Ok(answers)
+}
+
+/// `process_results` for one document, after the task's filters.
+fn score_document(
+    task: &Task,
+    doc_id: usize,
+    doc: Doc,
+    requests: Vec<Request>,
+    responses: Vec<Value>,
+) -> Result<Sample> {
+    let mut scores = Vec::new();
+    let mut filtered = Vec::new();
+    let target;
+    match task.output_type() {
+        OutputType::MultipleChoice => {
+            let choices = task.choices(&doc, false)?;
+            let lls: Vec<f64> = responses
+                .iter()
+                .map(|r| r[0].as_f64().unwrap_or(f64::NAN))
+                .collect();
+            let greedy: Vec<bool> = responses
+                .iter()
+                .map(|r| r[1].as_bool() == Some(true))
+                .collect();
+            if lls.len() != choices.len() {
+                bail!("{} answers for {} choices", lls.len(), choices.len());
+            }
+            let by_chars: Vec<f64> = lls
+                .iter()
+                .zip(&choices)
+                .map(|(l, c)| l / c.chars().count() as f64)
+                .collect();
+            let by_bytes: Vec<f64> = lls
+                .iter()
+                .zip(&choices)
+                .map(|(l, c)| l / c.len() as f64)
+                .collect();
+            let gold = task.gold_indices(&doc, &choices)?;
+            let hit = |pred: usize| gold.contains(&Some(pred));
+            let bool_score = |b: bool| if b { 1.0 } else { 0.0 };
+            let exact = gold.iter().any(|g| g.is_some_and(|g| greedy[g]));
+            for spec in &task.metrics {
+                let v = match spec.metric {
+                    Metric::Acc => bool_score(hit(argmax(&lls))),
+                    Metric::AccNorm => bool_score(hit(argmax(&by_chars))),
+                    Metric::AccBytes => bool_score(hit(argmax(&by_bytes))),
+                    Metric::ExactMatch => bool_score(exact),
+                    other => bail!("{} does not apply to multiple choice", other.name()),
+                };
+                scores.push(("none".to_string(), spec.metric, v, 1.0));
+            }
+            target = match task.target(&doc, false)? {
+                Value::Number(n) => Value::String(n.to_string()),
+                v => v,
+            };
+            filtered = responses
+                .iter()
+                .map(|r| ("none".to_string(), r.clone()))
+                .collect();
+        }
+        OutputType::Loglikelihood => {
+            let ll = responses[0][0].as_f64().unwrap_or(f64::NAN);
+            let greedy = responses[0][1].as_bool() == Some(true);
+            for spec in &task.metrics {
+                let v = match spec.metric {
+                    Metric::Perplexity => ll,
+                    Metric::Acc => greedy as u8 as f64,
+                    other => bail!("{} does not apply to loglikelihood", other.name()),
+                };
+                scores.push(("none".to_string(), spec.metric, v, 1.0));
+            }
+            target = task.target(&doc, false)?;
+            filtered.push(("none".to_string(), responses[0].clone()));
+        }
+        OutputType::LoglikelihoodRolling => {
+            let ll = responses[0].as_f64().unwrap_or(f64::NAN);
+            let text = match task.target(&doc, false)? {
+                Value::String(s) => s,
+                other => bail!("the rolling target {other} is not text"),
+            };
+            for spec in &task.metrics {
+                let weight = match spec.metric {
+                    Metric::WordPerplexity => count_words(&text),
+                    Metric::BytePerplexity | Metric::BitsPerByte => text.len(),
+                    other => bail!("{} does not apply to loglikelihood_rolling", other.name()),
+                };
+                scores.push(("none".to_string(), spec.metric, ll, weight as f64));
+            }
+            target = Value::String(text);
+            filtered.push(("none".to_string(), responses[0].clone()));
+        }
+        OutputType::GenerateUntil => {
+            let generated = responses[0].as_str().unwrap_or_default().to_string();
+            let golds = task.gold_texts(&doc)?;
+            for pipeline in &task.filters {
+                let answer = apply_filters(pipeline, &generated)?;
+                for spec in &task.metrics {
+                    let Metric::ExactMatch = spec.metric else {
+                        bail!("{} does not apply to generate_until", spec.metric.name());
+                    };
+                    let mut hits = 0;
+                    for g in &golds {
+                        hits += exact_match(&answer, g, &spec.options)? as usize;
+                    }
+                    let v = if hits > 0 { 1.0 } else { 0.0 };
+                    scores.push((pipeline.name.clone(), spec.metric, v, 1.0));
+                }
+                filtered.push((pipeline.name.clone(), Value::String(answer)));
+            }
+            target = if task.multiple_target {
+                json!(golds)
+            } else {
+                Value::String(golds[0].clone())
+            };
+        }
+    }
+    Ok(Sample {
+        doc_id,
+        doc,
+        requests,
+        responses,
+        filtered,
+        scores,
+        target,
+    })
+}
+
+/// A generation through a filter pipeline.
+pub fn apply_filters(pipeline: &FilterPipeline, generated: &str) -> Result<String> {
+    let mut text = generated.to_string();
+    for step in &pipeline.filter {
+        text = match step {
+            FilterStep::TakeFirst => text,
+            FilterStep::Lowercase => text.to_lowercase(),
+            FilterStep::Uppercase => text.to_uppercase(),
+            FilterStep::RemoveWhitespace => text.trim().to_string(),
+            FilterStep::Regex {
+                regex_pattern,
+                group_select,
+                fallback,
+            } => regex_filter(regex_pattern, *group_select, fallback, &text)
+                .map_err(|e| anyhow!("filter `{}`: regex `{regex_pattern}`: {e}", pipeline.name))?,
+        };
+    }
+    Ok(text)
+}
+
+/// The harness's regex filter: `re.findall`, match `group_select` (negative from the end); of a
+/// match with several groups the first non-empty group; stripped; `fallback` when nothing
+/// matches.
+fn regex_filter(pattern: &str, select: i64, fallback: &str, text: &str) -> Result<String> {
+    let re = regex::Regex::new(pattern)?;
+    let found: Vec<String> = re
+        .captures_iter(text)
+        .map(|c| match c.len() {
+            1 => c[0].to_string(),
+            2 => c.get(1).map_or("", |m| m.as_str()).to_string(),
+            _ => (1..c.len())
+                .filter_map(|i| c.get(i).map(|m| m.as_str()))
+                .find(|s| !s.is_empty())
+                .unwrap_or(fallback)
+                .to_string(),
+        })
+        .collect();
+    if found.is_empty() {
+        return Ok(fallback.to_string());
+    }
+    let index = if select < 0 {
+        found.len() as i64 + select
+    } else {
+        select
+    };
+    let Some(m) = usize::try_from(index).ok().and_then(|i| found.get(i)) else {
+        bail!("group_select {select} but only {} matches", found.len());
+    };
+    Ok(m.trim().to_string())
+}
+
+/// The samples' JSON lines as the harness logs them (`--log_samples`).
+pub fn sample_json(sample: &Sample) -> Value {
+    let arguments: Map<String, Value> = sample
+        .requests
+        .iter()
+        .enumerate()
+        .map(|(i, r)| {
+            let args = match r {
+                Request::Loglikelihood {
+                    context,
+                    continuation,
+                } => json!({"arg_0": context, "arg_1": continuation}),
+                Request::Rolling(text) => json!({"arg_0": text}),
+                Request::Generate {
+                    context,
+                    until,
+                    max_gen_toks,
+                } => json!({"arg_0": context, "arg_1": {"until": until, "max_gen_toks": max_gen_toks}}),
+            };
+            (format!("gen_args_{i}"), args)
+        })
+        .collect();
+    let mut out = json!({
+        "doc_id": sample.doc_id,
+        "doc": sample.doc,
+        "target": sample.target,
+        "arguments": arguments,
+        "resps": sample.responses.iter().map(|r| json!([r])).collect::<Vec<_>>(),
+        "filtered_resps": sample.filtered.iter().map(|(_, r)| r.clone()).collect::<Vec<_>>(),
+    });
+    let mut filters: Vec<&str> = sample.scores.iter().map(|s| s.0.as_str()).collect();
+    filters.dedup();
+    out["filter"] = json!(filters.first().copied().unwrap_or("none"));
+    out["metrics"] = json!(sample
+        .scores
+        .iter()
+        .map(|s| s.1.name())
+        .collect::<std::collections::BTreeSet<_>>());
+    for (_, metric, value, weight) in &sample.scores {
+        out[metric.name()] = match metric {
+            Metric::WordPerplexity | Metric::BytePerplexity | Metric::BitsPerByte => {
+                json!([value, weight])
+            }
+            _ => json!(value),
+        };
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::regex_filter;
+
+    const GSM: &str = r"#### (\-?[0-9\.\,]+)";
+    const FLEX: &str = r"(-?[$0-9.,]{2,})|(-?[0-9]+)";
+
+    #[test]
+    fn regex_filter_as_the_harness() {
+        assert_eq!(
+            regex_filter(GSM, 0, "[invalid]", "so #### 42\n").unwrap(),
+            "42"
+        );
+        assert_eq!(
+            regex_filter(GSM, 0, "[invalid]", "no answer").unwrap(),
+            "[invalid]"
+        );
+        // Several groups: the first non-empty one of the selected (last) match.
+        assert_eq!(
+            regex_filter(FLEX, -1, "[invalid]", "3 apples, then $1,200.").unwrap(),
+            "$1,200."
+        );
+        assert_eq!(regex_filter(FLEX, -1, "[invalid]", "it is 7").unwrap(), "7");
+        let strict = r"The answer is (\-?[0-9\.\,]+).";
+        assert_eq!(
+            regex_filter(strict, 0, "[invalid]", "The answer is 18.").unwrap(),
+            "18"
+        );
+    }
+}

@@ -1,0 +1,132 @@
+//! `herd eval`: benchmark tasks in lm-evaluation-harness's task format, with its prompts, its
+//! metrics and its results JSON, on a herd model.
+
+use std::path::PathBuf;
+use std::time::Instant;
+
+use anyhow::{Context, Result};
+use herd_eval::evaluate::sample_json;
+use herd_eval::results::{markdown_table, results_json, RunInfo};
+use herd_eval::{builtin, EvalModel, EvalOptions, Task};
+use indicatif::{ProgressBar, ProgressStyle};
+
+use super::ModelArgs;
+
+/// Flags of `herd eval`.
+#[derive(clap::Args, Debug)]
+#[command(after_help = "Examples:
+  herd eval -m model.gguf --tasks arc_easy,hellaswag --data-dir eval-data --limit 200
+  herd eval -m run/final --tasks gsm8k_cot --data-dir eval-data --output results.json --log-samples
+  herd eval -m run/final --tasks my_task.yaml
+
+Built-in tasks (tasks/ in the repository): arc_easy, boolq, gsm8k_cot, hellaswag, lambada_openai,
+lambada_passages, mmlu, piqa, winogrande. Their data files (arc_easy_test.jsonl, …) are read
+from --data-dir. The same task files run in lm-evaluation-harness (`lm_eval --tasks FILE`) and
+give the same prompts, so the two tools' numbers can be compared item by item.")]
+pub struct Args {
+    #[command(flatten)]
+    model: ModelArgs,
+    /// Tasks: built-in names or task files (YAML), comma-separated.
+    #[arg(long, value_delimiter = ',', required = true)]
+    tasks: Vec<String>,
+    /// Folder the tasks' relative data_files are read from.
+    #[arg(long, default_value = ".")]
+    data_dir: PathBuf,
+    /// Few-shot examples per prompt (a task that sets 0 keeps 0, as in the harness).
+    #[arg(long)]
+    num_fewshot: Option<usize>,
+    /// Evaluate only the first N documents of each task.
+    #[arg(long, value_parser = super::values::count)]
+    limit: Option<usize>,
+    /// Longest sequence (tokens) scored or generated; longer contexts lose their start, as in
+    /// the harness (default: the model's context).
+    #[arg(long, value_parser = super::values::count)]
+    max_length: Option<usize>,
+    /// Contexts scored together in one batch (default: as many as fit 2,048 tokens). Scores do
+    /// not depend on it.
+    #[arg(long, value_parser = super::values::count)]
+    batch_size: Option<usize>,
+    /// Resamples for bootstrapped standard errors (perplexity); 0 turns them off.
+    #[arg(long, default_value_t = 100_000)]
+    bootstrap_iters: usize,
+    /// Write the results JSON (lm-evaluation-harness's layout) here.
+    #[arg(long)]
+    output: Option<PathBuf>,
+    /// Also write every document's prompt, answers and scores as JSON lines, one file per task
+    /// next to --output (`samples_<task>.jsonl`).
+    #[arg(long, requires = "output")]
+    log_samples: bool,
+    /// No progress bar.
+    #[arg(long)]
+    quiet: bool,
+}
+
+/// Runs `herd eval`.
+pub fn run(args: Args) -> Result<()> {
+    let started = Instant::now();
+    // Every task is read and its data checked before the model loads.
+    let mut tasks = Vec::new();
+    for spec in &args.tasks {
+        let config = builtin::task_config(spec)?;
+        tasks.push(Task::load(config, &args.data_dir, args.num_fewshot)?);
+    }
+    let loaded = args.model.load()?;
+    let mut lm = EvalModel::new(&loaded.model, &loaded.tokenizer);
+    if let Some(max) = args.max_length {
+        lm.max_length = max.min(lm.max_length);
+    }
+    lm.batch_size = args.batch_size;
+    let options = EvalOptions {
+        limit: args.limit,
+        bootstrap_iters: args.bootstrap_iters,
+    };
+    let mut results = Vec::new();
+    for task in &mut tasks {
+        let total = args.limit.unwrap_or(task.docs.len()).min(task.docs.len());
+        let bar = if args.quiet {
+            ProgressBar::hidden()
+        } else {
+            ProgressBar::new(total as u64)
+        };
+        bar.set_style(
+            ProgressStyle::with_template(
+                "{msg:>14} [{bar:30}] {pos}/{len} docs  {per_sec}  ETA {eta}",
+            )
+            .expect("a valid template")
+            .progress_chars("=> "),
+        );
+        bar.set_message(task.name().to_string());
+        let result = herd_eval::evaluate(task, &lm, &options, &mut |done, _| {
+            bar.set_position(done as u64)
+        })?;
+        bar.finish();
+        results.push(result);
+    }
+    let info = RunInfo {
+        model: args.model.model.display().to_string(),
+        limit: args.limit,
+        bootstrap_iters: args.bootstrap_iters,
+        seconds: started.elapsed().as_secs_f64(),
+    };
+    let pairs: Vec<_> = tasks.iter().zip(&results).collect();
+    let json = results_json(&pairs, &info);
+    if let Some(out) = &args.output {
+        herd_util::fs::write_atomic(out, serde_json::to_string_pretty(&json)?.as_bytes())
+            .with_context(|| format!("writing {}", out.display()))?;
+        if args.log_samples {
+            let dir = out.parent().unwrap_or(std::path::Path::new("."));
+            for (task, result) in &pairs {
+                let path = dir.join(format!("samples_{}.jsonl", task.name()));
+                let mut text = String::new();
+                for s in &result.samples {
+                    text.push_str(&serde_json::to_string(&sample_json(s))?);
+                    text.push('\n');
+                }
+                herd_util::fs::write_atomic(&path, text.as_bytes())
+                    .with_context(|| format!("writing {}", path.display()))?;
+            }
+        }
+    }
+    print!("{}", markdown_table(&json));
+    Ok(())
+}
