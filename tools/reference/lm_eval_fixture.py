@@ -1,5 +1,5 @@
 """lm-evaluation-harness's answers on herd's task files: the reference `herd eval` is tested
-against (crates/herd-eval/tests/lm_eval_parity.rs).
+against (crates/herd/tests/eval_vs_lm_eval.rs).
 
 Runs lm_eval 0.4.13's `hf` backend (transformers 4.57.6, torch 2.9.1, CPU, batch size 1) on a
 model in float64 — the exact log-likelihoods of the weights, against which herd's float32 is
@@ -13,7 +13,14 @@ its per-document metrics, plus the aggregated results.
     cd ../shared/data/eval   # the task files' data_files are relative to the working folder
     /work/venv-eval/bin/python /path/to/herd/tools/reference/lm_eval_fixture.py \
         --model ~/.cache/herd-assets/smollm2/SmolLM2-135M-Instruct.Q4_1.gguf \
-        --out /path/to/herd/crates/herd-eval/tests/fixtures/lm_eval_smollm2.json
+        --out /path/to/herd/crates/herd/tests/fixtures/lm_eval_smollm2.json
+
+    # the model herd pretrains in the test (kept by the test itself), with fewer documents
+    HERD_KEEP_EVAL_MODEL=/tmp/pretrained cargo test -p herd --test eval_vs_lm_eval pretrained
+    /work/venv-eval/bin/python .../lm_eval_fixture.py --model /tmp/pretrained \
+        --runs arc_easy:2:20 lambada_passages:0:10:64 gsm8k_cot:8:3 \
+        --out /path/to/herd/crates/herd/tests/fixtures/lm_eval_pretrained.json
+    # (the first run of that test fails for want of the fixture it then compares with)
 
 A GGUF file is loaded as transformers does (`gguf_file=`): its quantized weights dequantized,
 so herd is compared with `--dequantize`; BOS is added as the file says
@@ -25,27 +32,29 @@ import json
 import os
 import pathlib
 
-# (task, num_fewshot, limit): one of each request kind, few-shot draws of both samplers, the
-# several-contexts form (winogrande), a description (mmlu), rolling windows (lambada_passages
-# with a short max_length so that passages span several windows), and GSM8K's 8-shot
-# chain of thought.
+# task:num_fewshot:limit[:max_length] — one of each request kind, few-shot draws of both
+# samplers, the several-contexts form (winogrande), a description (mmlu), rolling windows
+# (lambada_passages with a short max_length, so that passages span several windows), and
+# GSM8K's 8-shot chain of thought.
 RUNS = [
-    ("arc_easy", 2, 25),
-    ("winogrande", 1, 20),
-    ("mmlu", 1, 20),
-    ("hellaswag", 0, 15),
-    ("boolq", 0, 10),
-    ("lambada_openai", 0, 25),
-    ("lambada_passages", 0, 10),
-    ("gsm8k_cot", 8, 5),
+    "arc_easy:2:25",
+    "winogrande:1:20",
+    "mmlu:1:20",
+    "hellaswag:0:15",
+    "boolq:0:10",
+    "lambada_openai:0:25",
+    "lambada_passages:0:10:64",
+    "gsm8k_cot:8:5",
 ]
-ROLLING_MAX_LENGTH = 64
 
 
 def main():
     parser = argparse.ArgumentParser()
     parser.add_argument("--model", required=True)
     parser.add_argument("--out", required=True)
+    parser.add_argument(
+        "--runs", nargs="+", default=RUNS, help="task:num_fewshot:limit[:max_length] ..."
+    )
     args = parser.parse_args()
 
     import torch
@@ -75,8 +84,11 @@ def main():
         "model": model.name,
         "tasks": {},
     }
-    for task, shots, limit in RUNS:
-        extra = f",max_length={ROLLING_MAX_LENGTH}" if task == "lambada_passages" else ""
+    for run in args.runs:
+        task, shots, limit, *rest = run.split(":")
+        shots, limit = int(shots), int(limit)
+        max_length = int(rest[0]) if rest else None
+        extra = f",max_length={max_length}" if max_length else ""
         result = lm_eval.simple_evaluate(
             model="hf",
             model_args=model_args + extra,
@@ -110,7 +122,7 @@ def main():
         out["tasks"][task] = {
             "num_fewshot": shots,
             "limit": limit,
-            "max_length": ROLLING_MAX_LENGTH if task == "lambada_passages" else None,
+            "max_length": max_length,
             "results": result["results"][task],
             "docs": [docs[i] for i in sorted(docs)],
         }

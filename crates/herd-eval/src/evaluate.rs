@@ -46,8 +46,8 @@ pub struct Sample {
     pub requests: Vec<Request>,
     /// The model's raw answers: `[logprob, is_greedy]` pairs, a log-likelihood, or a text.
     pub responses: Vec<Value>,
-    /// Per filter pipeline: the filtered answer.
-    pub filtered: Vec<(String, Value)>,
+    /// Per filter pipeline: the filtered answers (one per request).
+    pub filtered: Vec<(String, Vec<Value>)>,
     /// Per filter pipeline and metric: the document's value and weight.
     pub scores: Vec<(String, Metric, f64, f64)>,
     /// The target as the harness logs it.
@@ -233,7 +233,7 @@ fn score_document(
     responses: Vec<Value>,
 ) -> Result<Sample> {
     let mut scores = Vec::new();
-    let mut filtered = Vec::new();
+    let mut filtered: Vec<(String, Vec<Value>)> = Vec::new();
     let target;
     match task.output_type() {
         OutputType::MultipleChoice => {
@@ -277,10 +277,7 @@ fn score_document(
                 Value::Number(n) => Value::String(n.to_string()),
                 v => v,
             };
-            filtered = responses
-                .iter()
-                .map(|r| ("none".to_string(), r.clone()))
-                .collect();
+            filtered.push(("none".to_string(), responses.clone()));
         }
         OutputType::Loglikelihood => {
             let ll = responses[0][0].as_f64().unwrap_or(f64::NAN);
@@ -294,7 +291,7 @@ fn score_document(
                 scores.push(("none".to_string(), spec.metric, v, 1.0));
             }
             target = task.target(&doc, false)?;
-            filtered.push(("none".to_string(), responses[0].clone()));
+            filtered.push(("none".to_string(), vec![responses[0].clone()]));
         }
         OutputType::LoglikelihoodRolling => {
             let ll = responses[0].as_f64().unwrap_or(f64::NAN);
@@ -311,7 +308,7 @@ fn score_document(
                 scores.push(("none".to_string(), spec.metric, ll, weight as f64));
             }
             target = Value::String(text);
-            filtered.push(("none".to_string(), responses[0].clone()));
+            filtered.push(("none".to_string(), vec![responses[0].clone()]));
         }
         OutputType::GenerateUntil => {
             let generated = responses[0].as_str().unwrap_or_default().to_string();
@@ -329,7 +326,7 @@ fn score_document(
                     let v = if hits > 0 { 1.0 } else { 0.0 };
                     scores.push((pipeline.name.clone(), spec.metric, v, 1.0));
                 }
-                filtered.push((pipeline.name.clone(), Value::String(answer)));
+                filtered.push((pipeline.name.clone(), vec![Value::String(answer)]));
             }
             target = if task.multiple_target {
                 json!(golds)
@@ -400,8 +397,10 @@ fn regex_filter(pattern: &str, select: i64, fallback: &str, text: &str) -> Resul
     Ok(m.trim().to_string())
 }
 
-/// The samples' JSON lines as the harness logs them (`--log_samples`).
-pub fn sample_json(sample: &Sample) -> Value {
+/// A document's JSON lines as the harness logs them (`--log_samples`): one per filter
+/// pipeline, with the requests' arguments, the raw and filtered answers, and the pipeline's
+/// metric values.
+pub fn sample_lines(sample: &Sample) -> Vec<Value> {
     let arguments: Map<String, Value> = sample
         .requests
         .iter()
@@ -422,31 +421,32 @@ pub fn sample_json(sample: &Sample) -> Value {
             (format!("gen_args_{i}"), args)
         })
         .collect();
-    let mut out = json!({
-        "doc_id": sample.doc_id,
-        "doc": sample.doc,
-        "target": sample.target,
-        "arguments": arguments,
-        "resps": sample.responses.iter().map(|r| json!([r])).collect::<Vec<_>>(),
-        "filtered_resps": sample.filtered.iter().map(|(_, r)| r.clone()).collect::<Vec<_>>(),
-    });
-    let mut filters: Vec<&str> = sample.scores.iter().map(|s| s.0.as_str()).collect();
-    filters.dedup();
-    out["filter"] = json!(filters.first().copied().unwrap_or("none"));
-    out["metrics"] = json!(sample
-        .scores
+    sample
+        .filtered
         .iter()
-        .map(|s| s.1.name())
-        .collect::<std::collections::BTreeSet<_>>());
-    for (_, metric, value, weight) in &sample.scores {
-        out[metric.name()] = match metric {
-            Metric::WordPerplexity | Metric::BytePerplexity | Metric::BitsPerByte => {
-                json!([value, weight])
+        .map(|(filter, filtered)| {
+            let mut line = json!({
+                "doc_id": sample.doc_id,
+                "doc": sample.doc,
+                "target": sample.target,
+                "arguments": arguments,
+                "resps": sample.responses.iter().map(|r| json!([r])).collect::<Vec<_>>(),
+                "filtered_resps": filtered,
+                "filter": filter,
+            });
+            let scores: Vec<_> = sample.scores.iter().filter(|s| &s.0 == filter).collect();
+            line["metrics"] = json!(scores.iter().map(|s| s.1.name()).collect::<Vec<_>>());
+            for (_, metric, value, weight) in scores {
+                line[metric.name()] = match metric {
+                    Metric::WordPerplexity | Metric::BytePerplexity | Metric::BitsPerByte => {
+                        json!([value, weight])
+                    }
+                    _ => json!(value),
+                };
             }
-            _ => json!(value),
-        };
-    }
-    out
+            line
+        })
+        .collect()
 }
 
 #[cfg(test)]

@@ -91,6 +91,27 @@ fn write_model(
             .and_then(|t| t.save_hf(dir))
             .map_err(|e| Error::Checkpoint(format!("{}: {e}", tokenizer.display())))?;
     }
+    write_special_ids(dir)
+}
+
+/// Puts the tokenizer's BOS and end-of-generation ids into `config.json` and
+/// `generation_config.json`: without them transformers assumes BOS 1 and EOS 2 (ordinary tokens
+/// of a herd vocabulary) and would stop generating at the wrong token.
+fn write_special_ids(dir: &Path) -> Result<()> {
+    let tokenizer = herd_tokenizer::Tokenizer::from_path(dir)
+        .map_err(|e| Error::Checkpoint(format!("{}: {e}", dir.display())))?;
+    let bos = tokenizer.bos_id();
+    let eos = tokenizer.stop_ids().to_vec();
+    let path = dir.join("config.json");
+    let text = std::fs::read_to_string(&path).map_err(|e| Error::io(&path, e))?;
+    let mut config: serde_json::Value = serde_json::from_str(&text)
+        .map_err(|e| Error::Checkpoint(format!("{}: {e}", path.display())))?;
+    config["bos_token_id"] = serde_json::json!(bos);
+    config["eos_token_id"] = serde_json::json!(eos);
+    let json = |v: &serde_json::Value| serde_json::to_vec_pretty(v).expect("JSON values serialize");
+    write_atomic(&path, &json(&config))?;
+    let generation = serde_json::json!({"bos_token_id": bos, "eos_token_id": eos});
+    write_atomic(&dir.join("generation_config.json"), &json(&generation))?;
     Ok(())
 }
 

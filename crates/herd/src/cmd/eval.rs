@@ -5,7 +5,7 @@ use std::path::PathBuf;
 use std::time::Instant;
 
 use anyhow::{Context, Result};
-use herd_eval::evaluate::sample_json;
+use herd_eval::evaluate::sample_lines;
 use herd_eval::results::{markdown_table, results_json, RunInfo};
 use herd_eval::{builtin, EvalModel, EvalOptions, Task};
 use indicatif::{ProgressBar, ProgressStyle};
@@ -118,8 +118,8 @@ pub fn run(args: Args) -> Result<()> {
             for (task, result) in &pairs {
                 let path = dir.join(format!("samples_{}.jsonl", task.name()));
                 let mut text = String::new();
-                for s in &result.samples {
-                    text.push_str(&serde_json::to_string(&sample_json(s))?);
+                for line in result.samples.iter().flat_map(sample_lines) {
+                    text.push_str(&serde_json::to_string(&line)?);
                     text.push('\n');
                 }
                 herd_util::fs::write_atomic(&path, text.as_bytes())
