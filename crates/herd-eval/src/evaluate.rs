@@ -2,13 +2,12 @@
 //! extraction (filters), per-document metrics (`process_results`) and their aggregation.
 
 use anyhow::{anyhow, bail, Result};
-use herd_infer::Session;
 use serde_json::{json, Map, Value};
 
 use crate::config::{FilterPipeline, FilterStep, OutputType};
 use crate::data::Doc;
 use crate::metrics::{argmax, count_words, exact_match, Metric};
-use crate::model::{EvalModel, Loglikelihood};
+use crate::model::{EvalModel, Generation, Loglikelihood};
 use crate::task::{Request, Task};
 
 /// How a run goes.
@@ -191,34 +190,44 @@ fn answer(
         }
     }
     if !generations.is_empty() {
-        let mut session = Session::new(lm.model(), lm.max_length);
-        let eos: Vec<String> = lm
+        // The harness adds the end-of-text token's text to every request's stop strings.
+        let eos: Option<String> = lm
             .tokenizer()
             .stop_ids()
             .first()
-            .map(|&id| lm.tokenizer().token_text(Some(id)))
-            .into_iter()
-            .collect();
-        for (n, &d) in generations.iter().enumerate() {
+            .map(|&id| lm.tokenizer().token_text(Some(id)));
+        let mut stops = Vec::with_capacity(generations.len());
+        for &d in &generations {
             for r in &requests[d] {
-                let Request::Generate {
+                if let Request::Generate {
                     context,
                     until,
                     max_gen_toks,
                 } = r
-                else {
-                    continue;
-                };
-                let mut until = until.clone();
-                for e in &eos {
-                    if !until.contains(e) {
+                {
+                    let mut until = until.clone();
+                    if let Some(e) = eos.as_ref().filter(|e| !until.contains(e)) {
                         until.push(e.clone());
                     }
+                    stops.push((d, context.as_str(), until, *max_gen_toks));
                 }
-                let text = lm.generate_until(&mut session, context, &until, *max_gen_toks)?;
-                answers[d].push(Value::String(text));
             }
-            progress(n + 1, total);
+        }
+        let batch: Vec<Generation> = stops
+            .iter()
+            .map(|(_, context, until, max_gen_toks)| Generation {
+                context,
+                until,
+                max_gen_toks: *max_gen_toks,
+            })
+            .collect();
+        let mut done = 0;
+        let texts = lm.generate_until(&batch, |n| {
+            done += n;
+            progress(done, total);
+        })?;
+        for ((d, ..), text) in stops.iter().zip(texts) {
+            answers[*d].push(Value::String(text));
         }
     }
     Ok(answers)

@@ -11,10 +11,15 @@
 
 use anyhow::{bail, Result};
 use herd_infer::generate::PREFILL_CHUNK;
-use herd_infer::{GenerateConfig, Session};
+use std::sync::Arc;
+use std::time::Duration;
+
+use herd_infer::engine::{Engine, EngineConfig, Event, Request as EngineRequest};
+use herd_infer::GenerateConfig;
 use herd_model::paged::{blocks_for, BLOCK_TOKENS};
 use herd_model::{Llama, PagedKv, PagedSeq};
 use herd_tokenizer::{StreamDecoder, Tokenizer};
+use tokio::sync::mpsc::error::TryRecvError;
 
 /// Tokens one batched step of scoring may hold (rows of logits kept at once: `vocab` floats
 /// each).
@@ -22,6 +27,20 @@ const STEP_TOKENS: usize = PREFILL_CHUNK;
 
 /// Tokens of prompts and continuations gathered into one batch of documents.
 const BATCH_TOKENS: usize = 4 * PREFILL_CHUNK;
+
+/// Generations decoded together (each step runs one token of each).
+const GENERATION_BATCH: usize = 16;
+
+/// One generation request: the prompt, its stop strings and its token budget.
+#[derive(Debug, Clone)]
+pub struct Generation<'a> {
+    /// The prompt text.
+    pub context: &'a str,
+    /// Stop strings: the text is cut before the first occurrence of each.
+    pub until: &'a [String],
+    /// Most new tokens.
+    pub max_gen_toks: usize,
+}
 
 /// The score of one continuation: its log-likelihood and whether greedy decoding gives it.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -34,7 +53,7 @@ pub struct Loglikelihood {
 
 /// A model and its tokenizer as an evaluation backend.
 pub struct EvalModel<'m> {
-    model: &'m Llama,
+    model: Arc<Llama>,
     tokenizer: &'m Tokenizer,
     /// The longest sequence scored or generated (the model's context).
     pub max_length: usize,
@@ -66,18 +85,13 @@ impl Scoring {
 
 impl<'m> EvalModel<'m> {
     /// A backend over `model` and `tokenizer`.
-    pub fn new(model: &'m Llama, tokenizer: &'m Tokenizer) -> EvalModel<'m> {
+    pub fn new(model: Arc<Llama>, tokenizer: &'m Tokenizer) -> EvalModel<'m> {
         EvalModel {
+            max_length: model.config().max_seq_len,
             model,
             tokenizer,
-            max_length: model.config().max_seq_len,
             batch_size: None,
         }
-    }
-
-    /// The model.
-    pub fn model(&self) -> &'m Llama {
-        self.model
     }
 
     /// The tokenizer.
@@ -340,51 +354,136 @@ impl<'m> EvalModel<'m> {
         ))
     }
 
-    /// Greedy generation after `context` (left-truncated to leave room for `max_gen_toks`)
-    /// until a stop id, `max_gen_toks` tokens, or a stop string; the text is cut before the
-    /// first occurrence of each stop string in turn, as the harness does.
+    /// Greedy generations, each after its `context` (left-truncated to leave room for
+    /// `max_gen_toks`) until a stop id, `max_gen_toks` tokens or a stop string; each text is cut
+    /// before the first occurrence of each stop string in turn, as the harness does. They run
+    /// on herd's serving engine, [`GENERATION_BATCH`] at a time, and a generation is cancelled
+    /// as soon as its text holds a stop string. `progress` is told of each one that ends.
     pub fn generate_until(
         &self,
-        session: &mut Session,
-        context: &str,
-        until: &[String],
-        max_gen_toks: usize,
-    ) -> Result<String> {
-        if max_gen_toks >= self.max_length {
-            bail!(
-                "max_gen_toks {max_gen_toks} must be less than the model's context ({})",
-                self.max_length
-            );
+        requests: &[Generation],
+        mut progress: impl FnMut(usize),
+    ) -> Result<Vec<String>> {
+        let mut prompts = Vec::with_capacity(requests.len());
+        for r in requests {
+            if r.max_gen_toks >= self.max_length {
+                bail!(
+                    "max_gen_toks {} must be less than the model's context ({})",
+                    r.max_gen_toks,
+                    self.max_length
+                );
+            }
+            let mut ids = self.encode(r.context)?;
+            let room = self.max_length - r.max_gen_toks;
+            if ids.len() > room {
+                ids.drain(..ids.len() - room);
+            }
+            prompts.push(ids);
         }
-        let mut ids = self.encode(context)?;
-        let room = self.max_length - max_gen_toks;
-        if ids.len() > room {
-            ids.drain(..ids.len() - room);
-        }
-        let config = GenerateConfig {
-            max_tokens: max_gen_toks,
-            sampling: Default::default(),
-            stop_tokens: self.tokenizer.stop_ids().to_vec(),
-            top_logprobs: 0,
+        let context = prompts
+            .iter()
+            .zip(requests)
+            .map(|(p, r)| p.len() + r.max_gen_toks)
+            .max()
+            .unwrap_or(1);
+        let engine = Engine::start(
+            self.model.clone(),
+            EngineConfig {
+                max_running: GENERATION_BATCH,
+                context,
+                max_waiting: requests.len().max(1),
+                prefill_tokens_per_step: PREFILL_CHUNK,
+            },
+        );
+        let submit = |prompt: Vec<u32>, r: &Generation| {
+            let request = EngineRequest {
+                prompt,
+                config: GenerateConfig {
+                    max_tokens: r.max_gen_toks,
+                    sampling: Default::default(),
+                    stop_tokens: self.tokenizer.stop_ids().to_vec(),
+                    top_logprobs: 0,
+                },
+                prompt_logprobs: None,
+            };
+            engine
+                .submit(request)
+                .map_err(|e| anyhow::anyhow!("generation refused: {e:?}"))
         };
-        let mut decoder = StreamDecoder::new(self.tokenizer);
-        let mut text = String::new();
-        let generation = session.generate(&ids, &config, |t| {
-            if let Some(piece) = decoder.push(t.id)? {
-                text.push_str(&piece);
+        // The first prompt is read alone: its full blocks then serve the others' shared start
+        // (a few-shot prompt's examples) from the engine's prefix cache.
+        let mut prompts = prompts.into_iter();
+        let mut receivers = Vec::with_capacity(requests.len());
+        let mut first_event = None;
+        if let Some(prompt) = prompts.next() {
+            let mut rx = submit(prompt, &requests[0])?;
+            first_event = rx.blocking_recv();
+            receivers.push(Some(rx));
+        }
+        for (prompt, r) in prompts.zip(&requests[1..]) {
+            receivers.push(Some(submit(prompt, r)?));
+        }
+        let mut ids: Vec<Vec<u32>> = vec![Vec::new(); requests.len()];
+        let mut texts = vec![String::new(); requests.len()];
+        let mut decoders: Vec<StreamDecoder> = requests
+            .iter()
+            .map(|_| StreamDecoder::new(self.tokenizer))
+            .collect();
+        let mut open = requests.len();
+        while open > 0 {
+            let mut idle = true;
+            for (i, slot) in receivers.iter_mut().enumerate() {
+                let Some(rx) = slot else { continue };
+                let ended = loop {
+                    let buffered = if i == 0 { first_event.take() } else { None };
+                    let event = buffered.map_or_else(|| rx.try_recv(), Ok);
+                    match event {
+                        Ok(Event::Token(t)) => {
+                            idle = false;
+                            ids[i].push(t.id);
+                            if let Some(piece) = decoders[i].push(t.id)? {
+                                texts[i].push_str(&piece);
+                            }
+                            let until = requests[i].until;
+                            if until
+                                .iter()
+                                .any(|u| !u.is_empty() && texts[i].contains(u.as_str()))
+                            {
+                                break true;
+                            }
+                        }
+                        Ok(Event::Finished(_)) => break true,
+                        Ok(Event::Prompt(_)) => {}
+                        Ok(Event::Failed(e)) => bail!("generation failed: {e}"),
+                        Err(TryRecvError::Empty) => break false,
+                        Err(TryRecvError::Disconnected) => bail!("the engine stopped"),
+                    }
+                };
+                if ended {
+                    // Dropping the receiver cancels what is left of the generation.
+                    *slot = None;
+                    open -= 1;
+                    progress(1);
+                }
             }
-            Ok(!until
-                .iter()
-                .any(|u| !u.is_empty() && text.contains(u.as_str())))
-        })?;
-        let ids: Vec<u32> = generation.tokens.iter().map(|t| t.id).collect();
-        let mut text = self.tokenizer.decode(&ids)?;
-        for u in until.iter().filter(|u| !u.is_empty()) {
-            if let Some(at) = text.find(u.as_str()) {
-                text.truncate(at);
+            if idle {
+                std::thread::sleep(Duration::from_millis(1));
             }
         }
-        Ok(text)
+        engine.shutdown();
+        requests
+            .iter()
+            .zip(&ids)
+            .map(|(r, ids)| {
+                let mut text = self.tokenizer.decode(ids)?;
+                for u in r.until.iter().filter(|u| !u.is_empty()) {
+                    if let Some(at) = text.find(u.as_str()) {
+                        text.truncate(at);
+                    }
+                }
+                Ok(text)
+            })
+            .collect()
     }
 }
 

@@ -71,7 +71,7 @@ pub fn run(args: Args) -> Result<()> {
         tasks.push(Task::load(config, &args.data_dir, args.num_fewshot)?);
     }
     let loaded = args.model.load()?;
-    let mut lm = EvalModel::new(&loaded.model, &loaded.tokenizer);
+    let mut lm = EvalModel::new(std::sync::Arc::new(loaded.model), &loaded.tokenizer);
     if let Some(max) = args.max_length {
         lm.max_length = max.min(lm.max_length);
     }
