@@ -3,12 +3,14 @@
 //! A task file ([`config`]) names its data ([`data`]) and says how a document becomes a prompt
 //! ([`template`], [`task`]); the model answers log-likelihood, rolling log-likelihood and
 //! generation requests ([`model`]); answers are filtered and scored ([`evaluate`],
-//! [`metrics`]) and reported in the harness's results JSON and table ([`results`]). Few-shot
+//! [`metrics`]) and reported in the harness's results JSON and table ([`results`]), on clean
+//! and contaminated items apart when a pretraining corpus is given ([`contamination`]). Few-shot
 //! draws and bootstrapped errors use CPython's generator ([`pyrandom`]), so prompts and numbers
 //! are the harness's own.
 
 pub mod builtin;
 pub mod config;
+pub mod contamination;
 pub mod data;
 pub mod evaluate;
 pub mod literal;

@@ -128,7 +128,63 @@ pub fn markdown_table(results: &Value) -> String {
             ]);
         }
     }
-    let widths: Vec<usize> = (0..9)
+    // Numbers right-aligned, as pytablewriter aligns them.
+    let right = [false, true, false, true, false, false, true, false, true];
+    render_table(&headers, &right, &rows)
+}
+
+/// The contamination reports of the results as a markdown table: per task and metric, the
+/// share of contaminated items and the score on the clean and on the contaminated ones.
+pub fn contamination_table(results: &Value) -> String {
+    let headers = [
+        "Tasks",
+        "Contaminated",
+        "Metric",
+        "Clean",
+        "Contaminated items",
+    ];
+    let mut rows: Vec<[String; 5]> = Vec::new();
+    let reports = results["contamination"]
+        .as_object()
+        .cloned()
+        .unwrap_or_default();
+    for (name, report) in &reports {
+        let share = format!(
+            "{}/{} ({:.1}%)",
+            report["contaminated_items"],
+            report["items"],
+            100.0 * report["contaminated_share"].as_f64().unwrap_or(0.0)
+        );
+        let clean = report["scores"]["clean"]
+            .as_object()
+            .cloned()
+            .unwrap_or_default();
+        let dirty = &report["scores"]["contaminated"];
+        let mut keys: Vec<&String> = clean.keys().collect();
+        keys.extend(dirty.as_object().into_iter().flat_map(|m| m.keys()));
+        keys.sort();
+        keys.dedup();
+        let value = |v: &Value| v.as_f64().map_or("-".to_string(), |x| format!("{x:.4}"));
+        for key in keys {
+            rows.push([
+                name.clone(),
+                share.clone(),
+                key.clone(),
+                value(&clean.get(key).cloned().unwrap_or(Value::Null)),
+                value(&dirty[key]),
+            ]);
+        }
+    }
+    render_table(&headers, &[false, true, false, true, true], &rows)
+}
+
+/// A markdown table with padded columns (`right`: right-aligned ones).
+fn render_table<const N: usize>(
+    headers: &[&str; N],
+    right: &[bool; N],
+    rows: &[[String; N]],
+) -> String {
+    let widths: Vec<usize> = (0..N)
         .map(|c| {
             rows.iter()
                 .map(|r| r[c].chars().count())
@@ -137,8 +193,6 @@ pub fn markdown_table(results: &Value) -> String {
                 .unwrap_or(3)
         })
         .collect();
-    // Numbers right-aligned, as pytablewriter aligns them.
-    let right = [false, true, false, true, false, false, true, false, true];
     let cell = |text: &str, c: usize| {
         let pad = widths[c] - text.chars().count();
         if right[c] {
@@ -147,11 +201,10 @@ pub fn markdown_table(results: &Value) -> String {
             format!("{text}{}", " ".repeat(pad))
         }
     };
-    let mut out = String::new();
     let line = |cells: Vec<String>| format!("|{}|\n", cells.join("|"));
-    out.push_str(&line((0..9).map(|c| cell(headers[c], c)).collect()));
+    let mut out = line((0..N).map(|c| cell(headers[c], c)).collect());
     out.push_str(&line(
-        (0..9)
+        (0..N)
             .map(|c| {
                 let dashes = "-".repeat(widths[c] - right[c] as usize);
                 if right[c] {
@@ -162,8 +215,8 @@ pub fn markdown_table(results: &Value) -> String {
             })
             .collect(),
     ));
-    for r in &rows {
-        out.push_str(&line((0..9).map(|c| cell(&r[c], c)).collect()));
+    for r in rows {
+        out.push_str(&line((0..N).map(|c| cell(&r[c], c)).collect()));
     }
     out
 }

@@ -92,6 +92,8 @@ pub struct Task {
     pool_is_eval_split: bool,
     first_n: bool,
     templates: Templates,
+    /// `doc_to_decontamination_query`, when the task gives one.
+    decontamination: Option<Field>,
     main: Fields,
     fewshot: Fields,
     /// Documents' questions are indices of the right context (`doc_to_text` gives an int).
@@ -187,6 +189,11 @@ impl Task {
                 .clone()
                 .unwrap_or(config.fewshot_delimiter.clone()),
         };
+        let decontamination = config
+            .doc_to_decontamination_query
+            .as_ref()
+            .map(|q| Value::String(q.clone()));
+        let decontamination = field("doc_to_decontamination_query", &decontamination)?;
         let metrics = match &config.metric_list {
             None => Metric::defaults(config.output_type)
                 .into_iter()
@@ -243,6 +250,7 @@ impl Task {
             filters,
             pool,
             templates,
+            decontamination,
             main,
             fewshot,
             multiple_input: false,
@@ -524,6 +532,33 @@ impl Task {
             Value::Array(items) => items.iter().map(one).collect(),
             g => vec![one(g)],
         })
+    }
+
+    /// The text of a document that contamination is checked on: its
+    /// `doc_to_decontamination_query`, else the question followed by the right answer.
+    pub fn decontamination_text(&self, doc: &Doc) -> Result<String> {
+        if let Some(field) = &self.decontamination {
+            return Ok(python_str(&self.templates.resolve(field, doc)?));
+        }
+        let choices = match self.main.choice {
+            Some(_) => self.choices(doc, false)?,
+            None => Vec::new(),
+        };
+        let question = match self.question(doc, false)? {
+            Question::Text(t) => t,
+            Question::Index(i) => choice_at(Some(&choices), i)?.to_string(),
+        };
+        let answer = match self.config.output_type {
+            OutputType::MultipleChoice if !self.multiple_input => {
+                match self.gold_indices(doc, &choices)?.first() {
+                    Some(Some(i)) => choices[*i].clone(),
+                    _ => String::new(),
+                }
+            }
+            OutputType::GenerateUntil => self.gold_texts(doc)?.swap_remove(0),
+            _ => python_str(&self.target(doc, false)?),
+        };
+        Ok(format!("{question}{}{answer}", self.main.target_delimiter))
     }
 
     /// The target text of a generation task (a choice's text when the task has choices).

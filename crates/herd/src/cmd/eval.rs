@@ -5,8 +5,9 @@ use std::path::PathBuf;
 use std::time::Instant;
 
 use anyhow::{Context, Result};
+use herd_eval::contamination::{self, CorpusNgrams};
 use herd_eval::evaluate::sample_lines;
-use herd_eval::results::{markdown_table, results_json, RunInfo};
+use herd_eval::results::{contamination_table, markdown_table, results_json, RunInfo};
 use herd_eval::{builtin, EvalModel, EvalOptions, Task};
 use indicatif::{ProgressBar, ProgressStyle};
 
@@ -49,6 +50,17 @@ pub struct Args {
     /// Resamples for bootstrapped standard errors (perplexity); 0 turns them off.
     #[arg(long, default_value_t = 100_000)]
     bootstrap_iters: usize,
+    /// A pretraining corpus to measure contamination against (paper §5.1.4): token shards
+    /// (`*.tokens`, from the model's tokenizer) or text (.jsonl with `text`, .txt), a file or a
+    /// folder. Each task then also reports the share of items whose tokens lie in the corpus's
+    /// 8-grams at --contamination-threshold or more, and its scores on clean and contaminated
+    /// items apart.
+    #[arg(long)]
+    contamination: Option<PathBuf>,
+    /// The share of an item's tokens in corpus 8-grams from which the item counts as
+    /// contaminated.
+    #[arg(long, default_value_t = 0.5, value_parser = super::values::nonzero_probability)]
+    contamination_threshold: f64,
     /// Write the results JSON (lm-evaluation-harness's layout) here.
     #[arg(long)]
     output: Option<PathBuf>,
@@ -71,6 +83,15 @@ pub fn run(args: Args) -> Result<()> {
         tasks.push(Task::load(config, &args.data_dir, args.num_fewshot)?);
     }
     let loaded = args.model.load()?;
+    let corpus = match &args.contamination {
+        Some(path) => {
+            eprintln!("reading the 8-grams of {}…", path.display());
+            let corpus = CorpusNgrams::read(path, &loaded.tokenizer)?;
+            eprintln!("{} corpus tokens", corpus.tokens);
+            Some(corpus)
+        }
+        None => None,
+    };
     let mut lm = EvalModel::new(std::sync::Arc::new(loaded.model), &loaded.tokenizer);
     if let Some(max) = args.max_length {
         lm.max_length = max.min(lm.max_length);
@@ -109,7 +130,19 @@ pub fn run(args: Args) -> Result<()> {
         seconds: started.elapsed().as_secs_f64(),
     };
     let pairs: Vec<_> = tasks.iter().zip(&results).collect();
-    let json = results_json(&pairs, &info);
+    let mut json = results_json(&pairs, &info);
+    if let Some(corpus) = &corpus {
+        for (task, result) in &pairs {
+            let report = contamination::report(
+                task,
+                result,
+                corpus,
+                &loaded.tokenizer,
+                args.contamination_threshold,
+            )?;
+            json["contamination"][task.name()] = report;
+        }
+    }
     if let Some(out) = &args.output {
         herd_util::fs::write_atomic(out, serde_json::to_string_pretty(&json)?.as_bytes())
             .with_context(|| format!("writing {}", out.display()))?;
@@ -128,5 +161,8 @@ pub fn run(args: Args) -> Result<()> {
         }
     }
     print!("{}", markdown_table(&json));
+    if corpus.is_some() {
+        print!("\n{}", contamination_table(&json));
+    }
     Ok(())
 }
