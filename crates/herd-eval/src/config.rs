@@ -185,6 +185,21 @@ pub struct MetricConfig {
     pub regexes_to_ignore: Option<Vec<String>>,
 }
 
+impl MetricConfig {
+    /// The entry of a metric with its defaults (no options).
+    pub fn named(metric: &str) -> MetricConfig {
+        MetricConfig {
+            metric: metric.into(),
+            aggregation: None,
+            higher_is_better: None,
+            ignore_case: None,
+            ignore_punctuation: None,
+            ignore_numbers: None,
+            regexes_to_ignore: None,
+        }
+    }
+}
+
 /// `generation_kwargs`.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]

@@ -286,15 +286,7 @@ mod tests {
 
     #[test]
     fn exact_match_options() {
-        let plain = MetricConfig {
-            metric: "exact_match".into(),
-            aggregation: None,
-            higher_is_better: None,
-            ignore_case: None,
-            ignore_punctuation: None,
-            ignore_numbers: None,
-            regexes_to_ignore: None,
-        };
+        let plain = MetricConfig::named("exact_match");
         assert!(exact_match("42", "42", &plain).unwrap());
         assert!(!exact_match("$42.", "42", &plain).unwrap());
         let loose = MetricConfig {

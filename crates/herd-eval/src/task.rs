@@ -201,15 +201,7 @@ impl Task {
                     metric,
                     aggregation: metric.default_aggregation(),
                     higher_is_better: metric.higher_is_better(),
-                    options: MetricConfig {
-                        metric: metric.name().into(),
-                        aggregation: None,
-                        higher_is_better: None,
-                        ignore_case: None,
-                        ignore_punctuation: None,
-                        ignore_numbers: None,
-                        regexes_to_ignore: None,
-                    },
+                    options: MetricConfig::named(metric.name()),
                 })
                 .collect(),
             Some(list) => list

@@ -249,3 +249,41 @@ fn langid_keeps_one_output_line_per_input_line() {
         stderr(&out)
     );
 }
+
+/// `herd eval` refuses an unknown task, a task file with a key it does not do (named), a data
+/// file with a bad record (its line named) and a threshold out of range — before any model is
+/// loaded.
+#[test]
+fn eval_names_the_task_key_or_record_at_fault() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = |name: &str| dir.path().join(name).display().to_string();
+    let m = ["eval", "--model", "unused.gguf", "--data-dir"];
+    let run = |extra: &[&str], expect: &[&str]| {
+        let mut args: Vec<String> = m.iter().map(|a| a.to_string()).collect();
+        args.push(d(""));
+        args.extend(extra.iter().map(|a| a.to_string()));
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        refused(&args, expect);
+    };
+    run(&["--tasks", "arc_hard"], &["arc_hard", "arc_easy"]);
+    let task = |extra: &str| {
+        format!(
+            "task: mine\ndataset_path: json\ndataset_kwargs: {{data_files: {{test: q.jsonl}}}}\n\
+             test_split: test\noutput_type: multiple_choice\ndoc_to_text: q\n\
+             doc_to_choice: c\ndoc_to_target: g\n{extra}"
+        )
+    };
+    std::fs::write(d("bad.yaml"), task("process_docs: !function utils.p\n")).unwrap();
+    run(&["--tasks", &d("bad.yaml")], &["bad.yaml", "process_docs"]);
+    std::fs::write(d("good.yaml"), task("")).unwrap();
+    std::fs::write(
+        d("q.jsonl"),
+        "{\"q\": \"a\", \"c\": [\"x\"], \"g\": 0}\n{\"q\": \n",
+    )
+    .unwrap();
+    run(&["--tasks", &d("good.yaml")], &["q.jsonl:2"]);
+    run(
+        &["--tasks", "arc_easy", "--contamination-threshold", "1.5"],
+        &["--contamination-threshold"],
+    );
+}
