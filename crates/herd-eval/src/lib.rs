@@ -4,7 +4,8 @@
 //! ([`template`], [`task`]); the model answers log-likelihood, rolling log-likelihood and
 //! generation requests ([`model`]); answers are filtered and scored ([`evaluate`],
 //! [`metrics`]) and reported in the harness's results JSON and table ([`results`]), on clean
-//! and contaminated items apart when a pretraining corpus is given ([`contamination`]). Few-shot
+//! and contaminated items apart when a pretraining corpus is given ([`contamination`]).
+//! [`needles`] hides facts in long texts to find where a model's context stops serving it. Few-shot
 //! draws and bootstrapped errors use CPython's generator ([`pyrandom`]), so prompts and numbers
 //! are the harness's own.
 
@@ -16,6 +17,7 @@ pub mod evaluate;
 pub mod literal;
 pub mod metrics;
 pub mod model;
+pub mod needles;
 pub mod pyrandom;
 pub mod results;
 pub mod task;

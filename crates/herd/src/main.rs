@@ -40,6 +40,8 @@ enum Command {
     Perplexity(cmd::perplexity::Args),
     /// Evaluate on benchmark tasks (lm-evaluation-harness's task files, metrics and results).
     Eval(cmd::eval::Args),
+    /// Needle in a haystack over context lengths × depths: a JSON table and a PNG heatmap.
+    Needles(cmd::needles::Args),
     /// Turn text into token ids and back.
     #[command(subcommand)]
     Tokens(cmd::tokens::Command),
@@ -103,6 +105,7 @@ fn main() {
         Command::Score(args) => cmd::score::run(args),
         Command::Perplexity(args) => cmd::perplexity::run(args),
         Command::Eval(args) => cmd::eval::run(args),
+        Command::Needles(args) => cmd::needles::run(args),
         Command::Tokens(command) => cmd::tokens::run(command),
         Command::Bench(args) => cmd::bench::run(args),
         Command::Fetch(args) => cmd::fetch::run(args),

@@ -8,6 +8,7 @@ pub mod dpo;
 pub mod eval;
 pub mod fetch;
 pub mod generate;
+pub mod needles;
 pub mod perplexity;
 pub mod plot;
 pub mod posttrain;
