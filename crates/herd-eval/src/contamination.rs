@@ -148,29 +148,26 @@ impl Default for CorpusNgrams {
     }
 }
 
-/// The files of a corpus path: the path itself, or the corpus files of a folder, sorted.
+/// Whether `path` is a corpus file: a token shard, JSON records or text.
+fn is_corpus_file(path: &Path) -> bool {
+    let name = path
+        .file_name()
+        .and_then(|n| n.to_str())
+        .unwrap_or_default();
+    name.ends_with(".tokens") || name.ends_with(".txt") || herd_util::records::is_json_data(path)
+}
+
+/// The files of a corpus path: the path itself, or the corpus files of a folder (recursively,
+/// in name order).
 fn corpus_files(path: &Path) -> Result<Vec<PathBuf>> {
-    let corpus = |p: &Path| {
-        let name = p.file_name().and_then(|n| n.to_str()).unwrap_or_default();
-        [".tokens", ".jsonl", ".jsonl.gz", ".json", ".txt"]
-            .iter()
-            .any(|e| name.ends_with(e))
-    };
-    if path.is_file() {
-        if !corpus(path) {
-            bail!(
-                "{}: a corpus is *.tokens shards, .jsonl(.gz) with a `text` field, or .txt",
-                path.display()
-            );
-        }
-        return Ok(vec![path.to_path_buf()]);
+    if path.is_file() && !is_corpus_file(path) {
+        bail!(
+            "{}: a corpus is *.tokens shards, JSON records with a `text` field (.jsonl, .json, \
+             possibly .gz or .zst) or .txt",
+            path.display()
+        );
     }
-    let mut files: Vec<PathBuf> = std::fs::read_dir(path)
-        .with_context(|| format!("reading corpus folder {}", path.display()))?
-        .filter_map(|e| e.ok().map(|e| e.path()))
-        .filter(|p| p.is_file() && corpus(p))
-        .collect();
-    files.sort();
+    let files = herd_util::fs::list_files(&[path.to_path_buf()], &is_corpus_file)?;
     if files.is_empty() {
         bail!(
             "{}: no corpus files (*.tokens, .jsonl, .txt) in it",

@@ -1,10 +1,12 @@
-//! A task's documents: JSON Lines (or one JSON array) files, optionally gzipped, read as the
-//! harness's `json` dataset reads them — one object per record, in file order.
+//! A task's documents: JSON Lines or JSON array files (plain, `.gz` or `.zst`), read through
+//! herd-util's record reader as every herd data file is — one object per record, in file order.
+//! A record that cannot be read is an error naming its place: a document left out would change
+//! the evaluation.
 
-use std::io::Read;
 use std::path::Path;
 
-use anyhow::{bail, Context, Result};
+use anyhow::{bail, Result};
+use herd_util::records::read_records;
 use serde_json::{Map, Value};
 
 /// One document: a record's columns.
@@ -12,50 +14,22 @@ pub type Doc = Map<String, Value>;
 
 /// Reads the records of `path`; a record that is not a JSON object is an error naming its line.
 pub fn read_docs(path: &Path) -> Result<Vec<Doc>> {
-    let mut raw = Vec::new();
-    std::fs::File::open(path)
-        .and_then(|mut f| f.read_to_end(&mut raw))
-        .with_context(|| format!("reading data file {}", path.display()))?;
-    if path.extension().is_some_and(|e| e == "gz") {
-        let mut out = Vec::new();
-        flate2::read::GzDecoder::new(raw.as_slice())
-            .read_to_end(&mut out)
-            .with_context(|| format!("{}: not a gzip file", path.display()))?;
-        raw = out;
-    }
-    let text = String::from_utf8(raw).map_err(|e| {
-        anyhow::anyhow!(
-            "{}: not UTF-8 (byte {})",
-            path.display(),
-            e.utf8_error().valid_up_to()
-        )
-    })?;
-    if text.trim_start().starts_with('[') {
-        let all: Vec<Value> = serde_json::from_str(&text)
-            .with_context(|| format!("{}: not a JSON array of records", path.display()))?;
-        return all
-            .into_iter()
-            .enumerate()
-            .map(|(i, v)| match v {
-                Value::Object(m) => Ok(m),
-                _ => bail!("{}: record {i} is not a JSON object", path.display()),
-            })
-            .collect();
-    }
     let mut docs = Vec::new();
-    for (i, line) in text.lines().enumerate() {
-        if line.trim().is_empty() {
-            continue;
+    let mut bad = Vec::new();
+    read_records::<anyhow::Error>(path, &mut bad, &mut |record| match record.value {
+        Value::Object(m) => {
+            docs.push(m);
+            Ok(())
         }
-        match serde_json::from_str::<Value>(line) {
-            Ok(Value::Object(m)) => docs.push(m),
-            Ok(_) => bail!(
-                "{}:{}: the record is not a JSON object",
-                path.display(),
-                i + 1
-            ),
-            Err(e) => bail!("{}:{}: {e}", path.display(), i + 1),
-        }
+        _ => bail!("{}: the record is not a JSON object", record.at),
+    })?;
+    if let Some(first) = bad.first() {
+        bail!(
+            "{}: {} ({} bad records in all)",
+            first.at,
+            first.reason,
+            bad.len()
+        );
     }
     if docs.is_empty() {
         bail!("{}: no records", path.display());

@@ -98,7 +98,7 @@ impl ByteLevelBpe {
     }
 
     /// Builds the tokenizer from a `tokenizer.json` value.
-    pub fn from_json(mut value: Value) -> std::result::Result<ByteLevelBpe, String> {
+    fn from_json(mut value: Value) -> std::result::Result<ByteLevelBpe, String> {
         let parse = |v: &Value| {
             tokenizers::Tokenizer::from_bytes(v.to_string())
                 .map_err(|e| format!("not a usable tokenizer.json: {e}"))

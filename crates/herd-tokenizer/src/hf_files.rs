@@ -42,7 +42,7 @@ fn byte_alphabet() -> [char; 256] {
 
 /// The vocabulary of tiktoken `ranks` (then `specials`, as control tokens) in byte-level form,
 /// with merges as transformers' converter derives them.
-pub fn tiktoken_vocab(ranks: &Ranks, specials: &[String]) -> GgufVocab {
+fn tiktoken_vocab(ranks: &Ranks, specials: &[String]) -> GgufVocab {
     let alphabet = byte_alphabet();
     let text = |bytes: &[u8]| -> String { bytes.iter().map(|&b| alphabet[b as usize]).collect() };
     let mut by_rank: Vec<(&Vec<u8>, u32)> = ranks.iter().map(|(t, &r)| (t, r)).collect();

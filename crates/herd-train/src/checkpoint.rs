@@ -78,6 +78,8 @@ fn write_model(
         .map(|n| n.to_os_string())
         .unwrap_or_else(|| "tokenizer.model".into());
     write_atomic(&dir.join(&name), &bytes)?;
+    let read = herd_tokenizer::Tokenizer::from_path(tokenizer)
+        .map_err(|e| Error::Checkpoint(format!("{}: {e}", tokenizer.display())))?;
     if name == "tokenizer.json" {
         // An HF tokenizer's settings and chat template travel with it.
         let config = tokenizer.with_file_name("tokenizer_config.json");
@@ -87,19 +89,16 @@ fn write_model(
         }
     } else {
         // Meta's tiktoken file, which transformers cannot read: its HF form goes beside it.
-        herd_tokenizer::Tokenizer::from_path(tokenizer)
-            .and_then(|t| t.save_hf(dir))
+        read.save_hf(dir)
             .map_err(|e| Error::Checkpoint(format!("{}: {e}", tokenizer.display())))?;
     }
-    write_special_ids(dir)
+    write_special_ids(dir, &read)
 }
 
 /// Puts the tokenizer's BOS and end-of-generation ids into `config.json` and
 /// `generation_config.json`: without them transformers assumes BOS 1 and EOS 2 (ordinary tokens
 /// of a herd vocabulary) and would stop generating at the wrong token.
-fn write_special_ids(dir: &Path) -> Result<()> {
-    let tokenizer = herd_tokenizer::Tokenizer::from_path(dir)
-        .map_err(|e| Error::Checkpoint(format!("{}: {e}", dir.display())))?;
+fn write_special_ids(dir: &Path, tokenizer: &herd_tokenizer::Tokenizer) -> Result<()> {
     let bos = tokenizer.bos_id();
     let eos = tokenizer.stop_ids().to_vec();
     let path = dir.join("config.json");

@@ -137,6 +137,26 @@ pub fn read_stdin() -> Result<String> {
     })
 }
 
+/// Reads a text file (plain, `.gz` or `.zst`, as herd's record reader opens them); text that is
+/// not UTF-8 is refused with the byte where it stops being so.
+pub fn read_text_file(path: &std::path::Path) -> Result<String> {
+    use herd_util::records::{open, read_all, Compression};
+    let name = path
+        .file_name()
+        .map(|n| n.to_string_lossy())
+        .unwrap_or_default();
+    let (compression, _) = Compression::of_name(&name);
+    let bytes = read_all(&mut open(path, compression)?)
+        .map_err(|reason| anyhow::anyhow!("{}: {reason}", path.display()))?;
+    String::from_utf8(bytes).map_err(|e| {
+        anyhow::anyhow!(
+            "{}: not UTF-8 text (byte {} is not)",
+            path.display(),
+            e.utf8_error().valid_up_to()
+        )
+    })
+}
+
 /// Prints the records that could not be read (the first 20 and a count), so none is dropped
 /// silently.
 pub fn report_bad_records(bad: &[herd_data::reader::BadRecord]) {

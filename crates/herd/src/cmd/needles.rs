@@ -24,8 +24,8 @@ scores the share found in the greedy answer. Writes needles.json and needles.png
 pub struct Args {
     #[command(flatten)]
     model: ModelArgs,
-    /// Text the needles are hidden in (UTF-8; .txt, or .gz); repeated when shorter than a
-    /// context.
+    /// Text the needles are hidden in (UTF-8, possibly .gz or .zst); repeated when shorter
+    /// than a context.
     #[arg(long, required = true)]
     haystack: Vec<PathBuf>,
     /// Context lengths in tokens, comma-separated.
@@ -64,7 +64,7 @@ pub fn run(args: Args) -> Result<()> {
     }
     let mut haystack = String::new();
     for path in &args.haystack {
-        haystack.push_str(&read_text(path)?);
+        haystack.push_str(&super::read_text_file(path)?);
         haystack.push('\n');
     }
     let config = NeedleConfig {
@@ -116,26 +116,6 @@ pub fn run(args: Args) -> Result<()> {
         png.display()
     );
     Ok(())
-}
-
-/// A text file, gunzipped when it ends in `.gz`.
-fn read_text(path: &Path) -> Result<String> {
-    let bytes = std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
-    let bytes = if path.extension().is_some_and(|e| e == "gz") {
-        let mut out = Vec::new();
-        std::io::Read::read_to_end(&mut flate2::read::GzDecoder::new(&bytes[..]), &mut out)
-            .with_context(|| format!("{}: not a gzip file", path.display()))?;
-        out
-    } else {
-        bytes
-    };
-    String::from_utf8(bytes).map_err(|e| {
-        anyhow::anyhow!(
-            "{}: not UTF-8 text (byte {} is not)",
-            path.display(),
-            e.utf8_error().valid_up_to()
-        )
-    })
 }
 
 /// Depth (rows, top 0%) × context length (columns), each cell coloured from red (nothing

@@ -4,7 +4,7 @@
 
 use std::path::PathBuf;
 
-use anyhow::{Context, Result};
+use anyhow::Result;
 use serde_json::json;
 
 use super::ModelArgs;
@@ -17,7 +17,7 @@ use super::ModelArgs;
 pub struct Args {
     #[command(flatten)]
     model: ModelArgs,
-    /// The text (UTF-8).
+    /// The text (UTF-8, possibly .gz or .zst).
     #[arg(long, short)]
     file: PathBuf,
     /// Tokens per chunk (llama.cpp's -c).
@@ -34,15 +34,7 @@ pub struct Args {
 /// Runs `herd perplexity`.
 pub fn run(args: Args) -> Result<()> {
     let loaded = args.model.load()?;
-    let bytes =
-        std::fs::read(&args.file).with_context(|| format!("reading {}", args.file.display()))?;
-    let text = String::from_utf8(bytes).map_err(|e| {
-        anyhow::anyhow!(
-            "{}: not UTF-8 text (byte {} is not)",
-            args.file.display(),
-            e.utf8_error().valid_up_to()
-        )
-    })?;
+    let text = super::read_text_file(&args.file)?;
     let started = std::time::Instant::now();
     let result = herd_infer::perplexity::perplexity(
         &loaded.model,
