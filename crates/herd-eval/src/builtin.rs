@@ -11,6 +11,11 @@ pub const TASKS: &[(&str, &str)] = &[
     ("boolq", include_str!("../../../tasks/boolq.yaml")),
     ("gsm8k_cot", include_str!("../../../tasks/gsm8k_cot.yaml")),
     ("hellaswag", include_str!("../../../tasks/hellaswag.yaml")),
+    ("humaneval", include_str!("../../../tasks/humaneval.yaml")),
+    (
+        "humaneval_20",
+        include_str!("../../../tasks/humaneval_20.yaml"),
+    ),
     (
         "lambada_openai",
         include_str!("../../../tasks/lambada_openai.yaml"),

@@ -84,9 +84,13 @@ pub struct TaskConfig {
     /// Generation settings (`until`, `max_gen_toks`, `do_sample`, `temperature`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub generation_kwargs: Option<GenerationKwargs>,
-    /// Generations per document: only 1.
+    /// Generations per document (sampled ones differ; pass@k draws from them).
     #[serde(default = "one")]
     pub repeats: usize,
+    /// The task runs model-written code. The harness asks the user to confirm; herd always runs
+    /// such code in its sandbox, so the key is accepted and changes nothing.
+    #[serde(default)]
+    pub unsafe_code: bool,
     /// Answer extraction pipelines for generated text.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub filter_list: Option<Vec<FilterPipeline>>,
@@ -183,6 +187,9 @@ pub struct MetricConfig {
     /// `exact_match`: patterns removed from both sides first.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub regexes_to_ignore: Option<Vec<String>>,
+    /// `pass_at_k`: the k of each pass@k reported.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub k: Option<OneOrMany<usize>>,
 }
 
 impl MetricConfig {
@@ -196,6 +203,7 @@ impl MetricConfig {
             ignore_punctuation: None,
             ignore_numbers: None,
             regexes_to_ignore: None,
+            k: None,
         }
     }
 }
@@ -206,34 +214,63 @@ impl MetricConfig {
 pub struct GenerationKwargs {
     /// Stop strings (the generation is cut before the first).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub until: Option<StringOrList>,
+    pub until: Option<OneOrMany<String>>,
     /// Most new tokens (256 by default, as the harness).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub max_gen_toks: Option<usize>,
-    /// Sampling instead of greedy decoding: herd evaluates greedily only, so it must be false.
+    /// Sampling instead of greedy decoding (as in transformers, only `true` samples).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub do_sample: Option<bool>,
-    /// Must be 0 (greedy).
+    /// Softmax temperature when sampling (1 by default).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub temperature: Option<f64>,
+    /// Nucleus sampling's probability mass (1: off).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub top_p: Option<f64>,
+    /// Sampling among the k most likely tokens only (0: all).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub top_k: Option<usize>,
 }
 
-/// A string or a list of strings.
+/// How tokens are chosen when a task samples.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Sampling {
+    /// Softmax temperature.
+    pub temperature: f64,
+    /// Nucleus mass.
+    pub top_p: f64,
+    /// Most likely tokens kept (0: all).
+    pub top_k: usize,
+}
+
+impl GenerationKwargs {
+    /// The sampling settings, or `None` for greedy decoding: transformers samples only with
+    /// `do_sample: true`, whatever the temperature says.
+    pub fn sampling(&self) -> Option<Sampling> {
+        (self.do_sample == Some(true)).then(|| Sampling {
+            temperature: self.temperature.unwrap_or(1.0),
+            top_p: self.top_p.unwrap_or(1.0),
+            top_k: self.top_k.unwrap_or(0),
+        })
+    }
+}
+
+/// One value or a list of them.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(untagged)]
-pub enum StringOrList {
+pub enum OneOrMany<T> {
     /// One.
-    One(String),
+    One(T),
     /// Several.
-    Many(Vec<String>),
+    Many(Vec<T>),
 }
 
-impl StringOrList {
+impl<T: Clone> OneOrMany<T> {
     /// As a list.
-    pub fn to_vec(&self) -> Vec<String> {
+    pub fn to_vec(&self) -> Vec<T> {
         match self {
-            StringOrList::One(s) => vec![s.clone()],
-            StringOrList::Many(v) => v.clone(),
+            OneOrMany::One(v) => vec![v.clone()],
+            OneOrMany::Many(v) => v.clone(),
         }
     }
 }
@@ -272,6 +309,10 @@ pub enum FilterStep {
     Uppercase,
     /// Removes leading whitespace.
     RemoveWhitespace,
+    /// Puts the prompt (the context the model continued) before each generation, making whole
+    /// programs of code completions: herd's built-in form of HumanEval's
+    /// `!function utils.build_predictions` in lm-evaluation-harness.
+    BuildPredictions,
 }
 
 fn default_regex() -> String {
@@ -315,8 +356,14 @@ impl TaskConfig {
         if self.dataset_kwargs.is_none() {
             bail!("dataset_kwargs.data_files is required (the data's path)");
         }
-        if self.repeats != 1 {
-            bail!("repeats {}: herd generates once per document", self.repeats);
+        if self.repeats == 0 {
+            bail!("repeats must be at least 1");
+        }
+        if self.repeats > 1 && self.output_type != OutputType::GenerateUntil {
+            bail!(
+                "repeats {} is only for output_type generate_until",
+                self.repeats
+            );
         }
         if self.test_split.is_none() && self.validation_split.is_none() {
             bail!("name the split to evaluate: test_split or validation_split");
@@ -334,16 +381,31 @@ impl TaskConfig {
             if self.output_type != OutputType::GenerateUntil {
                 bail!("generation_kwargs is only for output_type generate_until");
             }
-            let sampling =
-                kwargs.do_sample == Some(true) || kwargs.temperature.is_some_and(|t| t != 0.0);
-            if sampling {
-                bail!(
-                    "generation_kwargs: herd evaluates greedily (do_sample: false, temperature: 0)"
-                );
+            if let Some(s) = kwargs.sampling() {
+                if !(s.temperature > 0.0 && s.temperature.is_finite()) {
+                    bail!(
+                        "generation_kwargs.temperature {}: sampling needs a temperature above 0 \
+                         (or do_sample: false for greedy decoding)",
+                        s.temperature
+                    );
+                }
+                if !(s.top_p > 0.0 && s.top_p <= 1.0) {
+                    bail!("generation_kwargs.top_p {}: must be in (0, 1]", s.top_p);
+                }
             }
         }
         for m in self.metric_list.iter().flatten() {
-            crate::metrics::Metric::parse(&m.metric, self.output_type)?;
+            for metric in crate::metrics::Metric::from_entry(m, self.output_type)? {
+                if let crate::metrics::Metric::PassAtK(k) = metric {
+                    if k > self.repeats {
+                        bail!(
+                            "metric pass_at_k: k {k} needs at least {k} generations per \
+                             document (repeats is {})",
+                            self.repeats
+                        );
+                    }
+                }
+            }
             if let Some(a) = &m.aggregation {
                 crate::metrics::Aggregation::parse(a)?;
             }
@@ -432,5 +494,46 @@ metadata: {version: 1.0}
         assert!(format!("{err:#}").contains("allenai/ai2_arc"), "{err:#}");
         let err = TaskConfig::parse(&ARC.replace("metric: acc,", "metric: bleu,")).unwrap_err();
         assert!(format!("{err:#}").contains("bleu"), "{err:#}");
+    }
+
+    #[test]
+    fn code_tasks_are_checked() {
+        for name in ["humaneval", "humaneval_20"] {
+            let c = crate::builtin::task_config(name).unwrap();
+            assert!(c.unsafe_code);
+        }
+        let sampled = crate::builtin::task_config("humaneval_20").unwrap();
+        let s = sampled
+            .generation_kwargs
+            .as_ref()
+            .unwrap()
+            .sampling()
+            .unwrap();
+        assert_eq!((s.temperature, s.top_p), (0.8, 0.95));
+        let text = crate::builtin::TASKS
+            .iter()
+            .find(|t| t.0 == "humaneval_20")
+            .unwrap()
+            .1;
+        let err = |from: &str, to: &str| {
+            assert!(text.contains(from), "{from}");
+            format!(
+                "{:#}",
+                TaskConfig::parse(&text.replace(from, to)).unwrap_err()
+            )
+        };
+        assert!(err("k: [1, 10]", "k: [1, 30]").contains("k 30 needs at least 30"));
+        assert!(err("k: [1, 10]", "k: []").contains("k must be"));
+        assert!(err("metric: pass_at_k", "metric: exact_match").contains("`k` is an option"));
+        assert!(err("temperature: 0.8", "temperature: 0").contains("temperature 0"));
+        assert!(err("top_p: 0.95", "top_p: 1.5").contains("top_p 1.5"));
+        assert!(err("function: \"build_predictions\"", "function: \"custom\"").contains("custom"));
+        let mc = ARC.to_string() + "repeats: 3\n";
+        let e = format!("{:#}", TaskConfig::parse(&mc).unwrap_err());
+        assert!(e.contains("repeats 3 is only for"), "{e}");
+        // Greedy unless do_sample is true, as transformers.
+        let greedy = text.replace("do_sample: true", "do_sample: false");
+        let c = TaskConfig::parse(&greedy).unwrap();
+        assert!(c.generation_kwargs.unwrap().sampling().is_none());
     }
 }

@@ -1,13 +1,17 @@
 //! Running one task: prompts and requests for each document, the model's answers, answer
 //! extraction (filters), per-document metrics (`process_results`) and their aggregation.
 
+use std::sync::Arc;
+
 use anyhow::{anyhow, bail, Result};
+use herd_infer::SamplingConfig;
 use serde_json::{json, Map, Value};
 
 use crate::config::{FilterPipeline, FilterStep, OutputType};
 use crate::data::Doc;
 use crate::metrics::{argmax, count_words, exact_match, Metric};
 use crate::model::{EvalModel, Generation, Loglikelihood};
+use crate::sandbox::{pass_at_k, Outcome, Sandbox};
 use crate::task::{Request, Task};
 
 /// How a run goes.
@@ -17,6 +21,12 @@ pub struct EvalOptions {
     pub limit: Option<usize>,
     /// Resamples for bootstrapped standard errors (the harness's default is 100,000).
     pub bootstrap_iters: usize,
+    /// Seed of sampled generations (each document and repeat draws from its own stream).
+    pub seed: u64,
+    /// Where model-written programs run (tasks with `pass_at_k` need it).
+    pub sandbox: Option<Arc<Sandbox>>,
+    /// Programs run at once.
+    pub code_workers: usize,
 }
 
 /// One metric of a task's results.
@@ -51,7 +61,12 @@ pub struct Sample {
     pub scores: Vec<(String, Metric, f64, f64)>,
     /// The target as the harness logs it.
     pub target: Value,
+    /// Per filter pipeline that ran code: how each program ended.
+    pub code_results: CodeResults,
 }
+
+/// A document's programs per filter pipeline: the pipeline's name and how each program ended.
+pub type CodeResults = Vec<(String, Vec<Outcome>)>;
 
 /// A task's outcome.
 pub struct TaskResult {
@@ -84,11 +99,13 @@ pub fn evaluate(
                 .map_err(|e| anyhow!("document {i}: {e:#}"))?,
         );
     }
-    let responses = answer(lm, &requests, progress)?;
+    let responses = answer(lm, &requests, options.seed, progress)?;
+    let code = run_programs(task, &docs, &requests, &responses, options)?;
     let mut samples = Vec::with_capacity(docs.len());
     for (doc_id, ((doc, reqs), resps)) in docs.into_iter().zip(requests).zip(responses).enumerate()
     {
-        let sample = score_document(task, doc_id, doc, reqs, resps)
+        let outcomes = code.get(doc_id).cloned().unwrap_or_default();
+        let sample = score_document(task, doc_id, doc, reqs, resps, outcomes)
             .map_err(|e| anyhow!("document {doc_id}: {e:#}"))?;
         samples.push(sample);
     }
@@ -129,6 +146,7 @@ pub fn evaluate(
 fn answer(
     lm: &EvalModel,
     requests: &[Vec<Request>],
+    seed: u64,
     progress: &mut dyn FnMut(usize, usize),
 ) -> Result<Vec<Vec<Value>>> {
     let total = requests.len();
@@ -196,6 +214,8 @@ fn answer(
             .stop_ids()
             .first()
             .map(|&id| lm.tokenizer().token_text(Some(id)));
+        // One generation per document and repeat; greedy repeats are all the same, so one
+        // is generated and copied.
         let mut stops = Vec::with_capacity(generations.len());
         for &d in &generations {
             for r in &requests[d] {
@@ -203,43 +223,155 @@ fn answer(
                     context,
                     until,
                     max_gen_toks,
+                    sampling,
+                    repeats,
                 } = r
                 {
                     let mut until = until.clone();
                     if let Some(e) = eos.as_ref().filter(|e| !until.contains(e)) {
                         until.push(e.clone());
                     }
-                    stops.push((d, context.as_str(), until, *max_gen_toks));
+                    let runs = if sampling.is_some() { *repeats } else { 1 };
+                    for repeat in 0..runs {
+                        let config = match sampling {
+                            None => SamplingConfig::default(),
+                            Some(s) => SamplingConfig {
+                                temperature: s.temperature as f32,
+                                top_p: s.top_p as f32,
+                                top_k: s.top_k,
+                                seed: generation_seed(seed, d, repeat),
+                                ..SamplingConfig::default()
+                            },
+                        };
+                        let copies = if sampling.is_some() { 1 } else { *repeats };
+                        stops.push((
+                            d,
+                            context.as_str(),
+                            until.clone(),
+                            *max_gen_toks,
+                            config,
+                            copies,
+                        ));
+                    }
                 }
             }
         }
         let batch: Vec<Generation> = stops
             .iter()
-            .map(|(_, context, until, max_gen_toks)| Generation {
-                context,
-                until,
-                max_gen_toks: *max_gen_toks,
-            })
+            .map(
+                |(_, context, until, max_gen_toks, sampling, _)| Generation {
+                    context,
+                    until,
+                    max_gen_toks: *max_gen_toks,
+                    sampling: sampling.clone(),
+                },
+            )
             .collect();
+        let mut docs_left: Vec<usize> = vec![0; total];
+        for (d, ..) in &stops {
+            docs_left[*d] += 1;
+        }
         let mut done = 0;
-        let texts = lm.generate_until(&batch, |n| {
-            done += n;
-            progress(done, total);
+        let texts = lm.generate_until(&batch, |finished| {
+            let d = stops[finished].0;
+            docs_left[d] -= 1;
+            if docs_left[d] == 0 {
+                done += 1;
+                progress(done, total);
+            }
         })?;
-        for ((d, ..), text) in stops.iter().zip(texts) {
-            answers[*d].push(Value::String(text));
+        for ((d, .., copies), text) in stops.iter().zip(texts) {
+            for _ in 0..*copies {
+                answers[*d].push(Value::String(text.clone()));
+            }
         }
     }
     Ok(answers)
 }
 
-/// `process_results` for one document, after the task's filters.
+/// The seed of one sampled generation: its own stream per run seed, document and repeat.
+fn generation_seed(seed: u64, doc: usize, repeat: usize) -> u64 {
+    let mut state = seed ^ (doc as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15) ^ (repeat as u64) << 48;
+    herd_util::seeded::splitmix64(&mut state)
+}
+
+/// The prompt a document's generations continued.
+fn generation_context(requests: &[Request]) -> &str {
+    requests
+        .iter()
+        .find_map(|r| match r {
+            Request::Generate { context, .. } => Some(context.as_str()),
+            _ => None,
+        })
+        .unwrap_or_default()
+}
+
+/// The texts a document generated.
+fn generated_texts(responses: &[Value]) -> Vec<String> {
+    responses
+        .iter()
+        .map(|r| r.as_str().unwrap_or_default().to_string())
+        .collect()
+}
+
+/// For tasks scored by pass@k: every program (a filtered generation followed by the document's
+/// tests, as HF `code_eval` joins them) run in the sandbox; per document, per filter pipeline,
+/// how each program ended. Empty when the task runs no code.
+fn run_programs(
+    task: &Task,
+    docs: &[Doc],
+    requests: &[Vec<Request>],
+    responses: &[Vec<Value>],
+    options: &EvalOptions,
+) -> Result<Vec<CodeResults>> {
+    if !task.runs_code() {
+        return Ok(Vec::new());
+    }
+    let Some(sandbox) = &options.sandbox else {
+        bail!(
+            "task {} runs model-written code and needs a sandbox",
+            task.name()
+        );
+    };
+    let mut programs = Vec::new();
+    let mut owners = Vec::new();
+    for (d, doc) in docs.iter().enumerate() {
+        let tests = task.gold_texts(doc)?.swap_remove(0);
+        let generated = generated_texts(&responses[d]);
+        for (p, pipeline) in task.filters.iter().enumerate() {
+            let filtered = apply_filters(pipeline, generation_context(&requests[d]), &generated)
+                .map_err(|e| anyhow!("document {d}: {e:#}"))?;
+            for program in filtered.answers {
+                programs.push(format!("{program}\n{tests}"));
+                owners.push((d, p));
+            }
+        }
+    }
+    let outcomes = sandbox.run_all(&programs, options.code_workers, &|_| {});
+    let mut per_doc: Vec<CodeResults> = docs
+        .iter()
+        .map(|_| {
+            task.filters
+                .iter()
+                .map(|f| (f.name.clone(), Vec::new()))
+                .collect()
+        })
+        .collect();
+    for ((d, p), outcome) in owners.into_iter().zip(outcomes) {
+        per_doc[d][p].1.push(outcome);
+    }
+    Ok(per_doc)
+}
+
+/// `process_results` for one document, after the task's filters; `code_results` are its
+/// programs' outcomes per filter pipeline (tasks scored by pass@k).
 fn score_document(
     task: &Task,
     doc_id: usize,
     doc: Doc,
     requests: Vec<Request>,
     responses: Vec<Value>,
+    code_results: CodeResults,
 ) -> Result<Sample> {
     let mut scores = Vec::new();
     let mut filtered: Vec<(String, Vec<Value>)> = Vec::new();
@@ -320,22 +452,46 @@ fn score_document(
             filtered.push(("none".to_string(), vec![responses[0].clone()]));
         }
         OutputType::GenerateUntil => {
-            let generated = responses[0].as_str().unwrap_or_default().to_string();
+            let generated = generated_texts(&responses);
             let golds = task.gold_texts(&doc)?;
-            for pipeline in &task.filters {
-                let answer = apply_filters(pipeline, &generated)?;
+            for (p, pipeline) in task.filters.iter().enumerate() {
+                let answers = apply_filters(pipeline, generation_context(&requests), &generated)?;
                 for spec in &task.metrics {
-                    let Metric::ExactMatch = spec.metric else {
-                        bail!("{} does not apply to generate_until", spec.metric.name());
+                    let v = match spec.metric {
+                        Metric::ExactMatch => {
+                            let [answer] = answers.answers.as_slice() else {
+                                bail!(
+                                    "exact_match scores one answer but filter `{}` leaves {}: \
+                                     end it with take_first",
+                                    pipeline.name,
+                                    answers.answers.len()
+                                );
+                            };
+                            let mut hits = 0;
+                            for g in &golds {
+                                hits += exact_match(answer, g, &spec.options)? as usize;
+                            }
+                            if hits > 0 {
+                                1.0
+                            } else {
+                                0.0
+                            }
+                        }
+                        Metric::PassAtK(k) => {
+                            let outcomes = &code_results[p].1;
+                            let passed = outcomes.iter().filter(|o| **o == Outcome::Passed);
+                            pass_at_k(outcomes.len(), passed.count(), k)
+                        }
+                        other => bail!("{} does not apply to generate_until", other.name()),
                     };
-                    let mut hits = 0;
-                    for g in &golds {
-                        hits += exact_match(&answer, g, &spec.options)? as usize;
-                    }
-                    let v = if hits > 0 { 1.0 } else { 0.0 };
                     scores.push((pipeline.name.clone(), spec.metric, v, 1.0));
                 }
-                filtered.push((pipeline.name.clone(), vec![Value::String(answer)]));
+                let logged = if answers.reduced {
+                    Value::String(answers.answers[0].clone())
+                } else {
+                    json!(answers.answers)
+                };
+                filtered.push((pipeline.name.clone(), vec![logged]));
             }
             target = if task.multiple_target {
                 json!(golds)
@@ -352,27 +508,52 @@ fn score_document(
         filtered,
         scores,
         target,
+        code_results,
     })
 }
 
-/// A generation through a filter pipeline.
-pub fn apply_filters(pipeline: &FilterPipeline, generated: &str) -> Result<String> {
-    let mut text = generated.to_string();
+/// A document's generations after a filter pipeline.
+pub struct Filtered {
+    /// One answer per generation, or the first alone after `take_first`.
+    pub answers: Vec<String>,
+    /// Whether `take_first` reduced the list to one answer (logged as a string then).
+    pub reduced: bool,
+}
+
+/// A document's generations through a filter pipeline; each step applies to every generation,
+/// as the harness's filters do, and `take_first` keeps the first. `context` is the prompt the
+/// generations continued.
+pub fn apply_filters(
+    pipeline: &FilterPipeline,
+    context: &str,
+    generated: &[String],
+) -> Result<Filtered> {
+    let mut answers = generated.to_vec();
+    let mut reduced = false;
     for step in &pipeline.filter {
-        text = match step {
-            FilterStep::TakeFirst => text,
-            FilterStep::Lowercase => text.to_lowercase(),
-            FilterStep::Uppercase => text.to_uppercase(),
-            FilterStep::RemoveWhitespace => text.trim().to_string(),
-            FilterStep::Regex {
-                regex_pattern,
-                group_select,
-                fallback,
-            } => regex_filter(regex_pattern, *group_select, fallback, &text)
-                .map_err(|e| anyhow!("filter `{}`: regex `{regex_pattern}`: {e}", pipeline.name))?,
-        };
+        if let FilterStep::TakeFirst = step {
+            answers.truncate(1);
+            reduced = true;
+            continue;
+        }
+        for text in &mut answers {
+            *text = match step {
+                FilterStep::TakeFirst => unreachable!("handled above"),
+                FilterStep::Lowercase => text.to_lowercase(),
+                FilterStep::Uppercase => text.to_uppercase(),
+                FilterStep::RemoveWhitespace => text.trim().to_string(),
+                FilterStep::BuildPredictions => format!("{context}{text}"),
+                FilterStep::Regex {
+                    regex_pattern,
+                    group_select,
+                    fallback,
+                } => regex_filter(regex_pattern, *group_select, fallback, text).map_err(|e| {
+                    anyhow!("filter `{}`: regex `{regex_pattern}`: {e}", pipeline.name)
+                })?,
+            };
+        }
     }
-    Ok(text)
+    Ok(Filtered { answers, reduced })
 }
 
 /// The harness's regex filter: `re.findall`, match `group_select` (negative from the end); of a
@@ -425,11 +606,32 @@ pub fn sample_lines(sample: &Sample) -> Vec<Value> {
                     context,
                     until,
                     max_gen_toks,
-                } => json!({"arg_0": context, "arg_1": {"until": until, "max_gen_toks": max_gen_toks}}),
+                    sampling,
+                    ..
+                } => {
+                    let mut kwargs = json!({"until": until, "max_gen_toks": max_gen_toks});
+                    if let Some(s) = sampling {
+                        kwargs["do_sample"] = json!(true);
+                        kwargs["temperature"] = json!(s.temperature);
+                        kwargs["top_p"] = json!(s.top_p);
+                    }
+                    json!({"arg_0": context, "arg_1": kwargs})
+                }
             };
             (format!("gen_args_{i}"), args)
         })
         .collect();
+    // A generation request's repeats answer it together; a scoring request has one answer.
+    let generates = matches!(sample.requests.as_slice(), [Request::Generate { .. }]);
+    let resps = if generates {
+        json!([sample.responses])
+    } else {
+        json!(sample
+            .responses
+            .iter()
+            .map(|r| json!([r]))
+            .collect::<Vec<_>>())
+    };
     sample
         .filtered
         .iter()
@@ -439,14 +641,18 @@ pub fn sample_lines(sample: &Sample) -> Vec<Value> {
                 "doc": sample.doc,
                 "target": sample.target,
                 "arguments": arguments,
-                "resps": sample.responses.iter().map(|r| json!([r])).collect::<Vec<_>>(),
+                "resps": resps,
                 "filtered_resps": filtered,
                 "filter": filter,
             });
             let scores: Vec<_> = sample.scores.iter().filter(|s| &s.0 == filter).collect();
             line["metrics"] = json!(scores.iter().map(|s| s.1.name()).collect::<Vec<_>>());
+            if let Some((_, outcomes)) = sample.code_results.iter().find(|c| &c.0 == filter) {
+                line["code_results"] =
+                    json!(outcomes.iter().map(Outcome::describe).collect::<Vec<_>>());
+            }
             for (_, metric, value, weight) in scores {
-                line[metric.name()] = match metric {
+                line[metric.name().as_ref()] = match metric {
                     Metric::WordPerplexity | Metric::BytePerplexity | Metric::BitsPerByte => {
                         json!([value, weight])
                     }
@@ -486,5 +692,85 @@ mod tests {
             regex_filter(strict, 0, "[invalid]", "The answer is 18.").unwrap(),
             "18"
         );
+    }
+}
+
+#[cfg(test)]
+mod code_tests {
+    use std::sync::Arc;
+
+    use serde_json::Value;
+
+    use super::*;
+    use crate::builtin::task_config;
+    use crate::sandbox::{Sandbox, SandboxOptions};
+
+    /// HumanEval's programs as the built-in task builds them (prompt + completion, then the
+    /// tests and `check(entry_point)`), from the given completions, scored in the sandbox.
+    fn score_completions(completion: impl Fn(&Doc) -> Vec<String>) -> Option<Vec<Sample>> {
+        let data = herd_util::testing::shared("data/eval")?;
+        let mut task = Task::load(task_config("humaneval_20").unwrap(), &data, None).unwrap();
+        let options = EvalOptions {
+            limit: None,
+            bootstrap_iters: 0,
+            seed: 0,
+            sandbox: Some(Arc::new(Sandbox::new(SandboxOptions::default()).unwrap())),
+            code_workers: 2,
+        };
+        let docs = task.docs.clone();
+        let mut requests = Vec::new();
+        for doc in &docs {
+            let contexts = task.contexts(doc).unwrap();
+            requests.push(task.requests(doc, &contexts).unwrap());
+        }
+        let responses: Vec<Vec<Value>> = docs
+            .iter()
+            .map(|d| completion(d).into_iter().map(Value::String).collect())
+            .collect();
+        let code = run_programs(&task, &docs, &requests, &responses, &options).unwrap();
+        let samples = docs
+            .into_iter()
+            .zip(requests)
+            .zip(responses)
+            .zip(code)
+            .enumerate()
+            .map(|(i, (((doc, reqs), resps), code))| {
+                score_document(&task, i, doc, reqs, resps, code).unwrap()
+            })
+            .collect();
+        Some(samples)
+    }
+
+    fn pass_at(sample: &Sample, k: usize) -> f64 {
+        sample
+            .scores
+            .iter()
+            .find(|s| s.1 == Metric::PassAtK(k))
+            .unwrap()
+            .2
+    }
+
+    #[test]
+    fn canonical_solutions_pass_and_wrong_ones_fail() {
+        // Each problem's canonical solution, then a function that returns nothing: the first
+        // must pass and the second fail on every problem, so pass@1 is 1/2 everywhere.
+        let Some(samples) = score_completions(|doc| {
+            let canonical = doc["canonical_solution"].as_str().unwrap().to_string();
+            vec![canonical, "    return None\n".into()]
+        }) else {
+            return;
+        };
+        assert_eq!(samples.len(), 164);
+        for s in &samples {
+            let outcomes = &s.code_results[0].1;
+            assert_eq!(outcomes[0], Outcome::Passed, "{}", s.doc["task_id"]);
+            assert!(
+                matches!(outcomes[1], Outcome::Failed(_)),
+                "{}: {:?}",
+                s.doc["task_id"],
+                outcomes[1]
+            );
+            assert_eq!(pass_at(s, 1), 0.5);
+        }
     }
 }

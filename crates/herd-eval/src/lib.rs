@@ -20,6 +20,7 @@ pub mod model;
 pub mod needles;
 pub mod pyrandom;
 pub mod results;
+pub mod sandbox;
 pub mod task;
 pub mod template;
 

