@@ -21,6 +21,7 @@ pub mod needles;
 pub mod pyrandom;
 pub mod results;
 pub mod sandbox;
+pub mod scaling;
 pub mod task;
 pub mod template;
 

@@ -42,6 +42,9 @@ enum Command {
     Eval(cmd::eval::Args),
     /// Needle in a haystack over context lengths × depths: a JSON table and a PNG heatmap.
     Needles(cmd::needles::Args),
+    /// Scaling laws: an IsoFLOP sweep of pretraining runs, N*(C) = A·C^α, and downstream
+    /// accuracy predicted from compute (paper §3.2.1), with plots.
+    Scaling(cmd::scaling::Args),
     /// Turn text into token ids and back.
     #[command(subcommand)]
     Tokens(cmd::tokens::Command),
@@ -106,6 +109,7 @@ fn main() {
         Command::Perplexity(args) => cmd::perplexity::run(args),
         Command::Eval(args) => cmd::eval::run(args),
         Command::Needles(args) => cmd::needles::run(args),
+        Command::Scaling(args) => cmd::scaling::run(args),
         Command::Tokens(command) => cmd::tokens::run(command),
         Command::Bench(args) => cmd::bench::run(args),
         Command::Fetch(args) => cmd::fetch::run(args),

@@ -15,6 +15,7 @@ pub mod posttrain;
 pub mod pretrain;
 pub mod rm;
 pub mod rs;
+pub mod scaling;
 pub mod score;
 pub mod serve;
 pub mod sft;
