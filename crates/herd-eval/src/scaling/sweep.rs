@@ -441,7 +441,7 @@ mod tests {
     use super::*;
 
     fn shipped() -> PathBuf {
-        Path::new(env!("CARGO_MANIFEST_DIR")).join("../../recipes/scaling-books.toml")
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("../../recipes/scaling-tiny.toml")
     }
 
     #[test]
@@ -450,7 +450,11 @@ mod tests {
         let mut runs = 0;
         for &budget in &sweep.budgets {
             for size in &sweep.sizes {
-                let plan = sweep.plan(budget, size).unwrap().expect("long enough");
+                let Some(plan) = sweep.plan(budget, size).unwrap() else {
+                    // Only the largest shape at the smallest budget is under min_steps.
+                    assert_eq!((budget, size.name.as_str()), (1e12, "d256-l4"));
+                    continue;
+                };
                 let spent = 6.0 * plan.params * plan.tokens;
                 let step = 6.0 * plan.params * (sweep.batch_rows * sweep.seq_len) as f64;
                 assert!((spent - budget).abs() <= step / 2.0, "{}", plan.name);
@@ -460,7 +464,7 @@ mod tests {
                 runs += 1;
             }
         }
-        assert_eq!(runs, 20);
+        assert_eq!(runs, 19);
     }
 
     #[test]
@@ -476,11 +480,11 @@ mod tests {
             assert!(err.contains("sweep.toml"), "{err}");
         };
         check(
-            "budgets = [6e12, 1.2e13, 2.4e13, 4.8e13]",
-            "budgets = [6e12]",
+            "budgets = [1e12, 2e12, 4e12, 8e12]",
+            "budgets = [1e12]",
             "budgets",
         );
-        check("budgets = [6e12,", "budgets = [-6e12,", "-6000000000000");
+        check("budgets = [1e12,", "budgets = [-1e12,", "-1000000000000");
         check(
             "held_out_budgets = 1",
             "held_out_budgets = 3",

@@ -2,11 +2,14 @@
 //! the compute-optimal model size and its power law, and the two-step prediction of downstream
 //! accuracy — with PNGs like the paper's figures 2–4.
 
+use std::ops::Range;
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result};
 use herd_eval::scaling::analysis::{analyze, markdown, Analysis};
 use herd_eval::scaling::sweep::{run_sweep, RunResult, SweepRecipe};
+use plotters::coord::types::RangedCoordf64;
+use plotters::coord::Shift;
 use plotters::prelude::*;
 
 use super::plot::register_font;
@@ -14,7 +17,7 @@ use super::plot::register_font;
 /// Flags of `herd scaling`.
 #[derive(clap::Args, Debug)]
 #[command(after_help = "Example:
-  herd scaling --recipe recipes/scaling-books.toml --out runs/scaling
+  herd scaling --recipe recipes/scaling-tiny.toml --out runs/scaling
 
 Each budget × size is a `herd pretrain` run in OUT/runs/<budget>-<size>; a finished run is read
 back and an interrupted one resumes, so running the command again continues the sweep. OUT gets
@@ -98,23 +101,44 @@ fn span(values: impl Iterator<Item = f64>) -> (f64, f64) {
     (lo - pad, hi + pad)
 }
 
+/// A chart of the figures' common look on `area`: a caption, and x and y axes with their
+/// ranges and labels.
+fn axes<'a, 'b>(
+    area: &'a DrawingArea<BitMapBackend<'b>, Shift>,
+    caption: &str,
+    (x, x_desc): (Range<f64>, &str),
+    (y, y_desc): (Range<f64>, &str),
+) -> Result<Chart<'a, 'b>> {
+    let mut chart = ChartBuilder::on(area)
+        .caption(caption, ("sans-serif", 20))
+        .margin(14)
+        .x_label_area_size(40)
+        .y_label_area_size(60)
+        .build_cartesian_2d(x, y)?;
+    chart
+        .configure_mesh()
+        .x_desc(x_desc)
+        .y_desc(y_desc)
+        .draw()?;
+    Ok(chart)
+}
+
+/// A chart with linear f64 axes on a PNG.
+type Chart<'a, 'b> =
+    ChartContext<'a, BitMapBackend<'b>, Cartesian2d<RangedCoordf64, RangedCoordf64>>;
+
 /// Fig. 2: validation loss against log₁₀ N per budget, with its parabola and vertex.
 fn draw_isoflops(runs: &[RunResult], a: &Analysis, out: &Path) -> Result<()> {
     let root = BitMapBackend::new(out, (900, 600)).into_drawing_area();
     root.fill(&WHITE)?;
     let (x0, x1) = span(runs.iter().map(|r| r.params.log10()));
     let (y0, y1) = span(runs.iter().map(|r| r.val_loss));
-    let mut chart = ChartBuilder::on(&root)
-        .caption("IsoFLOP curves", ("sans-serif", 24))
-        .margin(14)
-        .x_label_area_size(40)
-        .y_label_area_size(60)
-        .build_cartesian_2d(x0..x1, y0..y1)?;
-    chart
-        .configure_mesh()
-        .x_desc("log10 parameters")
-        .y_desc("validation loss")
-        .draw()?;
+    let mut chart = axes(
+        &root,
+        "IsoFLOP curves",
+        (x0..x1, "log10 parameters"),
+        (y0..y1, "validation loss"),
+    )?;
     for (i, b) in a.budgets.iter().enumerate() {
         let c = colour(i);
         let [pa, pb, pc] = b.parabola;
@@ -163,17 +187,12 @@ fn draw_optimal_size(a: &Analysis, out: &Path) -> Result<()> {
         law.exponent_ci95
             .map_or(String::new(), |c| format!(" +/- {c:.3}"))
     );
-    let mut chart = ChartBuilder::on(&root)
-        .caption(caption, ("sans-serif", 20))
-        .margin(14)
-        .x_label_area_size(40)
-        .y_label_area_size(60)
-        .build_cartesian_2d(x0..x1, y0..y1)?;
-    chart
-        .configure_mesh()
-        .x_desc("log10 compute (FLOPs)")
-        .y_desc("log10 compute-optimal parameters")
-        .draw()?;
+    let mut chart = axes(
+        &root,
+        &caption,
+        (x0..x1, "log10 compute (FLOPs)"),
+        (y0..y1, "log10 compute-optimal parameters"),
+    )?;
     chart.draw_series(LineSeries::new(
         [x0, x1].map(|x| (x, law.factor.log10() + law.exponent * x)),
         BLACK.stroke_width(2),
@@ -200,17 +219,12 @@ fn draw_downstream(runs: &[RunResult], a: &Analysis, out: &Path) -> Result<()> {
     let nlls = a.budgets.iter().filter_map(|b| b.optimal_nll);
     let predicted = d.held_out.iter().map(|h| h.predicted_nll);
     let (y0, y1) = span(nlls.chain(predicted));
-    let mut chart = ChartBuilder::on(&left)
-        .caption("NLL of the right answer vs compute", ("sans-serif", 20))
-        .margin(14)
-        .x_label_area_size(40)
-        .y_label_area_size(60)
-        .build_cartesian_2d(x0..x1, y0..y1)?;
-    chart
-        .configure_mesh()
-        .x_desc("log10 compute (FLOPs)")
-        .y_desc("normalized NLL (nats/char)")
-        .draw()?;
+    let mut chart = axes(
+        &left,
+        "NLL of the right answer vs compute",
+        (x0..x1, "log10 compute (FLOPs)"),
+        (y0..y1, "normalized NLL (nats/char)"),
+    )?;
     let law = &d.nll_law;
     chart.draw_series(LineSeries::new(
         (0..=50).map(|k| {
@@ -234,17 +248,12 @@ fn draw_downstream(runs: &[RunResult], a: &Analysis, out: &Path) -> Result<()> {
         .collect();
     let (u0, u1) = span(points.iter().map(|p| p.0));
     let (v0, v1) = span(points.iter().map(|p| p.1).chain([d.sigmoid[0]]));
-    let mut chart = ChartBuilder::on(&right)
-        .caption("accuracy vs NLL", ("sans-serif", 20))
-        .margin(14)
-        .x_label_area_size(40)
-        .y_label_area_size(60)
-        .build_cartesian_2d(u0..u1, v0..v1)?;
-    chart
-        .configure_mesh()
-        .x_desc("normalized NLL (nats/char)")
-        .y_desc("accuracy")
-        .draw()?;
+    let mut chart = axes(
+        &right,
+        "accuracy vs NLL",
+        (u0..u1, "normalized NLL (nats/char)"),
+        (v0..v1, "accuracy"),
+    )?;
     let [floor, slope, midpoint] = d.sigmoid;
     chart.draw_series(LineSeries::new(
         (0..=100).map(|k| {
