@@ -16,21 +16,8 @@ RUNS=("$@")
 PY=${PYTHON:-/work/venv-eval/bin/python}
 TASKS=$(cd "$(dirname "$0")/../../tasks" && pwd)
 MODEL=$(realpath "$MODEL")
-export OMP_NUM_THREADS=2 MKL_NUM_THREADS=2 HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1
-OUT=$(mktemp -d)
-trap 'rm -rf "$OUT"' EXIT
+source "$(dirname "$0")/harness_common.sh"
 
-seconds() { # command... -> wall seconds on stdout, the command's output in $OUT/log
-  local start end
-  start=$(date +%s.%N)
-  "$@" >"$OUT/log" 2>&1 || { tail -20 "$OUT/log" >&2; return 1; }
-  end=$(date +%s.%N)
-  echo "$end - $start" | bc
-}
-
-echo "machine: $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs), $(nproc) cores"
-echo "herd: $("$HERD" --version)"
-echo "lm_eval: $("$PY" -c 'import lm_eval, importlib.metadata as m; print(m.version("lm_eval"), "transformers", m.version("transformers"), "torch", m.version("torch"))')"
 for run in "${RUNS[@]}"; do
   IFS=: read -r task limit shots <<<"$run"
   for mode in dequantize quantized; do

@@ -16,9 +16,7 @@ set -euo pipefail
 HERD=$(realpath "$1") MODEL=$(realpath "$2") DATA=$(realpath "$3") LIMIT=${4:-32}
 PY=${PYTHON:-/work/venv-eval/bin/python}
 TASKS=$(cd "$(dirname "$0")/../../tasks" && pwd)
-export OMP_NUM_THREADS=2 MKL_NUM_THREADS=2 HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1
-OUT=$(mktemp -d)
-trap 'rm -rf "$OUT"' EXIT
+source "$(dirname "$0")/harness_common.sh"
 # The harness's copy: herd's task file with exact_match for pass@k and no program building.
 mkdir -p "$OUT/tasks"
 sed -e 's/^task: humaneval$/task: humaneval_generation/' \
@@ -26,17 +24,6 @@ sed -e 's/^task: humaneval$/task: humaneval_generation/' \
     -e '/^unsafe_code: true$/d' -e '/^filter_list:$/,/build_predictions"$/d' \
     "$TASKS/humaneval.yaml" > "$OUT/tasks/humaneval_generation.yaml"
 
-seconds() { # command... -> wall seconds on stdout, the command's output in $OUT/log
-  local start end
-  start=$(date +%s.%N)
-  "$@" >"$OUT/log" 2>&1 || { tail -20 "$OUT/log" >&2; return 1; }
-  end=$(date +%s.%N)
-  echo "$end - $start" | bc
-}
-
-echo "machine: $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs), $(nproc) cores"
-echo "herd: $("$HERD" --version)"
-echo "lm_eval: $("$PY" -c 'import lm_eval, importlib.metadata as m; print(m.version("lm_eval"), "transformers", m.version("transformers"), "torch", m.version("torch"))')"
 for mode in dequantize quantized; do
   flag=$([ "$mode" = dequantize ] && echo --dequantize || true)
   s=$(seconds "$HERD" eval -m "$MODEL" $flag --threads 2 --tasks humaneval --data-dir "$DATA" \
