@@ -66,10 +66,8 @@ fn run(model: &Path, data: &Path, dir: &Path, seed: &str) -> (Value, Vec<Value>)
 
 #[test]
 fn sampled_programs_are_run_and_scored_by_pass_at_k() {
-    let Some(model) = herd_util::testing::asset("smollm2/SmolLM2-135M-Instruct.Q4_1.gguf") else {
-        return;
-    };
-    let Some(data) = herd_util::testing::shared("data/eval") else {
+    let model = herd_util::testing::asset("smollm2/SmolLM2-135M-Instruct.Q4_1.gguf");
+    let (Some(model), Some(data)) = (model, herd_util::testing::shared("data/eval")) else {
         return;
     };
     let dir = tempfile::tempdir().unwrap();

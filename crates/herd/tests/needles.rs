@@ -6,18 +6,17 @@ use std::path::Path;
 use serde_json::Value;
 
 mod common;
-use common::{herd, pretrain_on_alice};
+use common::{herd, pretrain_on_alice, ALICE_BOOK};
+use herd_util::testing::shared;
 
 #[test]
 fn the_grid_is_built_answered_and_drawn() {
     let dir = tempfile::tempdir().unwrap();
-    let Some(book) = herd_util::testing::shared("data/books/gutenberg/austen-persuasion.txt.gz")
-    else {
+    let haystack = "data/books/gutenberg/austen-persuasion.txt.gz";
+    let (Some(book), Some(_)) = (shared(haystack), shared(ALICE_BOOK)) else {
         return;
     };
-    let Some(model) = pretrain_on_alice(dir.path(), 16, 1024) else {
-        return;
-    };
+    let model = pretrain_on_alice(dir.path(), 16, 1024).expect("the book is there");
     let out = dir.path().join("needles");
     let s = |p: &Path| p.display().to_string();
     herd(&[

@@ -7,7 +7,8 @@ use std::path::Path;
 use serde_json::Value;
 
 mod common;
-use common::{alice_shards, herd, recipe};
+use common::{alice_shards, herd, recipe, ALICE_BOOK};
+use herd_util::testing::shared;
 
 const SWEEP: &str = r#"
 name = "micro"
@@ -59,12 +60,10 @@ limit = 24
 #[test]
 fn a_micro_sweep_gives_fits_tables_and_figures_and_resumes() {
     let dir = tempfile::tempdir().unwrap();
-    let Some(data) = herd_util::testing::shared("data/eval") else {
+    let (Some(data), Some(_)) = (shared("data/eval"), shared(ALICE_BOOK)) else {
         return;
     };
-    if alice_shards(dir.path()).is_none() {
-        return;
-    }
+    alice_shards(dir.path()).expect("the book is there");
     recipe(dir.path(), 40);
     let sweep = dir.path().join("sweep.toml");
     std::fs::write(&sweep, SWEEP.replace("{data}", &data.display().to_string())).unwrap();

@@ -16,9 +16,13 @@ pub fn herd(args: &[&str]) {
     assert!(status.success(), "herd {args:?} failed");
 }
 
+/// Alice in Wonderland in `../shared`, the text the helpers below train on (a test that calls
+/// them can ask `herd_util::testing::shared` for it first, to skip in one place).
+pub const ALICE_BOOK: &str = "data/books/gutenberg/carroll-alice.txt.gz";
+
 /// Alice in Wonderland cut into ~1,500-character JSONL documents.
 pub fn write_corpus(dir: &Path) -> Option<PathBuf> {
-    let book = herd_util::testing::shared("data/books/gutenberg/carroll-alice.txt.gz")?;
+    let book = herd_util::testing::shared(ALICE_BOOK)?;
     let mut text = String::new();
     flate2::read::GzDecoder::new(std::fs::File::open(book).unwrap())
         .read_to_string(&mut text)
