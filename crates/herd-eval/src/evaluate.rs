@@ -231,7 +231,10 @@ fn answer(
                     if let Some(e) = eos.as_ref().filter(|e| !until.contains(e)) {
                         until.push(e.clone());
                     }
-                    let runs = if sampling.is_some() { *repeats } else { 1 };
+                    let (runs, copies) = match sampling {
+                        Some(_) => (*repeats, 1),
+                        None => (1, *repeats),
+                    };
                     for repeat in 0..runs {
                         let config = match sampling {
                             None => SamplingConfig::default(),
@@ -243,7 +246,6 @@ fn answer(
                                 ..SamplingConfig::default()
                             },
                         };
-                        let copies = if sampling.is_some() { 1 } else { *repeats };
                         stops.push((
                             d,
                             context.as_str(),
@@ -347,7 +349,7 @@ fn run_programs(
             }
         }
     }
-    let outcomes = sandbox.run_all(&programs, options.code_workers, &|_| {});
+    let outcomes = sandbox.run_all(&programs, options.code_workers)?;
     let mut per_doc: Vec<CodeResults> = docs
         .iter()
         .map(|_| {
@@ -697,6 +699,7 @@ mod tests {
 
 #[cfg(test)]
 mod code_tests {
+    use std::path::Path;
     use std::sync::Arc;
 
     use serde_json::Value;
@@ -707,9 +710,8 @@ mod code_tests {
 
     /// HumanEval's programs as the built-in task builds them (prompt + completion, then the
     /// tests and `check(entry_point)`), from the given completions, scored in the sandbox.
-    fn score_completions(completion: impl Fn(&Doc) -> Vec<String>) -> Option<Vec<Sample>> {
-        let data = herd_util::testing::shared("data/eval")?;
-        let mut task = Task::load(task_config("humaneval_20").unwrap(), &data, None).unwrap();
+    fn score_completions(data: &Path, completion: impl Fn(&Doc) -> Vec<String>) -> Vec<Sample> {
+        let mut task = Task::load(task_config("humaneval_20").unwrap(), data, None).unwrap();
         let options = EvalOptions {
             limit: None,
             bootstrap_iters: 0,
@@ -728,8 +730,7 @@ mod code_tests {
             .map(|d| completion(d).into_iter().map(Value::String).collect())
             .collect();
         let code = run_programs(&task, &docs, &requests, &responses, &options).unwrap();
-        let samples = docs
-            .into_iter()
+        docs.into_iter()
             .zip(requests)
             .zip(responses)
             .zip(code)
@@ -737,8 +738,7 @@ mod code_tests {
             .map(|(i, (((doc, reqs), resps), code))| {
                 score_document(&task, i, doc, reqs, resps, code).unwrap()
             })
-            .collect();
-        Some(samples)
+            .collect()
     }
 
     fn pass_at(sample: &Sample, k: usize) -> f64 {
@@ -754,12 +754,13 @@ mod code_tests {
     fn canonical_solutions_pass_and_wrong_ones_fail() {
         // Each problem's canonical solution, then a function that returns nothing: the first
         // must pass and the second fail on every problem, so pass@1 is 1/2 everywhere.
-        let Some(samples) = score_completions(|doc| {
-            let canonical = doc["canonical_solution"].as_str().unwrap().to_string();
-            vec![canonical, "    return None\n".into()]
-        }) else {
+        let Some(data) = herd_util::testing::shared("data/eval") else {
             return;
         };
+        let samples = score_completions(&data, |doc| {
+            let canonical = doc["canonical_solution"].as_str().unwrap().to_string();
+            vec![canonical, "    return None\n".into()]
+        });
         assert_eq!(samples.len(), 164);
         for s in &samples {
             let outcomes = &s.code_results[0].1;

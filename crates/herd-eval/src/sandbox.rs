@@ -22,8 +22,6 @@ use std::io;
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
@@ -31,6 +29,7 @@ use landlock::{
     Access, AccessFs, AccessNet, CompatLevel, Compatible, PathBeneath, PathFd, Ruleset,
     RulesetAttr, RulesetCreated, RulesetCreatedAttr, ABI,
 };
+use rayon::prelude::*;
 
 /// The user root's programs run as (`nobody` on Debian and most systems).
 const NOBODY: libc::uid_t = 65534;
@@ -208,35 +207,14 @@ impl Sandbox {
         )
     }
 
-    /// Runs `programs` on `workers` threads; `progress(done)` is told as they finish.
-    pub fn run_all(
-        &self,
-        programs: &[String],
-        workers: usize,
-        progress: &(dyn Fn(usize) + Sync),
-    ) -> Vec<Outcome> {
-        let next = AtomicUsize::new(0);
-        let done = AtomicUsize::new(0);
-        let outcomes: Mutex<Vec<Option<Outcome>>> = Mutex::new(vec![None; programs.len()]);
-        std::thread::scope(|s| {
-            for _ in 0..workers.clamp(1, programs.len().max(1)) {
-                s.spawn(|| loop {
-                    let i = next.fetch_add(1, Ordering::Relaxed);
-                    let Some(program) = programs.get(i) else {
-                        break;
-                    };
-                    let outcome = self.run(program);
-                    outcomes.lock().expect("no worker panics")[i] = Some(outcome);
-                    progress(done.fetch_add(1, Ordering::Relaxed) + 1);
-                });
-            }
-        });
-        outcomes
-            .into_inner()
-            .expect("no worker panics")
-            .into_iter()
-            .map(|o| o.expect("every program ran"))
-            .collect()
+    /// Runs `programs` on `workers` threads (a pool of its own: the work is waiting on child
+    /// processes), outcomes in the programs' order.
+    pub fn run_all(&self, programs: &[String], workers: usize) -> Result<Vec<Outcome>> {
+        let pool = rayon::ThreadPoolBuilder::new()
+            .num_threads(workers.max(1))
+            .build()
+            .context("starting the program runners")?;
+        Ok(pool.install(|| programs.par_iter().map(|p| self.run(p)).collect()))
     }
 
     /// Runs one program and says how it ended.
@@ -261,7 +239,7 @@ impl Sandbox {
                 std::os::unix::fs::chown(p, Some(NOBODY), Some(NOBODY))?;
             }
         }
-        let ruleset = if self.landlock {
+        let mut ruleset = if self.landlock {
             Some(write_confinement(dir)?)
         } else {
             None
@@ -292,7 +270,6 @@ impl Sandbox {
                 (libc::RLIMIT_CORE, 0),
             ],
         };
-        let mut ruleset = ruleset;
         // SAFETY: the closure runs in the forked child before exec; it only makes system calls
         // on values prepared before the fork and allocates nothing.
         unsafe {

@@ -194,6 +194,7 @@ impl Sigmoid {
             slope: 1.0,
             midpoint: lo,
         };
+        let mut best_rss = residual(&best);
         for i in 0..=20 {
             for j in 0..=12 {
                 let s = Sigmoid {
@@ -201,8 +202,9 @@ impl Sigmoid {
                     slope: 0.5 * 2f64.powi(j) / spread,
                     midpoint: lo - spread + 3.0 * spread * i as f64 / 20.0,
                 };
-                if residual(&s) < residual(&best) {
-                    best = s;
+                let rss = residual(&s);
+                if rss < best_rss {
+                    (best, best_rss) = (s, rss);
                 }
             }
         }
@@ -238,9 +240,10 @@ impl Sigmoid {
                 slope: best.slope + step[0],
                 midpoint: best.midpoint + step[1],
             };
-            if residual(&next) < residual(&best) {
-                let gain = residual(&best) - residual(&next);
-                best = next;
+            let next_rss = residual(&next);
+            if next_rss < best_rss {
+                let gain = best_rss - next_rss;
+                (best, best_rss) = (next, next_rss);
                 damping = (damping / 3.0).max(1e-12);
                 if gain < 1e-15 {
                     break;
@@ -260,12 +263,7 @@ impl Sigmoid {
 mod tests {
     use super::*;
 
-    /// Gaussian noise from a seeded stream (Box–Muller).
-    fn normal(state: &mut u64) -> f64 {
-        let u1 = (herd_util::seeded::splitmix64(state) >> 11) as f64 / (1u64 << 53) as f64;
-        let u2 = (herd_util::seeded::splitmix64(state) >> 11) as f64 / (1u64 << 53) as f64;
-        (-2.0 * (u1 + 1e-300).ln()).sqrt() * (2.0 * std::f64::consts::PI * u2).cos()
-    }
+    use herd_train::params::normal_values;
 
     #[test]
     fn a_parabola_is_recovered_exactly() {
@@ -295,7 +293,7 @@ mod tests {
             (1.7, 400.0, 1100.0, 0.32, 0.36);
         let alpha = beta_d / (alpha_n + beta_d);
         let g = (alpha_n * a_ / (beta_d * b_)).powf(1.0 / (alpha_n + beta_d));
-        let mut state = 42u64;
+        let mut noise = normal_values(42, 45, 0.002).into_iter();
         let mut optima = Vec::new();
         for budget in [1e15, 4e15, 1.6e16, 6.4e16, 2.56e17] {
             let n_star = g * (budget / 6.0f64).powf(alpha);
@@ -304,7 +302,7 @@ mod tests {
                 .map(|n| {
                     let d = budget / (6.0 * n);
                     let loss = e + a_ / n.powf(alpha_n) + b_ / d.powf(beta_d);
-                    (n.log10(), loss + 0.002 * normal(&mut state))
+                    (n.log10(), loss + noise.next().expect("one draw per point"))
                 })
                 .collect();
             let vertex = Parabola::fit(&points).unwrap().vertex().unwrap();
@@ -343,10 +341,11 @@ mod tests {
             slope: 6.0,
             midpoint: 1.1,
         };
-        let mut state = 7u64;
+        let noise = normal_values(7, 25, 0.01);
         let points: Vec<(f64, f64)> = (0..25)
             .map(|i| 0.6 + 0.05 * i as f64)
-            .map(|nll| (nll, truth.at(nll) + 0.01 * normal(&mut state)))
+            .zip(noise)
+            .map(|(nll, e)| (nll, truth.at(nll) + e))
             .collect();
         let fit = Sigmoid::fit(&points, 0.25).unwrap();
         assert!((fit.slope - truth.slope).abs() < 0.6, "{fit:?}");

@@ -59,6 +59,9 @@ pub struct SweepRecipe {
     /// The downstream task of the two-step prediction.
     #[serde(default)]
     pub downstream: Option<DownstreamSpec>,
+    /// The base recipe's settings, read once at load; every run's recipe starts from them.
+    #[serde(skip)]
+    base_table: toml::Table,
 }
 
 fn default_warmup() -> f64 {
@@ -113,6 +116,10 @@ impl SweepRecipe {
         recipe
             .check()
             .with_context(|| format!("sweep recipe {}", path.display()))?;
+        let base = std::fs::read_to_string(&recipe.base)
+            .with_context(|| format!("reading base recipe {}", recipe.base.display()))?;
+        recipe.base_table = toml::from_str(&base)
+            .with_context(|| format!("base recipe {}", recipe.base.display()))?;
         Ok(recipe)
     }
 
@@ -152,10 +159,7 @@ impl SweepRecipe {
     /// The run of `size` at `budget`: its pretraining recipe, or `None` when it would be
     /// shorter than `min_steps`.
     pub fn plan(&self, budget: f64, size: &SizeSpec) -> Result<Option<PlannedRun>> {
-        let text = std::fs::read_to_string(&self.base)
-            .with_context(|| format!("reading base recipe {}", self.base.display()))?;
-        let mut table: toml::Table = toml::from_str(&text)
-            .with_context(|| format!("base recipe {}", self.base.display()))?;
+        let mut table = self.base_table.clone();
         let head_dim = size.dim / size.n_heads;
         let model = table
             .entry("model")
@@ -183,7 +187,7 @@ impl SweepRecipe {
         if steps < self.min_steps {
             return Ok(None);
         }
-        let run = format!("{}-{}", budget_label(budget), size.name);
+        let run = format!("{budget:.1e}-{}", size.name);
         table.insert(
             "name".into(),
             toml::Value::String(format!("{}-{run}", self.name)),
@@ -202,9 +206,7 @@ impl SweepRecipe {
             recipe_text: text,
         }))
     }
-}
 
-impl SweepRecipe {
     /// Sets a derived recipe's length: one stage of `steps` at the sweep's shape of batch, the
     /// warmup a share of it, a cosine decay to the end, checkpoints every quarter and validation
     /// at the end only (the sweep reads the final loss).
@@ -236,11 +238,6 @@ impl SweepRecipe {
         eval.insert("every".into(), int(steps));
         Ok(())
     }
-}
-
-/// A budget as a short folder name (`3.0e13`).
-fn budget_label(budget: f64) -> String {
-    format!("{budget:.1e}")
 }
 
 /// One run of the sweep, planned.
@@ -291,11 +288,78 @@ pub struct RunResult {
     pub downstream_chance: Option<f64>,
 }
 
+/// The sweep's downstream task, loaded and checked (it must be multiple choice).
+pub struct Downstream {
+    /// The task, zero-shot.
+    task: Task,
+    /// Documents scored per model.
+    limit: Option<usize>,
+}
+
+impl Downstream {
+    /// Loads the task of `spec` with its data.
+    pub fn load(spec: &DownstreamSpec) -> Result<Downstream> {
+        let task = Task::load(task_config(&spec.task)?, &spec.data_dir, Some(0))?;
+        if task.output_type() != OutputType::MultipleChoice {
+            bail!("downstream task {}: must be multiple_choice", spec.task);
+        }
+        Ok(Downstream {
+            task,
+            limit: spec.limit,
+        })
+    }
+
+    /// A model's normalized NLL of the right answer (nats per character of the answer),
+    /// accuracy and chance accuracy on the task.
+    pub fn score(&mut self, model: &Path) -> Result<(f64, f64, f64)> {
+        let loaded = herd_infer::load(
+            model,
+            None,
+            DType::F32,
+            herd_infer::Quantized::Keep,
+            &Device::Cpu,
+        )?;
+        let lm = EvalModel::new(std::sync::Arc::new(loaded.model), &loaded.tokenizer);
+        let options = EvalOptions {
+            limit: self.limit,
+            bootstrap_iters: 0,
+            seed: 0,
+            sandbox: None,
+            code_workers: 1,
+        };
+        let task = &mut self.task;
+        let result = evaluate(task, &lm, &options, &mut |_, _| {})?;
+        let (mut nll, mut chance) = (0.0, 0.0);
+        for sample in &result.samples {
+            let choices = task.choices(&sample.doc, false)?;
+            let gold = task.gold_indices(&sample.doc, &choices)?;
+            let Some(Some(g)) = gold.first().copied() else {
+                bail!(
+                    "downstream task {}: document {} has no right answer among its choices",
+                    task.name(),
+                    sample.doc_id
+                );
+            };
+            let ll = sample.responses[g][0].as_f64().unwrap_or(f64::NAN);
+            nll += -ll / choices[g].chars().count().max(1) as f64;
+            chance += 1.0 / choices.len() as f64;
+        }
+        let count = result.samples.len().max(1) as f64;
+        let acc = result
+            .metrics
+            .iter()
+            .find(|m| m.metric == Metric::Acc)
+            .map(|m| m.value)
+            .context("the downstream task reports no acc")?;
+        Ok((nll / count, acc, chance / count))
+    }
+}
+
 /// Runs (or reads back) one planned run in `dir`: pretraining, then the downstream task.
 pub fn run_one(
-    sweep: &SweepRecipe,
     run: &PlannedRun,
     dir: &Path,
+    downstream: Option<&mut Downstream>,
     progress: bool,
 ) -> Result<RunResult> {
     let done = dir.join("scaling.json");
@@ -330,11 +394,11 @@ pub fn run_one(
         downstream_acc: None,
         downstream_chance: None,
     };
-    if let Some(spec) = &sweep.downstream {
+    if let Some(downstream) = downstream {
         let model = summary
             .final_model
             .with_context(|| format!("run {} wrote no final model", run.name))?;
-        let (nll, acc, chance) = downstream(spec, &model)?;
+        let (nll, acc, chance) = downstream.score(&model)?;
         result.downstream_nll = Some(nll);
         result.downstream_acc = Some(acc);
         result.downstream_chance = Some(chance);
@@ -350,56 +414,6 @@ pub fn run_one(
     Ok(result)
 }
 
-/// A model's normalized NLL of the right answer (nats per character of the answer), accuracy
-/// and chance accuracy on a multiple-choice task.
-pub fn downstream(spec: &DownstreamSpec, model: &Path) -> Result<(f64, f64, f64)> {
-    let loaded = herd_infer::load(
-        model,
-        None,
-        DType::F32,
-        herd_infer::Quantized::Keep,
-        &Device::Cpu,
-    )?;
-    let mut task = Task::load(task_config(&spec.task)?, &spec.data_dir, Some(0))?;
-    if task.output_type() != OutputType::MultipleChoice {
-        bail!("downstream task {}: must be multiple_choice", spec.task);
-    }
-    let lm = EvalModel::new(std::sync::Arc::new(loaded.model), &loaded.tokenizer);
-    let options = EvalOptions {
-        limit: spec.limit,
-        bootstrap_iters: 0,
-        seed: 0,
-        sandbox: None,
-        code_workers: 1,
-    };
-    let result = evaluate(&mut task, &lm, &options, &mut |_, _| {})?;
-    let (mut nll, mut chance, mut count) = (0.0, 0.0, 0usize);
-    for sample in &result.samples {
-        let choices = task.choices(&sample.doc, false)?;
-        let gold = task.gold_indices(&sample.doc, &choices)?;
-        let Some(Some(g)) = gold.first() else {
-            continue;
-        };
-        let ll = sample.responses[*g][0].as_f64().unwrap_or(f64::NAN);
-        nll += -ll / choices[*g].chars().count().max(1) as f64;
-        chance += 1.0 / choices.len() as f64;
-        count += 1;
-    }
-    if count == 0 {
-        bail!(
-            "downstream task {}: no document has a right answer",
-            spec.task
-        );
-    }
-    let acc = result
-        .metrics
-        .iter()
-        .find(|m| m.metric == Metric::Acc)
-        .map(|m| m.value)
-        .context("the downstream task reports no acc")?;
-    Ok((nll / count as f64, acc, chance / count as f64))
-}
-
 /// Plans and runs the whole sweep into `out/runs/`, budgets from small to large; `on_run` hears
 /// of each run before it starts (index, total, plan).
 pub fn run_sweep(
@@ -408,6 +422,12 @@ pub fn run_sweep(
     progress: bool,
     on_run: &mut dyn FnMut(usize, usize, &PlannedRun),
 ) -> Result<(Vec<RunResult>, Vec<String>)> {
+    // The task is read (and checked) before any run trains.
+    let mut downstream = sweep
+        .downstream
+        .as_ref()
+        .map(Downstream::load)
+        .transpose()?;
     let mut plans = Vec::new();
     let mut skipped = Vec::new();
     let mut budgets = sweep.budgets.clone();
@@ -426,12 +446,8 @@ pub fn run_sweep(
     let mut results = Vec::new();
     for (i, plan) in plans.iter().enumerate() {
         on_run(i, plans.len(), plan);
-        results.push(run_one(
-            sweep,
-            plan,
-            &out.join("runs").join(&plan.name),
-            progress,
-        )?);
+        let dir = out.join("runs").join(&plan.name);
+        results.push(run_one(plan, &dir, downstream.as_mut(), progress)?);
     }
     Ok((results, skipped))
 }
