@@ -26,13 +26,14 @@ use super::ModelArgs;
 
 Built-in tasks (tasks/ in the repository): arc_easy, boolq, gsm8k_cot, hellaswag, humaneval,
 humaneval_20, lambada_openai, lambada_passages, mmlu, piqa, winogrande. Their data files
-(arc_easy_test.jsonl, …) are read from --data-dir.
+(arc_easy_test.jsonl, …) are read from --data-dir. The same task files run in
+lm-evaluation-harness (`lm_eval --tasks FILE`) and give the same prompts, so the two tools'
+numbers can be compared item by item.
 
 HumanEval's programs (prompt + completion + tests) run in a sandbox, each in its own
 `python -I` process: no network (its own network namespace), no writes outside its folder
 (Landlock), limits on CPU time, memory and processes, a timeout. Where the kernel gives no
-network namespace herd refuses to run them unless --allow-unsandboxed. The same task files run in lm-evaluation-harness (`lm_eval --tasks FILE`) and
-give the same prompts, so the two tools' numbers can be compared item by item.")]
+network namespace herd refuses to run them unless --allow-unsandboxed.")]
 pub struct Args {
     #[command(flatten)]
     model: ModelArgs,
@@ -110,6 +111,20 @@ pub fn run(args: Args) -> Result<()> {
         let config = builtin::task_config(spec)?;
         tasks.push(Task::load(config, &args.data_dir, args.num_fewshot)?);
     }
+    // …and a code task's sandbox is checked before it too, so a refusal comes at once.
+    let sandbox = if tasks.iter().any(Task::runs_code) {
+        let sandbox = Sandbox::new(SandboxOptions {
+            python: args.python.clone(),
+            timeout: std::time::Duration::from_secs_f64(args.code_timeout),
+            memory_bytes: (args.code_memory_mb as u64) << 20,
+            allow_unsandboxed: args.allow_unsandboxed,
+            ..SandboxOptions::default()
+        })?;
+        eprintln!("programs run as: {}", sandbox.describe());
+        Some(std::sync::Arc::new(sandbox))
+    } else {
+        None
+    };
     let loaded = args.model.load()?;
     let corpus = match &args.contamination {
         Some(path) => {
@@ -125,19 +140,6 @@ pub fn run(args: Args) -> Result<()> {
         lm.max_length = max.min(lm.max_length);
     }
     lm.batch_size = args.batch_size;
-    let sandbox = if tasks.iter().any(Task::runs_code) {
-        let sandbox = Sandbox::new(SandboxOptions {
-            python: args.python.clone(),
-            timeout: std::time::Duration::from_secs_f64(args.code_timeout),
-            memory_bytes: (args.code_memory_mb as u64) << 20,
-            allow_unsandboxed: args.allow_unsandboxed,
-            ..SandboxOptions::default()
-        })?;
-        eprintln!("programs run as: {}", sandbox.describe());
-        Some(std::sync::Arc::new(sandbox))
-    } else {
-        None
-    };
     let options = EvalOptions {
         limit: args.limit,
         bootstrap_iters: args.bootstrap_iters,
