@@ -327,3 +327,22 @@ pub fn posttrain(
         rejection,
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn shipped_recipes_parse_with_their_models_contexts() {
+        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../recipes");
+        for (name, seq_len) in [("posttrain-tiny", 256), ("posttrain-small", 512)] {
+            let recipe = PosttrainRecipe::load(&dir.join(format!("{name}.toml"))).unwrap();
+            assert_eq!(recipe.name, name);
+            assert_eq!(recipe.rounds, 2);
+            for config in [&recipe.reward, &recipe.sft, &recipe.dpo] {
+                assert_eq!(config.seq_len, seq_len, "{name}");
+            }
+            assert_eq!(recipe.rejection.score_seq_len, seq_len, "{name}");
+        }
+    }
+}

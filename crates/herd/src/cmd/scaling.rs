@@ -17,7 +17,7 @@ use super::plot::register_font;
 /// Flags of `herd scaling`.
 #[derive(clap::Args, Debug)]
 #[command(after_help = "Example:
-  herd scaling --recipe recipes/scaling-tiny.toml --out runs/scaling
+  herd scaling --recipe recipes/scaling-books.toml --out runs/scaling-books
 
 Each budget × size is a `herd pretrain` run in OUT/runs/<budget>-<size>; a finished run is read
 back and an interrupted one resumes, so running the command again continues the sweep. OUT gets

@@ -1,0 +1,18 @@
+//! Parallel training (paper §3.3): the collectives ranks use to exchange tensors, and the layout
+//! that orders ranks as [TP, CP, PP, DP] and names each rank's groups.
+//!
+//! The model and the trainer never learn about ranks: the parallel plans wrap them from outside,
+//! as torchtitan's `parallelize` does, through the [`Collectives`] trait. Two implementations:
+//! [`SingleProcess`] (a world of one, what `herd pretrain` runs without MPI) and, with the `mpi`
+//! feature, [`mpi::MpiWorld`] over the system's MPI library (rsmpi) — N processes on one machine
+//! today, N nodes tomorrow, the same code.
+
+pub mod collectives;
+pub mod error;
+pub mod layout;
+#[cfg(feature = "mpi")]
+pub mod mpi;
+
+pub use collectives::{check_lengths, Collectives, SingleProcess};
+pub use error::{Error, Result};
+pub use layout::{Coords, Dim, Layout};
