@@ -5,13 +5,15 @@
 //! as torchtitan's `parallelize` does, through the [`Collectives`] trait. Two implementations:
 //! [`SingleProcess`] (a world of one, what `herd pretrain` runs without MPI) and, with the `mpi`
 //! feature, [`mpi::MpiWorld`] over the system's MPI library (rsmpi) — N processes on one machine
-//! today, N nodes tomorrow, the same code.
+//! today, N nodes tomorrow, the same code. Under MPI every call runs under a watchdog that turns
+//! a hang into an exit with each rank's [`recorder`] (its last calls) on disk.
 
 pub mod collectives;
 pub mod error;
 pub mod layout;
 #[cfg(feature = "mpi")]
 pub mod mpi;
+pub mod recorder;
 
 pub use collectives::{check_lengths, Collectives, SingleProcess};
 pub use error::{Error, Result};

@@ -2,47 +2,115 @@
 //! the layout's groups split from it. One process, one rank; `mpirun -n N herd …` starts N.
 //!
 //! MPI's errors are fatal by default (the job aborts with MPI's message), so what can be checked
-//! before a call — lengths, peers — is checked here and returned as an error instead.
+//! before a call — lengths, peers — is checked here and returned as an error instead. Every call
+//! is started non-blocking and polled under a [`Watchdog`]: one that does not complete in time
+//! writes this rank's flight recorder and aborts the job, and the other ranks, ended by
+//! `mpirun` while they wait, write theirs — so a lost rank or a mismatched call ends the job
+//! with a record of where each rank stood instead of hanging it.
 
+use std::cell::RefCell;
 use std::marker::PhantomData;
+use std::path::PathBuf;
+use std::rc::Rc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
 
 use ::mpi::collective::SystemOperation;
 use ::mpi::environment::Universe;
+use ::mpi::point_to_point::Status;
+use ::mpi::request::{Request, Scope};
 use ::mpi::topology::{Color, SimpleCommunicator};
 use ::mpi::traits::*;
 
 use crate::collectives::{check_lengths, Collectives};
 use crate::error::{Error, Result};
 use crate::layout::{Dim, Layout};
+use crate::recorder::{dump_path, Recorder};
+
+/// How long a collective may wait before the job is ended, and where each rank's flight
+/// recorder goes then.
+#[derive(Debug, Clone)]
+pub struct Watchdog {
+    /// The longest wait for one collective or message.
+    pub timeout: Duration,
+    /// The folder of the `flight-recorder-rank<R>.json` files.
+    pub dump_dir: PathBuf,
+}
+
+/// Calls each rank's recorder keeps.
+const RECORDER_CALLS: usize = 256;
+
+/// The exit code of a rank whose collective timed out (it aborts the job with it).
+pub const TIMEOUT_EXIT: i32 = 124;
+
+/// The exit code of a rank ended while it waited (SIGTERM's 128 + 15).
+pub const TERMINATED_EXIT: i32 = 143;
+
+/// Set by SIGTERM, which `mpirun` sends to every rank once one has failed: a rank waiting in a
+/// collective sees it, writes its recorder and exits.
+static TERMINATED: AtomicBool = AtomicBool::new(false);
+
+extern "C" fn note_termination(_signal: libc::c_int) {
+    TERMINATED.store(true, Ordering::SeqCst);
+}
+
+/// What every group of a rank shares: the watchdog, the recorder, the rank's world number.
+struct Shared {
+    watchdog: Watchdog,
+    recorder: RefCell<Recorder>,
+    world_rank: usize,
+}
 
 /// The MPI environment of this process: initialised by [`MpiWorld::init`], finalised when
 /// dropped (after every group made from it, which borrow it).
 pub struct MpiWorld {
+    shared: Rc<Shared>,
     universe: Universe,
 }
 
 impl MpiWorld {
-    /// Initialises MPI. A process initialises it once: a second call is an error.
-    pub fn init() -> Result<MpiWorld> {
+    /// Initialises MPI under `watchdog`. A process initialises it once: a second call is an
+    /// error.
+    pub fn init(watchdog: Watchdog) -> Result<MpiWorld> {
         let universe = ::mpi::initialize().ok_or_else(|| Error::Collective {
             op: "init",
             message: "MPI was already initialised in this process".into(),
         })?;
-        Ok(MpiWorld { universe })
+        // SAFETY: the handler only stores to an atomic, which is async-signal-safe.
+        unsafe {
+            libc::signal(
+                libc::SIGTERM,
+                note_termination as extern "C" fn(libc::c_int) as libc::sighandler_t,
+            );
+        }
+        let world_rank = universe.world().rank() as usize;
+        Ok(MpiWorld {
+            shared: Rc::new(Shared {
+                watchdog,
+                recorder: RefCell::new(Recorder::new(RECORDER_CALLS)),
+                world_rank,
+            }),
+            universe,
+        })
     }
 
     /// Every rank of the job.
     pub fn world(&self) -> MpiGroup<'_> {
         MpiGroup {
             comm: self.universe.world(),
+            name: "world",
+            shared: self.shared.clone(),
             _universe: PhantomData,
         }
     }
 }
 
-/// A group of ranks with its own MPI communicator; ranks are numbered within it.
+/// A group of ranks with its own MPI communicator; ranks are numbered within it. Every call
+/// waits at most the watchdog's timeout.
 pub struct MpiGroup<'u> {
     comm: SimpleCommunicator,
+    name: &'static str,
+    shared: Rc<Shared>,
     _universe: PhantomData<&'u Universe>,
 }
 
@@ -68,8 +136,78 @@ impl<'u> MpiGroup<'u> {
             .expect("every rank gives a colour, so every rank gets a group");
         Ok(MpiGroup {
             comm,
+            name: dim.key(),
+            shared: self.shared.clone(),
             _universe: PhantomData,
         })
+    }
+
+    fn start(&self, op: &'static str, values: usize, peer: Option<(usize, u16)>) -> u64 {
+        self.shared
+            .recorder
+            .borrow_mut()
+            .start(self.name, op, values, peer)
+    }
+
+    /// Polls `request` until it completes; past the watchdog's timeout, or when `mpirun` ends
+    /// the job meanwhile, the recorder is written and the process ends instead.
+    fn complete<'a, D: ?Sized, S: Scope<'a>>(
+        &self,
+        mut request: Request<'a, D, S>,
+        seq: u64,
+    ) -> Status {
+        let started = Instant::now();
+        let mut polls = 0u32;
+        let status = loop {
+            match request.test() {
+                Ok(status) => break status,
+                Err(pending) => request = pending,
+            }
+            if TERMINATED.load(Ordering::SeqCst) {
+                self.dump(
+                    "ended by mpirun while waiting (another rank failed)",
+                    started,
+                );
+                // SAFETY: _exit ends the process at once; nothing of it runs afterwards.
+                unsafe { libc::_exit(TERMINATED_EXIT) };
+            }
+            if started.elapsed() >= self.shared.watchdog.timeout {
+                let path = self.dump("timeout", started);
+                eprintln!(
+                    "rank {}: a collective in group {} did not complete within {:?}; its flight \
+                     recorder is {}; ending the job",
+                    self.shared.world_rank,
+                    self.name,
+                    self.shared.watchdog.timeout,
+                    path.display()
+                );
+                self.comm.abort(TIMEOUT_EXIT);
+            }
+            // Spin briefly for the fast case, then sleep so a waiting rank leaves its core to
+            // the others (ranks share cores when oversubscribed).
+            polls += 1;
+            if polls < 1_000 {
+                std::thread::yield_now();
+            } else {
+                std::thread::sleep(Duration::from_micros(100));
+            }
+        };
+        self.shared.recorder.borrow_mut().finish(seq);
+        status
+    }
+
+    /// Writes the recorder; returns its path.
+    fn dump(&self, reason: &str, started: Instant) -> PathBuf {
+        let shared = &self.shared;
+        let path = dump_path(&shared.watchdog.dump_dir, shared.world_rank);
+        let json = shared
+            .recorder
+            .borrow()
+            .to_json(shared.world_rank, reason, started.elapsed());
+        if let Err(e) = herd_util::fs::write_atomic(&path, json.as_bytes()) {
+            eprintln!("rank {}: {e}", shared.world_rank);
+        }
+        path
     }
 
     fn peer(&self, op: &'static str, peer: usize) -> Result<i32> {
@@ -95,45 +233,71 @@ impl Collectives for MpiGroup<'_> {
     fn all_reduce_sum(&self, buf: &mut [f32]) -> Result<()> {
         // rsmpi has no MPI_IN_PLACE: the sum is written over a copy of the input.
         let input = buf.to_vec();
-        self.comm
-            .all_reduce_into(&input[..], buf, SystemOperation::sum());
+        let seq = self.start("all_reduce_sum", buf.len(), None);
+        ::mpi::request::scope(|scope| {
+            let request =
+                self.comm
+                    .immediate_all_reduce_into(scope, &input[..], buf, SystemOperation::sum());
+            self.complete(request, seq);
+        });
         Ok(())
     }
 
     fn reduce_scatter_sum(&self, input: &[f32], shard: &mut [f32]) -> Result<()> {
         check_lengths("reduce_scatter_sum", input.len(), shard.len(), self.size())?;
-        self.comm
-            .reduce_scatter_block_into(input, shard, SystemOperation::sum());
+        let seq = self.start("reduce_scatter_sum", input.len(), None);
+        ::mpi::request::scope(|scope| {
+            let request = self.comm.immediate_reduce_scatter_block_into(
+                scope,
+                input,
+                shard,
+                SystemOperation::sum(),
+            );
+            self.complete(request, seq);
+        });
         Ok(())
     }
 
     fn all_gather(&self, shard: &[f32], out: &mut [f32]) -> Result<()> {
         check_lengths("all_gather", out.len(), shard.len(), self.size())?;
-        self.comm.all_gather_into(shard, out);
+        let seq = self.start("all_gather", out.len(), None);
+        ::mpi::request::scope(|scope| {
+            let request = self.comm.immediate_all_gather_into(scope, shard, out);
+            self.complete(request, seq);
+        });
         Ok(())
     }
 
     fn send(&self, to: usize, buf: &[f32], tag: u16) -> Result<()> {
-        let to = self.peer("send", to)?;
-        self.comm
-            .process_at_rank(to)
-            .send_with_tag(buf, i32::from(tag));
+        let rank = self.peer("send", to)?;
+        let seq = self.start("send", buf.len(), Some((to, tag)));
+        ::mpi::request::scope(|scope| {
+            let request =
+                self.comm
+                    .process_at_rank(rank)
+                    .immediate_send_with_tag(scope, buf, i32::from(tag));
+            self.complete(request, seq);
+        });
         Ok(())
     }
 
     fn receive(&self, from: usize, buf: &mut [f32], tag: u16) -> Result<()> {
-        let from = self.peer("receive", from)?;
-        let status = self
-            .comm
-            .process_at_rank(from)
-            .receive_into_with_tag(buf, i32::from(tag));
+        let rank = self.peer("receive", from)?;
+        let expected = buf.len();
+        let seq = self.start("receive", expected, Some((from, tag)));
+        let status = ::mpi::request::scope(|scope| {
+            let request = self
+                .comm
+                .process_at_rank(rank)
+                .immediate_receive_into_with_tag(scope, buf, i32::from(tag));
+            self.complete(request, seq)
+        });
         let got = status.count(f32::equivalent_datatype()) as usize;
-        if got != buf.len() {
+        if got != expected {
             return Err(Error::Collective {
                 op: "receive",
                 message: format!(
-                    "rank {from} sent {got} values with tag {tag}, {} were expected",
-                    buf.len()
+                    "rank {from} sent {got} values with tag {tag}, {expected} were expected"
                 ),
             });
         }
@@ -141,7 +305,9 @@ impl Collectives for MpiGroup<'_> {
     }
 
     fn barrier(&self) -> Result<()> {
-        self.comm.barrier();
+        let seq = self.start("barrier", 0, None);
+        let request = self.comm.immediate_barrier();
+        self.complete(request, seq);
         Ok(())
     }
 }

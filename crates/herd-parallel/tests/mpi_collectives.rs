@@ -1,38 +1,34 @@
 //! herd-parallel's collectives over real MPI. `cargo test --features mpi` starts this program;
-//! it starts itself again under `mpirun` (2, 3 and 4 ranks), and each rank checks the world's
-//! collectives — and with 4 ranks those of every group of the layouts tp 2 × dp 2 and
-//! tp 2 × pp 2 — against sums worked out by hand, and that each group holds exactly the ranks
-//! the layout names.
+//! it starts itself again under `mpirun`, and each rank runs one case:
+//! - `sums` (2, 3 and 4 ranks): the world's collectives — and with 4 ranks those of every group
+//!   of the layouts tp 2 × dp 2 and tp 2 × pp 2 — against sums worked out by hand, and each group
+//!   holding exactly the ranks the layout names;
+//! - `hang` (2 ranks): rank 1 never joins rank 0's all-reduce and waits for a message that never
+//!   comes; rank 0's 2-second watchdog must end the job, rank 1 must see mpirun end it, and both
+//!   flight recorders must name the call each rank was waiting in.
 
-use std::process::{Command, ExitCode};
+use std::path::Path;
+use std::process::{Command, ExitCode, Output};
+use std::time::{Duration, Instant};
 
 use herd_parallel::collectives::self_check;
-use herd_parallel::mpi::{MpiGroup, MpiWorld};
+use herd_parallel::mpi::{MpiGroup, MpiWorld, Watchdog};
+use herd_parallel::recorder::dump_path;
 use herd_parallel::{Collectives, Dim, Layout};
+
+/// The environment variables that tell a rank its case and its recorder folder.
+const CASE: &str = "HERD_MPI_TEST_CASE";
+const DUMPS: &str = "HERD_MPI_TEST_DUMPS";
 
 fn main() -> ExitCode {
     if std::env::var_os("OMPI_COMM_WORLD_SIZE").is_some() {
         return rank_main();
     }
-    let exe = std::env::current_exe().expect("the test's own path");
+    let folder = tempfile::tempdir().expect("a temporary folder");
+    let dumps = folder.path();
     let mut passed = 0;
     for ranks in [2, 3, 4] {
-        let output = Command::new("mpirun")
-            .args([
-                "-n",
-                &ranks.to_string(),
-                "--oversubscribe",
-                "--bind-to",
-                "none",
-            ])
-            .arg(&exe)
-            // As root (CI's containers) Open MPI wants both; without ptrace rights its
-            // shared-memory transport must not use single-copy (cross-memory attach).
-            .env("OMPI_ALLOW_RUN_AS_ROOT", "1")
-            .env("OMPI_ALLOW_RUN_AS_ROOT_CONFIRM", "1")
-            .env("OMPI_MCA_btl_vader_single_copy_mechanism", "none")
-            .output()
-            .expect("mpirun (Debian: openmpi-bin) must be on PATH for the mpi feature's tests");
+        let output = mpirun(ranks, "sums", dumps);
         let stdout = String::from_utf8_lossy(&output.stdout);
         let stderr = String::from_utf8_lossy(&output.stderr);
         assert!(
@@ -46,13 +42,100 @@ fn main() -> ExitCode {
         println!("mpirun -n {ranks}: every rank's collectives agree with the sums by hand");
         passed += 1;
     }
+    hang_ends_the_job_with_recorders(dumps);
+    passed += 1;
     println!("{passed} passed, 0 failed");
     ExitCode::SUCCESS
 }
 
-/// One rank's checks; prints `ok <what> <rank>` per passing check, exits non-zero on a failure.
+/// Runs this program as `ranks` ranks of case `case`.
+fn mpirun(ranks: usize, case: &str, dumps: &Path) -> Output {
+    let exe = std::env::current_exe().expect("the test's own path");
+    Command::new("mpirun")
+        .args([
+            "-n",
+            &ranks.to_string(),
+            "--oversubscribe",
+            "--bind-to",
+            "none",
+        ])
+        .arg(&exe)
+        // As root (CI's containers) Open MPI wants both; without ptrace rights its
+        // shared-memory transport must not use single-copy (cross-memory attach).
+        .env("OMPI_ALLOW_RUN_AS_ROOT", "1")
+        .env("OMPI_ALLOW_RUN_AS_ROOT_CONFIRM", "1")
+        .env("OMPI_MCA_btl_vader_single_copy_mechanism", "none")
+        .env(CASE, case)
+        .env(DUMPS, dumps)
+        .output()
+        .expect("mpirun (Debian: openmpi-bin) must be on PATH for the mpi feature's tests")
+}
+
+fn hang_ends_the_job_with_recorders(dumps: &Path) {
+    let started = Instant::now();
+    let output = mpirun(2, "hang", dumps);
+    let took = started.elapsed();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(!output.status.success(), "a hung job reported success");
+    assert!(took < Duration::from_secs(60), "the hung job took {took:?}");
+    assert!(stderr.contains("did not complete within 2s"), "{stderr}");
+    let recorder = |rank: usize| -> serde_json::Value {
+        let path = dump_path(dumps, rank);
+        let text = std::fs::read_to_string(&path)
+            .unwrap_or_else(|e| panic!("{}: {e}\n{stderr}", path.display()));
+        serde_json::from_str(&text).expect("a recorder is JSON")
+    };
+    let (first, second) = (recorder(0), recorder(1));
+    assert_eq!(first["reason"], "timeout");
+    let waiting = |r: &serde_json::Value| r["calls"].as_array().unwrap().last().unwrap().clone();
+    let (a, b) = (waiting(&first), waiting(&second));
+    assert_eq!(
+        (a["op"].as_str(), a["group"].as_str()),
+        (Some("all_reduce_sum"), Some("world"))
+    );
+    assert!(a["took_s"].is_null(), "{a}");
+    assert!(
+        second["reason"]
+            .as_str()
+            .unwrap()
+            .contains("ended by mpirun"),
+        "{second}"
+    );
+    assert_eq!(
+        (b["op"].as_str(), b["peer"].as_u64(), b["tag"].as_u64()),
+        (Some("receive"), Some(0), Some(99))
+    );
+    assert!(b["took_s"].is_null(), "{b}");
+    // The calls before the hang completed and say so.
+    assert!(first["calls"][0]["took_s"].is_number(), "{first}");
+    println!(
+        "mpirun -n 2 with a lost rank: ended in {took:.1?}, both recorders name the waiting call"
+    );
+}
+
+/// One rank's case; prints `ok <what> <rank>` per passing check, exits non-zero on a failure.
 fn rank_main() -> ExitCode {
-    let mpi = MpiWorld::init().expect("MPI starts");
+    let case = std::env::var(CASE).expect("the launcher names the case");
+    let dump_dir = std::env::var_os(DUMPS)
+        .expect("the launcher names the folder")
+        .into();
+    // In the hang case only rank 0's watchdog fires; rank 1 is ended by mpirun as it waits.
+    let rank = std::env::var("OMPI_COMM_WORLD_RANK").expect("mpirun numbers the ranks");
+    let timeout = Duration::from_secs(match (case.as_str(), rank.as_str()) {
+        ("hang", "0") => 2,
+        _ => 120,
+    });
+    let mpi = MpiWorld::init(Watchdog { timeout, dump_dir }).expect("MPI starts");
+    if case == "hang" {
+        let world = mpi.world();
+        world.barrier().expect("both ranks reach the first barrier");
+        if world.rank() == 0 {
+            let _ = world.all_reduce_sum(&mut [1.0; 4]);
+        } else {
+            let _ = world.receive(0, &mut [0.0; 4], 99);
+        }
+        unreachable!("the watchdog ends the job");
+    }
     let failures = {
         let world = mpi.world();
         let mut failures = Vec::new();
