@@ -1,5 +1,6 @@
-//! Parallel training (paper §3.3): the collectives ranks use to exchange tensors, and the layout
-//! that orders ranks as [TP, CP, PP, DP] and names each rank's groups.
+//! Parallel training (paper §3.3): the collectives ranks use to exchange tensors, the layout
+//! that orders ranks as [TP, CP, PP, DP] and names each rank's groups, and the parallel plans —
+//! so far [`DataParallel`], data parallelism with sharded optimizer state.
 //!
 //! The model and the trainer never learn about ranks: the parallel plans wrap them from outside,
 //! as torchtitan's `parallelize` does, through the [`Collectives`] trait. Two implementations:
@@ -9,6 +10,7 @@
 //! a hang into an exit with each rank's [`recorder`] (its last calls) on disk.
 
 pub mod collectives;
+pub mod data_parallel;
 pub mod error;
 pub mod layout;
 #[cfg(feature = "mpi")]
@@ -16,5 +18,6 @@ pub mod mpi;
 pub mod recorder;
 
 pub use collectives::{check_lengths, Collectives, SingleProcess};
+pub use data_parallel::DataParallel;
 pub use error::{Error, Result};
 pub use layout::{Coords, Dim, Layout};

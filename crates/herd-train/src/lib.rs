@@ -3,8 +3,8 @@
 //! [`loader`] packs documents from token shards into rows with document boundaries,
 //! [`params`] holds the trainable tensors, [`loss`] the next-token loss, [`adamw`] and
 //! [`schedule`] the optimizer and its learning rate and batch stages, [`step`] one step's
-//! arithmetic; [`trainer`] runs a [`recipe`] with [`checkpoint`]s, [`metrics`] and the final
-//! [`average`].
+//! arithmetic, [`sharing`] how processes share a step; [`trainer`] runs a [`recipe`] with
+//! [`checkpoint`]s, [`metrics`] and the final [`average`].
 
 pub mod adamw;
 pub mod average;
@@ -16,9 +16,10 @@ pub mod metrics;
 pub mod params;
 pub mod recipe;
 pub mod schedule;
+pub mod sharing;
 pub mod step;
 pub mod trainer;
 
 pub use error::{Error, Result};
 pub use recipe::Recipe;
-pub use trainer::{pretrain, RunOptions, RunSummary};
+pub use trainer::{pretrain, pretrain_shared, RunOptions, RunSummary, SharingFactory};

@@ -47,7 +47,20 @@ pub fn loss_and_grads(
     batch: &Batch,
     micro_rows: usize,
 ) -> Result<Gradients> {
-    let n_targets = batch.n_targets().max(1);
+    loss_and_grads_of_share(model, params, batch, micro_rows, batch.n_targets())
+}
+
+/// `batch`'s share of the mean loss and gradients of a larger batch with `n_targets` targets
+/// (its loss and gradients summed and divided by `n_targets`): what one data-parallel rank
+/// computes, so that the sum over ranks is the whole batch's mean.
+pub fn loss_and_grads_of_share(
+    model: &Llama,
+    params: &Parameters,
+    batch: &Batch,
+    micro_rows: usize,
+    n_targets: usize,
+) -> Result<Gradients> {
+    let n_targets = n_targets.max(1);
     let mut grads: Option<Vec<Tensor>> = None;
     let mut loss = 0.0;
     for start in (0..batch.rows).step_by(micro_rows.max(1)) {

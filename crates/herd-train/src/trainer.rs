@@ -6,6 +6,10 @@
 //! A run resumes from its newest checkpoint and then computes exactly what the uninterrupted
 //! run would have: the loader's cursor, the optimizer's moments and the step come back, and
 //! nothing else carries state (initialisation and data order are functions of the seed).
+//!
+//! How the step is shared among processes is a [`StepSharing`] given from outside: every process
+//! reads the same batches, computes its rows, and the sharing combines losses and gradients and
+//! updates the parameters; one process writes the run's files.
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -14,7 +18,7 @@ use std::time::Instant;
 use candle_core::{DType, Device};
 use indicatif::{ProgressBar, ProgressStyle};
 
-use crate::adamw::AdamW;
+use crate::adamw::AdamWConfig;
 use crate::average::average_checkpoints;
 use crate::checkpoint::{self, Checkpoint, TrainerState};
 use crate::error::{Error, Result};
@@ -23,7 +27,8 @@ use crate::metrics::{MetricsLog, StepMetrics};
 use crate::params::Parameters;
 use crate::recipe::Recipe;
 use crate::schedule::stage_at;
-use crate::step::{clip_grad_norm, evaluate, loss_and_grads};
+use crate::sharing::{OneProcess, StepSharing};
+use crate::step::{evaluate, loss_and_grads_of_share};
 
 /// How to run a recipe.
 #[derive(Debug, Clone)]
@@ -56,8 +61,23 @@ pub struct RunSummary {
     pub skipped_steps: u64,
 }
 
-/// Runs (or resumes) `recipe`.
+/// Makes a run's [`StepSharing`] for its parameters and AdamW settings.
+pub type SharingFactory<'a> =
+    dyn Fn(&Parameters, AdamWConfig) -> Result<Box<dyn StepSharing + 'a>> + 'a;
+
+/// Runs (or resumes) `recipe` in this process.
 pub fn pretrain(recipe: &Recipe, options: &RunOptions) -> Result<RunSummary> {
+    pretrain_shared(recipe, options, &|params, config| {
+        Ok(Box::new(OneProcess::new(params, config)?))
+    })
+}
+
+/// Runs (or resumes) `recipe` as one of the processes that `sharing` makes share each step.
+pub fn pretrain_shared(
+    recipe: &Recipe,
+    options: &RunOptions,
+    sharing: &SharingFactory<'_>,
+) -> Result<RunSummary> {
     let device = Device::Cpu;
     let out = &options.out;
     let mut loader = Loader::open(
@@ -71,48 +91,55 @@ pub fn pretrain(recipe: &Recipe, options: &RunOptions) -> Result<RunSummary> {
         "data": loader.data_fingerprint(),
         "tokenizer": herd_util::fingerprint::of_file(&recipe.tokenizer)?,
     });
-    // From here on `out` holds this run (fresh, or resumed with the same recipe and data).
-    checkpoint::open_run(options, "pretrain", &fingerprint)?;
+    let params = Parameters::init(&recipe.model, recipe.seed, DType::F32, &device)?;
+    let mut sharing = sharing(&params, recipe.optimizer.clone())?;
+    let writer = sharing.writes_files();
+    // From here on `out` holds this run (fresh, or resumed with the same recipe and data); the
+    // other processes read it once the writer has made it so.
+    if writer {
+        checkpoint::open_run(options, "pretrain", &fingerprint)?;
+    }
+    sharing.barrier()?;
     let ckpt_root = out.join("checkpoints");
     let existing = checkpoint::list_steps(&ckpt_root)?;
-    let (params, mut optimizer, mut state) = match existing.last() {
+    let mut state = match existing.last() {
         Some(&step) => {
             let dir = checkpoint::step_dir(&ckpt_root, step);
             let loaded = checkpoint::load(&dir, &device)?;
-            let params =
-                Parameters::from_weights(&recipe.model, &loaded.weights, DType::F32, &device)?;
-            let mut optimizer = AdamW::new(&params, recipe.optimizer.clone())?;
-            optimizer.restore(&params, &loaded.optimizer, loaded.state.step)?;
+            params.set_values(&loaded.weights)?;
+            sharing.restore(&params, &loaded.optimizer, loaded.state.step)?;
             loader.set_cursor(loaded.state.cursor.clone())?;
-            (params, optimizer, loaded.state)
+            loaded.state
         }
-        None => {
-            let params = Parameters::init(&recipe.model, recipe.seed, DType::F32, &device)?;
-            let optimizer = AdamW::new(&params, recipe.optimizer.clone())?;
-            let state = TrainerState {
-                cursor: loader.cursor().clone(),
-                ..TrainerState::default()
-            };
-            (params, optimizer, state)
-        }
+        None => TrainerState {
+            cursor: loader.cursor().clone(),
+            ..TrainerState::default()
+        },
     };
-    let mut metrics = MetricsLog::open(&out.join("metrics.jsonl"), state.step)?;
+    let mut metrics = match writer {
+        true => Some(MetricsLog::open(&out.join("metrics.jsonl"), state.step)?),
+        false => None,
+    };
     let total = recipe.lr.total_steps;
     let stop = options.max_steps.unwrap_or(total).min(total);
     let model = params.model()?;
-    let bar = progress_bar(options.progress, state.step, stop);
+    let bar = progress_bar(options.progress && writer, state.step, stop);
     let mut validation: HashMap<usize, Option<Batch>> = HashMap::new();
     let (mut last_loss, mut val_loss) = (None, None);
     for step in state.step..stop {
         let stage = stage_at(&recipe.training.stages, step).clone();
         let batch = loader.next_batch(stage.batch_rows, stage.seq_len, &recipe.mix_at(step));
         let started = Instant::now();
-        let mut g = loss_and_grads(&model, &params, &batch, recipe.training.micro_batch_rows)?;
-        let grad_norm = clip_grad_norm(&mut g.grads, recipe.grad_clip)?;
+        let rows = sharing.rows(batch.rows)?;
+        let slice = (rows.len() < batch.rows).then(|| batch.slice(rows.start, rows.len()));
+        let share = slice.as_ref().unwrap_or(&batch);
+        let micro = recipe.training.micro_batch_rows;
+        let g = loss_and_grads_of_share(&model, &params, share, micro, batch.n_targets())?;
+        let loss = sharing.total_loss(g.loss)?;
         let lr = recipe.lr.lr(step);
-        let finite = g.loss.is_finite() && grad_norm.is_finite();
+        let grad_norm = sharing.update(&params, g.grads, lr, recipe.grad_clip, loss)?;
+        let finite = loss.is_finite() && grad_norm.is_finite();
         if finite {
-            optimizer.step(&params, &g.grads, lr)?;
             state.bad_in_a_row = 0;
         } else {
             state.skipped_steps += 1;
@@ -126,7 +153,7 @@ pub fn pretrain(recipe: &Recipe, options: &RunOptions) -> Result<RunSummary> {
         let tokens_per_s = tokens as f64 / seconds;
         let mut line = StepMetrics {
             step: state.step,
-            loss: g.loss,
+            loss,
             lr,
             grad_norm,
             seq_len: stage.seq_len,
@@ -139,7 +166,8 @@ pub fn pretrain(recipe: &Recipe, options: &RunOptions) -> Result<RunSummary> {
             skipped: !finite,
             extra: Default::default(),
         };
-        if state.step.is_multiple_of(recipe.eval.every) || state.step == total {
+        let validates = state.step.is_multiple_of(recipe.eval.every) || state.step == total;
+        if writer && validates {
             let val = validation
                 .entry(stage.seq_len)
                 .or_insert_with(|| loader.validation_batch(recipe.eval.rows, stage.seq_len));
@@ -149,12 +177,14 @@ pub fn pretrain(recipe: &Recipe, options: &RunOptions) -> Result<RunSummary> {
                 val_loss = line.val_loss;
             }
         }
-        metrics.log(&line)?;
-        last_loss = Some(g.loss);
+        if let Some(metrics) = metrics.as_mut() {
+            metrics.log(&line)?;
+        }
+        last_loss = Some(loss);
         bar.set_position(state.step);
         bar.set_message(format!(
             "loss {:.3}{} · {:.0} tok/s · lr {lr:.2e}",
-            g.loss,
+            loss,
             line.val_loss
                 .map(|v| format!(" (val {v:.3})"))
                 .unwrap_or_default(),
@@ -164,32 +194,39 @@ pub fn pretrain(recipe: &Recipe, options: &RunOptions) -> Result<RunSummary> {
             return Err(Error::Diverged(format!(
                 "step {}: {} steps in a row had a non-finite loss or gradient (last loss {}); \
                  lower the learning rate or resume from an earlier checkpoint",
-                state.step, state.bad_in_a_row, g.loss
+                state.step, state.bad_in_a_row, loss
             )));
         }
         if let Some(anneal) = &recipe.anneal {
             let into_annealing = (state.step + anneal.steps).saturating_sub(total);
             if into_annealing > 0 && into_annealing.is_multiple_of(anneal.checkpoint_every) {
                 let dir = out.join("anneal").join(format!("step-{:08}", state.step));
-                checkpoint::save_model(&dir, &recipe.model, &params.weights(), &recipe.tokenizer)?;
+                if writer {
+                    let weights = params.weights();
+                    checkpoint::save_model(&dir, &recipe.model, &weights, &recipe.tokenizer)?;
+                }
                 if !state.anneal_checkpoints.contains(&dir) {
                     state.anneal_checkpoints.push(dir);
                 }
             }
         }
         if state.step.is_multiple_of(recipe.checkpoint.every) || state.step == stop {
-            let ckpt = Checkpoint {
-                config: &recipe.model,
-                weights: &params.weights(),
-                optimizer: optimizer.state(&params),
-                state: &state,
-                tokenizer: &recipe.tokenizer,
-            };
-            checkpoint::save(&ckpt_root, &ckpt, recipe.checkpoint.keep_last)?;
+            // Every process takes part in gathering the optimizer state; one writes it.
+            let optimizer = sharing.optimizer_state(&params)?;
+            if writer {
+                let ckpt = Checkpoint {
+                    config: &recipe.model,
+                    weights: &params.weights(),
+                    optimizer,
+                    state: &state,
+                    tokenizer: &recipe.tokenizer,
+                };
+                checkpoint::save(&ckpt_root, &ckpt, recipe.checkpoint.keep_last)?;
+            }
         }
     }
     bar.finish();
-    if state.step == total {
+    if writer && state.step == total {
         let dir = out.join("final");
         write_final(recipe, &params, &state, &dir, &device)?;
     }
