@@ -411,41 +411,36 @@ fn data_parallel_training_equals_one_process(dir: &Path) {
         );
     };
     dp("dp2", None);
-    let (single, parallel) = (losses(&dir.join("single")), losses(&dir.join("dp2")));
-    assert_eq!(single.len(), 20);
-    assert_eq!(parallel.len(), 20);
-    for (step, (a, b)) in single.iter().zip(&parallel).enumerate() {
-        assert!(
-            (a - b).abs() <= 1e-5 * a.abs(),
-            "step {}: {a} vs {b}",
-            step + 1
-        );
-    }
-    let weights = weight_difference(&dir.join("single"), &dir.join("dp2"));
-    assert!(weights <= 1e-5, "final weights differ by {weights:e}");
+    let (losses_dp, weights_dp) = compare(dir, "single", "dp2");
     // Saved under DP 2, resumed in one process.
     dp("resharded", Some("8"));
     one("resharded", true);
-    let resumed = losses(&dir.join("resharded"));
-    for (step, (a, b)) in single.iter().zip(&resumed).enumerate() {
-        assert!(
-            (a - b).abs() <= 1e-5 * a.abs(),
-            "step {}: {a} vs {b}",
-            step + 1
-        );
-    }
-    let weights = weight_difference(&dir.join("single"), &dir.join("resharded"));
+    let (losses_resumed, weights_resumed) = compare(dir, "single", "resharded");
+    println!(
+        "DP 2 over 20 steps: losses within {losses_dp:.1e} of one process, final weights within \
+         {weights_dp:.1e}; DP 2 to step 8, then one process: {losses_resumed:.1e} and \
+         {weights_resumed:.1e}"
+    );
+}
+
+/// The largest relative differences of `run`'s step losses and final weights from
+/// `reference`'s; each must be within 1e-5.
+fn compare(dir: &Path, reference: &str, run: &str) -> (f64, f64) {
+    let (a, b) = (losses(&dir.join(reference)), losses(&dir.join(run)));
+    assert_eq!((a.len(), b.len()), (20, 20), "{run}");
+    let worst = a
+        .iter()
+        .zip(&b)
+        .map(|(x, y)| (x - y).abs() / x.abs())
+        .fold(0.0, f64::max);
+    assert!(
+        worst <= 1e-5,
+        "{run}: losses differ from {reference}'s by {worst:e}"
+    );
+    let weights = weight_difference(&dir.join(reference), &dir.join(run));
     assert!(
         weights <= 1e-5,
-        "resumed final weights differ by {weights:e}"
+        "{run}: final weights differ by {weights:e}"
     );
-    let worst = single
-        .iter()
-        .zip(&parallel)
-        .map(|(a, b)| (a - b).abs() / a.abs())
-        .fold(0.0, f64::max);
-    println!(
-        "DP 2 over 20 steps: losses within {worst:.1e} of one process, final weights within \
-         {weights:.1e}; a DP 2 checkpoint resumes in one process"
-    );
+    (worst, weights)
 }
