@@ -23,17 +23,33 @@ impl Parameters {
     /// tensor draws from its own stream (seed and name), so the values do not depend on the
     /// order tensors are made in.
     pub fn init(config: &LlamaConfig, seed: u64, dtype: DType, device: &Device) -> Result<Self> {
-        let mut names = Vec::new();
-        let mut vars = Vec::new();
-        for (name, dims) in tensor_shapes(config) {
+        Self::made(config, |name, dims| {
             let n: usize = dims.iter().product();
             let values: Vec<f64> = if dims.len() == 1 {
                 vec![1.0; n]
             } else {
                 normal_values(seed ^ fnv1a64(name.as_bytes()), n, INIT_STD)
             };
-            let tensor = Tensor::from_vec(values, dims, device)?.to_dtype(dtype)?;
-            vars.push(Var::from_tensor(&tensor)?);
+            Ok(Tensor::from_vec(values, dims, device)?.to_dtype(dtype)?)
+        })
+    }
+
+    /// Parameters of the right shapes holding zeros: a placeholder that costs no random draws,
+    /// for code that needs the shapes before the values (a checkpoint's or [`Parameters::init`]'s)
+    /// are known.
+    pub fn zeros(config: &LlamaConfig, dtype: DType, device: &Device) -> Result<Self> {
+        Self::made(config, |_, dims| Ok(Tensor::zeros(dims, dtype, device)?))
+    }
+
+    /// One variable per tensor of `config`, each made by `make(name, dims)`.
+    fn made(
+        config: &LlamaConfig,
+        make: impl Fn(&str, Vec<usize>) -> Result<Tensor>,
+    ) -> Result<Self> {
+        let mut names = Vec::new();
+        let mut vars = Vec::new();
+        for (name, dims) in tensor_shapes(config) {
+            vars.push(Var::from_tensor(&make(&name, dims)?)?);
             names.push(name);
         }
         Ok(Parameters {

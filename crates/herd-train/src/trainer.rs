@@ -91,7 +91,9 @@ pub fn pretrain_shared(
         "data": loader.data_fingerprint(),
         "tokenizer": herd_util::fingerprint::of_file(&recipe.tokenizer)?,
     });
-    let params = Parameters::init(&recipe.model, recipe.seed, DType::F32, &device)?;
+    // The sharing needs the parameters' shapes only; their values come once it is known whether
+    // a checkpoint holds them (no random draws for a run that resumes).
+    let mut params = Parameters::zeros(&recipe.model, DType::F32, &device)?;
     let mut sharing = sharing(&params, recipe.optimizer.clone())?;
     let writer = sharing.writes_files();
     // From here on `out` holds this run (fresh, or resumed with the same recipe and data); the
@@ -111,10 +113,13 @@ pub fn pretrain_shared(
             loader.set_cursor(loaded.state.cursor.clone())?;
             loaded.state
         }
-        None => TrainerState {
-            cursor: loader.cursor().clone(),
-            ..TrainerState::default()
-        },
+        None => {
+            params = Parameters::init(&recipe.model, recipe.seed, DType::F32, &device)?;
+            TrainerState {
+                cursor: loader.cursor().clone(),
+                ..TrainerState::default()
+            }
+        }
     };
     let mut metrics = match writer {
         true => Some(MetricsLog::open(&out.join("metrics.jsonl"), state.step)?),
