@@ -93,6 +93,25 @@ impl<'g> DataParallel<'g> {
         Ok(flat)
     }
 
+    /// This rank's part of `tensors` laid end to end (padding as zeros), copying only that part.
+    fn part_of(&self, tensors: &[Tensor]) -> herd_train::Result<Vec<f32>> {
+        let mut part = Vec::with_capacity(self.part.len());
+        for (t, span) in tensors.iter().zip(&self.spans) {
+            let overlap = span.start.max(self.part.start)..span.end.min(self.part.end);
+            if overlap.is_empty() {
+                continue;
+            }
+            let values = t
+                .flatten_all()?
+                .narrow(0, overlap.start - span.start, overlap.len())?
+                .to_dtype(candle_core::DType::F32)?
+                .to_vec1::<f32>()?;
+            part.extend(values);
+        }
+        part.resize(self.part.len(), 0.0);
+        Ok(part)
+    }
+
     /// The flat vector back as one tensor per parameter, shaped as `like`.
     fn unflatten(&self, flat: &[f32], like: &Parameters) -> herd_train::Result<Vec<Tensor>> {
         self.spans
@@ -176,9 +195,7 @@ impl StepSharing for DataParallel<'_> {
             .iter()
             .map(|v| v.as_tensor().clone())
             .collect();
-        let flat = self.flatten(&values)?;
-        let mut part = flat[self.part.clone()].to_vec();
-        drop(flat);
+        let mut part = self.part_of(&values)?;
         for (j, p) in part.iter_mut().enumerate() {
             let g = grad[j];
             self.m[j] = self.m[j] * b1 + g * one_b1;
@@ -233,7 +250,7 @@ impl StepSharing for DataParallel<'_> {
                     Ok(t.clone())
                 })
                 .collect::<herd_train::Result<Vec<_>>>()?;
-            let part = self.flatten(&tensors)?[self.part.clone()].to_vec();
+            let part = self.part_of(&tensors)?;
             if slot == 0 {
                 self.m = part;
             } else {
