@@ -28,9 +28,9 @@ if command -v python3 >/dev/null; then
   fi
   export HERD_CLIENTS_PYTHON="$venv/bin/python"
 fi
-# The parallel tests run real MPI jobs (mpirun, herd-parallel's `mpi` feature).
+# The parallel tests run real MPI jobs (mpirun; the `mpi` features of herd and herd-parallel).
 if ! command -v mpicc >/dev/null || ! command -v mpirun >/dev/null; then
   echo "test.sh: Open MPI is missing (Debian/Ubuntu: apt-get install libopenmpi-dev openmpi-bin libclang-dev pkg-config)" >&2
   exit 1
 fi
-cargo test --workspace --features herd-parallel/mpi "$@"
+cargo test --workspace --features herd/mpi,herd-parallel/mpi "$@"

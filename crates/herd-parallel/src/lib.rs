@@ -1,6 +1,7 @@
 //! Parallel training (paper §3.3): the collectives ranks use to exchange tensors, the layout
 //! that orders ranks as [TP, CP, PP, DP] and names each rank's groups, and the parallel plans —
-//! so far [`DataParallel`], data parallelism with sharded optimizer state.
+//! so far [`DataParallel`], data parallelism with sharded optimizer state — and [`launch`], which
+//! runs a recipe under its `[parallel]` section.
 //!
 //! The model and the trainer never learn about ranks: the parallel plans wrap them from outside,
 //! as torchtitan's `parallelize` does, through the [`Collectives`] trait. Two implementations:
@@ -12,10 +13,12 @@
 pub mod collectives;
 pub mod data_parallel;
 pub mod error;
+pub mod launch;
 pub mod layout;
 #[cfg(feature = "mpi")]
 pub mod mpi;
 pub mod recorder;
+pub mod volume;
 
 pub use collectives::{check_lengths, Collectives, SingleProcess};
 pub use data_parallel::DataParallel;

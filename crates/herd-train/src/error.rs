@@ -21,6 +21,10 @@ pub enum Error {
     /// A checkpoint is missing something or does not match the run.
     #[error("checkpoint: {0}")]
     Checkpoint(String),
+    /// The processes that share each step could not exchange what they compute, or one of
+    /// them failed.
+    #[error("processes sharing the run: {0}")]
+    Sharing(String),
     /// Training diverged.
     #[error("{0}")]
     Diverged(String),

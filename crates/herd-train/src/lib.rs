@@ -21,5 +21,5 @@ pub mod step;
 pub mod trainer;
 
 pub use error::{Error, Result};
-pub use recipe::Recipe;
+pub use recipe::{ParallelSection, Recipe};
 pub use trainer::{pretrain, pretrain_shared, RunOptions, RunSummary, SharingFactory};

@@ -42,9 +42,55 @@ pub struct Recipe {
     pub checkpoint: CheckpointSection,
     /// Validation.
     pub eval: EvalSection,
-    /// A hash of every setting (the file's TOML, not its formatting or comments): a checkpoint
-    /// records it and resumes only under the same recipe.
+    /// How many processes share the run, and how.
+    pub parallel: ParallelSection,
+    /// A hash of every setting but `[parallel]` (the file's TOML, not its formatting or
+    /// comments): a checkpoint records it and resumes only under the same recipe — on any
+    /// number of processes, since they compute the same steps.
     pub fingerprint: String,
+}
+
+/// `[parallel]`: the degrees of the paper's four parallelisms (§3.3), ranks ordered
+/// [TP, CP, PP, DP]; their product is the number of processes (`mpirun -n`). Each is 1 when
+/// the section or the key is missing.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ParallelSection {
+    /// Tensor parallelism: each layer's weights split over this many ranks.
+    #[serde(default = "one")]
+    pub tp: usize,
+    /// Context parallelism: each sequence split over this many ranks.
+    #[serde(default = "one")]
+    pub cp: usize,
+    /// Pipeline parallelism: the layers split into this many stages.
+    #[serde(default = "one")]
+    pub pp: usize,
+    /// Data parallelism: each batch's rows split over this many replicas, the optimizer state
+    /// sharded over them.
+    #[serde(default = "one")]
+    pub dp: usize,
+}
+
+impl Default for ParallelSection {
+    fn default() -> ParallelSection {
+        ParallelSection {
+            tp: 1,
+            cp: 1,
+            pp: 1,
+            dp: 1,
+        }
+    }
+}
+
+impl ParallelSection {
+    /// The number of processes: the product of the degrees.
+    pub fn world_size(&self) -> usize {
+        self.tp * self.cp * self.pp * self.dp
+    }
+}
+
+fn one() -> usize {
+    1
 }
 
 /// `[data]`.
@@ -150,6 +196,8 @@ struct RecipeFile {
     anneal: Option<AnnealSection>,
     checkpoint: CheckpointSection,
     eval: EvalSection,
+    #[serde(default)]
+    parallel: ParallelSection,
 }
 
 impl Recipe {
@@ -166,7 +214,8 @@ impl Recipe {
             message,
         };
         let file: RecipeFile = toml::from_str(text).map_err(|e| bad(e.to_string()))?;
-        let settings: toml::Table = toml::from_str(text).map_err(|e| bad(e.to_string()))?;
+        let mut settings: toml::Table = toml::from_str(text).map_err(|e| bad(e.to_string()))?;
+        settings.remove("parallel");
         let fingerprint = herd_util::fingerprint::of_json(
             &serde_json::to_value(&settings).expect("TOML is JSON"),
         );
@@ -202,6 +251,7 @@ impl Recipe {
             anneal: file.anneal,
             checkpoint: file.checkpoint,
             eval: file.eval,
+            parallel: file.parallel,
             fingerprint,
         };
         recipe.check().map_err(bad)?;
@@ -298,6 +348,17 @@ impl Recipe {
         }
         at_least("keep_last", self.checkpoint.keep_last, 1).map_err(section("checkpoint"))?;
         at_least("rows", self.eval.rows, 1).map_err(section("eval"))?;
+        let p = &self.parallel;
+        for (key, degree) in [("tp", p.tp), ("cp", p.cp), ("pp", p.pp), ("dp", p.dp)] {
+            within(key, degree, 1, 1 << 16).map_err(section("parallel"))?;
+        }
+        if let Some(s) = t.stages.iter().find(|s| !s.batch_rows.is_multiple_of(p.dp)) {
+            return Err(format!(
+                "[parallel] dp = {} does not divide a stage's batch_rows {}: each data-parallel \
+                 rank computes an equal share of every batch",
+                p.dp, s.batch_rows
+            ));
+        }
         Ok(())
     }
 
@@ -396,6 +457,22 @@ mod tests {
         let tiny = Recipe::load(&dir.join("tiny.toml")).unwrap();
         let (state, activations) = tiny.memory_estimate();
         assert!(state + activations < 1_000_000_000);
+        // The paper's runs as data: its batches of 4M, 8M and 16M tokens, its layouts.
+        for (name, preset, world) in [
+            ("8b", "llama3.1-8b", 1024),
+            ("405b", "llama3.1-405b", 16384),
+        ] {
+            let recipe = Recipe::load(&dir.join(format!("{name}.toml"))).unwrap();
+            assert_eq!(recipe.model, LlamaConfig::preset(preset).unwrap(), "{name}");
+            assert_eq!(recipe.parallel.world_size(), world, "{name}");
+            let tokens: Vec<usize> = recipe
+                .training
+                .stages
+                .iter()
+                .map(|s| s.seq_len * s.batch_rows)
+                .collect();
+            assert_eq!(tokens, [1 << 22, 1 << 23, 1 << 24], "{name}");
+        }
     }
 
     #[test]
@@ -441,5 +518,42 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(err.contains("keep_lats"), "{err}");
+    }
+
+    #[test]
+    fn parallel_section_is_checked_and_left_out_of_the_fingerprint() {
+        let text = std::fs::read_to_string(
+            Path::new(env!("CARGO_MANIFEST_DIR")).join("../../recipes/tiny.toml"),
+        )
+        .unwrap();
+        let alone = Recipe::parse(&text, Path::new("x.toml")).unwrap();
+        assert_eq!(alone.parallel, ParallelSection::default());
+        assert_eq!(alone.parallel.world_size(), 1);
+        let shared = Recipe::parse(
+            &format!("{text}\n[parallel]\ndp = 2\n"),
+            Path::new("x.toml"),
+        )
+        .unwrap();
+        assert_eq!(shared.parallel.dp, 2);
+        assert_eq!(shared.parallel.world_size(), 2);
+        // The same steps on two processes: a checkpoint of either resumes under the other.
+        assert_eq!(shared.fingerprint, alone.fingerprint);
+        for (section, message) in [
+            ("dp = 0", "`dp`"),
+            ("tp = 0", "`tp`"),
+            ("dp = 3", "does not divide a stage's batch_rows"),
+            ("ranks = 2", "ranks"),
+        ] {
+            let err = Recipe::parse(
+                &format!("{text}\n[parallel]\n{section}\n"),
+                Path::new("x.toml"),
+            )
+            .unwrap_err()
+            .to_string();
+            assert!(
+                err.contains("x.toml") && err.contains(message),
+                "{section}: {err}"
+            );
+        }
     }
 }

@@ -51,8 +51,9 @@ pub trait StepSharing {
     /// process of a run does.
     fn writes_files(&self) -> bool;
 
-    /// Returns once every process has called it (the others then read what the writer wrote).
-    fn barrier(&self) -> Result<()>;
+    /// Whether every process's `ok` is true; returns once every process has called it (so the
+    /// others then read what the writer wrote, or all stop when one could not go on).
+    fn all_succeeded(&self, ok: bool) -> Result<bool>;
 }
 
 /// The whole step in this process: every row, the full AdamW state.
@@ -110,7 +111,7 @@ impl StepSharing for OneProcess {
         true
     }
 
-    fn barrier(&self) -> Result<()> {
-        Ok(())
+    fn all_succeeded(&self, ok: bool) -> Result<bool> {
+        Ok(ok)
     }
 }

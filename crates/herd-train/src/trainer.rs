@@ -98,10 +98,17 @@ pub fn pretrain_shared(
     let writer = sharing.writes_files();
     // From here on `out` holds this run (fresh, or resumed with the same recipe and data); the
     // other processes read it once the writer has made it so.
-    if writer {
-        checkpoint::open_run(options, "pretrain", &fingerprint)?;
+    let opened = match writer {
+        true => checkpoint::open_run(options, "pretrain", &fingerprint),
+        false => Ok(()),
+    };
+    if !sharing.all_succeeded(opened.is_ok())? {
+        opened?;
+        return Err(Error::Sharing(format!(
+            "the process that writes the run could not open {} (its error says why)",
+            out.display()
+        )));
     }
-    sharing.barrier()?;
     let ckpt_root = out.join("checkpoints");
     let existing = checkpoint::list_steps(&ckpt_root)?;
     let mut state = match existing.last() {

@@ -9,8 +9,8 @@
 //! - [`records`]: JSON records (`.jsonl`, `.json` arrays; gzip or zstd) with their positions,
 //!   a truncated or corrupt stream counted as a bad record rather than ending the run;
 //! - [`text`]: names from files made safe to print;
-//! - with the `testing` feature, [`testing`] (the one way a test skips) and [`fuzz`] (a seeded
-//!   mutation fuzzer over real files).
+//! - with the `testing` feature, [`testing`] (the one way a test skips), [`fuzz`] (a seeded
+//!   mutation fuzzer over real files) and [`mpirun`] (how MPI tests start their jobs).
 
 pub mod assets;
 pub mod check;
@@ -19,6 +19,8 @@ pub mod fingerprint;
 pub mod fs;
 #[cfg(feature = "testing")]
 pub mod fuzz;
+#[cfg(feature = "testing")]
+pub mod mpirun;
 pub mod records;
 pub mod seeded;
 #[cfg(feature = "testing")]

@@ -19,7 +19,8 @@ use clap::{Parser, Subcommand};
 #[derive(Parser)]
 #[command(name = "herd", version, about, long_about = None, propagate_version = true)]
 struct Cli {
-    /// Worker threads for tensor kernels (default: all cores).
+    /// Worker threads for tensor kernels (default: all cores; under mpirun, the cores divided
+    /// among the ranks on this machine).
     #[arg(long, global = true, env = "HERD_THREADS", value_parser = cmd::values::count)]
     threads: Option<usize>,
     #[command(subcommand)]
@@ -89,7 +90,10 @@ fn set_thread_count(cli: &Cli) {
     let threads = match (&cli.command, cli.threads) {
         (_, Some(n)) => n,
         (Command::Data(_) | Command::Tokenizer(_), None) => return,
-        (_, None) => candle_core::utils::get_num_threads(),
+        (_, None) => {
+            let ranks_here = herd_parallel::launch::launched_local_size().unwrap_or(1);
+            (candle_core::utils::get_num_threads() / ranks_here).max(1)
+        }
     };
     std::env::set_var("RAYON_NUM_THREADS", threads.to_string());
 }

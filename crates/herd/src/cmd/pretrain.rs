@@ -1,9 +1,13 @@
-//! `herd pretrain`: run a pretraining recipe (`recipes/*.toml`).
+//! `herd pretrain`: run a pretraining recipe (`recipes/*.toml`), in this process or as one of
+//! the ranks `mpirun` started for the recipe's `[parallel]` section.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 use anyhow::{bail, Result};
-use herd_train::{pretrain, Recipe, RunOptions};
+use herd_parallel::volume::{self, Precision, StepShape};
+use herd_parallel::Layout;
+use herd_train::{Recipe, RunOptions};
 
 /// Flags of `herd pretrain`.
 #[derive(clap::Args, Debug)]
@@ -28,19 +32,102 @@ pub struct Args {
     /// No progress bar.
     #[arg(long)]
     quiet: bool,
+    /// Under MPI: seconds one collective may wait before the job is ended, each rank writing
+    /// its last calls to <out>/flight-recorder/ (a dead or stuck rank then stops the job
+    /// instead of hanging it).
+    #[arg(long, default_value_t = 300.0, value_parser = positive_seconds)]
+    collective_timeout: f64,
+    /// Print, without training, what each rank of the recipe's [parallel] layout holds and
+    /// sends per step in each stage (tensor, context, pipeline and data parallelism), with
+    /// herd's f32 numerics or the paper's bf16 (gradients reduced in f32).
+    #[arg(long, value_name = "NUMERICS", num_args = 0..=1, default_missing_value = "f32")]
+    plan: Option<Numerics>,
+}
+
+/// The numerics a plan counts bytes in.
+#[derive(clap::ValueEnum, Clone, Copy, Debug)]
+enum Numerics {
+    /// herd on the CPU: f32 activations, gradients and parameters.
+    F32,
+    /// The paper's GPUs: bf16 activations and parameters, gradients reduced in f32.
+    Bf16,
+}
+
+fn positive_seconds(text: &str) -> std::result::Result<f64, String> {
+    match text.parse::<f64>() {
+        Ok(s) if s.is_finite() && s > 0.0 => Ok(s),
+        _ => Err(format!("{text:?} is not a positive number of seconds")),
+    }
 }
 
 /// Runs `herd pretrain`.
 pub fn run(args: Args) -> Result<()> {
     let recipe = Recipe::load(&args.recipe)?;
+    if let Some(numerics) = args.plan {
+        return plan(&recipe, numerics);
+    }
     let out = args
         .out
         .unwrap_or_else(|| PathBuf::from("runs").join(&recipe.name));
+    // Of the ranks of a parallel run, the first speaks for all.
+    let speaks = herd_parallel::launch::launched_rank().unwrap_or(0) == 0;
+    if speaks {
+        describe(&recipe, &args.recipe, &out)?;
+    }
+    let options = RunOptions {
+        out: out.clone(),
+        max_steps: args.max_steps,
+        resume: args.resume,
+        overwrite: args.overwrite,
+        progress: speaks && !args.quiet,
+    };
+    let timeout = Duration::from_secs_f64(args.collective_timeout);
+    let summary = herd_parallel::launch::pretrain(&recipe, &options, timeout)?;
+    if !speaks {
+        return Ok(());
+    }
+    let loss = |v: Option<f64>| v.map_or("-".to_string(), |v| format!("{v:.4}"));
+    eprintln!(
+        "step {}: loss {}, validation loss {}, {} skipped steps; metrics in {}",
+        summary.steps,
+        loss(summary.last_loss),
+        loss(summary.val_loss),
+        summary.skipped_steps,
+        out.join("metrics.jsonl").display()
+    );
+    match summary.final_model {
+        Some(dir) => eprintln!(
+            "final model: {} (try `herd generate --model {} --prompt …`)",
+            dir.display(),
+            dir.display()
+        ),
+        None => eprintln!(
+            "stopped before the end; continue with `herd pretrain --recipe {} --out {} --resume`",
+            args.recipe.display(),
+            out.display()
+        ),
+    }
+    Ok(())
+}
+
+/// Says what the run is (layout, shape, steps, memory) and refuses one this machine cannot hold.
+fn describe(recipe: &Recipe, path: &Path, out: &Path) -> Result<()> {
     let c = &recipe.model;
+    let p = recipe.parallel;
+    if p.world_size() > 1 {
+        eprintln!(
+            "parallel: tp {} × cp {} × pp {} × dp {} = {} processes",
+            p.tp,
+            p.cp,
+            p.pp,
+            p.dp,
+            p.world_size()
+        );
+    }
     eprintln!(
         "recipe {} ({}): {} layers, d {}, {:.1}M parameters, {} steps → {}",
         recipe.name,
-        args.recipe.display(),
+        path.display(),
         c.n_layers,
         c.dim,
         c.num_parameters() as f64 / 1e6,
@@ -67,36 +154,86 @@ pub fn run(args: Args) -> Result<()> {
             );
         }
     }
-    let options = RunOptions {
-        out: out.clone(),
-        max_steps: args.max_steps,
-        resume: args.resume,
-        overwrite: args.overwrite,
-        progress: !args.quiet,
-    };
-    let summary = pretrain(&recipe, &options)?;
-    let loss = |v: Option<f64>| v.map_or("-".to_string(), |v| format!("{v:.4}"));
-    eprintln!(
-        "step {}: loss {}, validation loss {}, {} skipped steps; metrics in {}",
-        summary.steps,
-        loss(summary.last_loss),
-        loss(summary.val_loss),
-        summary.skipped_steps,
-        out.join("metrics.jsonl").display()
+    Ok(())
+}
+
+/// Prints the rank share and the bytes each dimension sends per step, stage by stage.
+fn plan(recipe: &Recipe, numerics: Numerics) -> Result<()> {
+    let p = recipe.parallel;
+    let layout = Layout::new(p.tp, p.cp, p.pp, p.dp, p.world_size())?;
+    let c = &recipe.model;
+    let share = volume::rank_share(c, &layout)?;
+    let stages = volume::stage_layers(c.n_layers, p.pp)?;
+    println!(
+        "{}: tp {} × cp {} × pp {} × dp {} = {} ranks; layers per pipeline stage {}",
+        recipe.name,
+        p.tp,
+        p.cp,
+        p.pp,
+        p.dp,
+        p.world_size(),
+        stages
+            .iter()
+            .map(|l| l.to_string())
+            .collect::<Vec<_>>()
+            .join(" ")
     );
-    match summary.final_model {
-        Some(dir) => eprintln!(
-            "final model: {} (try `herd generate --model {} --prompt …`)",
-            dir.display(),
-            dir.display()
-        ),
-        None => eprintln!(
-            "stopped before the end; continue with `herd pretrain --recipe {} --out {} --resume`",
-            args.recipe.display(),
-            out.display()
-        ),
+    println!(
+        "busiest rank: {:.4e} parameters, {} of state (f32 weights and gradients; for its \
+         1/{} of each tensor, the reduced gradient and AdamW's moments)",
+        share.parameters as f64,
+        bytes(share.state_bytes),
+        p.dp
+    );
+    let precision = match numerics {
+        Numerics::F32 => Precision::F32,
+        Numerics::Bf16 => Precision::BF16,
+    };
+    let name = match numerics {
+        Numerics::F32 => "f32",
+        Numerics::Bf16 => "bf16, gradients reduced in f32",
+    };
+    println!("sent per step by the busiest rank of each dimension ({name}):");
+    println!(
+        "{:>10} {:>6} {:>7} {:>13} {:>10} {:>10} {:>10} {:>10} {:>10}",
+        "until step", "rows", "seq_len", "micro-batches", "TP", "CP", "PP", "DP", "total"
+    );
+    for stage in &recipe.training.stages {
+        let shape = StepShape {
+            rows: stage.batch_rows,
+            seq_len: stage.seq_len,
+            micro_batch_rows: recipe.training.micro_batch_rows,
+        };
+        let v = volume::step_volume(c, &layout, &shape, &precision)?;
+        println!(
+            "{:>10} {:>6} {:>7} {:>13} {:>10} {:>10} {:>10} {:>10} {:>10}",
+            stage.until_step,
+            stage.batch_rows,
+            stage.seq_len,
+            stage.batch_rows / p.dp / recipe.training.micro_batch_rows,
+            bytes(v.tp),
+            bytes(v.cp),
+            bytes(v.pp),
+            bytes(v.dp),
+            bytes(v.total())
+        );
     }
     Ok(())
+}
+
+/// `bytes` in B, kB, MB, GB or TB (powers of 1000), three significant digits.
+fn bytes(bytes: u64) -> String {
+    let units = ["B", "kB", "MB", "GB", "TB"];
+    let mut value = bytes as f64;
+    let mut unit = 0;
+    while value >= 1000.0 && unit < units.len() - 1 {
+        value /= 1000.0;
+        unit += 1;
+    }
+    match unit {
+        0 => format!("{bytes} B"),
+        _ => format!("{value:.3} {}", units[unit]),
+    }
 }
 
 /// `MemAvailable` of /proc/meminfo in bytes (Linux), if readable.

@@ -1,0 +1,127 @@
+//! A pretraining run under its recipe's `[parallel]` section: in this process when the section
+//! asks for one process and no launcher started several; otherwise as one of the ranks
+//! `mpirun -n N herd pretrain …` started, the parallel plans wrapping the trainer.
+//!
+//! So far the plan is data parallelism ([`DataParallel`]); a recipe with `tp`, `cp` or `pp`
+//! above 1 is refused by name before anything starts.
+
+use std::time::Duration;
+
+use herd_train::{Recipe, RunOptions, RunSummary};
+
+#[cfg(feature = "mpi")]
+use crate::data_parallel::{train_error, DataParallel};
+
+/// Where launchers tell a process its rank: Open MPI's `mpirun`, then PMI (MPICH's Hydra,
+/// Slurm's `srun`).
+const RANK_VARIABLES: [&str; 2] = ["OMPI_COMM_WORLD_RANK", "PMI_RANK"];
+
+/// Where the same launchers tell a process the job's size.
+const SIZE_VARIABLES: [&str; 2] = ["OMPI_COMM_WORLD_SIZE", "PMI_SIZE"];
+
+fn launcher_number(variables: &[&str]) -> Option<usize> {
+    variables
+        .iter()
+        .find_map(|v| std::env::var(v).ok()?.parse().ok())
+}
+
+/// Where the same launchers tell a process how many of the job's processes share its machine.
+const LOCAL_SIZE_VARIABLES: [&str; 2] = ["OMPI_COMM_WORLD_LOCAL_SIZE", "MPI_LOCALNRANKS"];
+
+/// This process's rank as an MPI launcher set it (`None` outside one). Readable before MPI
+/// starts, so only rank 0 prints and draws progress.
+pub fn launched_rank() -> Option<usize> {
+    launcher_number(&RANK_VARIABLES)
+}
+
+/// The job's number of processes as an MPI launcher set it (`None` outside one).
+pub fn launched_size() -> Option<usize> {
+    launcher_number(&SIZE_VARIABLES)
+}
+
+/// How many processes of the job share this machine, as an MPI launcher set it (`None` outside
+/// one): they share its cores.
+pub fn launched_local_size() -> Option<usize> {
+    launcher_number(&LOCAL_SIZE_VARIABLES)
+}
+
+/// Runs (or resumes) `recipe` as its `[parallel]` section lays it out. Under MPI each rank
+/// calls this; a collective that waits longer than `collective_timeout` ends the job, every
+/// rank writing its flight recorder to `<out>/flight-recorder/`.
+pub fn pretrain(
+    recipe: &Recipe,
+    options: &RunOptions,
+    collective_timeout: Duration,
+) -> herd_train::Result<RunSummary> {
+    let p = recipe.parallel;
+    let bad = |message: String| herd_train::Error::Recipe {
+        path: recipe.path.display().to_string(),
+        message,
+    };
+    if let Some((key, degree)) = [("tp", p.tp), ("cp", p.cp), ("pp", p.pp)]
+        .into_iter()
+        .find(|(_, degree)| *degree > 1)
+    {
+        return Err(bad(format!(
+            "[parallel] {key} = {degree}: herd shares runs by data parallelism only so far \
+             (tp, cp and pp must be 1)"
+        )));
+    }
+    match launched_size() {
+        None if p.world_size() == 1 => herd_train::pretrain(recipe, options),
+        None => Err(bad(format!(
+            "[parallel] asks for {n} processes: start them with `mpirun -n {n} herd pretrain …`",
+            n = p.world_size()
+        ))),
+        Some(_) => pretrain_on_mpi(recipe, options, collective_timeout),
+    }
+}
+
+/// One rank of a data-parallel run over MPI.
+#[cfg(feature = "mpi")]
+fn pretrain_on_mpi(
+    recipe: &Recipe,
+    options: &RunOptions,
+    collective_timeout: Duration,
+) -> herd_train::Result<RunSummary> {
+    use crate::collectives::Collectives;
+    use crate::layout::{Dim, Layout};
+    use crate::mpi::{MpiWorld, Watchdog};
+
+    let mpi = MpiWorld::init(Watchdog {
+        timeout: collective_timeout,
+        dump_dir: options.out.join("flight-recorder"),
+    })
+    .map_err(train_error)?;
+    let world = mpi.world();
+    let p = recipe.parallel;
+    let layout = Layout::new(p.tp, p.cp, p.pp, p.dp, world.size()).map_err(|e| {
+        herd_train::Error::Recipe {
+            path: recipe.path.display().to_string(),
+            message: e.to_string(),
+        }
+    })?;
+    let data = world.split(&layout, Dim::Data).map_err(train_error)?;
+    herd_train::pretrain_shared(recipe, options, &|params, config| {
+        Ok(Box::new(DataParallel::new(&data, params, config)?))
+    })
+}
+
+/// Without MPI built in, a launched job or a `[parallel]` section of several processes cannot
+/// run: say how to get a herd that can.
+#[cfg(not(feature = "mpi"))]
+fn pretrain_on_mpi(
+    recipe: &Recipe,
+    _options: &RunOptions,
+    _collective_timeout: Duration,
+) -> herd_train::Result<RunSummary> {
+    Err(herd_train::Error::Recipe {
+        path: recipe.path.display().to_string(),
+        message: format!(
+            "an MPI launcher started this process ([parallel] asks for {} processes), but this \
+             herd was built without MPI: build it with `cargo build --release -p herd --features \
+             mpi` (Debian: apt-get install libopenmpi-dev openmpi-bin libclang-dev pkg-config)",
+            recipe.parallel.world_size()
+        ),
+    })
+}

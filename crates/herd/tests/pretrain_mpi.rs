@@ -1,0 +1,285 @@
+//! `herd pretrain` as 2 ranks of `mpirun` with the recipe's `[parallel] dp = 2` (data
+//! parallelism, optimizer state sharded): on real text, its loss at each of 20 steps and its
+//! final (annealed, averaged) weights equal one process's within 1e-5; a checkpoint it saves
+//! resumes in one process and ends where that one ends; the bytes each rank sends per step, as
+//! Open MPI's monitoring counts them, are herd-parallel's formula's; a rank that cannot open the
+//! run ends the job at once with its error, not after the collective timeout; and a recipe that
+//! asks for 2 processes refuses to start without a launcher.
+
+use std::path::Path;
+use std::process::{Command, Output};
+use std::time::{Duration, Instant};
+
+mod common;
+use common::{alice_shards, herd, recipe};
+
+/// Runs `herd` with `args` as `ranks` processes of `mpirun`.
+fn mpirun_herd(ranks: usize, args: &[&str]) -> Output {
+    mpirun_herd_with(ranks, &[], args)
+}
+
+/// Runs `herd` with `args` as `ranks` processes of `mpirun` with `mpirun_args` before them.
+fn mpirun_herd_with(ranks: usize, mpirun_args: &[&str], args: &[&str]) -> Output {
+    herd_util::mpirun::mpirun(ranks)
+        .args(mpirun_args)
+        .arg(env!("CARGO_BIN_EXE_herd"))
+        .args(args)
+        .output()
+        .expect("mpirun (Debian: openmpi-bin) must be on PATH for herd's mpi feature's tests")
+}
+
+fn succeeded(output: &Output, what: &str) {
+    assert!(
+        output.status.success(),
+        "{what}: {}\n{}\n{}",
+        output.status,
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+}
+
+fn losses(run: &Path) -> Vec<f64> {
+    let text = std::fs::read_to_string(run.join("metrics.jsonl")).unwrap();
+    text.lines()
+        .map(|l| {
+            serde_json::from_str::<serde_json::Value>(l).unwrap()["loss"]
+                .as_f64()
+                .unwrap()
+        })
+        .collect()
+}
+
+/// The largest difference between two final models' tensors, relative to each tensor's
+/// largest value.
+fn weight_difference(a: &Path, b: &Path) -> f64 {
+    let load = |p: &Path| {
+        candle_core::safetensors::load(p.join("final/model.safetensors"), &candle_core::Device::Cpu)
+            .unwrap()
+    };
+    let (a, b) = (load(a), load(b));
+    assert_eq!(a.len(), b.len());
+    let mut worst = 0.0f64;
+    for (name, x) in &a {
+        let x: Vec<f32> = x.flatten_all().unwrap().to_vec1().unwrap();
+        let y: Vec<f32> = b[name].flatten_all().unwrap().to_vec1().unwrap();
+        let scale = x.iter().fold(0.0f32, |m, v| m.max(v.abs())).max(1e-6);
+        for (p, q) in x.iter().zip(&y) {
+            worst = worst.max(f64::from((p - q).abs() / scale));
+        }
+    }
+    worst
+}
+
+/// The largest relative differences of `run`'s step losses and final weights from
+/// `reference`'s; each must be within 1e-5.
+fn compare(reference: &Path, run: &Path) -> (f64, f64) {
+    let (a, b) = (losses(reference), losses(run));
+    assert_eq!((a.len(), b.len()), (20, 20), "{}", run.display());
+    let worst = a
+        .iter()
+        .zip(&b)
+        .map(|(x, y)| (x - y).abs() / x.abs())
+        .fold(0.0, f64::max);
+    assert!(
+        worst <= 1e-5,
+        "{}: losses differ by {worst:e}",
+        run.display()
+    );
+    let weights = weight_difference(reference, run);
+    assert!(
+        weights <= 1e-5,
+        "{}: final weights differ by {weights:e}",
+        run.display()
+    );
+    (worst, weights)
+}
+
+#[test]
+fn data_parallel_pretraining_under_mpirun_equals_one_process() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path();
+    if alice_shards(root).is_none() {
+        return;
+    }
+    let s = |p: &Path| p.display().to_string();
+    let alone = recipe(root, 20);
+    let shared = root.join("recipe-dp2.toml");
+    let text = std::fs::read_to_string(&alone).unwrap();
+    std::fs::write(&shared, format!("{text}\n[parallel]\ndp = 2\n")).unwrap();
+    let (alone, shared) = (s(&alone), s(&shared));
+
+    let single = root.join("single");
+    herd(&[
+        "pretrain",
+        "--recipe",
+        &alone,
+        "--out",
+        &s(&single),
+        "--quiet",
+    ]);
+    let dp2 = root.join("dp2");
+    let output = mpirun_herd(
+        2,
+        &[
+            "pretrain",
+            "--recipe",
+            &shared,
+            "--out",
+            &s(&dp2),
+            "--quiet",
+        ],
+    );
+    succeeded(&output, "DP 2");
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(
+        stderr.matches("final model:").count(),
+        1,
+        "only rank 0 reports:\n{stderr}"
+    );
+    let (losses_dp, weights_dp) = compare(&single, &dp2);
+
+    // Saved by 2 ranks at step 8, resumed by one process under the recipe without [parallel].
+    let resharded = root.join("resharded");
+    let output = mpirun_herd(
+        2,
+        &[
+            "pretrain",
+            "--recipe",
+            &shared,
+            "--out",
+            &s(&resharded),
+            "--max-steps",
+            "8",
+            "--quiet",
+        ],
+    );
+    succeeded(&output, "DP 2 to step 8");
+    herd(&[
+        "pretrain",
+        "--recipe",
+        &alone,
+        "--out",
+        &s(&resharded),
+        "--resume",
+        "--quiet",
+    ]);
+    let (losses_resumed, weights_resumed) = compare(&single, &resharded);
+    println!(
+        "DP 2 over 20 steps: losses within {losses_dp:.1e} of one process, final weights within \
+         {weights_dp:.1e}; DP 2 to step 8, then one process: {losses_resumed:.1e} and \
+         {weights_resumed:.1e}"
+    );
+
+    // What each rank sends in one step, as Open MPI's monitoring counts the bytes of its
+    // collectives: the difference between runs of 3 and 2 steps.
+    let sent = |steps: &str| -> Vec<u64> {
+        let prefix = root.join(format!("traffic-{steps}"));
+        let output = mpirun_herd_with(
+            2,
+            &[
+                "--mca",
+                "pml_monitoring_enable",
+                "2",
+                "--mca",
+                "pml_monitoring_enable_output",
+                "3",
+                "--mca",
+                "pml_monitoring_filename",
+                &s(&prefix),
+            ],
+            &[
+                "pretrain",
+                "--recipe",
+                &shared,
+                "--out",
+                &s(&root.join(format!("steps-{steps}"))),
+                "--max-steps",
+                steps,
+                "--quiet",
+            ],
+        );
+        succeeded(&output, "DP 2 under Open MPI's monitoring");
+        (0..2)
+            .map(|rank| {
+                let report = format!("{}.{rank}.prof", prefix.display());
+                let text =
+                    std::fs::read_to_string(&report).unwrap_or_else(|e| panic!("{report}: {e}"));
+                let line = text.lines().find(|l| l.starts_with("C\t")).expect(&report);
+                let bytes = line.split('\t').nth(3).expect("C rank peer bytes");
+                bytes.trim_end_matches(" bytes").parse().expect("a count")
+            })
+            .collect()
+    };
+    let (two, three) = (sent("2"), sent("3"));
+    let recipe = herd_train::Recipe::load(Path::new(&shared)).unwrap();
+    let layout = herd_parallel::Layout::new(1, 1, 1, 2, 2).unwrap();
+    let stage = &recipe.training.stages[0];
+    let shape = herd_parallel::volume::StepShape {
+        rows: stage.batch_rows,
+        seq_len: stage.seq_len,
+        micro_batch_rows: recipe.training.micro_batch_rows,
+    };
+    let formula = herd_parallel::volume::step_volume(
+        &recipe.model,
+        &layout,
+        &shape,
+        &herd_parallel::volume::Precision::F32,
+    )
+    .unwrap();
+    for rank in 0..2 {
+        let step = three[rank] - two[rank];
+        println!(
+            "rank {rank} sent {step} bytes in step 3; the formula says {}",
+            formula.dp
+        );
+        assert_eq!(step, formula.dp, "rank {rank}");
+    }
+
+    // Rank 0 cannot open the run (its folder holds something else): both ranks stop at once,
+    // long before the collective timeout, with rank 0's reason.
+    let taken = root.join("taken");
+    std::fs::create_dir(&taken).unwrap();
+    std::fs::write(taken.join("notes.txt"), "mine").unwrap();
+    let started = Instant::now();
+    let output = mpirun_herd(
+        2,
+        &[
+            "pretrain",
+            "--recipe",
+            &shared,
+            "--out",
+            &s(&taken),
+            "--collective-timeout",
+            "600",
+            "--quiet",
+        ],
+    );
+    let took = started.elapsed();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(!output.status.success(), "{stderr}");
+    assert!(took < Duration::from_secs(120), "took {took:?}:\n{stderr}");
+    assert!(
+        stderr.contains("taken"),
+        "rank 0's error names the folder:\n{stderr}"
+    );
+    assert_eq!(
+        std::fs::read_to_string(taken.join("notes.txt")).unwrap(),
+        "mine"
+    );
+
+    // Two processes asked for, none launched.
+    let output = Command::new(env!("CARGO_BIN_EXE_herd"))
+        .args([
+            "pretrain",
+            "--recipe",
+            &shared,
+            "--out",
+            &s(&root.join("x")),
+        ])
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(!output.status.success());
+    assert!(stderr.contains("mpirun -n 2"), "{stderr}");
+    assert!(!root.join("x").exists());
+}
