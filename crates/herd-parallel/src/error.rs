@@ -14,6 +14,9 @@ pub enum Error {
         /// What did not fit.
         message: String,
     },
+    /// A supervised job could not be started or failed beyond its restarts.
+    #[error("launch: {0}")]
+    Launch(String),
 }
 
 /// herd-parallel's result type.

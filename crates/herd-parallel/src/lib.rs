@@ -1,7 +1,8 @@
 //! Parallel training (paper §3.3): the collectives ranks use to exchange tensors, the layout
 //! that orders ranks as [TP, CP, PP, DP] and names each rank's groups, and the parallel plans —
 //! so far [`DataParallel`], data parallelism with sharded optimizer state — and [`launch`], which
-//! runs a recipe under its `[parallel]` section.
+//! runs a recipe under its `[parallel]` section, and [`supervisor`], which restarts a job that
+//! lost a rank from its last checkpoint.
 //!
 //! The model and the trainer never learn about ranks: the parallel plans wrap them from outside,
 //! as torchtitan's `parallelize` does, through the [`Collectives`] trait. Two implementations:
@@ -18,6 +19,7 @@ pub mod layout;
 #[cfg(feature = "mpi")]
 pub mod mpi;
 pub mod recorder;
+pub mod supervisor;
 pub mod volume;
 
 pub use collectives::{check_lengths, Collectives, SingleProcess};

@@ -6,19 +6,23 @@
 
 use std::process::Command;
 
-/// `mpirun -n ranks` with the flags above; the caller adds its own and the program.
+/// The flags for `mpirun` that put every rank on this machine.
+pub const FLAGS: [&str; 3] = ["--oversubscribe", "--bind-to", "none"];
+
+/// The environment Open MPI needs in CI's containers.
+pub const ENVIRONMENT: [(&str, &str); 3] = [
+    ("OMPI_ALLOW_RUN_AS_ROOT", "1"),
+    ("OMPI_ALLOW_RUN_AS_ROOT_CONFIRM", "1"),
+    ("OMPI_MCA_btl_vader_single_copy_mechanism", "none"),
+];
+
+/// `mpirun -n ranks` with the flags and environment above; the caller adds its own and the
+/// program.
 pub fn mpirun(ranks: usize) -> Command {
     let mut command = Command::new("mpirun");
     command
-        .args([
-            "-n",
-            &ranks.to_string(),
-            "--oversubscribe",
-            "--bind-to",
-            "none",
-        ])
-        .env("OMPI_ALLOW_RUN_AS_ROOT", "1")
-        .env("OMPI_ALLOW_RUN_AS_ROOT_CONFIRM", "1")
-        .env("OMPI_MCA_btl_vader_single_copy_mechanism", "none");
+        .args(["-n", &ranks.to_string()])
+        .args(FLAGS)
+        .envs(ENVIRONMENT);
     command
 }

@@ -62,6 +62,9 @@ enum Command {
     /// Pretrain a Llama 3 model from a recipe (packed documents, AdamW, LR and batch schedules,
     /// annealing, checkpoint averaging, exact resume).
     Pretrain(cmd::pretrain::Args),
+    /// Write the sbatch script that pretrains a recipe on a Slurm cluster (N nodes × P
+    /// processes, restarts after failures, resume after a requeue).
+    Slurm(cmd::slurm::Args),
     /// Supervised fine-tuning on conversations: loss on the assistant's tokens, packed rows.
     Sft(cmd::sft::Args),
     /// Reward model: train on preference pairs, or score conversations and pairs.
@@ -120,6 +123,7 @@ fn main() {
         Command::Tokenizer(command) => cmd::tokenizer::run(command),
         Command::Data(command) => cmd::data::run(command),
         Command::Pretrain(args) => cmd::pretrain::run(args),
+        Command::Slurm(args) => cmd::slurm::run(args),
         Command::Sft(args) => cmd::sft::run(args),
         Command::Rm(command) => cmd::rm::run(command),
         Command::Rs(args) => cmd::rs::run(args),

@@ -4,10 +4,9 @@
 
 use std::path::Path;
 use std::process::Command;
-use std::time::{Duration, Instant};
 
 mod common;
-use common::{alice_shards, herd, recipe};
+use common::{alice_shards, herd, recipe, wait_while_running_for};
 
 fn losses(out: &Path) -> Vec<String> {
     let text = std::fs::read_to_string(out.join("metrics.jsonl")).unwrap();
@@ -51,18 +50,7 @@ fn killed_and_resumed_run_matches_an_uninterrupted_one() {
         .spawn()
         .unwrap();
     // Kill it once it has passed its third checkpoint, wherever it is then.
-    let started = Instant::now();
-    while !killed.join("checkpoints/step-00000012").exists() {
-        assert!(
-            started.elapsed() < Duration::from_secs(300),
-            "no checkpoint appeared"
-        );
-        assert!(
-            child.try_wait().unwrap().is_none(),
-            "the run ended before it was killed"
-        );
-        std::thread::sleep(Duration::from_millis(5));
-    }
+    wait_while_running_for(&killed.join("checkpoints/step-00000012"), &mut child);
     child.kill().unwrap(); // SIGKILL
     child.wait().unwrap();
     assert!(!killed.join("final").exists());

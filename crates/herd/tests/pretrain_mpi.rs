@@ -1,7 +1,9 @@
 //! `herd pretrain` as 2 ranks of `mpirun` with the recipe's `[parallel] dp = 2` (data
 //! parallelism, optimizer state sharded): on real text, its loss at each of 20 steps and its
 //! final (annealed, averaged) weights equal one process's within 1e-5; a checkpoint it saves
-//! resumes in one process and ends where that one ends; the bytes each rank sends per step, as
+//! resumes in one process and ends where that one ends; under `herd pretrain --launch 2`, a rank
+//! killed with -9 mid-run makes the launcher restart the job from its last checkpoint, and it
+//! ends with the uninterrupted run's weights bit for bit; the bytes each rank sends per step, as
 //! Open MPI's monitoring counts them, are herd-parallel's formula's; a rank that cannot open the
 //! run ends the job at once with its error, not after the collective timeout; and a recipe that
 //! asks for 2 processes refuses to start without a launcher.
@@ -11,7 +13,7 @@ use std::process::{Command, Output};
 use std::time::{Duration, Instant};
 
 mod common;
-use common::{alice_shards, herd, recipe};
+use common::{alice_shards, herd, recipe, wait_while_running_for};
 
 /// Runs `herd` with `args` as `ranks` processes of `mpirun`.
 fn mpirun_herd(ranks: usize, args: &[&str]) -> Output {
@@ -26,6 +28,20 @@ fn mpirun_herd_with(ranks: usize, mpirun_args: &[&str], args: &[&str]) -> Output
         .args(args)
         .output()
         .expect("mpirun (Debian: openmpi-bin) must be on PATH for herd's mpi feature's tests")
+}
+
+/// The process id of rank `rank` of the job writing `run` (its command line names the folder).
+fn rank_process(run: &Path, rank: usize) -> Option<u32> {
+    let want_rank = format!("OMPI_COMM_WORLD_RANK={rank}");
+    let folder = run.display().to_string();
+    std::fs::read_dir("/proc").ok()?.find_map(|entry| {
+        let pid: u32 = entry.ok()?.file_name().to_str()?.parse().ok()?;
+        let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).ok()?;
+        let environ = std::fs::read(format!("/proc/{pid}/environ")).ok()?;
+        let has =
+            |bytes: &[u8], what: &str| bytes.split(|b| *b == 0).any(|part| part == what.as_bytes());
+        (has(&cmdline, &folder) && has(&environ, &want_rank)).then_some(pid)
+    })
 }
 
 fn succeeded(output: &Output, what: &str) {
@@ -137,6 +153,56 @@ fn data_parallel_pretraining_under_mpirun_equals_one_process() {
         "only rank 0 reports:\n{stderr}"
     );
     let (losses_dp, weights_dp) = compare(&single, &dp2);
+
+    // A rank killed with -9 mid-run: the launcher restarts the job from its last checkpoint.
+    let launched = root.join("launched");
+    let mut launcher = Command::new(env!("CARGO_BIN_EXE_herd"))
+        .args([
+            "pretrain",
+            "--launch",
+            "2",
+            "--mpirun-args",
+            &herd_util::mpirun::FLAGS.join(" "),
+            "--recipe",
+            &shared,
+            "--out",
+            &s(&launched),
+            "--quiet",
+        ])
+        .envs(herd_util::mpirun::ENVIRONMENT)
+        .spawn()
+        .unwrap();
+    wait_while_running_for(&launched.join("checkpoints/step-00000004"), &mut launcher);
+    let rank_one = rank_process(&launched, 1).expect("rank 1 is running");
+    let killed = Command::new("kill")
+        .args(["-9", &rank_one.to_string()])
+        .status()
+        .unwrap();
+    assert!(killed.success());
+    assert!(launcher.wait().unwrap().success(), "the launcher failed");
+    let attempts: Vec<serde_json::Value> = std::fs::read_to_string(launched.join("launch.jsonl"))
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(attempts.len(), 2, "{attempts:?}");
+    assert_eq!(attempts[0]["success"], false);
+    assert!(
+        attempts[0]["failure"].to_string().contains("rank 1"),
+        "the log names the killed rank: {}",
+        attempts[0]
+    );
+    assert_eq!(attempts[1]["success"], true);
+    assert!(attempts[1]["resumed_from_step"].as_u64().unwrap() >= 4);
+    let weights = |run: &Path| std::fs::read(run.join("final/model.safetensors")).unwrap();
+    assert!(
+        weights(&launched) == weights(&dp2),
+        "the restarted job's weights differ from the uninterrupted run's"
+    );
+    println!(
+        "a rank killed with -9 after step {}: restarted from step {}, final weights identical",
+        attempts[0]["checkpoint_after"], attempts[1]["resumed_from_step"]
+    );
 
     // Saved by 2 ranks at step 8, resumed by one process under the recipe without [parallel].
     let resharded = root.join("resharded");

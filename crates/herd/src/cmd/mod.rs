@@ -19,6 +19,7 @@ pub mod scaling;
 pub mod score;
 pub mod serve;
 pub mod sft;
+pub mod slurm;
 pub mod tokenizer;
 pub mod tokens;
 pub mod train_args;

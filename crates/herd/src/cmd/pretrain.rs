@@ -2,9 +2,12 @@
 //! the ranks `mpirun` started for the recipe's `[parallel]` section.
 
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{bail, Result};
+use herd_parallel::supervisor::{self, Job};
 use herd_parallel::volume::{self, Precision, StepShape};
 use herd_parallel::Layout;
 use herd_train::{Recipe, RunOptions};
@@ -42,6 +45,23 @@ pub struct Args {
     /// herd's f32 numerics or the paper's bf16 (gradients reduced in f32).
     #[arg(long, value_name = "NUMERICS", num_args = 0..=1, default_missing_value = "f32")]
     plan: Option<Numerics>,
+    /// Start the recipe's N processes with `mpirun -n N` and watch them: when the job fails (a
+    /// rank killed, a collective timed out), start it again from its last checkpoint, up to
+    /// --max-restarts times; <out>/launch.jsonl logs each attempt and what failed.
+    #[arg(long, value_name = "N")]
+    launch: Option<usize>,
+    /// With --launch: restarts allowed after the first attempt.
+    #[arg(long, default_value_t = 3, requires = "launch")]
+    max_restarts: usize,
+    /// With --launch: arguments for mpirun itself, space-separated (e.g. "--hostfile hosts"
+    /// or "--oversubscribe").
+    #[arg(
+        long,
+        default_value = "",
+        requires = "launch",
+        allow_hyphen_values = true
+    )]
+    mpirun_args: String,
 }
 
 /// The numerics a plan counts bytes in.
@@ -68,7 +88,11 @@ pub fn run(args: Args) -> Result<()> {
     }
     let out = args
         .out
+        .clone()
         .unwrap_or_else(|| PathBuf::from("runs").join(&recipe.name));
+    if let Some(ranks) = args.launch {
+        return launch(&args, &recipe, &out, ranks);
+    }
     // Of the ranks of a parallel run, the first speaks for all.
     let speaks = herd_parallel::launch::launched_rank().unwrap_or(0) == 0;
     if speaks {
@@ -107,6 +131,65 @@ pub fn run(args: Args) -> Result<()> {
             out.display()
         ),
     }
+    Ok(())
+}
+
+/// Runs the recipe as `ranks` processes of `mpirun` under the supervisor, which restarts the
+/// job with `--resume` after a failure.
+fn launch(args: &Args, recipe: &Recipe, out: &Path, ranks: usize) -> Result<()> {
+    let wanted = recipe.parallel.world_size();
+    if ranks != wanted {
+        bail!(
+            "--launch {ranks}, but the recipe's [parallel] section asks for {wanted} processes \
+             (tp × cp × pp × dp)"
+        );
+    }
+    let mut first = vec![
+        "pretrain".to_string(),
+        "--recipe".into(),
+        args.recipe.display().to_string(),
+        "--out".into(),
+        out.display().to_string(),
+        "--collective-timeout".into(),
+        args.collective_timeout.to_string(),
+    ];
+    if let Some(steps) = args.max_steps {
+        first.extend(["--max-steps".into(), steps.to_string()]);
+    }
+    if args.quiet {
+        first.push("--quiet".into());
+    }
+    let mut resume = first.clone();
+    resume.push("--resume".into());
+    if args.resume {
+        first.push("--resume".into());
+    }
+    if args.overwrite {
+        first.push("--overwrite".into());
+    }
+    let job = Job {
+        ranks,
+        mpirun_args: args
+            .mpirun_args
+            .split_whitespace()
+            .map(String::from)
+            .collect(),
+        program: std::env::current_exe()?,
+        first_args: first,
+        resume_args: resume,
+        run_dir: out.to_path_buf(),
+        max_restarts: args.max_restarts,
+    };
+    let interrupted = Arc::new(AtomicBool::new(false));
+    let flag = interrupted.clone();
+    ctrlc::set_handler(move || flag.store(true, Ordering::SeqCst))?;
+    let outcome = supervisor::supervise(&job, &interrupted)?;
+    eprintln!(
+        "launch: the job ended after {} attempt{}; log in {}",
+        outcome.attempts,
+        if outcome.attempts == 1 { "" } else { "s" },
+        out.join("launch.jsonl").display()
+    );
     Ok(())
 }
 

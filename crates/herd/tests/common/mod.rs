@@ -5,7 +5,8 @@
 
 use std::io::Read;
 use std::path::{Path, PathBuf};
-use std::process::Command;
+use std::process::{Child, Command};
+use std::time::{Duration, Instant};
 
 /// Runs `herd` with `args` and asserts that it succeeds.
 pub fn herd(args: &[&str]) {
@@ -101,4 +102,23 @@ pub fn pretrain_on_alice(root: &Path, total: usize, max_seq_len: usize) -> Optio
         "--quiet",
     ]);
     Some(out.join("final"))
+}
+
+/// Waits until `path` exists while `child` (the run that will write it) keeps running; fails
+/// after 5 minutes or if the child ends first.
+pub fn wait_while_running_for(path: &Path, child: &mut Child) {
+    let started = Instant::now();
+    while !path.exists() {
+        assert!(
+            started.elapsed() < Duration::from_secs(300),
+            "{} did not appear",
+            path.display()
+        );
+        assert!(
+            child.try_wait().unwrap().is_none(),
+            "the run ended before {} appeared",
+            path.display()
+        );
+        std::thread::sleep(Duration::from_millis(5));
+    }
 }
