@@ -9,13 +9,17 @@
 //! DP, rank r holds its r-th slice. A step moves one parameter at a time, so besides the
 //! weights, the gradients and the rank's shards (gradient, moments) it needs room for one
 //! parameter only — memory per rank falls toward 8 bytes per parameter as DP grows, where one
-//! process needs 16. A checkpoint gathers the moments back into herd-train's per-parameter
-//! layout, so a run saved under DP resumes under any other DP degree or in one process.
+//! process needs 16. In a checkpoint each rank writes its own slices
+//! (`optimizer-RRRRR-of-NNNNN.safetensors`, herd-train's sharded layout), so nothing is gathered
+//! to save; a run saved under DP resumes under any other DP degree or in one process.
 
 use std::collections::HashMap;
 
-use candle_core::{DType, Tensor};
+use std::path::Path;
+
+use candle_core::{DType, Device, Tensor};
 use herd_train::adamw::AdamWConfig;
+use herd_train::checkpoint;
 use herd_train::params::Parameters;
 use herd_train::sharing::StepSharing;
 
@@ -83,9 +87,8 @@ impl<'g> DataParallel<'g> {
     /// This rank's slice of `tensor` (parameter `i`), padded with zeros.
     fn slice_of(&self, i: usize, tensor: &Tensor) -> herd_train::Result<Vec<f32>> {
         let shard = self.shards[i];
-        let start = (self.group.rank() * shard.per_rank).min(shard.len);
-        let end = (start + shard.per_rank).min(shard.len);
-        let mut slice = values(&tensor.flatten_all()?.narrow(0, start, end - start)?)?;
+        let range = checkpoint::shard_range(shard.len, self.group.size(), self.group.rank());
+        let mut slice = values(&tensor.flatten_all()?.narrow(0, range.start, range.len())?)?;
         slice.resize(shard.per_rank, 0.0);
         Ok(slice)
     }
@@ -182,38 +185,54 @@ impl StepSharing for DataParallel<'_> {
         Ok(norm)
     }
 
-    fn optimizer_state(&self, params: &Parameters) -> herd_train::Result<HashMap<String, Tensor>> {
-        let mut state = HashMap::new();
+    fn save_optimizer(&self, params: &Parameters, dir: &Path) -> herd_train::Result<()> {
+        let mut slices = HashMap::new();
         for (prefix, moments) in [("exp_avg", &self.m), ("exp_avg_sq", &self.v)] {
-            for (i, (name, var)) in params.names().iter().zip(params.vars()).enumerate() {
-                let whole = self.gather(i, &moments[i], var.as_tensor())?;
-                state.insert(format!("{prefix}.{name}"), whole.to_dtype(DType::F32)?);
+            for (name, moment) in params.names().iter().zip(moments) {
+                let tensor = Tensor::from_slice(moment, moment.len(), &Device::Cpu)?;
+                slices.insert(format!("{prefix}.{name}"), tensor);
             }
         }
-        Ok(state)
+        let name = checkpoint::optimizer_shard_name(self.group.rank(), self.group.size());
+        let path = dir.join(name);
+        candle_core::safetensors::save(&slices, &path)
+            .map_err(|e| herd_train::Error::Checkpoint(format!("{}: {e}", path.display())))
     }
 
-    fn restore(
-        &mut self,
-        params: &Parameters,
-        state: &HashMap<String, Tensor>,
-        steps: u64,
-    ) -> herd_train::Result<()> {
+    fn restore(&mut self, params: &Parameters, dir: &Path, steps: u64) -> herd_train::Result<()> {
+        // Saved by as many processes: this rank reads its own file; otherwise the whole state.
+        let own_file = checkpoint::optimizer_shards(dir)?
+            .filter(|files| files.len() == self.group.size())
+            .map(|files| files[self.group.rank()].clone());
+        let state = match &own_file {
+            Some(file) => candle_core::safetensors::load(file, &Device::Cpu)
+                .map_err(|e| herd_train::Error::Checkpoint(format!("{}: {e}", file.display())))?,
+            None => checkpoint::load_optimizer(dir, params)?,
+        };
         for prefix in ["exp_avg", "exp_avg_sq"] {
             let mut slices = Vec::with_capacity(self.shards.len());
-            for (i, (name, var)) in params.names().iter().zip(params.vars()).enumerate() {
+            for (i, name) in params.names().iter().enumerate() {
                 let key = format!("{prefix}.{name}");
-                let t = state.get(&key).ok_or_else(|| {
-                    herd_train::Error::Checkpoint(format!("optimizer state has no {key}"))
-                })?;
-                if t.dims() != var.dims() {
+                let missing = || {
+                    herd_train::Error::Checkpoint(format!(
+                        "{}: the optimizer state has no {key}",
+                        dir.display()
+                    ))
+                };
+                let tensor = state.get(&key).ok_or_else(missing)?;
+                let slice = match own_file {
+                    Some(_) => values(tensor)?,
+                    None => self.slice_of(i, tensor)?,
+                };
+                if slice.len() != self.shards[i].per_rank {
                     return Err(herd_train::Error::Checkpoint(format!(
-                        "optimizer tensor {key} is {:?}, the parameter is {:?}",
-                        t.dims(),
-                        var.dims()
+                        "{}: {key} holds {} values for this process, not {}",
+                        dir.display(),
+                        slice.len(),
+                        self.shards[i].per_rank
                     )));
                 }
-                slices.push(self.slice_of(i, t)?);
+                slices.push(slice);
             }
             match prefix {
                 "exp_avg" => self.m = slices,

@@ -4,12 +4,13 @@
 //! seam; [`OneProcess`] is the whole step in this process, and herd-parallel's data parallelism
 //! implements it over MPI from outside (the trainer never learns about ranks).
 
-use std::collections::HashMap;
 use std::ops::Range;
+use std::path::Path;
 
 use candle_core::Tensor;
 
 use crate::adamw::{AdamW, AdamWConfig};
+use crate::checkpoint;
 use crate::error::Result;
 use crate::params::Parameters;
 use crate::step::clip_grad_norm;
@@ -35,17 +36,14 @@ pub trait StepSharing {
         loss: f64,
     ) -> Result<f64>;
 
-    /// The whole optimizer state as [`AdamW::state`] names it, whatever the sharing (so a
-    /// checkpoint resumes under any other).
-    fn optimizer_state(&self, params: &Parameters) -> Result<HashMap<String, Tensor>>;
+    /// Writes this process's part of the optimizer state into the pending checkpoint folder
+    /// `dir`: the whole state (`optimizer.safetensors`) or its slices (a file per process);
+    /// see [`crate::checkpoint`].
+    fn save_optimizer(&self, params: &Parameters, dir: &Path) -> Result<()>;
 
-    /// Restores a state saved by [`StepSharing::optimizer_state`] after `steps` updates.
-    fn restore(
-        &mut self,
-        params: &Parameters,
-        state: &HashMap<String, Tensor>,
-        steps: u64,
-    ) -> Result<()>;
+    /// Restores the optimizer state of the checkpoint in `dir`, after `steps` updates,
+    /// whatever sharing wrote it.
+    fn restore(&mut self, params: &Parameters, dir: &Path, steps: u64) -> Result<()>;
 
     /// Whether this process writes the run's files (metrics, checkpoints, models): exactly one
     /// process of a run does.
@@ -94,17 +92,13 @@ impl StepSharing for OneProcess {
         Ok(norm)
     }
 
-    fn optimizer_state(&self, params: &Parameters) -> Result<HashMap<String, Tensor>> {
-        Ok(self.optimizer.state(params))
+    fn save_optimizer(&self, params: &Parameters, dir: &Path) -> Result<()> {
+        checkpoint::save_optimizer(dir, &self.optimizer.state(params))
     }
 
-    fn restore(
-        &mut self,
-        params: &Parameters,
-        state: &HashMap<String, Tensor>,
-        steps: u64,
-    ) -> Result<()> {
-        self.optimizer.restore(params, state, steps)
+    fn restore(&mut self, params: &Parameters, dir: &Path, steps: u64) -> Result<()> {
+        let state = checkpoint::load_optimizer(dir, params)?;
+        self.optimizer.restore(params, &state, steps)
     }
 
     fn writes_files(&self) -> bool {

@@ -20,7 +20,7 @@ use indicatif::{ProgressBar, ProgressStyle};
 
 use crate::adamw::AdamWConfig;
 use crate::average::average_checkpoints;
-use crate::checkpoint::{self, Checkpoint, TrainerState};
+use crate::checkpoint::{self, TrainerState};
 use crate::error::{Error, Result};
 use crate::loader::{Batch, Loader};
 use crate::metrics::{MetricsLog, StepMetrics};
@@ -65,6 +65,54 @@ pub struct RunSummary {
 pub type SharingFactory<'a> =
     dyn Fn(&Parameters, AdamWConfig) -> Result<Box<dyn StepSharing + 'a>> + 'a;
 
+/// Writes the checkpoint of `state.step`: the writer makes its folder, every process writes
+/// its part of the optimizer state into it, the writer the model and the trainer's state, and
+/// once every process has succeeded the writer renames it into place.
+fn save_checkpoint(
+    recipe: &Recipe,
+    root: &Path,
+    params: &Parameters,
+    state: &TrainerState,
+    sharing: &dyn StepSharing,
+) -> Result<()> {
+    let writer = sharing.writes_files();
+    let began = match writer {
+        true => checkpoint::begin(root, state.step).map(|_| ()),
+        false => Ok(()),
+    };
+    agree(sharing, began, "start the checkpoint")?;
+    let pending = checkpoint::pending_dir(root, state.step);
+    let wrote = sharing
+        .save_optimizer(params, &pending)
+        .and_then(|()| match writer {
+            true => checkpoint::write_model_and_state(
+                &pending,
+                &recipe.model,
+                &params.weights(),
+                &recipe.tokenizer,
+                state,
+            ),
+            false => Ok(()),
+        });
+    agree(sharing, wrote, "write its part of the checkpoint")?;
+    if writer {
+        checkpoint::commit(root, state.step, recipe.checkpoint.keep_last)?;
+    }
+    Ok(())
+}
+
+/// Returns `result`'s error, or an error if another process's `result` failed, once every
+/// process has said how it went (so none goes on alone).
+fn agree(sharing: &dyn StepSharing, result: Result<()>, what: &str) -> Result<()> {
+    if sharing.all_succeeded(result.is_ok())? {
+        return Ok(());
+    }
+    result?;
+    Err(Error::Sharing(format!(
+        "another process could not {what} (its error says why)"
+    )))
+}
+
 /// Runs (or resumes) `recipe` in this process.
 pub fn pretrain(recipe: &Recipe, options: &RunOptions) -> Result<RunSummary> {
     pretrain_shared(recipe, options, &|params, config| {
@@ -102,23 +150,17 @@ pub fn pretrain_shared(
         true => checkpoint::open_run(options, "pretrain", &fingerprint),
         false => Ok(()),
     };
-    if !sharing.all_succeeded(opened.is_ok())? {
-        opened?;
-        return Err(Error::Sharing(format!(
-            "the process that writes the run could not open {} (its error says why)",
-            out.display()
-        )));
-    }
+    agree(sharing.as_ref(), opened, &format!("open {}", out.display()))?;
     let ckpt_root = out.join("checkpoints");
     let existing = checkpoint::list_steps(&ckpt_root)?;
     let mut state = match existing.last() {
         Some(&step) => {
             let dir = checkpoint::step_dir(&ckpt_root, step);
-            let loaded = checkpoint::load(&dir, &device)?;
-            params.set_values(&loaded.weights)?;
-            sharing.restore(&params, &loaded.optimizer, loaded.state.step)?;
-            loader.set_cursor(loaded.state.cursor.clone())?;
-            loaded.state
+            let (weights, state) = checkpoint::load_model_and_state(&dir, &device)?;
+            params.set_values(&weights)?;
+            sharing.restore(&params, &dir, state.step)?;
+            loader.set_cursor(state.cursor.clone())?;
+            state
         }
         None => {
             params = Parameters::init(&recipe.model, recipe.seed, DType::F32, &device)?;
@@ -223,18 +265,7 @@ pub fn pretrain_shared(
             }
         }
         if state.step.is_multiple_of(recipe.checkpoint.every) || state.step == stop {
-            // Every process takes part in gathering the optimizer state; one writes it.
-            let optimizer = sharing.optimizer_state(&params)?;
-            if writer {
-                let ckpt = Checkpoint {
-                    config: &recipe.model,
-                    weights: &params.weights(),
-                    optimizer,
-                    state: &state,
-                    tokenizer: &recipe.tokenizer,
-                };
-                checkpoint::save(&ckpt_root, &ckpt, recipe.checkpoint.keep_last)?;
-            }
+            save_checkpoint(recipe, &ckpt_root, &params, &state, sharing.as_ref())?;
         }
     }
     bar.finish();

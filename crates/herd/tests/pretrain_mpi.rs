@@ -1,12 +1,16 @@
 //! `herd pretrain` as 2 ranks of `mpirun` with the recipe's `[parallel] dp = 2` (data
-//! parallelism, optimizer state sharded): on real text, its loss at each of 20 steps and its
-//! final (annealed, averaged) weights equal one process's within 1e-5; a checkpoint it saves
-//! resumes in one process and ends where that one ends; under `herd pretrain --launch 2`, a rank
-//! killed with -9 mid-run makes the launcher restart the job from its last checkpoint, and it
-//! ends with the uninterrupted run's weights bit for bit; the bytes each rank sends per step, as
-//! Open MPI's monitoring counts them, are herd-parallel's formula's; a rank that cannot open the
-//! run ends the job at once with its error, not after the collective timeout; and a recipe that
-//! asks for 2 processes refuses to start without a launcher.
+//! parallelism, optimizer state sharded), on real text:
+//! - its loss at each of 20 steps and its final (annealed, averaged) weights equal one
+//!   process's within 1e-5;
+//! - each rank writes its own slices of the optimizer state into a checkpoint, which resumes in
+//!   one process and ends where that one ends;
+//! - under `herd pretrain --launch 2`, a rank killed with -9 mid-run makes the launcher restart
+//!   the job from its last checkpoint, and it ends with the uninterrupted run's weights bit for
+//!   bit;
+//! - the bytes each rank sends per step, as Open MPI's monitoring counts them, are
+//!   herd-parallel's formula's;
+//! - a rank that cannot open the run ends the job at once with its error, not after the
+//!   collective timeout; a recipe that asks for 2 processes refuses to start without a launcher.
 
 use std::path::Path;
 use std::process::{Command, Output};
@@ -153,6 +157,21 @@ fn data_parallel_pretraining_under_mpirun_equals_one_process() {
         "only rank 0 reports:\n{stderr}"
     );
     let (losses_dp, weights_dp) = compare(&single, &dp2);
+    // Each rank wrote its own slices of the optimizer state; nothing was gathered to save.
+    let last = dp2.join("checkpoints/step-00000020");
+    let mut files: Vec<String> = std::fs::read_dir(&last)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|name| name.starts_with("optimizer"))
+        .collect();
+    files.sort();
+    assert_eq!(
+        files,
+        [
+            "optimizer-00000-of-00002.safetensors",
+            "optimizer-00001-of-00002.safetensors"
+        ]
+    );
 
     // A rank killed with -9 mid-run: the launcher restarts the job from its last checkpoint.
     let launched = root.join("launched");
