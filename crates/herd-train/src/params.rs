@@ -34,9 +34,9 @@ impl Parameters {
         })
     }
 
-    /// Parameters of the right shapes holding zeros: a placeholder that costs no random draws,
-    /// for code that needs the shapes before the values (a checkpoint's or [`Parameters::init`]'s)
-    /// are known.
+    /// Parameters of the right shapes holding zeros, made without random draws: the trainer
+    /// builds its step sharing on them before it knows whether a checkpoint's values or
+    /// [`Parameters::init`]'s fill them.
     pub fn zeros(config: &LlamaConfig, dtype: DType, device: &Device) -> Result<Self> {
         Self::made(config, |_, dims| Ok(Tensor::zeros(dims, dtype, device)?))
     }
