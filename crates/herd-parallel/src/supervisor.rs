@@ -8,6 +8,7 @@
 //! A job that fails before it has opened its run folder (a bad recipe, missing data) is not
 //! restarted: that is no transient fault.
 
+use std::collections::VecDeque;
 use std::io::{BufRead, BufReader, Write};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -87,13 +88,13 @@ pub fn supervise(job: &Job, interrupted: &Arc<AtomicBool>) -> Result<Outcome> {
                 ))
             })?;
         // Pass mpirun's error output through, keeping its last lines for the log.
-        let mut kept: Vec<String> = Vec::new();
+        let mut kept: VecDeque<String> = VecDeque::with_capacity(KEPT_LINES + 1);
         let stderr = child.stderr.take().expect("piped");
         for line in BufReader::new(stderr).lines().map_while(|l| l.ok()) {
             eprintln!("{line}");
-            kept.push(line);
+            kept.push_back(line);
             if kept.len() > KEPT_LINES {
-                kept.remove(0);
+                kept.pop_front();
             }
         }
         let status = child
