@@ -1,5 +1,7 @@
 //! One Transformer block: `h = x + attention(norm(x))`, `out = h + ffn(norm(h))`.
 
+use std::sync::Arc;
+
 use candle_core::{Result, Tensor};
 
 use crate::attention::{Attention, AttentionInput};
@@ -7,6 +9,7 @@ use crate::cache::KvCache;
 use crate::feed_forward::FeedForward;
 use crate::norm::RmsNorm;
 use crate::paged::{PagedKv, PagedSeq};
+use crate::split::{enter, exit, SplitLayers};
 use crate::trace::record;
 
 /// Attention and feed-forward, each behind a pre-norm and a residual connection.
@@ -16,6 +19,8 @@ pub struct Block {
     pub(crate) attention: Attention,
     pub(crate) ffn_norm: RmsNorm,
     pub(crate) feed_forward: FeedForward,
+    /// The exchange completing the split layers' sums ([`crate::split`]), when split.
+    pub(crate) split: Option<Arc<dyn SplitLayers>>,
 }
 
 impl Block {
@@ -30,11 +35,15 @@ impl Block {
         let trace = |name: &str, t: &Tensor| record(name, Some(layer), t);
         let normed = self.attention_norm.forward(x)?;
         trace("attn_norm", &normed);
-        let attention = self.attention.forward(&normed, input, cache)?;
+        let split = self.split.as_ref();
+        let attention = self
+            .attention
+            .forward(&enter(split, &normed)?, input, cache)?;
+        let attention = exit(split, &attention)?;
         trace("attn_out", &attention);
         let h = (x + attention)?;
         trace("ffn_inp", &h);
-        let ffn = self.feed_forward.forward(&self.ffn_norm.forward(&h)?)?;
+        let ffn = self.feed_forward(&h)?;
         trace("ffn_out", &ffn);
         let out = (&h + ffn)?;
         trace("l_out", &out);
@@ -52,12 +61,20 @@ impl Block {
         seqs: &[PagedSeq],
         layer: usize,
     ) -> Result<Tensor> {
-        let normed = self.attention_norm.forward(x)?;
+        let split = self.split.as_ref();
+        let normed = enter(split, &self.attention_norm.forward(x)?)?;
         let attention = self
             .attention
             .forward_paged(&normed, spans, rope, kv, seqs, layer)?;
-        let h = (x + attention)?;
-        let ffn = self.feed_forward.forward(&self.ffn_norm.forward(&h)?)?;
+        let h = (x + exit(split, &attention)?)?;
+        let ffn = self.feed_forward(&h)?;
         &h + ffn
+    }
+
+    /// The feed-forward network of the residual stream `h`, behind its norm.
+    fn feed_forward(&self, h: &Tensor) -> Result<Tensor> {
+        let split = self.split.as_ref();
+        let normed = enter(split, &self.ffn_norm.forward(h)?)?;
+        exit(split, &self.feed_forward.forward(&normed)?)
     }
 }

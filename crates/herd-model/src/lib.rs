@@ -22,6 +22,7 @@ pub mod rope;
 pub mod seeded_weights;
 pub mod sequence;
 pub mod softmax;
+pub mod split;
 pub mod trace;
 pub mod weights;
 

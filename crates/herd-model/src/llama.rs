@@ -1,6 +1,8 @@
 //! The Llama 3 Transformer: token embedding, the blocks, a final RMSNorm and the output
 //! projection (paper §3.2).
 
+use std::sync::Arc;
+
 use candle_core::{DType, Device, Result, Tensor};
 
 use crate::attention::{Attention, AttentionInput};
@@ -14,6 +16,7 @@ use crate::norm::{accumulation_dtype, RmsNorm};
 use crate::paged::{PagedKv, PagedSeq};
 use crate::rope::Rope;
 use crate::sequence::SequenceLayout;
+use crate::split::{enter, exit, SplitLayers};
 use crate::weights::Weights;
 
 /// A dense Llama 3 decoder ready for inference.
@@ -27,6 +30,9 @@ pub struct Llama {
     rope: Rope,
     dtype: DType,
     device: Device,
+    /// When the layers are split ([`crate::split`]): the exchange between the parts, and the
+    /// first vocabulary id this part's embedding rows and logits are of.
+    split: Option<(Arc<dyn SplitLayers>, u32)>,
 }
 
 /// HF name of a tensor of block `layer`.
@@ -72,10 +78,40 @@ impl Llama {
         dtype: DType,
         device: &Device,
     ) -> crate::Result<Llama> {
-        config
-            .validate()
-            .map_err(|m| crate::Error::format(weights.source(), format!("bad config: {m}")))?;
+        Llama::load_part(config, weights, dtype, device, None)
+    }
+
+    /// Builds one part of a model of shape `config` whose layers are split ([`crate::split`]):
+    /// `weights` hold this part's slices (query and KV heads, FFN units and vocabulary rows
+    /// divided by `split.parts()`, which must divide each), and `split` completes the partial
+    /// sums. Its [`Llama::logits`] are this part's slice of the vocabulary. Without `split`,
+    /// [`Llama::load`].
+    pub fn load_part(
+        config: LlamaConfig,
+        weights: &Weights,
+        dtype: DType,
+        device: &Device,
+        split: Option<Arc<dyn SplitLayers>>,
+    ) -> crate::Result<Llama> {
+        let bad_config =
+            |m: String| crate::Error::format(weights.source(), format!("bad config: {m}"));
+        config.validate().map_err(bad_config)?;
+        let parts = split.as_ref().map_or(1, |s| s.parts());
+        for (name, value) in [
+            ("n_heads", config.n_heads),
+            ("n_kv_heads", config.n_kv_heads),
+            ("ffn_dim", config.ffn_dim),
+            ("vocab_size", config.vocab_size),
+        ] {
+            if !value.is_multiple_of(parts) {
+                return Err(bad_config(format!(
+                    "{name} ({value}) does not split into {parts} equal parts"
+                )));
+            }
+        }
         let (d, hd) = (config.dim, config.head_dim);
+        let (heads, kv_heads) = (config.n_heads / parts, config.n_kv_heads / parts);
+        let (ffn, vocab) = (config.ffn_dim / parts, config.vocab_size / parts);
         let linear = |name: &str, out: usize, inp: usize| -> crate::Result<Linear> {
             Ok(Linear::new(weights.get(name, &[out, inp])?, dtype)?)
         };
@@ -91,29 +127,34 @@ impl Llama {
             blocks.push(Block {
                 attention_norm: norm(&t("input_layernorm.weight"))?,
                 attention: Attention {
-                    wq: linear(&t("self_attn.q_proj.weight"), config.n_heads * hd, d)?,
-                    wk: linear(&t("self_attn.k_proj.weight"), config.n_kv_heads * hd, d)?,
-                    wv: linear(&t("self_attn.v_proj.weight"), config.n_kv_heads * hd, d)?,
-                    wo: linear(&t("self_attn.o_proj.weight"), d, config.n_heads * hd)?,
-                    n_heads: config.n_heads,
-                    n_kv_heads: config.n_kv_heads,
+                    wq: linear(&t("self_attn.q_proj.weight"), heads * hd, d)?,
+                    wk: linear(&t("self_attn.k_proj.weight"), kv_heads * hd, d)?,
+                    wv: linear(&t("self_attn.v_proj.weight"), kv_heads * hd, d)?,
+                    wo: linear(&t("self_attn.o_proj.weight"), d, heads * hd)?,
+                    n_heads: heads,
+                    n_kv_heads: kv_heads,
                     head_dim: hd,
                 },
                 ffn_norm: norm(&t("post_attention_layernorm.weight"))?,
                 feed_forward: FeedForward {
-                    gate: linear(&t("mlp.gate_proj.weight"), config.ffn_dim, d)?,
-                    up: linear(&t("mlp.up_proj.weight"), config.ffn_dim, d)?,
-                    down: linear(&t("mlp.down_proj.weight"), d, config.ffn_dim)?,
+                    gate: linear(&t("mlp.gate_proj.weight"), ffn, d)?,
+                    up: linear(&t("mlp.up_proj.weight"), ffn, d)?,
+                    down: linear(&t("mlp.down_proj.weight"), d, ffn)?,
                 },
+                split: split.clone(),
             });
         }
-        let embed = weights.get("model.embed_tokens.weight", &[config.vocab_size, d])?;
+        let embed = weights.get("model.embed_tokens.weight", &[vocab, d])?;
         let embedding = Embedding::new(embed, dtype)?;
         let output = if config.tie_embeddings && !weights.contains("lm_head.weight") {
             Linear::new(embed, dtype)?
         } else {
-            linear("lm_head.weight", config.vocab_size, d)?
+            linear("lm_head.weight", vocab, d)?
         };
+        let split = split.map(|s| {
+            let first = (s.part() * vocab) as u32;
+            (s, first)
+        });
         Ok(Llama {
             rope: Rope::new(&config),
             norm: norm("model.norm.weight")?,
@@ -123,7 +164,45 @@ impl Llama {
             output,
             dtype,
             device: device.clone(),
+            split,
         })
+    }
+
+    /// The exchange between the parts of a split model ([`Llama::load_part`]), or `None`.
+    pub fn split(&self) -> Option<&Arc<dyn SplitLayers>> {
+        self.split.as_ref().map(|(s, _)| s)
+    }
+
+    /// The embedding rows of `ids` (flat u32), `[ids, dim]`. A split model looks up the ids of
+    /// its slice of the vocabulary, zeros for the others, and sums the parts' rows.
+    fn embed(&self, ids: &Tensor) -> Result<Tensor> {
+        let Some((split, first)) = &self.split else {
+            return self.embedding.lookup(ids);
+        };
+        let rows = (self.config.vocab_size / split.parts()) as u32;
+        let ids = ids.to_vec1::<u32>()?;
+        if let Some(id) = ids
+            .iter()
+            .find(|&&id| id as usize >= self.config.vocab_size)
+        {
+            candle_core::bail!(
+                "token id {id} is outside the vocabulary of {}",
+                self.config.vocab_size
+            );
+        }
+        let mine = |id: u32| id >= *first && id < first + rows;
+        let local: Vec<u32> = ids
+            .iter()
+            .map(|&id| if mine(id) { id - first } else { 0 })
+            .collect();
+        let keep: Vec<f32> = ids
+            .iter()
+            .map(|&id| f32::from(u8::from(mine(id))))
+            .collect();
+        let keep = Tensor::from_vec(keep, (ids.len(), 1), &self.device)?.to_dtype(self.dtype)?;
+        let local = Tensor::from_vec(local, ids.len(), &self.device)?;
+        let looked_up = self.embedding.lookup(&local)?.broadcast_mul(&keep)?;
+        exit(Some(split), &looked_up)
     }
 
     /// The model's hyper-parameters.
@@ -172,10 +251,9 @@ impl Llama {
             sin: &sin,
             mask: mask.as_ref(),
         };
-        let mut x =
-            self.embedding
-                .lookup(&tokens.flatten_all()?)?
-                .reshape((b, t, self.config.dim))?;
+        let mut x = self
+            .embed(&tokens.flatten_all()?)?
+            .reshape((b, t, self.config.dim))?;
         crate::trace::record("embd", None, &x);
         for (l, block) in self.blocks.iter().enumerate() {
             x = block.forward(&x, &input, cache.as_deref_mut().map(|c| (c, l)), l)?;
@@ -241,10 +319,7 @@ impl Llama {
             .rope
             .cos_sin(&positions, total, self.dtype, &self.device)?;
         let ids = Tensor::new(all.as_slice(), &self.device)?;
-        let mut x = self
-            .embedding
-            .lookup(&ids)?
-            .reshape((1, total, self.config.dim))?;
+        let mut x = self.embed(&ids)?.reshape((1, total, self.config.dim))?;
         for (l, block) in self.blocks.iter().enumerate() {
             x = block.forward_paged(&x, &spans, (&cos, &sin), kv, seqs, l)?;
         }
@@ -262,10 +337,11 @@ impl Llama {
         self.norm.forward(&rows)
     }
 
-    /// Output logits (f32, or f64 for an f64 model) for hidden states `[..., dim]`.
+    /// Output logits (f32, or f64 for an f64 model) for hidden states `[..., dim]`; a split
+    /// model's are of its slice of the vocabulary.
     pub fn logits(&self, hidden: &Tensor) -> Result<Tensor> {
         self.output
-            .forward(hidden)?
+            .forward(&enter(self.split(), hidden)?)?
             .to_dtype(accumulation_dtype(self.dtype))
     }
 

@@ -12,12 +12,20 @@
 //! process needs 16. In a checkpoint each rank writes its own slices
 //! (`optimizer-RRRRR-of-NNNNN.safetensors`, herd-train's sharded layout), so nothing is gathered
 //! to save; a run saved under DP resumes under any other DP degree or in one process.
+//!
+//! Under tensor parallelism too ([`crate::tensor_parallel`]), each DP group shards the slices
+//! its TP part holds. The global norm then adds the split parameters' squares over the TP
+//! group (each part holds a different slice) and the whole ones' once (each part holds the
+//! same). A checkpoint's moments are put back together whole, one parameter at a time, and each
+//! of the TP × DP ranks writes its slice of the whole tensor — the files a DP run over as many
+//! ranks writes — so the run resumes under any layout.
 
 use std::collections::HashMap;
-
 use std::path::Path;
+use std::sync::Arc;
 
 use candle_core::{DType, Device, Tensor};
+use herd_model::split::{part_of, whole_of, SplitLayers};
 use herd_train::adamw::AdamWConfig;
 use herd_train::checkpoint;
 use herd_train::params::Parameters;
@@ -32,6 +40,8 @@ struct Shard {
     len: usize,
     per_rank: usize,
     decays: bool,
+    /// The dimension tensor parallelism splits the parameter along, when it does.
+    split_dim: Option<usize>,
 }
 
 /// One data-parallel rank's share of the step.
@@ -43,6 +53,8 @@ pub struct DataParallel<'g> {
     m: Vec<Vec<f32>>,
     v: Vec<Vec<f32>>,
     steps: u64,
+    /// The exchange between tensor-parallel parts, when the parameters are split.
+    split: Option<Arc<dyn SplitLayers>>,
 }
 
 /// A collective's error as the trainer reports it.
@@ -56,7 +68,8 @@ fn values(t: &Tensor) -> herd_train::Result<Vec<f32>> {
 }
 
 impl<'g> DataParallel<'g> {
-    /// The share of rank `group.rank()` of `group` (the data-parallel group) for `params`.
+    /// The share of rank `group.rank()` of `group` (the data-parallel group) for `params`
+    /// (this TP part's slices when they are split).
     pub fn new(
         group: &'g dyn Collectives,
         params: &Parameters,
@@ -71,6 +84,7 @@ impl<'g> DataParallel<'g> {
                 len: var.elem_count(),
                 per_rank: var.elem_count().div_ceil(size),
                 decays: params.decays(i),
+                split_dim: params.split_dim(i),
             })
             .collect();
         let zeros = || shards.iter().map(|s| vec![0.0; s.per_rank]).collect();
@@ -81,7 +95,26 @@ impl<'g> DataParallel<'g> {
             v: zeros(),
             shards,
             steps: 0,
+            split: params.split().cloned(),
         })
+    }
+
+    /// Sums `values` over every rank of the run: the DP group, then each TP group.
+    fn sum_over_all(&self, values: &mut [f32]) -> herd_train::Result<()> {
+        self.group.all_reduce_sum(values).map_err(train_error)?;
+        if let Some(split) = &self.split {
+            split.sum(values)?;
+        }
+        Ok(())
+    }
+
+    /// This rank's number among all the run's ranks (TP innermost) and their count.
+    fn run_rank(&self) -> (usize, usize) {
+        let (part, parts) = self
+            .split
+            .as_ref()
+            .map_or((0, 1), |s| (s.part(), s.parts()));
+        (self.group.rank() * parts + part, self.group.size() * parts)
     }
 
     /// This rank's slice of `tensor` (parameter `i`), padded with zeros.
@@ -144,13 +177,16 @@ impl StepSharing for DataParallel<'_> {
             self.group
                 .reduce_scatter_sum(&local, &mut slice)
                 .map_err(train_error)?;
-            square += slice.iter().map(|g| f64::from(*g).powi(2)).sum::<f64>();
+            let squares = slice.iter().map(|g| f64::from(*g).powi(2)).sum::<f64>();
+            // Every TP part holds the same whole parameter: its share counts once over them.
+            square += match (&self.split, shard.split_dim) {
+                (Some(split), None) => squares / split.parts() as f64,
+                _ => squares,
+            };
             grad_slices.push(slice);
         }
         let mut square = [square as f32];
-        self.group
-            .all_reduce_sum(&mut square)
-            .map_err(train_error)?;
+        self.sum_over_all(&mut square)?;
         let norm = f64::from(square[0]).sqrt();
         if !(loss.is_finite() && norm.is_finite()) {
             return Ok(norm);
@@ -186,23 +222,39 @@ impl StepSharing for DataParallel<'_> {
     }
 
     fn save_optimizer(&self, params: &Parameters, dir: &Path) -> herd_train::Result<()> {
+        let (rank, ranks) = self.run_rank();
         let mut slices = HashMap::new();
         for (prefix, moments) in [("exp_avg", &self.m), ("exp_avg_sq", &self.v)] {
-            for (name, moment) in params.names().iter().zip(moments) {
-                let tensor = Tensor::from_slice(moment, moment.len(), &Device::Cpu)?;
+            for (i, (name, moment)) in params.names().iter().zip(moments).enumerate() {
+                let tensor = match (&self.split, self.shards[i].split_dim) {
+                    // The whole moment, one parameter at a time, and this rank's slice of it.
+                    (Some(split), dim) => {
+                        let local = self.gather(i, moment, params.vars()[i].as_tensor())?;
+                        let whole = match dim {
+                            Some(dim) => whole_of(split.as_ref(), &local, dim)?,
+                            None => local,
+                        };
+                        let flat = whole.flatten_all()?;
+                        let range = checkpoint::shard_range(flat.elem_count(), ranks, rank);
+                        let mut slice = values(&flat.narrow(0, range.start, range.len())?)?;
+                        slice.resize(flat.elem_count().div_ceil(ranks), 0.0);
+                        Tensor::from_vec(slice, flat.elem_count().div_ceil(ranks), &Device::Cpu)?
+                    }
+                    (None, _) => Tensor::from_slice(moment, moment.len(), &Device::Cpu)?,
+                };
                 slices.insert(format!("{prefix}.{name}"), tensor);
             }
         }
-        let name = checkpoint::optimizer_shard_name(self.group.rank(), self.group.size());
-        let path = dir.join(name);
+        let path = dir.join(checkpoint::optimizer_shard_name(rank, ranks));
         candle_core::safetensors::save(&slices, &path)
             .map_err(|e| herd_train::Error::Checkpoint(format!("{}: {e}", path.display())))
     }
 
     fn restore(&mut self, params: &Parameters, dir: &Path, steps: u64) -> herd_train::Result<()> {
-        // Saved by as many processes: this rank reads its own file; otherwise the whole state.
+        // Saved by as many processes of a DP run: this rank reads its own file; otherwise the
+        // whole state.
         let own_file = checkpoint::optimizer_shards(dir)?
-            .filter(|files| files.len() == self.group.size())
+            .filter(|files| self.split.is_none() && files.len() == self.group.size())
             .map(|files| files[self.group.rank()].clone());
         let state = match &own_file {
             Some(file) => candle_core::safetensors::load(file, &Device::Cpu)
@@ -220,9 +272,12 @@ impl StepSharing for DataParallel<'_> {
                     ))
                 };
                 let tensor = state.get(&key).ok_or_else(missing)?;
-                let slice = match own_file {
-                    Some(_) => values(tensor)?,
-                    None => self.slice_of(i, tensor)?,
+                let slice = match (&own_file, &self.split, self.shards[i].split_dim) {
+                    (Some(_), _, _) => values(tensor)?,
+                    (None, Some(split), Some(dim)) => {
+                        self.slice_of(i, &part_of(tensor, dim, split.parts(), split.part())?)?
+                    }
+                    (None, _, _) => self.slice_of(i, tensor)?,
                 };
                 if slice.len() != self.shards[i].per_rank {
                     return Err(herd_train::Error::Checkpoint(format!(
@@ -244,14 +299,12 @@ impl StepSharing for DataParallel<'_> {
     }
 
     fn writes_files(&self) -> bool {
-        self.group.rank() == 0
+        self.run_rank().0 == 0
     }
 
     fn all_succeeded(&self, ok: bool) -> herd_train::Result<bool> {
         let mut failures = [f32::from(u8::from(!ok))];
-        self.group
-            .all_reduce_sum(&mut failures)
-            .map_err(train_error)?;
+        self.sum_over_all(&mut failures)?;
         Ok(failures[0] == 0.0)
     }
 }

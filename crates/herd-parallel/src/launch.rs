@@ -2,8 +2,9 @@
 //! asks for one process and no launcher started several; otherwise as one of the ranks
 //! `mpirun -n N herd pretrain …` started, the parallel plans wrapping the trainer.
 //!
-//! So far the plan is data parallelism ([`DataParallel`]); a recipe with `tp`, `cp` or `pp`
-//! above 1 is refused by name before anything starts.
+//! So far the plans are tensor parallelism ([`crate::tensor_parallel`]) inside data parallelism
+//! ([`DataParallel`]); a recipe with `cp` or `pp` above 1 is refused by name before anything
+//! starts.
 
 use std::time::Duration;
 
@@ -58,13 +59,28 @@ pub fn pretrain(
         path: recipe.path.display().to_string(),
         message,
     };
-    if let Some((key, degree)) = [("tp", p.tp), ("cp", p.cp), ("pp", p.pp)]
+    if let Some((key, degree)) = [("cp", p.cp), ("pp", p.pp)]
         .into_iter()
         .find(|(_, degree)| *degree > 1)
     {
         return Err(bad(format!(
-            "[parallel] {key} = {degree}: herd shares runs by data parallelism only so far \
-             (tp, cp and pp must be 1)"
+            "[parallel] {key} = {degree}: herd shares runs by tensor and data parallelism only \
+             so far (cp and pp must be 1)"
+        )));
+    }
+    let m = &recipe.model;
+    if let Some((key, value)) = [
+        ("n_heads", m.n_heads),
+        ("n_kv_heads", m.n_kv_heads),
+        ("ffn_dim", m.ffn_dim),
+        ("vocab_size", m.vocab_size),
+    ]
+    .into_iter()
+    .find(|(_, value)| !value.is_multiple_of(p.tp))
+    {
+        return Err(bad(format!(
+            "[parallel] tp = {}: the model's {key} ({value}) must split into tp equal parts",
+            p.tp
         )));
     }
     match launched_size() {
@@ -77,7 +93,7 @@ pub fn pretrain(
     }
 }
 
-/// One rank of a data-parallel run over MPI.
+/// One rank of a tensor- and data-parallel run over MPI.
 #[cfg(feature = "mpi")]
 fn pretrain_on_mpi(
     recipe: &Recipe,
@@ -87,6 +103,9 @@ fn pretrain_on_mpi(
     use crate::collectives::Collectives;
     use crate::layout::{Dim, Layout};
     use crate::mpi::{MpiWorld, Watchdog};
+    use crate::tensor_parallel::{with_group, TensorParallel};
+    use herd_model::split::SplitLayers;
+    use std::sync::Arc;
 
     let mpi = MpiWorld::init(Watchdog {
         timeout: collective_timeout,
@@ -102,8 +121,15 @@ fn pretrain_on_mpi(
         }
     })?;
     let data = world.split(&layout, Dim::Data).map_err(train_error)?;
-    herd_train::pretrain_shared(recipe, options, &|params, config| {
-        Ok(Box::new(DataParallel::new(&data, params, config)?))
+    let tensor = world.split(&layout, Dim::Tensor).map_err(train_error)?;
+    let split = (p.tp > 1).then(|| {
+        let part = TensorParallel::new(tensor.size(), tensor.rank());
+        Arc::new(part) as Arc<dyn SplitLayers>
+    });
+    with_group(&tensor, || {
+        herd_train::pretrain_shared(recipe, options, split, &|params, config| {
+            Ok(Box::new(DataParallel::new(&data, params, config)?))
+        })
     })
 }
 

@@ -1,11 +1,13 @@
 //! Parallel training (paper §3.3): the collectives ranks use to exchange tensors, the layout
 //! that orders ranks as [TP, CP, PP, DP] and names each rank's groups, and the parallel plans —
-//! so far [`DataParallel`], data parallelism with sharded optimizer state — and [`launch`], which
+//! so far [`TensorParallel`] (the model's layers split over a TP group) inside [`DataParallel`]
+//! (data parallelism with sharded optimizer state) — and [`launch`], which
 //! runs a recipe under its `[parallel]` section, and [`supervisor`], which restarts a job that
 //! lost a rank from its last checkpoint.
 //!
 //! The model and the trainer never learn about ranks: the parallel plans wrap them from outside,
-//! as torchtitan's `parallelize` does, through the [`Collectives`] trait. Two implementations:
+//! as torchtitan's `parallelize` does — the trainer through its `StepSharing` seam, the model
+//! through its split layers (`herd_model::split`) — over the [`Collectives`] trait. Two implementations:
 //! [`SingleProcess`] (a world of one, what `herd pretrain` runs without MPI) and, with the `mpi`
 //! feature, [`mpi::MpiWorld`] over the system's MPI library (rsmpi) — N processes on one machine
 //! today, N nodes tomorrow, the same code. Under MPI every call runs under a watchdog that turns
@@ -20,9 +22,11 @@ pub mod layout;
 pub mod mpi;
 pub mod recorder;
 pub mod supervisor;
+pub mod tensor_parallel;
 pub mod volume;
 
 pub use collectives::{check_lengths, Collectives, SingleProcess};
 pub use data_parallel::DataParallel;
 pub use error::{Error, Result};
 pub use layout::{Coords, Dim, Layout};
+pub use tensor_parallel::TensorParallel;

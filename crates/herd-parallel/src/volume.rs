@@ -11,8 +11,9 @@
 //! - **TP** (Megatron, no sequence parallelism): per layer and micro-batch, two all-reduces of
 //!   the activations forward (attention and FFN outputs) and two backward (their inputs'
 //!   gradients); the vocabulary-parallel embedding's all-reduce on the first stage; on the last
-//!   the output layer's input gradient and the cross-entropy's three values per token (max,
-//!   sum of exponentials, target logit);
+//!   the output layer's input gradient, and the cross-entropy's per-token values: each part's
+//!   log-sum-exp all-gathered forward and again backward, the target's logit all-reduced; and
+//!   once per step the gradient norm's square (herd's `tensor_parallel` and `DataParallel`);
 //! - **PP** (1F1B): per micro-batch the activations to the next stage and their gradients to the
 //!   previous one;
 //! - **CP** (paper §3.3.2, all-gather, not a ring): per layer and micro-batch the keys and values
@@ -224,20 +225,23 @@ pub fn step_volume(
     let (dim, a) = (c.dim as u64, precision.activation);
     let activation = tokens * dim * a;
     let all_reduce = |bytes: u64, g: u64| 2 * (g - 1) * bytes / g;
+    // `bytes` of this rank's among g: it sends them to each other rank (as a ring passes them).
+    let all_gather = |bytes: u64, g: u64| (g - 1) * bytes;
     let stages = stage_layers(c.n_layers, pp as usize)?;
     let most_layers = *stages.iter().max().expect("a stage") as u64;
 
     let tp_volume = {
         let per_layer = 4 * all_reduce(activation, tp);
         let first = stages[0] as u64 * per_layer + all_reduce(activation, tp);
+        let cross_entropy = 2 * all_gather(tokens * 4, tp) + all_reduce(tokens * 4, tp);
         let last = stages[stages.len() - 1] as u64 * per_layer
             + all_reduce(activation, tp)
-            + all_reduce(3 * tokens * 4, tp);
+            + cross_entropy;
         let busiest = match pp {
             1 => first + last - stages[0] as u64 * per_layer,
             _ => first.max(last).max(most_layers * per_layer),
         };
-        micro_batches * busiest
+        micro_batches * busiest + all_reduce(4, tp)
     };
     let cp_volume = {
         let kv_heads = (c.n_kv_heads as u64).div_ceil(tp);
@@ -324,12 +328,13 @@ mod tests {
         // CP 2: per layer, 1 peer's chunk of K and V (8 heads of 128) out forward and backward.
         let cp = step_volume(&c, &Layout::new(1, 2, 1, 1, 2).unwrap(), &step, &bf16).unwrap();
         assert_eq!(cp.cp, 16 * 32 * 2 * 4096 * 8 * 128 * 2 * 2);
-        // TP 2: 4 all-reduces per layer sending half of 2·(activation) each, plus the ends.
+        // TP 2: 4 all-reduces per layer sending half of 2·(activation) each, plus the ends
+        // (the loss's 3 f32 values per token), plus the norm.
         let tp = step_volume(&c, &Layout::new(2, 1, 1, 1, 2).unwrap(), &step, &bf16).unwrap();
         let activation = 8192 * 4096 * 2;
         assert_eq!(
             tp.tp,
-            16 * (32 * 4 * activation + 2 * activation + 3 * 8192 * 4)
+            16 * (32 * 4 * activation + 2 * activation + 3 * 8192 * 4) + 4
         );
     }
 

@@ -288,8 +288,9 @@ pub fn optimizer_shards(dir: &Path) -> Result<Option<Vec<PathBuf>>> {
     ))
 }
 
-/// The whole optimizer state of checkpoint `dir` by name, shaped as `params`, from
-/// `optimizer.safetensors` or from every process's slices put back together.
+/// The whole optimizer state of checkpoint `dir` by name, shaped as `params` whole
+/// ([`Parameters::shapes`]), from `optimizer.safetensors` or from every process's slices put
+/// back together.
 pub fn load_optimizer(dir: &Path, params: &Parameters) -> Result<HashMap<String, Tensor>> {
     let read = |path: &Path| {
         candle_core::safetensors::load(path, &Device::Cpu)
@@ -300,7 +301,7 @@ pub fn load_optimizer(dir: &Path, params: &Parameters) -> Result<HashMap<String,
     };
     let parts = files.iter().map(|f| read(f)).collect::<Result<Vec<_>>>()?;
     let mut state = HashMap::new();
-    for (name, var) in params.names().iter().zip(params.vars()) {
+    for (name, dims) in params.shapes() {
         for prefix in ["exp_avg", "exp_avg_sq"] {
             let key = format!("{prefix}.{name}");
             let slices = parts
@@ -312,7 +313,7 @@ pub fn load_optimizer(dir: &Path, params: &Parameters) -> Result<HashMap<String,
                     })
                 })
                 .collect::<Result<Vec<_>>>()?;
-            let len = var.elem_count();
+            let len: usize = dims.iter().product();
             let whole = Tensor::cat(&slices, 0)?;
             if whole.dims1()? < len {
                 return Err(Error::Checkpoint(format!(
@@ -321,7 +322,7 @@ pub fn load_optimizer(dir: &Path, params: &Parameters) -> Result<HashMap<String,
                     whole.dims1()?
                 )));
             }
-            state.insert(key, whole.narrow(0, 0, len)?.reshape(var.dims())?);
+            state.insert(key, whole.narrow(0, 0, len)?.reshape(dims.as_slice())?);
         }
     }
     Ok(state)

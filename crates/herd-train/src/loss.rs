@@ -4,10 +4,17 @@
 //! On the CPU (f32/f64) it is one fused op: per row a log-sum-exp and the target's logit
 //! forward, `(softmax − onehot) · weight · grad` backward — the vocabulary-wide rows are the
 //! largest activations of a small model, and the composed version made six buffers of them.
+//!
+//! Logits split by vocabulary over the parts of a split model ([`herd_model::split`]; Megatron's
+//! vocabulary-parallel cross-entropy) are never gathered: each part sends a log-sum-exp and the
+//! target's logit per position, and computes the gradient of its own slice.
+
+use std::sync::Arc;
 
 use candle_core::{CpuStorage, CustomOp3, DType, Layout, Shape, Tensor, D};
 use herd_model::for_real_dtype;
 use herd_model::kernel::{slice, storage, Real};
+use herd_model::split::SplitLayers;
 use num_traits::{Float, Zero};
 use rayon::prelude::*;
 
@@ -128,6 +135,146 @@ impl CustomOp3 for TokenNllBackward {
                 });
             Ok((storage(out), ll.shape().clone()))
         })
+    }
+}
+
+/// [`token_nll`] of `logits` (`[n, vocab / parts]`, f32) that are this part's slice of the
+/// vocabulary of a model split by `split`: the same values on every part.
+pub fn split_token_nll(
+    logits: &Tensor,
+    targets: &Tensor,
+    weights: &Tensor,
+    split: &Arc<dyn SplitLayers>,
+) -> Result<Tensor> {
+    if !logits.device().is_cpu() || logits.dtype() != DType::F32 {
+        return Err(crate::Error::Data(
+            "a split model's loss is computed in f32 on the CPU".into(),
+        ));
+    }
+    Ok(logits.contiguous()?.apply_op3(
+        &targets.contiguous()?,
+        &weights.contiguous()?,
+        SplitTokenNll(split.clone()),
+    )?)
+}
+
+/// Each row's log-sum-exp over the whole vocabulary, from every part's over its slice.
+fn whole_log_sum_exp(
+    split: &dyn SplitLayers,
+    logits: &[f32],
+    vocab: usize,
+) -> candle_core::Result<Vec<f32>> {
+    let mine: Vec<f32> = logits.par_chunks(vocab).map(log_sum_exp).collect();
+    let n = mine.len();
+    let mut all = vec![0.0f32; n * split.parts()];
+    split.gather(&mine, &mut all)?;
+    Ok((0..n)
+        .map(|i| {
+            let row: Vec<f32> = (0..split.parts()).map(|p| all[p * n + i]).collect();
+            log_sum_exp(&row)
+        })
+        .collect())
+}
+
+/// Where `target` falls in this part's slice of `vocab` ids, if it does.
+fn local_target(split: &dyn SplitLayers, vocab: usize, target: u32) -> Option<usize> {
+    (target as usize)
+        .checked_sub(split.part() * vocab)
+        .filter(|&t| t < vocab)
+}
+
+/// [`TokenNll`] over a split vocabulary.
+struct SplitTokenNll(Arc<dyn SplitLayers>);
+
+impl CustomOp3 for SplitTokenNll {
+    fn name(&self) -> &'static str {
+        "herd-split-token-nll"
+    }
+
+    fn cpu_fwd(
+        &self,
+        ls: &CpuStorage,
+        ll: &Layout,
+        ts: &CpuStorage,
+        tl: &Layout,
+        ws: &CpuStorage,
+        wl: &Layout,
+    ) -> candle_core::Result<(CpuStorage, Shape)> {
+        let (n, vocab) = ll.shape().dims2()?;
+        let split = self.0.as_ref();
+        let (logits, targets) = (slice::<f32>(ls, ll)?, slice::<u32>(ts, tl)?);
+        let weights = slice::<f32>(ws, wl)?;
+        let lse = whole_log_sum_exp(split, logits, vocab)?;
+        let mut picked: Vec<f32> = logits
+            .chunks(vocab)
+            .zip(targets)
+            .map(|(row, &t)| local_target(split, vocab, t).map_or(0.0, |t| row[t]))
+            .collect();
+        split.sum(&mut picked)?;
+        let out: Vec<f32> = (0..n)
+            .map(|i| match weights[i] == 0.0 {
+                true => 0.0,
+                false => weights[i] * (lse[i] - picked[i]),
+            })
+            .collect();
+        Ok((storage(out), Shape::from(n)))
+    }
+
+    fn bwd(
+        &self,
+        logits: &Tensor,
+        targets: &Tensor,
+        weights: &Tensor,
+        _nll: &Tensor,
+        grad: &Tensor,
+    ) -> candle_core::Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
+        let scale = (weights * grad)?;
+        let backward = SplitTokenNllBackward(self.0.clone());
+        let d_logits = logits.apply_op3_no_bwd(targets, &scale, &backward)?;
+        Ok((Some(d_logits), None, None))
+    }
+}
+
+/// `(softmax(row) − onehot(target)) · scale` on this part's slice of each row, the softmax
+/// over the whole vocabulary.
+struct SplitTokenNllBackward(Arc<dyn SplitLayers>);
+
+impl CustomOp3 for SplitTokenNllBackward {
+    fn name(&self) -> &'static str {
+        "herd-split-token-nll-backward"
+    }
+
+    fn cpu_fwd(
+        &self,
+        ls: &CpuStorage,
+        ll: &Layout,
+        ts: &CpuStorage,
+        tl: &Layout,
+        ss: &CpuStorage,
+        sl: &Layout,
+    ) -> candle_core::Result<(CpuStorage, Shape)> {
+        let (_, vocab) = ll.shape().dims2()?;
+        let split = self.0.as_ref();
+        let (logits, targets) = (slice::<f32>(ls, ll)?, slice::<u32>(ts, tl)?);
+        let scales = slice::<f32>(ss, sl)?;
+        let lse = whole_log_sum_exp(split, logits, vocab)?;
+        let mut out = vec![0.0f32; logits.len()];
+        out.par_chunks_mut(vocab)
+            .zip(logits.par_chunks(vocab))
+            .enumerate()
+            .for_each(|(i, (o, row))| {
+                let scale = scales[i];
+                if scale == 0.0 {
+                    return;
+                }
+                for (o, &v) in o.iter_mut().zip(row) {
+                    *o = (v - lse[i]).exp() * scale;
+                }
+                if let Some(t) = local_target(split, vocab, targets[i]) {
+                    o[t] -= scale;
+                }
+            });
+        Ok((storage(out), ll.shape().clone()))
     }
 }
 

@@ -1,8 +1,14 @@
 //! The trainable parameters of a Llama model: one candle `Var` per HF-named tensor, their
 //! initialisation, which of them take weight decay, and the model that computes with them.
+//! Parameters of a model whose layers are split ([`herd_model::split`]) hold this part's slices;
+//! values come in and go out whole (initialisation, checkpoints), so a run's files do not
+//! depend on how it was split.
+
+use std::sync::Arc;
 
 use candle_core::{DType, Device, Tensor, Var};
 use herd_model::llama::tensor_shapes;
+use herd_model::split::{part_of, split_dim, whole_of, SplitLayers};
 use herd_model::{Llama, LlamaConfig, Weight, Weights};
 use herd_util::seeded::{fnv1a64, splitmix64};
 
@@ -16,6 +22,7 @@ pub struct Parameters {
     config: LlamaConfig,
     names: Vec<String>,
     vars: Vec<Var>,
+    split: Option<Arc<dyn SplitLayers>>,
 }
 
 impl Parameters {
@@ -56,6 +63,7 @@ impl Parameters {
             config: config.clone(),
             names,
             vars,
+            split: None,
         })
     }
 
@@ -77,6 +85,7 @@ impl Parameters {
             config: config.clone(),
             names,
             vars,
+            split: None,
         })
     }
 
@@ -88,13 +97,86 @@ impl Parameters {
         Ok(())
     }
 
-    /// Sets every variable to its tensor in `weights` (a checkpoint of the same parameters).
+    /// This part's slices of the parameters of a model split by `split` (`None` keeps them
+    /// whole).
+    pub fn split_by(self, split: Option<Arc<dyn SplitLayers>>) -> Result<Self> {
+        let Some(split) = split else {
+            return Ok(self);
+        };
+        let vars = self
+            .names
+            .iter()
+            .zip(&self.vars)
+            .map(|(name, var)| match split_dim(name) {
+                None => Ok(var.clone()),
+                Some(dim) => Ok(Var::from_tensor(&part_of(
+                    var.as_tensor(),
+                    dim,
+                    split.parts(),
+                    split.part(),
+                )?)?),
+            })
+            .collect::<Result<_>>()?;
+        Ok(Parameters {
+            vars,
+            split: Some(split),
+            ..self
+        })
+    }
+
+    /// The exchange between the parts when the parameters are split.
+    pub fn split(&self) -> Option<&Arc<dyn SplitLayers>> {
+        self.split.as_ref()
+    }
+
+    /// The dimension parameter `index` is split along, when split.
+    pub fn split_dim(&self, index: usize) -> Option<usize> {
+        self.split.as_ref().and(split_dim(&self.names[index]))
+    }
+
+    /// Each parameter's whole shape (of the model, not of this part's slice), in order.
+    pub fn shapes(&self) -> Vec<(String, Vec<usize>)> {
+        let parts = self.split.as_ref().map_or(1, |s| s.parts());
+        (0..self.vars.len())
+            .map(|i| {
+                let mut dims = self.vars[i].dims().to_vec();
+                if let Some(dim) = self.split_dim(i) {
+                    dims[dim] *= parts;
+                }
+                (self.names[i].clone(), dims)
+            })
+            .collect()
+    }
+
+    /// Sets every variable to its tensor in `weights` (whole tensors of the same parameters: a
+    /// checkpoint); split parameters take their part.
     pub fn set_values(&self, weights: &Weights) -> Result<()> {
-        for (name, var) in self.names.iter().zip(&self.vars) {
-            let tensor = weights.get(name, var.dims())?.to_dense(var.dtype())?;
+        for (i, (name, dims)) in self.shapes().into_iter().enumerate() {
+            let var = &self.vars[i];
+            let mut tensor = weights.get(&name, &dims)?.to_dense(var.dtype())?;
+            if let (Some(dim), Some(split)) = (self.split_dim(i), &self.split) {
+                tensor = part_of(&tensor, dim, split.parts(), split.part())?;
+            }
             var.set(&tensor.to_device(var.device())?)?;
         }
         Ok(())
+    }
+
+    /// The current values, whole: split parameters are gathered from every part (a collective:
+    /// every part calls it), the others share storage with the variables.
+    pub fn whole_weights(&self) -> Result<Weights> {
+        let Some(split) = &self.split else {
+            return Ok(self.weights());
+        };
+        let mut weights = Weights::new("<training>");
+        for (i, (name, var)) in self.names.iter().zip(&self.vars).enumerate() {
+            let tensor = match self.split_dim(i) {
+                None => var.as_tensor().detach(),
+                Some(dim) => whole_of(split.as_ref(), var.as_tensor(), dim)?,
+            };
+            weights.insert(name.clone(), Weight::Dense(tensor));
+        }
+        Ok(weights)
     }
 
     /// The model's shape.
@@ -125,7 +207,8 @@ impl Parameters {
         self.vars[index].rank() >= 2
     }
 
-    /// The current values as [`Weights`] (sharing storage with the variables).
+    /// The current values as [`Weights`] (sharing storage with the variables; this part's
+    /// slices when split).
     pub fn weights(&self) -> Weights {
         self.weights_as(|t| t.clone())
     }
@@ -140,7 +223,8 @@ impl Parameters {
 
     fn build(&self, weights: &Weights) -> Result<Llama> {
         let var = &self.vars[0];
-        Llama::load(self.config.clone(), weights, var.dtype(), var.device()).map_err(Error::from)
+        let (config, split) = (self.config.clone(), self.split.clone());
+        Llama::load_part(config, weights, var.dtype(), var.device(), split).map_err(Error::from)
     }
 
     /// A model computing with these variables: gradients of its outputs reach them, and

@@ -7,7 +7,7 @@ use herd_model::{Llama, SequenceLayout};
 
 use crate::error::{Error, Result};
 use crate::loader::Batch;
-use crate::loss::nll_sum;
+use crate::loss::{nll_sum, split_token_nll};
 use crate::params::Parameters;
 
 /// Loss and gradients of one batch.
@@ -32,12 +32,17 @@ pub fn tensors(batch: &Batch, model: &Llama) -> Result<(Tensor, Tensor, Tensor, 
     Ok((inputs, targets, weights, layout))
 }
 
-/// Sum of the target losses of `batch` as a scalar tensor (differentiable).
+/// Sum of the target losses of `batch` as a scalar tensor (differentiable); of the whole
+/// vocabulary when the model is split.
 pub fn batch_nll_sum(model: &Llama, batch: &Batch) -> Result<Tensor> {
     let (inputs, targets, weights, layout) = tensors(batch, model)?;
     let logits = model.forward(&inputs, &layout, None)?;
     let vocab = logits.dim(2)?;
-    nll_sum(&logits.reshape(((), vocab))?, &targets, &weights)
+    let logits = logits.reshape(((), vocab))?;
+    match model.split() {
+        None => nll_sum(&logits, &targets, &weights),
+        Some(split) => Ok(split_token_nll(&logits, &targets, &weights, split)?.sum_all()?),
+    }
 }
 
 /// Mean loss of `batch` and its gradients, running `micro_rows` rows at a time.

@@ -9,13 +9,18 @@
 //!
 //! How the step is shared among processes is a [`StepSharing`] given from outside: every process
 //! reads the same batches, computes its rows, and the sharing combines losses and gradients and
-//! updates the parameters; one process writes the run's files.
+//! updates the parameters; one process writes the run's files. When the model's layers are split
+//! among processes (tensor parallelism, [`herd_model::split`]), each holds its part of the
+//! parameters; every process of a part's group then computes validation losses, and whole
+//! weights are gathered for every file written, so files do not depend on the split.
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::Instant;
 
 use candle_core::{DType, Device};
+use herd_model::split::SplitLayers;
 use indicatif::{ProgressBar, ProgressStyle};
 
 use crate::adamw::AdamWConfig;
@@ -76,6 +81,8 @@ fn save_checkpoint(
     sharing: &dyn StepSharing,
 ) -> Result<()> {
     let writer = sharing.writes_files();
+    // Every process takes part in gathering a split model's weights; the writer writes them.
+    let weights = params.whole_weights()?;
     let began = match writer {
         true => checkpoint::begin(root, state.step).map(|_| ()),
         false => Ok(()),
@@ -88,7 +95,7 @@ fn save_checkpoint(
             true => checkpoint::write_model_and_state(
                 &pending,
                 &recipe.model,
-                &params.weights(),
+                &weights,
                 &recipe.tokenizer,
                 state,
             ),
@@ -115,15 +122,17 @@ fn agree(sharing: &dyn StepSharing, result: Result<()>, what: &str) -> Result<()
 
 /// Runs (or resumes) `recipe` in this process.
 pub fn pretrain(recipe: &Recipe, options: &RunOptions) -> Result<RunSummary> {
-    pretrain_shared(recipe, options, &|params, config| {
+    pretrain_shared(recipe, options, None, &|params, config| {
         Ok(Box::new(OneProcess::new(params, config)?))
     })
 }
 
-/// Runs (or resumes) `recipe` as one of the processes that `sharing` makes share each step.
+/// Runs (or resumes) `recipe` as one of the processes that `sharing` makes share each step,
+/// holding the part of the model's layers that `split` says (`None`: the whole model).
 pub fn pretrain_shared(
     recipe: &Recipe,
     options: &RunOptions,
+    split: Option<Arc<dyn SplitLayers>>,
     sharing: &SharingFactory<'_>,
 ) -> Result<RunSummary> {
     let device = Device::Cpu;
@@ -141,7 +150,8 @@ pub fn pretrain_shared(
     });
     // The sharing needs the parameters' shapes only; their values come once it is known whether
     // a checkpoint holds them (no random draws for a run that resumes).
-    let mut params = Parameters::zeros(&recipe.model, DType::F32, &device)?;
+    let mut params =
+        Parameters::zeros(&recipe.model, DType::F32, &device)?.split_by(split.clone())?;
     let mut sharing = sharing(&params, recipe.optimizer.clone())?;
     let writer = sharing.writes_files();
     // From here on `out` holds this run (fresh, or resumed with the same recipe and data); the
@@ -163,7 +173,8 @@ pub fn pretrain_shared(
             state
         }
         None => {
-            params = Parameters::init(&recipe.model, recipe.seed, DType::F32, &device)?;
+            params = Parameters::init(&recipe.model, recipe.seed, DType::F32, &device)?
+                .split_by(split.clone())?;
             TrainerState {
                 cursor: loader.cursor().clone(),
                 ..TrainerState::default()
@@ -221,7 +232,8 @@ pub fn pretrain_shared(
             extra: Default::default(),
         };
         let validates = state.step.is_multiple_of(recipe.eval.every) || state.step == total;
-        if writer && validates {
+        // A split model's validation loss takes every part.
+        if (writer || split.is_some()) && validates {
             let val = validation
                 .entry(stage.seq_len)
                 .or_insert_with(|| loader.validation_batch(recipe.eval.rows, stage.seq_len));
@@ -255,8 +267,8 @@ pub fn pretrain_shared(
             let into_annealing = (state.step + anneal.steps).saturating_sub(total);
             if into_annealing > 0 && into_annealing.is_multiple_of(anneal.checkpoint_every) {
                 let dir = out.join("anneal").join(format!("step-{:08}", state.step));
+                let weights = params.whole_weights()?;
                 if writer {
-                    let weights = params.weights();
                     checkpoint::save_model(&dir, &recipe.model, &weights, &recipe.tokenizer)?;
                 }
                 if !state.anneal_checkpoints.contains(&dir) {
@@ -269,9 +281,11 @@ pub fn pretrain_shared(
         }
     }
     bar.finish();
-    if writer && state.step == total {
-        let dir = out.join("final");
-        write_final(recipe, &params, &state, &dir, &device)?;
+    if state.step == total {
+        let last = params.whole_weights()?;
+        if writer {
+            write_final(recipe, &last, &state, &out.join("final"), &device)?;
+        }
     }
     Ok(RunSummary {
         steps: state.step,
@@ -282,10 +296,10 @@ pub fn pretrain_shared(
     })
 }
 
-/// The final model: the mean of the last annealing checkpoints, or the last weights.
+/// The final model: the mean of the last annealing checkpoints, or the `last` weights.
 fn write_final(
     recipe: &Recipe,
-    params: &Parameters,
+    last_weights: &herd_model::Weights,
     state: &TrainerState,
     dir: &Path,
     device: &Device,
@@ -300,7 +314,7 @@ fn write_final(
         .map(PathBuf::as_path)
         .collect();
     if last.is_empty() {
-        return checkpoint::save_model(dir, &recipe.model, &params.weights(), &recipe.tokenizer);
+        return checkpoint::save_model(dir, &recipe.model, last_weights, &recipe.tokenizer);
     }
     let (config, mean) = average_checkpoints(&last, device)?;
     checkpoint::save_model(dir, &config, &mean, &recipe.tokenizer)

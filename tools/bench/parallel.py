@@ -1,13 +1,14 @@
 #!/usr/bin/env python3
-"""Data parallelism on one machine: per-rank memory and step time against the DP degree.
+"""Parallel training on one machine: per-rank memory and step time against the layout.
 
-    python3 tools/bench/data_parallel.py --herd target/release/herd --recipe R.toml \
-        [--dp 1,2,4] [--steps 12]
+    python3 tools/bench/parallel.py --herd target/release/herd --recipe R.toml \
+        [--layouts 1,dp2,dp4,tp2,tp2xdp2] [--steps 12]
 
 R.toml is a pretraining recipe with its data (paths relative to the working folder) and no
-[parallel] section; herd must be built with `--features mpi`. For each DP degree the recipe
-runs `--steps` steps (DP 1 in one process, otherwise `mpirun -n DP`), every rank with
-cores/DP threads, while each rank's resident memory (VmRSS) is sampled every 20 ms:
+[parallel] section; herd must be built with `--features mpi`. A layout names its degrees
+(`tp2xdp2` is tp = 2, dp = 2; `1` is one process). For each, the recipe runs `--steps` steps
+(one process, or `mpirun -n RANKS`), every rank with cores/RANKS threads, while each rank's
+resident memory (VmRSS) is sampled every 20 ms:
 `steady` is its largest value before the first checkpoint (training steps only), `peak` its
 largest overall (a checkpoint gathers the whole optimizer state). Step time is the mean over
 the steps after the first 3 from metrics.jsonl. Prints one JSON line per degree. Writes only
@@ -48,16 +49,34 @@ def herd_pids(root, exe):
     return found
 
 
-def run(herd, recipe_text, dp, steps, work, cores):
-    recipe = os.path.join(work, f"dp{dp}.toml")
+def degrees(layout):
+    """{"tp": 2, "dp": 2} for "tp2xdp2"; {} for "1"."""
+    if layout == "1":
+        return {}
+    found = {}
+    for part in layout.split("x"):
+        key, value = part[:2], part[2:]
+        if key not in ("tp", "cp", "pp", "dp") or not value.isdigit() or int(value) < 1:
+            raise SystemExit(f"bad layout {layout!r}: write e.g. 1, dp2, tp2xdp2")
+        found[key] = int(value)
+    return found
+
+
+def run(herd, recipe_text, layout, steps, work, cores):
+    parallel = degrees(layout)
+    ranks = 1
+    for degree in parallel.values():
+        ranks *= degree
+    recipe = os.path.join(work, f"{layout}.toml")
     with open(recipe, "w") as f:
-        f.write(recipe_text + (f"\n[parallel]\ndp = {dp}\n" if dp > 1 else ""))
-    out = os.path.join(work, f"run-dp{dp}")
-    threads = max(1, cores // dp)
+        section = "".join(f"{k} = {v}\n" for k, v in parallel.items())
+        f.write(recipe_text + (f"\n[parallel]\n{section}" if section else ""))
+    out = os.path.join(work, f"run-{layout}")
+    threads = max(1, cores // ranks)
     command = [herd, "--threads", str(threads), "pretrain", "--recipe", recipe, "--out", out,
                "--max-steps", str(steps), "--quiet"]
-    if dp > 1:
-        command = ["mpirun", "-n", str(dp), "--oversubscribe", "--bind-to", "none"] + command
+    if ranks > 1:
+        command = ["mpirun", "-n", str(ranks), "--oversubscribe", "--bind-to", "none"] + command
     env = dict(os.environ, OMPI_ALLOW_RUN_AS_ROOT="1", OMPI_ALLOW_RUN_AS_ROOT_CONFIRM="1",
                OMPI_MCA_btl_vader_single_copy_mechanism="none")
     child = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL,
@@ -76,11 +95,11 @@ def run(herd, recipe_text, dp, steps, work, cores):
                 steady[pid] = max(steady.get(pid, 0), kb)
         time.sleep(0.02)
     if child.returncode != 0:
-        raise SystemExit(f"dp {dp} failed:\n{child.stderr.read()}")
+        raise SystemExit(f"{layout} failed:\n{child.stderr.read()}")
     rows = [json.loads(line) for line in open(os.path.join(out, "metrics.jsonl"))][3:]
     step_s = sum(r["batch_rows"] * r["seq_len"] / r["tokens_per_s"] for r in rows) / len(rows)
     mib = lambda kb: round(kb / 1024, 1)
-    return {"dp": dp, "threads_per_rank": threads, "ranks": len(peak),
+    return {"layout": layout, "threads_per_rank": threads, "ranks": len(peak),
             "steady_rss_mib": sorted(mib(v) for v in steady.values()),
             "peak_rss_mib": sorted(mib(v) for v in peak.values()),
             "step_s": round(step_s, 4),
@@ -92,17 +111,17 @@ def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--herd", required=True)
     parser.add_argument("--recipe", required=True)
-    parser.add_argument("--dp", default="1,2,4")
+    parser.add_argument("--layouts", default="1,dp2,dp4,tp2,tp2xdp2")
     parser.add_argument("--steps", type=int, default=12)
     args = parser.parse_args()
     recipe_text = open(args.recipe).read()
     if "[parallel]" in recipe_text:
-        raise SystemExit("give a recipe without [parallel]: the degrees come from --dp")
+        raise SystemExit("give a recipe without [parallel]: the degrees come from --layouts")
     cores = os.cpu_count()
-    work = tempfile.mkdtemp(prefix="herd-dp-bench-")
+    work = tempfile.mkdtemp(prefix="herd-parallel-bench-")
     try:
-        for dp in (int(d) for d in args.dp.split(",")):
-            print(json.dumps(run(args.herd, recipe_text, dp, args.steps, work, cores)),
+        for layout in args.layouts.split(","):
+            print(json.dumps(run(args.herd, recipe_text, layout, args.steps, work, cores)),
                   flush=True)
     finally:
         shutil.rmtree(work)
