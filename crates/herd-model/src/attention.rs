@@ -1,6 +1,8 @@
 //! Grouped-query self-attention (8 KV heads in every Llama 3 model) with RoPE, an additive mask
 //! for causality and document boundaries, and an optional KV cache.
 
+use std::sync::Arc;
+
 use candle_core::{DType, Result, Tensor};
 
 use crate::cache::KvCache;
@@ -8,6 +10,7 @@ use crate::linear::Linear;
 use crate::paged::{PagedKv, PagedSeq};
 use crate::rope::Rope;
 use crate::softmax::masked_softmax;
+use crate::split::{gather_sequence, Parts};
 
 /// The four projections of one attention layer and its head counts.
 #[derive(Debug, Clone)]
@@ -30,6 +33,9 @@ pub struct AttentionInput<'a> {
     /// Additive mask `[batch|1, 1, seq, kv_len]` in the scores' dtype (f32, or f64 for f64
     /// models), or `None` when all keys are visible.
     pub mask: Option<&'a Tensor>,
+    /// When the tokens are one part of longer rows (context parallelism): the exchange that
+    /// gathers every part's keys and values.
+    pub context: Option<&'a Arc<dyn Parts>>,
 }
 
 impl Attention {
@@ -47,9 +53,11 @@ impl Attention {
         let q = Rope::apply(&heads(q, h)?, input.cos, input.sin)?;
         let k = Rope::apply(&heads(k, kvh)?, input.cos, input.sin)?;
         let v = heads(v, kvh)?.contiguous()?;
-        let (k, v) = match cache {
-            Some((cache, layer)) => cache.append(layer, &k, &v)?,
-            None => (k, v),
+        let (k, v) = match (cache, input.context) {
+            (Some(_), Some(_)) => candle_core::bail!("a part of a sequence runs without a cache"),
+            (Some((cache, layer)), None) => cache.append(layer, &k, &v)?,
+            (None, Some(parts)) => (gather_sequence(parts, &k)?, gather_sequence(parts, &v)?),
+            (None, None) => (k, v),
         };
         let out = self.attend(&q, &k, &v, input.mask, t)?;
         crate::trace::record("kqv_out", None, &out);

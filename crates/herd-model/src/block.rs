@@ -9,7 +9,7 @@ use crate::cache::KvCache;
 use crate::feed_forward::FeedForward;
 use crate::norm::RmsNorm;
 use crate::paged::{PagedKv, PagedSeq};
-use crate::split::{enter, exit, SplitLayers};
+use crate::split::{enter, exit, Parts};
 use crate::trace::record;
 
 /// Attention and feed-forward, each behind a pre-norm and a residual connection.
@@ -20,7 +20,7 @@ pub struct Block {
     pub(crate) ffn_norm: RmsNorm,
     pub(crate) feed_forward: FeedForward,
     /// The exchange completing the split layers' sums ([`crate::split`]), when split.
-    pub(crate) split: Option<Arc<dyn SplitLayers>>,
+    pub(crate) split: Option<Arc<dyn Parts>>,
 }
 
 impl Block {

@@ -31,5 +31,5 @@ pub use config::{LlamaConfig, RopeScaling};
 pub use error::{Error, Result};
 pub use llama::Llama;
 pub use paged::{PagedKv, PagedSeq};
-pub use sequence::SequenceLayout;
+pub use sequence::{context_columns, SequenceLayout};
 pub use weights::{Weight, Weights};

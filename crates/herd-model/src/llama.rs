@@ -16,7 +16,7 @@ use crate::norm::{accumulation_dtype, RmsNorm};
 use crate::paged::{PagedKv, PagedSeq};
 use crate::rope::Rope;
 use crate::sequence::SequenceLayout;
-use crate::split::{enter, exit, SplitLayers};
+use crate::split::{enter, exit, Parts};
 use crate::weights::Weights;
 
 /// A dense Llama 3 decoder ready for inference.
@@ -32,7 +32,7 @@ pub struct Llama {
     device: Device,
     /// When the layers are split ([`crate::split`]): the exchange between the parts, and the
     /// first vocabulary id this part's embedding rows and logits are of.
-    split: Option<(Arc<dyn SplitLayers>, u32)>,
+    split: Option<(Arc<dyn Parts>, u32)>,
 }
 
 /// HF name of a tensor of block `layer`.
@@ -91,7 +91,7 @@ impl Llama {
         weights: &Weights,
         dtype: DType,
         device: &Device,
-        split: Option<Arc<dyn SplitLayers>>,
+        split: Option<Arc<dyn Parts>>,
     ) -> crate::Result<Llama> {
         let bad_config =
             |m: String| crate::Error::format(weights.source(), format!("bad config: {m}"));
@@ -169,7 +169,7 @@ impl Llama {
     }
 
     /// The exchange between the parts of a split model ([`Llama::load_part`]), or `None`.
-    pub fn split(&self) -> Option<&Arc<dyn SplitLayers>> {
+    pub fn split(&self) -> Option<&Arc<dyn Parts>> {
         self.split.as_ref().map(|(s, _)| s)
     }
 
@@ -250,6 +250,7 @@ impl Llama {
             cos: &cos,
             sin: &sin,
             mask: mask.as_ref(),
+            context: layout.context(),
         };
         let mut x = self
             .embed(&tokens.flatten_all()?)?

@@ -2,7 +2,11 @@
 //! to. Packing, the KV cache and the inter-document mask of the paper (§3.2) are arguments of the
 //! forward pass described here, not modes of the model.
 
+use std::sync::Arc;
+
 use candle_core::{DType, Device, Result, Tensor};
+
+use crate::split::Parts;
 
 /// Positions and attention structure of a `[batch, seq_len]` block of tokens.
 #[derive(Debug, Clone)]
@@ -15,6 +19,43 @@ pub struct SequenceLayout {
     positions: Vec<u32>,
     /// Document id of every token when rows are packed from several documents.
     documents: Option<Vec<u32>>,
+    /// When the block is one part of longer rows (context parallelism): the keys every query
+    /// attends over, gathered from all parts.
+    keys: Option<PartKeys>,
+}
+
+/// The keys of a block that is one part of its rows: every part's tokens in part order, as
+/// [`crate::split::gather_sequence`] gathers their keys and values.
+#[derive(Debug, Clone)]
+struct PartKeys {
+    /// Keys per row.
+    len: usize,
+    /// RoPE position of every key, row-major `[batch, len]`.
+    positions: Vec<u32>,
+    /// Document id of every key, when rows are packed.
+    documents: Option<Vec<u32>>,
+    /// The exchange between the parts.
+    parts: Arc<dyn Parts>,
+}
+
+/// The columns of a row of `seq_len` tokens that part `part` of `parts` holds under context
+/// parallelism (paper §3.3.2): the row cut into 2·parts chunks, the part holding chunks `part`
+/// and 2·parts − 1 − `part`, so every part has as many early (cheap) as late (expensive) causal
+/// queries.
+pub fn context_columns(
+    seq_len: usize,
+    parts: usize,
+    part: usize,
+) -> std::result::Result<Vec<usize>, String> {
+    if parts == 0 || part >= parts || !seq_len.is_multiple_of(2 * parts) {
+        return Err(format!(
+            "a row of {seq_len} tokens does not split into 2 × {parts} equal chunks (part \
+             {part}): make seq_len a multiple of 2·cp"
+        ));
+    }
+    let chunk = seq_len / (2 * parts);
+    let (early, late) = (part * chunk, (2 * parts - 1 - part) * chunk);
+    Ok((early..early + chunk).chain(late..late + chunk).collect())
 }
 
 impl SequenceLayout {
@@ -28,6 +69,7 @@ impl SequenceLayout {
             cached,
             positions: row.repeat(batch),
             documents: None,
+            keys: None,
         }
     }
 
@@ -40,6 +82,7 @@ impl SequenceLayout {
             cached,
             positions,
             documents: None,
+            keys: None,
         }
     }
 
@@ -82,7 +125,49 @@ impl SequenceLayout {
             cached: 0,
             positions,
             documents: Some(documents),
+            keys: None,
         })
+    }
+
+    /// The layout of part `parts.part()` of these rows under context parallelism: its tokens
+    /// ([`context_columns`]) as queries, every part's as keys, each query seeing the keys of its
+    /// document up to its own position. The block must have no cache.
+    pub fn context_part(
+        &self,
+        parts: Arc<dyn Parts>,
+    ) -> std::result::Result<SequenceLayout, String> {
+        if self.cached != 0 || self.keys.is_some() {
+            return Err("only a whole block without a cache splits into context parts".into());
+        }
+        let n = parts.parts();
+        let per_part = (0..n)
+            .map(|p| context_columns(self.seq_len, n, p))
+            .collect::<std::result::Result<Vec<_>, _>>()?;
+        let (mine, all) = (&per_part[parts.part()], per_part.concat());
+        let pick = |values: &[u32], columns: &[usize]| -> Vec<u32> {
+            (0..self.batch)
+                .flat_map(|r| columns.iter().map(move |&c| values[r * self.seq_len + c]))
+                .collect()
+        };
+        let documents = self.documents.as_deref();
+        Ok(SequenceLayout {
+            batch: self.batch,
+            seq_len: mine.len(),
+            cached: 0,
+            positions: pick(&self.positions, mine),
+            documents: documents.map(|d| pick(d, mine)),
+            keys: Some(PartKeys {
+                len: all.len(),
+                positions: pick(&self.positions, &all),
+                documents: documents.map(|d| pick(d, &all)),
+                parts,
+            }),
+        })
+    }
+
+    /// The exchange between the parts when this block is one part of its rows.
+    pub fn context(&self) -> Option<&Arc<dyn Parts>> {
+        self.keys.as_ref().map(|k| &k.parts)
     }
 
     /// Rows in the block.
@@ -109,6 +194,9 @@ impl SequenceLayout {
     /// attend a key, −∞ elsewhere), or `None` when every query may attend every key (one new
     /// token after a cache).
     pub fn mask(&self, dtype: DType, device: &Device) -> Result<Option<Tensor>> {
+        if let Some(keys) = &self.keys {
+            return Ok(Some(self.part_mask(keys, device)?.to_dtype(dtype)?));
+        }
         if self.seq_len == 1 && self.documents.is_none() {
             return Ok(None);
         }
@@ -138,6 +226,30 @@ impl SequenceLayout {
         let mask = Tensor::from_vec(mask, (rows, 1, t, kv), device)?;
         Ok(Some(mask.to_dtype(dtype)?))
     }
+
+    /// The mask `[batch, 1, seq_len, keys]` of a part: a query sees a key of its own document
+    /// at a position up to its own (positions restart in each document, so within one they are
+    /// the order of the tokens).
+    fn part_mask(&self, keys: &PartKeys, device: &Device) -> Result<Tensor> {
+        let (t, kv) = (self.seq_len, keys.len);
+        let mut mask = vec![0f32; self.batch * t * kv];
+        for r in 0..self.batch {
+            for i in 0..t {
+                let query = r * t + i;
+                for j in 0..kv {
+                    let key = r * kv + j;
+                    let same_doc = match (&self.documents, &keys.documents) {
+                        (Some(q), Some(k)) => q[query] == k[key],
+                        _ => true,
+                    };
+                    if !(same_doc && keys.positions[key] <= self.positions[query]) {
+                        mask[query * kv + j] = f32::NEG_INFINITY;
+                    }
+                }
+            }
+        }
+        Tensor::from_vec(mask, (self.batch, 1, t, kv), device)
+    }
 }
 
 #[cfg(test)]
@@ -160,6 +272,68 @@ mod tests {
         assert!(allowed(1, 0) && !allowed(0, 1));
         assert!(!allowed(2, 1) && !allowed(3, 0) && allowed(4, 2) && allowed(4, 4));
         assert!(SequenceLayout::packed(&[vec![2, 3], vec![4]]).is_err());
+    }
+
+    #[test]
+    fn context_parts_hold_balanced_chunks_and_see_their_documents_keys() {
+        assert_eq!(context_columns(8, 2, 0).unwrap(), vec![0, 1, 6, 7]);
+        assert_eq!(context_columns(8, 2, 1).unwrap(), vec![2, 3, 4, 5]);
+        assert!(context_columns(6, 2, 0).is_err());
+        #[derive(Debug)]
+        struct Two(usize);
+        impl Parts for Two {
+            fn parts(&self) -> usize {
+                2
+            }
+            fn part(&self) -> usize {
+                self.0
+            }
+            fn sum(&self, _: &mut [f32]) -> Result<()> {
+                unreachable!()
+            }
+            fn gather(&self, _: &[f32], _: &mut [f32]) -> Result<()> {
+                unreachable!()
+            }
+            fn reduce_scatter(&self, _: &[f32], _: &mut [f32]) -> Result<()> {
+                unreachable!()
+            }
+        }
+        // One row of two documents, 3 and 5 tokens.
+        let whole = SequenceLayout::packed(&[vec![3, 5]]).unwrap();
+        let full = whole.mask(DType::F32, &Device::Cpu).unwrap().unwrap();
+        let full: Vec<Vec<f32>> = full
+            .squeeze(0)
+            .unwrap()
+            .squeeze(0)
+            .unwrap()
+            .to_vec2()
+            .unwrap();
+        for part in 0..2 {
+            let layout = whole.context_part(Arc::new(Two(part))).unwrap();
+            let columns = context_columns(8, 2, part).unwrap();
+            let keys = [
+                context_columns(8, 2, 0).unwrap(),
+                context_columns(8, 2, 1).unwrap(),
+            ]
+            .concat();
+            let positions: Vec<u32> = columns.iter().map(|&c| whole.positions()[c]).collect();
+            assert_eq!(layout.positions(), positions.as_slice());
+            let mask = layout.mask(DType::F32, &Device::Cpu).unwrap().unwrap();
+            assert_eq!(mask.dims(), &[1, 1, 4, 8]);
+            let m: Vec<Vec<f32>> = mask
+                .squeeze(0)
+                .unwrap()
+                .squeeze(0)
+                .unwrap()
+                .to_vec2()
+                .unwrap();
+            // Each query sees exactly the keys the whole row's query at its column sees.
+            for (i, &c) in columns.iter().enumerate() {
+                for (j, &k) in keys.iter().enumerate() {
+                    assert_eq!(m[i][j], full[c][k], "part {part}, query {c}, key {k}");
+                }
+            }
+        }
     }
 
     #[test]

@@ -13,7 +13,12 @@
 //!   others, and [`exit`] sums the parts' rows.
 //! - RMSNorm scales are whole on every part.
 //!
-//! How parts exchange values is [`SplitLayers`], implemented outside the model (herd-parallel,
+//! A sequence may be split too (context parallelism): each part holds some of every row's
+//! tokens ([`crate::SequenceLayout::context_part`]) and attends over every part's keys and
+//! values, which [`gather_sequence`] brings together (an all-gather forward, a reduce-scatter of
+//! their gradients backward).
+//!
+//! How parts exchange values is [`Parts`], implemented outside the model (herd-parallel,
 //! over MPI): the model never learns who holds the other parts.
 
 use std::fmt::Debug;
@@ -23,10 +28,10 @@ use candle_core::{CpuStorage, CustomOp1, DType, Layout, Result, Shape, Tensor};
 
 use crate::kernel::{slice, storage};
 
-/// The exchange between the parts of split layers. Every part calls the same methods in the
-/// same order with buffers of the same lengths.
-pub trait SplitLayers: Debug + Send + Sync {
-    /// How many parts each split layer is cut into.
+/// The exchange between the parts of split layers or of a split sequence. Every part calls the
+/// same methods in the same order with buffers of the same lengths.
+pub trait Parts: Debug + Send + Sync {
+    /// How many parts each split layer or sequence is cut into.
     fn parts(&self) -> usize;
 
     /// Which part this model holds, `0..parts()`.
@@ -37,6 +42,10 @@ pub trait SplitLayers: Debug + Send + Sync {
 
     /// Concatenates every part's `mine` in part order into `out` (`parts()` × `mine.len()`).
     fn gather(&self, mine: &[f32], out: &mut [f32]) -> Result<()>;
+
+    /// Sums `whole` (`parts()` equal pieces) over the parts and gives this part its piece of
+    /// the sum in `mine`.
+    fn reduce_scatter(&self, whole: &[f32], mine: &mut [f32]) -> Result<()>;
 }
 
 /// The split of one parameter (by its HF name): the dimension cut into parts, or `None` for
@@ -75,7 +84,7 @@ pub fn part_of(tensor: &Tensor, dim: usize, parts: usize, part: usize) -> Result
 
 /// The whole tensor from every part's `local` slice along `dim` (a collective: every part
 /// calls it).
-pub fn whole_of(split: &dyn SplitLayers, local: &Tensor, dim: usize) -> Result<Tensor> {
+pub fn whole_of(split: &dyn Parts, local: &Tensor, dim: usize) -> Result<Tensor> {
     let parts = split.parts();
     let mine = local
         .flatten_all()?
@@ -94,7 +103,7 @@ pub fn whole_of(split: &dyn SplitLayers, local: &Tensor, dim: usize) -> Result<T
 
 /// The entry of column-split layers: `x` unchanged forward; backward, its gradient summed over
 /// the parts (each part's slice of the layers contributes a share of it).
-pub fn enter(split: Option<&Arc<dyn SplitLayers>>, x: &Tensor) -> Result<Tensor> {
+pub fn enter(split: Option<&Arc<dyn Parts>>, x: &Tensor) -> Result<Tensor> {
     match split {
         None => Ok(x.clone()),
         Some(split) => x.contiguous()?.apply_op1(Hand {
@@ -106,7 +115,7 @@ pub fn enter(split: Option<&Arc<dyn SplitLayers>>, x: &Tensor) -> Result<Tensor>
 
 /// The exit of row-split layers (and of the split embedding): `x`, a partial sum, summed over
 /// the parts forward; the gradient passes unchanged backward.
-pub fn exit(split: Option<&Arc<dyn SplitLayers>>, x: &Tensor) -> Result<Tensor> {
+pub fn exit(split: Option<&Arc<dyn Parts>>, x: &Tensor) -> Result<Tensor> {
     match split {
         None => Ok(x.clone()),
         Some(split) => x.contiguous()?.apply_op1(Hand {
@@ -119,7 +128,7 @@ pub fn exit(split: Option<&Arc<dyn SplitLayers>>, x: &Tensor) -> Result<Tensor> 
 /// One hand-off between parts: a sum over the parts in one direction, the identity in the
 /// other (Megatron's `f` and `g`).
 struct Hand {
-    split: Arc<dyn SplitLayers>,
+    split: Arc<dyn Parts>,
     sums_forward: bool,
 }
 
@@ -163,6 +172,47 @@ impl CustomOp1 for Hand {
             true => grad.clone(),
             false => self.summed(grad)?,
         }))
+    }
+}
+
+/// Keys or values `[batch, heads, tokens, head_dim]` of this part's tokens, gathered from every
+/// part in part order along the tokens: `[batch, heads, parts · tokens, head_dim]`. Backward,
+/// each part receives the sum of every part's gradient for its own tokens.
+pub fn gather_sequence(parts: &Arc<dyn Parts>, x: &Tensor) -> Result<Tensor> {
+    let (b, h, t, d) = x.dims4()?;
+    let n = parts.parts();
+    x.contiguous()?
+        .flatten_all()?
+        .apply_op1(GatherSequence(parts.clone()))?
+        .reshape((n, b, h, t, d))?
+        .permute((1, 2, 0, 3, 4))?
+        .reshape((b, h, n * t, d))
+}
+
+/// The all-gather of [`gather_sequence`] on flat values, with its reduce-scatter backward.
+struct GatherSequence(Arc<dyn Parts>);
+
+impl CustomOp1 for GatherSequence {
+    fn name(&self) -> &'static str {
+        "herd-gather-sequence"
+    }
+
+    fn cpu_fwd(&self, s: &CpuStorage, l: &Layout) -> Result<(CpuStorage, Shape)> {
+        let mine = match s {
+            CpuStorage::F32(_) => slice::<f32>(s, l)?,
+            _ => candle_core::bail!("the parts of a split sequence exchange f32 values"),
+        };
+        let mut all = vec![0.0f32; mine.len() * self.0.parts()];
+        self.0.gather(mine, &mut all)?;
+        let len = all.len();
+        Ok((storage(all), Shape::from(len)))
+    }
+
+    fn bwd(&self, x: &Tensor, _y: &Tensor, grad: &Tensor) -> Result<Option<Tensor>> {
+        let whole = grad.to_dtype(DType::F32)?.to_vec1::<f32>()?;
+        let mut mine = vec![0.0f32; x.elem_count()];
+        self.0.reduce_scatter(&whole, &mut mine)?;
+        Ok(Some(Tensor::from_vec(mine, x.shape(), x.device())?))
     }
 }
 

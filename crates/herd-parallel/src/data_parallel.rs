@@ -13,7 +13,7 @@
 //! (`optimizer-RRRRR-of-NNNNN.safetensors`, herd-train's sharded layout), so nothing is gathered
 //! to save; a run saved under DP resumes under any other DP degree or in one process.
 //!
-//! Under tensor parallelism too ([`crate::tensor_parallel`]), each DP group shards the slices
+//! Under tensor parallelism too ([`crate::parts`]), each DP group shards the slices
 //! its TP part holds. The global norm then adds the split parameters' squares over the TP
 //! group (each part holds a different slice) and the whole ones' once (each part holds the
 //! same). A checkpoint's moments are put back together whole, one parameter at a time, and each
@@ -25,7 +25,7 @@ use std::path::Path;
 use std::sync::Arc;
 
 use candle_core::{DType, Device, Tensor};
-use herd_model::split::{part_of, whole_of, SplitLayers};
+use herd_model::split::{part_of, whole_of, Parts};
 use herd_train::adamw::AdamWConfig;
 use herd_train::checkpoint;
 use herd_train::params::Parameters;
@@ -54,7 +54,9 @@ pub struct DataParallel<'g> {
     v: Vec<Vec<f32>>,
     steps: u64,
     /// The exchange between tensor-parallel parts, when the parameters are split.
-    split: Option<Arc<dyn SplitLayers>>,
+    split: Option<Arc<dyn Parts>>,
+    /// Consecutive ranks of the group that share each replica's rows (CP; 1 without).
+    sequence_parts: usize,
 }
 
 /// A collective's error as the trainer reports it.
@@ -68,8 +70,9 @@ fn values(t: &Tensor) -> herd_train::Result<Vec<f32>> {
 }
 
 impl<'g> DataParallel<'g> {
-    /// The share of rank `group.rank()` of `group` (the data-parallel group) for `params`
-    /// (this TP part's slices when they are split).
+    /// The share of rank `group.rank()` of `group` (the data-parallel group, or the CP × DP
+    /// one: [`DataParallel::with_sequence_parts`]) for `params` (this TP part's slices when
+    /// they are split).
     pub fn new(
         group: &'g dyn Collectives,
         params: &Parameters,
@@ -96,7 +99,21 @@ impl<'g> DataParallel<'g> {
             shards,
             steps: 0,
             split: params.split().cloned(),
+            sequence_parts: 1,
         })
+    }
+
+    /// The same share where every `parts` consecutive ranks of the group are the context
+    /// parallel parts of one replica (`parts` must divide the group's size).
+    pub fn with_sequence_parts(mut self, parts: usize) -> herd_train::Result<Self> {
+        if parts == 0 || !self.group.size().is_multiple_of(parts) {
+            return Err(train_error(format!(
+                "{parts} context parts do not divide a group of {}",
+                self.group.size()
+            )));
+        }
+        self.sequence_parts = parts;
+        Ok(self)
     }
 
     /// Sums `values` over every rank of the run: the DP group, then each TP group.
@@ -140,7 +157,7 @@ impl<'g> DataParallel<'g> {
 
 impl StepSharing for DataParallel<'_> {
     fn rows(&self, rows: usize) -> herd_train::Result<std::ops::Range<usize>> {
-        let size = self.group.size();
+        let size = self.group.size() / self.sequence_parts;
         if !rows.is_multiple_of(size) {
             return Err(herd_train::Error::Data(format!(
                 "a batch of {rows} rows does not split over {size} data-parallel ranks: make \
@@ -148,7 +165,7 @@ impl StepSharing for DataParallel<'_> {
             )));
         }
         let per_rank = rows / size;
-        let start = self.group.rank() * per_rank;
+        let start = self.group.rank() / self.sequence_parts * per_rank;
         Ok(start..start + per_rank)
     }
 

@@ -2,8 +2,8 @@
 //! asks for one process and no launcher started several; otherwise as one of the ranks
 //! `mpirun -n N herd pretrain …` started, the parallel plans wrapping the trainer.
 //!
-//! So far the plans are tensor parallelism ([`crate::tensor_parallel`]) inside data parallelism
-//! ([`DataParallel`]); a recipe with `cp` or `pp` above 1 is refused by name before anything
+//! So far the plans are tensor and context parallelism ([`crate::parts`]) inside data
+//! parallelism ([`DataParallel`]); a recipe with `pp` above 1 is refused by name before anything
 //! starts.
 
 use std::time::Duration;
@@ -59,13 +59,22 @@ pub fn pretrain(
         path: recipe.path.display().to_string(),
         message,
     };
-    if let Some((key, degree)) = [("cp", p.cp), ("pp", p.pp)]
-        .into_iter()
-        .find(|(_, degree)| *degree > 1)
+    if p.pp > 1 {
+        return Err(bad(format!(
+            "[parallel] pp = {}: herd shares runs by tensor, context and data parallelism only \
+             so far (pp must be 1)",
+            p.pp
+        )));
+    }
+    if let Some(stage) = recipe
+        .training
+        .stages
+        .iter()
+        .find(|s| !s.seq_len.is_multiple_of(2 * p.cp))
     {
         return Err(bad(format!(
-            "[parallel] {key} = {degree}: herd shares runs by tensor and data parallelism only \
-             so far (cp and pp must be 1)"
+            "[parallel] cp = {}: a stage's seq_len ({}) must split into 2 × cp equal chunks",
+            p.cp, stage.seq_len
         )));
     }
     let m = &recipe.model;
@@ -103,8 +112,8 @@ fn pretrain_on_mpi(
     use crate::collectives::Collectives;
     use crate::layout::{Dim, Layout};
     use crate::mpi::{MpiWorld, Watchdog};
-    use crate::tensor_parallel::{with_group, TensorParallel};
-    use herd_model::split::SplitLayers;
+    use crate::parts::{with_group, GroupParts};
+    use herd_model::split::Parts;
     use std::sync::Arc;
 
     let mpi = MpiWorld::init(Watchdog {
@@ -120,15 +129,25 @@ fn pretrain_on_mpi(
             message: e.to_string(),
         }
     })?;
-    let data = world.split(&layout, Dim::Data).map_err(train_error)?;
+    // Gradients are sharded over the CP × DP ranks that hold the same part of the model.
+    let sharded =
+        (world.split_over(&layout, &[Dim::Context, Dim::Data], "cp×dp")).map_err(train_error)?;
     let tensor = world.split(&layout, Dim::Tensor).map_err(train_error)?;
-    let split = (p.tp > 1).then(|| {
-        let part = TensorParallel::new(tensor.size(), tensor.rank());
-        Arc::new(part) as Arc<dyn SplitLayers>
-    });
-    with_group(&tensor, || {
-        herd_train::pretrain_shared(recipe, options, split, &|params, config| {
-            Ok(Box::new(DataParallel::new(&data, params, config)?))
+    let context = world.split(&layout, Dim::Context).map_err(train_error)?;
+    let parts = |dim: Dim, group: &dyn Collectives| {
+        (group.size() > 1)
+            .then(|| Arc::new(GroupParts::new(dim, group.size(), group.rank())) as Arc<dyn Parts>)
+    };
+    let split = herd_train::ModelSplit {
+        layers: parts(Dim::Tensor, &tensor),
+        sequence: parts(Dim::Context, &context),
+    };
+    with_group(Dim::Tensor, &tensor, || {
+        with_group(Dim::Context, &context, || {
+            herd_train::pretrain_shared(recipe, options, split, &|params, config| {
+                let share = DataParallel::new(&sharded, params, config)?;
+                Ok(Box::new(share.with_sequence_parts(p.cp)?))
+            })
         })
     })
 }

@@ -130,12 +130,19 @@ impl Layout {
     /// The ranks of `rank`'s group in `dim` (those that agree with it on the other three
     /// coordinates), ordered by their coordinate in `dim`: entry i is the group's rank i.
     pub fn group(&self, rank: usize, dim: Dim) -> Vec<usize> {
+        self.group_over(rank, &[dim])
+    }
+
+    /// The ranks of `rank`'s group over several dimensions (those that agree with it on every
+    /// other coordinate), in rank order — the inner dimension's coordinate varies fastest.
+    pub fn group_over(&self, rank: usize, dims: &[Dim]) -> Vec<usize> {
         let base = self.coords(rank);
-        (0..self.degree(dim))
-            .map(|i| {
-                let mut c = base;
-                c.set(dim, i);
-                self.rank(c)
+        (0..self.world_size())
+            .filter(|&r| {
+                let c = self.coords(r);
+                Dim::ALL
+                    .iter()
+                    .all(|d| dims.contains(d) || c.get(*d) == base.get(*d))
             })
             .collect()
     }
@@ -143,8 +150,15 @@ impl Layout {
     /// A number that `rank`'s group in `dim` shares with no other group of `dim`: the group's
     /// lowest rank (what an MPI communicator split takes as its colour).
     pub fn group_id(&self, rank: usize, dim: Dim) -> usize {
+        self.group_id_over(rank, &[dim])
+    }
+
+    /// [`Layout::group_id`] of the group over `dims`.
+    pub fn group_id_over(&self, rank: usize, dims: &[Dim]) -> usize {
         let mut c = self.coords(rank);
-        c.set(dim, 0);
+        for &dim in dims {
+            c.set(dim, 0);
+        }
         self.rank(c)
     }
 }
@@ -166,6 +180,13 @@ mod tests {
         assert_eq!(layout.group(5, Dim::Data), vec![1, 5]);
         assert_eq!(layout.group(5, Dim::Context), vec![5]);
         assert_eq!(layout.group_id(5, Dim::Data), 1);
+        let layout = Layout::new(2, 2, 1, 2, 8).unwrap();
+        // Rank 5 is tp 1, cp 0, dp 1: its CP × DP group holds the tp 1 ranks, cp innermost.
+        assert_eq!(
+            layout.group_over(5, &[Dim::Context, Dim::Data]),
+            vec![1, 3, 5, 7]
+        );
+        assert_eq!(layout.group_id_over(5, &[Dim::Context, Dim::Data]), 1);
     }
 
     #[test]

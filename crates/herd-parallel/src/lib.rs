@@ -1,6 +1,7 @@
 //! Parallel training (paper §3.3): the collectives ranks use to exchange tensors, the layout
 //! that orders ranks as [TP, CP, PP, DP] and names each rank's groups, and the parallel plans —
-//! so far [`TensorParallel`] (the model's layers split over a TP group) inside [`DataParallel`]
+//! so far tensor and context parallelism ([`parts`]: the model's layers or its sequences split
+//! over a group) inside [`DataParallel`]
 //! (data parallelism with sharded optimizer state) — and [`launch`], which
 //! runs a recipe under its `[parallel]` section, and [`supervisor`], which restarts a job that
 //! lost a rank from its last checkpoint.
@@ -20,13 +21,13 @@ pub mod launch;
 pub mod layout;
 #[cfg(feature = "mpi")]
 pub mod mpi;
+pub mod parts;
 pub mod recorder;
 pub mod supervisor;
-pub mod tensor_parallel;
 pub mod volume;
 
 pub use collectives::{check_lengths, Collectives, SingleProcess};
 pub use data_parallel::DataParallel;
 pub use error::{Error, Result};
 pub use layout::{Coords, Dim, Layout};
-pub use tensor_parallel::TensorParallel;
+pub use parts::GroupParts;

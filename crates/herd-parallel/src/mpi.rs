@@ -119,6 +119,17 @@ impl<'u> MpiGroup<'u> {
     /// group calls it together (it is a collective); the new group numbers its ranks by their
     /// coordinate in `dim`, as [`Layout::group`] lists them.
     pub fn split(&self, layout: &Layout, dim: Dim) -> Result<MpiGroup<'u>> {
+        self.split_over(layout, &[dim], dim.key())
+    }
+
+    /// This rank's group over several dimensions of `layout` ([`Layout::group_over`]), named
+    /// `name` in flight recorders; a collective like [`MpiGroup::split`].
+    pub fn split_over(
+        &self,
+        layout: &Layout,
+        dims: &[Dim],
+        name: &'static str,
+    ) -> Result<MpiGroup<'u>> {
         if layout.world_size() != self.size() {
             return Err(Error::Layout(format!(
                 "the layout has {} ranks, the group {}",
@@ -127,16 +138,16 @@ impl<'u> MpiGroup<'u> {
             )));
         }
         let rank = self.rank();
-        let members = layout.group(rank, dim);
+        let members = layout.group_over(rank, dims);
         let key = members.iter().position(|&r| r == rank).expect("a member");
-        let color = Color::with_value(layout.group_id(rank, dim) as i32);
+        let color = Color::with_value(layout.group_id_over(rank, dims) as i32);
         let comm = self
             .comm
             .split_by_color_with_key(color, key as i32)
             .expect("every rank gives a colour, so every rank gets a group");
         Ok(MpiGroup {
             comm,
-            name: dim.key(),
+            name,
             shared: self.shared.clone(),
             _universe: PhantomData,
         })

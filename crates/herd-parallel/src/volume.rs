@@ -6,14 +6,15 @@
 //! an all-reduce of S bytes over g ranks sends 2(g−1)/g·S, a reduce-scatter or an all-gather of
 //! S bytes (the whole) (g−1)/g·S, a point-to-point message S. Per dimension, the plans:
 //! - **DP** (ZeRO-2, paper §3.3.2): the gradients of the rank's parameters reduce-scattered in
-//!   f32 and the updated parameters all-gathered, each tensor padded to a multiple of DP as
-//!   herd's `DataParallel` shards it, and two scalars all-reduced (loss, norm);
+//!   f32 and the updated parameters all-gathered over the CP × DP ranks that hold them, each
+//!   tensor padded to a multiple of CP·DP as herd's `DataParallel` shards it, and two scalars
+//!   all-reduced (loss, norm);
 //! - **TP** (Megatron, no sequence parallelism): per layer and micro-batch, two all-reduces of
 //!   the activations forward (attention and FFN outputs) and two backward (their inputs'
 //!   gradients); the vocabulary-parallel embedding's all-reduce on the first stage; on the last
 //!   the output layer's input gradient, and the cross-entropy's per-token values: each part's
 //!   log-sum-exp all-gathered forward and again backward, the target's logit all-reduced; and
-//!   once per step the gradient norm's square (herd's `tensor_parallel` and `DataParallel`);
+//!   once per step the gradient norm's square (herd's `parts` and `DataParallel`);
 //! - **PP** (1F1B): per micro-batch the activations to the next stage and their gradients to the
 //!   previous one;
 //! - **CP** (paper §3.3.2, all-gather, not a ring): per layer and micro-batch the keys and values
@@ -88,7 +89,7 @@ impl StepVolume {
 
 /// What one rank holds: the parameters of its stage and tensor shard, and its memory for
 /// herd's state (f32 weights and gradients whole; the reduced gradient and AdamW's two moments
-/// for its 1/DP of each tensor).
+/// for its 1/(CP·DP) of each tensor).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct RankShare {
     /// Parameters of the rank's largest share (the busiest stage, 1/TP of its matrices).
@@ -173,12 +174,14 @@ fn busiest_rank_tensors(c: &LlamaConfig, layout: &Layout) -> Result<Vec<u64>> {
 
 /// The share of the rank of `layout` that holds the most parameters.
 pub fn rank_share(c: &LlamaConfig, layout: &Layout) -> Result<RankShare> {
-    let dp = layout.degree(Dim::Data) as u64;
+    // The optimizer state is sharded over the CP × DP ranks.
+    let group = (layout.degree(Dim::Context) * layout.degree(Dim::Data)) as u64;
     let tensors = busiest_rank_tensors(c, layout)?;
     let parameters = tensors.iter().sum();
-    let shards: u64 = tensors.iter().map(|n| n.div_ceil(dp)).sum();
-    // One process keeps AdamW's moments beside the gradients; DP ranks add their reduced slice.
-    let state_bytes = match dp {
+    let shards: u64 = tensors.iter().map(|n| n.div_ceil(group)).sum();
+    // One process keeps AdamW's moments beside the gradients; sharded ranks add their reduced
+    // slice.
+    let state_bytes = match group {
         1 => 16 * parameters,
         _ => 8 * parameters + 12 * shards,
     };
@@ -254,12 +257,14 @@ pub fn step_volume(
         _ => micro_batches * 2 * activation,
     };
     let dp_volume = {
-        // Each tensor is sharded on its own, padded to a multiple of DP.
+        // Each tensor is sharded on its own over the CP × DP ranks, padded to a multiple of
+        // their number.
+        let group = cp * dp;
         let shards: u64 = busiest_rank_tensors(c, layout)?
             .iter()
-            .map(|n| n.div_ceil(dp))
+            .map(|n| n.div_ceil(group))
             .sum();
-        (dp - 1) * shards * (precision.gradient + precision.parameter) + 2 * all_reduce(4, dp)
+        (group - 1) * shards * (precision.gradient + precision.parameter) + 2 * all_reduce(4, group)
     };
     Ok(StepVolume {
         tp: tp_volume,

@@ -22,4 +22,4 @@ pub mod trainer;
 
 pub use error::{Error, Result};
 pub use recipe::{ParallelSection, Recipe};
-pub use trainer::{pretrain, pretrain_shared, RunOptions, RunSummary, SharingFactory};
+pub use trainer::{pretrain, pretrain_shared, ModelSplit, RunOptions, RunSummary, SharingFactory};

@@ -14,7 +14,7 @@ use std::sync::Arc;
 use candle_core::{CpuStorage, CustomOp3, DType, Layout, Shape, Tensor, D};
 use herd_model::for_real_dtype;
 use herd_model::kernel::{slice, storage, Real};
-use herd_model::split::SplitLayers;
+use herd_model::split::Parts;
 use num_traits::{Float, Zero};
 use rayon::prelude::*;
 
@@ -144,7 +144,7 @@ pub fn split_token_nll(
     logits: &Tensor,
     targets: &Tensor,
     weights: &Tensor,
-    split: &Arc<dyn SplitLayers>,
+    split: &Arc<dyn Parts>,
 ) -> Result<Tensor> {
     if !logits.device().is_cpu() || logits.dtype() != DType::F32 {
         return Err(crate::Error::Data(
@@ -160,7 +160,7 @@ pub fn split_token_nll(
 
 /// Each row's log-sum-exp over the whole vocabulary, from every part's over its slice.
 fn whole_log_sum_exp(
-    split: &dyn SplitLayers,
+    split: &dyn Parts,
     logits: &[f32],
     vocab: usize,
 ) -> candle_core::Result<Vec<f32>> {
@@ -177,14 +177,14 @@ fn whole_log_sum_exp(
 }
 
 /// Where `target` falls in this part's slice of `vocab` ids, if it does.
-fn local_target(split: &dyn SplitLayers, vocab: usize, target: u32) -> Option<usize> {
+fn local_target(split: &dyn Parts, vocab: usize, target: u32) -> Option<usize> {
     (target as usize)
         .checked_sub(split.part() * vocab)
         .filter(|&t| t < vocab)
 }
 
 /// [`TokenNll`] over a split vocabulary.
-struct SplitTokenNll(Arc<dyn SplitLayers>);
+struct SplitTokenNll(Arc<dyn Parts>);
 
 impl CustomOp3 for SplitTokenNll {
     fn name(&self) -> &'static str {
@@ -237,7 +237,7 @@ impl CustomOp3 for SplitTokenNll {
 
 /// `(softmax(row) − onehot(target)) · scale` on this part's slice of each row, the softmax
 /// over the whole vocabulary.
-struct SplitTokenNllBackward(Arc<dyn SplitLayers>);
+struct SplitTokenNllBackward(Arc<dyn Parts>);
 
 impl CustomOp3 for SplitTokenNllBackward {
     fn name(&self) -> &'static str {

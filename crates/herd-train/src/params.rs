@@ -8,7 +8,7 @@ use std::sync::Arc;
 
 use candle_core::{DType, Device, Tensor, Var};
 use herd_model::llama::tensor_shapes;
-use herd_model::split::{part_of, split_dim, whole_of, SplitLayers};
+use herd_model::split::{part_of, split_dim, whole_of, Parts};
 use herd_model::{Llama, LlamaConfig, Weight, Weights};
 use herd_util::seeded::{fnv1a64, splitmix64};
 
@@ -22,7 +22,7 @@ pub struct Parameters {
     config: LlamaConfig,
     names: Vec<String>,
     vars: Vec<Var>,
-    split: Option<Arc<dyn SplitLayers>>,
+    split: Option<Arc<dyn Parts>>,
 }
 
 impl Parameters {
@@ -99,7 +99,7 @@ impl Parameters {
 
     /// This part's slices of the parameters of a model split by `split` (`None` keeps them
     /// whole).
-    pub fn split_by(self, split: Option<Arc<dyn SplitLayers>>) -> Result<Self> {
+    pub fn split_by(self, split: Option<Arc<dyn Parts>>) -> Result<Self> {
         let Some(split) = split else {
             return Ok(self);
         };
@@ -125,7 +125,7 @@ impl Parameters {
     }
 
     /// The exchange between the parts when the parameters are split.
-    pub fn split(&self) -> Option<&Arc<dyn SplitLayers>> {
+    pub fn split(&self) -> Option<&Arc<dyn Parts>> {
         self.split.as_ref()
     }
 

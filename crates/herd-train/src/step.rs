@@ -2,8 +2,11 @@
 //! respect to every parameter, summed over micro-batches (gradient accumulation); clipping by
 //! global norm; and the loss of a batch without gradients, for validation.
 
+use std::sync::Arc;
+
 use candle_core::Tensor;
-use herd_model::{Llama, SequenceLayout};
+use herd_model::split::Parts;
+use herd_model::{context_columns, Llama, SequenceLayout};
 
 use crate::error::{Error, Result};
 use crate::loader::Batch;
@@ -35,7 +38,33 @@ pub fn tensors(batch: &Batch, model: &Llama) -> Result<(Tensor, Tensor, Tensor, 
 /// Sum of the target losses of `batch` as a scalar tensor (differentiable); of the whole
 /// vocabulary when the model is split.
 pub fn batch_nll_sum(model: &Llama, batch: &Batch) -> Result<Tensor> {
-    let (inputs, targets, weights, layout) = tensors(batch, model)?;
+    part_nll_sum(model, batch, None)
+}
+
+/// [`batch_nll_sum`] of this process's part of every row when the rows are split among the
+/// processes of `sequence` (context parallelism: [`context_columns`]); the parts' sums add up
+/// to the whole batch's.
+pub fn part_nll_sum(
+    model: &Llama,
+    batch: &Batch,
+    sequence: Option<&Arc<dyn Parts>>,
+) -> Result<Tensor> {
+    let (mut inputs, mut targets, mut weights, mut layout) = tensors(batch, model)?;
+    if let Some(parts) = sequence {
+        let columns =
+            context_columns(batch.seq_len, parts.parts(), parts.part()).map_err(Error::Data)?;
+        let flat: Vec<u32> = (0..batch.rows)
+            .flat_map(|r| columns.iter().map(move |&c| (r * batch.seq_len + c) as u32))
+            .collect();
+        let flat = Tensor::new(flat.as_slice(), model.device())?;
+        inputs = inputs
+            .flatten_all()?
+            .index_select(&flat, 0)?
+            .reshape((batch.rows, columns.len()))?;
+        targets = targets.index_select(&flat, 0)?;
+        weights = weights.index_select(&flat, 0)?;
+        layout = layout.context_part(parts.clone()).map_err(Error::Data)?;
+    }
     let logits = model.forward(&inputs, &layout, None)?;
     let vocab = logits.dim(2)?;
     let logits = logits.reshape(((), vocab))?;
@@ -52,25 +81,27 @@ pub fn loss_and_grads(
     batch: &Batch,
     micro_rows: usize,
 ) -> Result<Gradients> {
-    loss_and_grads_of_share(model, params, batch, micro_rows, batch.n_targets())
+    loss_and_grads_of_share(model, params, batch, micro_rows, batch.n_targets(), None)
 }
 
 /// `batch`'s share of the mean loss and gradients of a larger batch with `n_targets` targets
 /// (its loss and gradients summed and divided by `n_targets`): what one data-parallel rank
-/// computes, so that the sum over ranks is the whole batch's mean.
+/// computes, so that the sum over ranks is the whole batch's mean. With `sequence`, the share
+/// is this process's part of each row ([`part_nll_sum`]).
 pub fn loss_and_grads_of_share(
     model: &Llama,
     params: &Parameters,
     batch: &Batch,
     micro_rows: usize,
     n_targets: usize,
+    sequence: Option<&Arc<dyn Parts>>,
 ) -> Result<Gradients> {
     let n_targets = n_targets.max(1);
     let mut grads: Option<Vec<Tensor>> = None;
     let mut loss = 0.0;
     for start in (0..batch.rows).step_by(micro_rows.max(1)) {
         let micro = batch.slice(start, micro_rows.min(batch.rows - start));
-        let scaled = (batch_nll_sum(model, &micro)? / n_targets as f64)?;
+        let scaled = (part_nll_sum(model, &micro, sequence)? / n_targets as f64)?;
         loss += scaled
             .to_dtype(candle_core::DType::F64)?
             .to_scalar::<f64>()?;
@@ -143,13 +174,24 @@ pub fn clip_grad_norm(grads: &mut [Tensor], max_norm: f64) -> Result<f64> {
     Ok(norm)
 }
 
-/// Mean loss of `batch` under `model` (built without gradient tracking).
-pub fn evaluate(model: &Llama, batch: &Batch, micro_rows: usize) -> Result<f64> {
+/// Mean loss of `batch` under `model` (built without gradient tracking); with `sequence`, every
+/// part computes its tokens' and they add up the sums.
+pub fn evaluate(
+    model: &Llama,
+    batch: &Batch,
+    micro_rows: usize,
+    sequence: Option<&Arc<dyn Parts>>,
+) -> Result<f64> {
     let mut sum = 0.0;
     for start in (0..batch.rows).step_by(micro_rows.max(1)) {
         let micro = batch.slice(start, micro_rows.min(batch.rows - start));
-        let nll = batch_nll_sum(model, &micro)?;
+        let nll = part_nll_sum(model, &micro, sequence)?;
         sum += nll.to_dtype(candle_core::DType::F64)?.to_scalar::<f64>()?;
+    }
+    if let Some(parts) = sequence {
+        let mut total = [sum as f32];
+        parts.sum(&mut total)?;
+        sum = f64::from(total[0]);
     }
     Ok(sum / batch.n_targets().max(1) as f64)
 }

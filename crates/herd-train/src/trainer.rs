@@ -11,8 +11,9 @@
 //! reads the same batches, computes its rows, and the sharing combines losses and gradients and
 //! updates the parameters; one process writes the run's files. When the model's layers are split
 //! among processes (tensor parallelism, [`herd_model::split`]), each holds its part of the
-//! parameters; every process of a part's group then computes validation losses, and whole
-//! weights are gathered for every file written, so files do not depend on the split.
+//! parameters, and whole weights are gathered for every file written, so files do not depend on
+//! the split; when every row is (context parallelism), each computes its part of the rows'
+//! tokens. Every process of a split then computes validation losses too.
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -20,7 +21,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use candle_core::{DType, Device};
-use herd_model::split::SplitLayers;
+use herd_model::split::Parts;
 use indicatif::{ProgressBar, ProgressStyle};
 
 use crate::adamw::AdamWConfig;
@@ -64,6 +65,16 @@ pub struct RunSummary {
     pub final_model: Option<PathBuf>,
     /// Steps skipped for non-finite values.
     pub skipped_steps: u64,
+}
+
+/// How the model and its rows are split among a run's processes, given from outside (herd-parallel).
+#[derive(Debug, Clone, Default)]
+pub struct ModelSplit {
+    /// The model's layers split into parts (tensor parallelism, [`herd_model::split`]).
+    pub layers: Option<Arc<dyn Parts>>,
+    /// Every row's tokens split into parts (context parallelism,
+    /// [`herd_model::context_columns`]).
+    pub sequence: Option<Arc<dyn Parts>>,
 }
 
 /// Makes a run's [`StepSharing`] for its parameters and AdamW settings.
@@ -122,17 +133,17 @@ fn agree(sharing: &dyn StepSharing, result: Result<()>, what: &str) -> Result<()
 
 /// Runs (or resumes) `recipe` in this process.
 pub fn pretrain(recipe: &Recipe, options: &RunOptions) -> Result<RunSummary> {
-    pretrain_shared(recipe, options, None, &|params, config| {
+    pretrain_shared(recipe, options, ModelSplit::default(), &|params, config| {
         Ok(Box::new(OneProcess::new(params, config)?))
     })
 }
 
 /// Runs (or resumes) `recipe` as one of the processes that `sharing` makes share each step,
-/// holding the part of the model's layers that `split` says (`None`: the whole model).
+/// holding the part of the model's layers and of every row that `split` says.
 pub fn pretrain_shared(
     recipe: &Recipe,
     options: &RunOptions,
-    split: Option<Arc<dyn SplitLayers>>,
+    split: ModelSplit,
     sharing: &SharingFactory<'_>,
 ) -> Result<RunSummary> {
     let device = Device::Cpu;
@@ -151,7 +162,7 @@ pub fn pretrain_shared(
     // The sharing needs the parameters' shapes only; their values come once it is known whether
     // a checkpoint holds them (no random draws for a run that resumes).
     let mut params =
-        Parameters::zeros(&recipe.model, DType::F32, &device)?.split_by(split.clone())?;
+        Parameters::zeros(&recipe.model, DType::F32, &device)?.split_by(split.layers.clone())?;
     let mut sharing = sharing(&params, recipe.optimizer.clone())?;
     let writer = sharing.writes_files();
     // From here on `out` holds this run (fresh, or resumed with the same recipe and data); the
@@ -174,7 +185,7 @@ pub fn pretrain_shared(
         }
         None => {
             params = Parameters::init(&recipe.model, recipe.seed, DType::F32, &device)?
-                .split_by(split.clone())?;
+                .split_by(split.layers.clone())?;
             TrainerState {
                 cursor: loader.cursor().clone(),
                 ..TrainerState::default()
@@ -198,8 +209,9 @@ pub fn pretrain_shared(
         let rows = sharing.rows(batch.rows)?;
         let slice = (rows.len() < batch.rows).then(|| batch.slice(rows.start, rows.len()));
         let share = slice.as_ref().unwrap_or(&batch);
-        let micro = recipe.training.micro_batch_rows;
-        let g = loss_and_grads_of_share(&model, &params, share, micro, batch.n_targets())?;
+        let (micro, n_targets) = (recipe.training.micro_batch_rows, batch.n_targets());
+        let sequence = split.sequence.as_ref();
+        let g = loss_and_grads_of_share(&model, &params, share, micro, n_targets, sequence)?;
         let loss = sharing.total_loss(g.loss)?;
         let lr = recipe.lr.lr(step);
         let grad_norm = sharing.update(&params, g.grads, lr, recipe.grad_clip, loss)?;
@@ -232,14 +244,16 @@ pub fn pretrain_shared(
             extra: Default::default(),
         };
         let validates = state.step.is_multiple_of(recipe.eval.every) || state.step == total;
-        // A split model's validation loss takes every part.
-        if (writer || split.is_some()) && validates {
+        // A split model's or sequence's validation loss takes every part.
+        let split_somehow = split.layers.is_some() || split.sequence.is_some();
+        if (writer || split_somehow) && validates {
             let val = validation
                 .entry(stage.seq_len)
                 .or_insert_with(|| loader.validation_batch(recipe.eval.rows, stage.seq_len));
             if let Some(val) = val {
                 let frozen = params.frozen_model()?;
-                line.val_loss = Some(evaluate(&frozen, val, recipe.training.micro_batch_rows)?);
+                let micro = recipe.training.micro_batch_rows;
+                line.val_loss = Some(evaluate(&frozen, val, micro, split.sequence.as_ref())?);
                 val_loss = line.val_loss;
             }
         }

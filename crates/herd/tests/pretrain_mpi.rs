@@ -12,9 +12,11 @@
 //! - a rank that cannot open the run ends the job at once with its error, not after the
 //!   collective timeout; a recipe that asks for 2 processes refuses to start without a launcher.
 //!
-//! And with `[parallel] tp = 2` (tensor parallelism: heads, FFN units and vocabulary split) and
-//! `tp = 2, dp = 2`: losses and final weights equal one process's within 1e-5; a checkpoint of
-//! DP 2 resumes under TP 2, and one of TP 2 in one process, each ending where one process ends.
+//! And with `[parallel] tp = 2` (tensor parallelism: heads, FFN units and vocabulary split),
+//! `cp = 2` (context parallelism: each row's tokens split), `tp = 2, dp = 2` and `tp = 2,
+//! cp = 2`: losses and final weights equal one process's within 1e-5; a checkpoint of DP 2
+//! resumes under TP 2, and one of TP 2 in one process, each ending where one process ends; the
+//! bytes each rank sends per step under TP 2 and CP 2 are the formula's.
 
 use std::path::Path;
 use std::process::{Command, Output};
@@ -411,7 +413,7 @@ fn with_parallel(recipe: &Path, name: &str, section: &str) -> String {
 }
 
 #[test]
-fn tensor_parallel_pretraining_under_mpirun_equals_one_process() {
+fn tensor_and_context_parallel_pretraining_under_mpirun_equals_one_process() {
     let dir = tempfile::tempdir().unwrap();
     let root = dir.path();
     // Without ../shared's book this prints why and skips (under CI=true it fails instead).
@@ -423,6 +425,8 @@ fn tensor_parallel_pretraining_under_mpirun_equals_one_process() {
     let alone = recipe(root, 20);
     let tp2 = with_parallel(&alone, "recipe-tp2.toml", "tp = 2");
     let tp2_dp2 = with_parallel(&alone, "recipe-tp2-dp2.toml", "tp = 2\ndp = 2");
+    let cp2 = with_parallel(&alone, "recipe-cp2.toml", "cp = 2");
+    let tp2_cp2 = with_parallel(&alone, "recipe-tp2-cp2.toml", "tp = 2\ncp = 2");
     let dp2 = with_parallel(&alone, "recipe-dp2.toml", "dp = 2");
     let alone = s(&alone);
     let run = |ranks: usize, recipe: &str, out: &Path, more: &[&str]| {
@@ -444,7 +448,12 @@ fn tensor_parallel_pretraining_under_mpirun_equals_one_process() {
     let single = root.join("single");
     run(1, &alone, &single, &[]);
     let mut report = Vec::new();
-    for (ranks, recipe, name) in [(2, &tp2, "tp2"), (4, &tp2_dp2, "tp2-dp2")] {
+    for (ranks, recipe, name) in [
+        (2, &tp2, "tp2"),
+        (4, &tp2_dp2, "tp2-dp2"),
+        (2, &cp2, "cp2"),
+        (4, &tp2_cp2, "tp2-cp2"),
+    ] {
         let out = root.join(name);
         run(ranks, recipe, &out, &[]);
         let (losses, weights) = compare(&single, &out);
@@ -480,7 +489,8 @@ fn tensor_parallel_pretraining_under_mpirun_equals_one_process() {
     }
     println!("against one process over 20 steps: {}", report.join("; "));
 
-    // What each rank sends in one step of TP 2 is the formula's.
+    // What each rank sends in one step of TP 2 and of CP 2 (its keys and values, and the
+    // gradients sharded over the CP ranks) is the formula's.
     let layout = herd_parallel::Layout::new(2, 1, 1, 1, 2).unwrap();
     for (rank, sent, formula) in step_traffic(root, &tp2, &layout) {
         println!(
@@ -488,5 +498,11 @@ fn tensor_parallel_pretraining_under_mpirun_equals_one_process() {
             formula.tp
         );
         assert_eq!(sent, formula.tp, "rank {rank}");
+    }
+    let layout = herd_parallel::Layout::new(1, 2, 1, 1, 2).unwrap();
+    for (rank, sent, formula) in step_traffic(root, &cp2, &layout) {
+        let (cp, dp) = (formula.cp, formula.dp);
+        println!("CP 2: rank {rank} sent {sent} bytes in step 3; the formula says {cp} + {dp}");
+        assert_eq!(sent, cp + dp, "rank {rank}");
     }
 }

@@ -263,10 +263,10 @@ fn plan(recipe: &Recipe, numerics: Numerics) -> Result<()> {
     );
     println!(
         "busiest rank: {:.4e} parameters, {} of state (f32 weights and gradients; for its \
-         1/{} of each tensor, the reduced gradient and AdamW's moments)",
+         1/{} of each tensor — sharded over cp × dp — the reduced gradient and AdamW's moments)",
         share.parameters as f64,
         bytes(share.state_bytes),
-        p.dp
+        p.cp * p.dp
     );
     let precision = match numerics {
         Numerics::F32 => Precision::F32,
