@@ -256,18 +256,18 @@ impl SequenceLayout {
 mod tests {
     use super::*;
 
+    /// The mask of a layout of one row, as rows of queries.
+    fn mask_rows(layout: &SequenceLayout) -> Vec<Vec<f32>> {
+        let mask = layout.mask(DType::F32, &Device::Cpu).unwrap().unwrap();
+        let square = mask.squeeze(0).unwrap().squeeze(0).unwrap();
+        square.to_vec2().unwrap()
+    }
+
     #[test]
     fn packed_rows_restart_positions_and_block_other_documents() {
         let layout = SequenceLayout::packed(&[vec![2, 3]]).unwrap();
         assert_eq!(layout.positions(), &[0, 1, 0, 1, 2]);
-        let mask = layout.mask(DType::F32, &Device::Cpu).unwrap().unwrap();
-        let m: Vec<Vec<f32>> = mask
-            .squeeze(0)
-            .unwrap()
-            .squeeze(0)
-            .unwrap()
-            .to_vec2()
-            .unwrap();
+        let m = mask_rows(&layout);
         let allowed = |i: usize, j: usize| m[i][j] == 0.0;
         assert!(allowed(1, 0) && !allowed(0, 1));
         assert!(!allowed(2, 1) && !allowed(3, 0) && allowed(4, 2) && allowed(4, 4));
@@ -300,14 +300,7 @@ mod tests {
         }
         // One row of two documents, 3 and 5 tokens.
         let whole = SequenceLayout::packed(&[vec![3, 5]]).unwrap();
-        let full = whole.mask(DType::F32, &Device::Cpu).unwrap().unwrap();
-        let full: Vec<Vec<f32>> = full
-            .squeeze(0)
-            .unwrap()
-            .squeeze(0)
-            .unwrap()
-            .to_vec2()
-            .unwrap();
+        let full = mask_rows(&whole);
         for part in 0..2 {
             let layout = whole.context_part(Arc::new(Two(part))).unwrap();
             let columns = context_columns(8, 2, part).unwrap();
@@ -318,15 +311,8 @@ mod tests {
             .concat();
             let positions: Vec<u32> = columns.iter().map(|&c| whole.positions()[c]).collect();
             assert_eq!(layout.positions(), positions.as_slice());
-            let mask = layout.mask(DType::F32, &Device::Cpu).unwrap().unwrap();
-            assert_eq!(mask.dims(), &[1, 1, 4, 8]);
-            let m: Vec<Vec<f32>> = mask
-                .squeeze(0)
-                .unwrap()
-                .squeeze(0)
-                .unwrap()
-                .to_vec2()
-                .unwrap();
+            let m = mask_rows(&layout);
+            assert_eq!((m.len(), m[0].len()), (4, 8));
             // Each query sees exactly the keys the whole row's query at its column sees.
             for (i, &c) in columns.iter().enumerate() {
                 for (j, &k) in keys.iter().enumerate() {

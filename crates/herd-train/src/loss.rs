@@ -34,7 +34,7 @@ pub fn token_nll(logits: &Tensor, targets: &Tensor, weights: &Tensor) -> Result<
         return Ok(logits.contiguous()?.apply_op3(
             &targets.contiguous()?,
             &weights.contiguous()?,
-            TokenNll,
+            TokenNll(None),
         )?);
     }
     let log_probs = candle_nn::ops::log_softmax(logits, D::Minus1)?;
@@ -47,95 +47,6 @@ fn log_sum_exp<T: Real>(row: &[T]) -> T {
     let max = row.iter().copied().fold(T::neg_infinity(), Float::max);
     let sum = row.iter().fold(T::zero(), |acc, &v| acc + (v - max).exp());
     max + sum.ln()
-}
-
-/// `weight · (logsumexp(row) − row[target])` per row.
-struct TokenNll;
-
-impl CustomOp3 for TokenNll {
-    fn name(&self) -> &'static str {
-        "herd-token-nll"
-    }
-
-    fn cpu_fwd(
-        &self,
-        ls: &CpuStorage,
-        ll: &Layout,
-        ts: &CpuStorage,
-        tl: &Layout,
-        ws: &CpuStorage,
-        wl: &Layout,
-    ) -> candle_core::Result<(CpuStorage, Shape)> {
-        let (n, vocab) = ll.shape().dims2()?;
-        let targets = slice::<u32>(ts, tl)?;
-        for_real_dtype!(ls, T => {
-            let (logits, weights) = (slice::<T>(ls, ll)?, slice::<T>(ws, wl)?);
-            let out: Vec<T> = logits
-                .par_chunks(vocab)
-                .zip(targets.par_iter().zip(weights.par_iter()))
-                .map(|(row, (&target, &weight))| {
-                    if weight == T::zero() {
-                        return T::zero();
-                    }
-                    weight * (log_sum_exp(row) - row[target as usize])
-                })
-                .collect();
-            Ok((storage(out), Shape::from(n)))
-        })
-    }
-
-    fn bwd(
-        &self,
-        logits: &Tensor,
-        targets: &Tensor,
-        weights: &Tensor,
-        _nll: &Tensor,
-        grad: &Tensor,
-    ) -> candle_core::Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
-        let scale = (weights * grad)?;
-        let d_logits = logits.apply_op3_no_bwd(targets, &scale, &TokenNllBackward)?;
-        Ok((Some(d_logits), None, None))
-    }
-}
-
-/// `(softmax(row) − onehot(target)) · scale` per row.
-struct TokenNllBackward;
-
-impl CustomOp3 for TokenNllBackward {
-    fn name(&self) -> &'static str {
-        "herd-token-nll-backward"
-    }
-
-    fn cpu_fwd(
-        &self,
-        ls: &CpuStorage,
-        ll: &Layout,
-        ts: &CpuStorage,
-        tl: &Layout,
-        ss: &CpuStorage,
-        sl: &Layout,
-    ) -> candle_core::Result<(CpuStorage, Shape)> {
-        let (_, vocab) = ll.shape().dims2()?;
-        let targets = slice::<u32>(ts, tl)?;
-        for_real_dtype!(ls, T => {
-            let (logits, scales) = (slice::<T>(ls, ll)?, slice::<T>(ss, sl)?);
-            let mut out = vec![T::zero(); logits.len()];
-            out.par_chunks_mut(vocab)
-                .zip(logits.par_chunks(vocab))
-                .zip(targets.par_iter().zip(scales.par_iter()))
-                .for_each(|((o, row), (&target, &scale))| {
-                    if scale == T::zero() {
-                        return;
-                    }
-                    let lse = log_sum_exp(row);
-                    for (o, &v) in o.iter_mut().zip(row) {
-                        *o = (v - lse).exp() * scale;
-                    }
-                    o[target as usize] -= scale;
-                });
-            Ok((storage(out), ll.shape().clone()))
-        })
-    }
 }
 
 /// [`token_nll`] of `logits` (`[n, vocab / parts]`, f32) that are this part's slice of the
@@ -154,41 +65,48 @@ pub fn split_token_nll(
     Ok(logits.contiguous()?.apply_op3(
         &targets.contiguous()?,
         &weights.contiguous()?,
-        SplitTokenNll(split.clone()),
+        TokenNll(Some(split.clone())),
     )?)
 }
 
-/// Each row's log-sum-exp over the whole vocabulary, from every part's over its slice.
-fn whole_log_sum_exp(
-    split: &dyn Parts,
-    logits: &[f32],
+/// Each row's log-sum-exp over the whole vocabulary: over the row, or, when the vocabulary is
+/// split, from every part's over its slice (sent as f32).
+fn row_log_sum_exp<T: Real>(
+    split: Option<&Arc<dyn Parts>>,
+    logits: &[T],
     vocab: usize,
-) -> candle_core::Result<Vec<f32>> {
-    let mine: Vec<f32> = logits.par_chunks(vocab).map(log_sum_exp).collect();
+) -> candle_core::Result<Vec<T>> {
+    let mine: Vec<T> = logits.par_chunks(vocab).map(log_sum_exp).collect();
+    let Some(split) = split else {
+        return Ok(mine);
+    };
     let n = mine.len();
+    let sent: Vec<f32> = mine.iter().map(|v| v.wide() as f32).collect();
     let mut all = vec![0.0f32; n * split.parts()];
-    split.gather(&mine, &mut all)?;
+    split.gather(&sent, &mut all)?;
     Ok((0..n)
         .map(|i| {
-            let row: Vec<f32> = (0..split.parts()).map(|p| all[p * n + i]).collect();
+            let row: Vec<T> = (0..split.parts())
+                .map(|p| T::narrow(f64::from(all[p * n + i])))
+                .collect();
             log_sum_exp(&row)
         })
         .collect())
 }
 
-/// Where `target` falls in this part's slice of `vocab` ids, if it does.
-fn local_target(split: &dyn Parts, vocab: usize, target: u32) -> Option<usize> {
-    (target as usize)
-        .checked_sub(split.part() * vocab)
-        .filter(|&t| t < vocab)
+/// Where `target` falls in this part's slice of `vocab` ids (the whole row when not split).
+fn local_target(split: Option<&Arc<dyn Parts>>, vocab: usize, target: u32) -> Option<usize> {
+    let first = split.map_or(0, |s| s.part() * vocab);
+    (target as usize).checked_sub(first).filter(|&t| t < vocab)
 }
 
-/// [`TokenNll`] over a split vocabulary.
-struct SplitTokenNll(Arc<dyn Parts>);
+/// `weight · (logsumexp(row) − row[target])` per row; with a split vocabulary, over every
+/// part's slice of the row.
+struct TokenNll(Option<Arc<dyn Parts>>);
 
-impl CustomOp3 for SplitTokenNll {
+impl CustomOp3 for TokenNll {
     fn name(&self) -> &'static str {
-        "herd-split-token-nll"
+        "herd-token-nll"
     }
 
     fn cpu_fwd(
@@ -202,22 +120,28 @@ impl CustomOp3 for SplitTokenNll {
     ) -> candle_core::Result<(CpuStorage, Shape)> {
         let (n, vocab) = ll.shape().dims2()?;
         let split = self.0.as_ref();
-        let (logits, targets) = (slice::<f32>(ls, ll)?, slice::<u32>(ts, tl)?);
-        let weights = slice::<f32>(ws, wl)?;
-        let lse = whole_log_sum_exp(split, logits, vocab)?;
-        let mut picked: Vec<f32> = logits
-            .chunks(vocab)
-            .zip(targets)
-            .map(|(row, &t)| local_target(split, vocab, t).map_or(0.0, |t| row[t]))
-            .collect();
-        split.sum(&mut picked)?;
-        let out: Vec<f32> = (0..n)
-            .map(|i| match weights[i] == 0.0 {
-                true => 0.0,
-                false => weights[i] * (lse[i] - picked[i]),
-            })
-            .collect();
-        Ok((storage(out), Shape::from(n)))
+        let targets = slice::<u32>(ts, tl)?;
+        for_real_dtype!(ls, T => {
+            let (logits, weights) = (slice::<T>(ls, ll)?, slice::<T>(ws, wl)?);
+            let lse = row_log_sum_exp(split, logits, vocab)?;
+            let mut picked: Vec<T> = logits
+                .par_chunks(vocab)
+                .zip(targets.par_iter())
+                .map(|(row, &t)| local_target(split, vocab, t).map_or(T::zero(), |t| row[t]))
+                .collect();
+            if let Some(split) = split {
+                let mut sent: Vec<f32> = picked.iter().map(|v| v.wide() as f32).collect();
+                split.sum(&mut sent)?;
+                picked = sent.into_iter().map(|v| T::narrow(f64::from(v))).collect();
+            }
+            let out: Vec<T> = (0..n)
+                .map(|i| match weights[i] == T::zero() {
+                    true => T::zero(),
+                    false => weights[i] * (lse[i] - picked[i]),
+                })
+                .collect();
+            Ok((storage(out), Shape::from(n)))
+        })
     }
 
     fn bwd(
@@ -229,19 +153,19 @@ impl CustomOp3 for SplitTokenNll {
         grad: &Tensor,
     ) -> candle_core::Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
         let scale = (weights * grad)?;
-        let backward = SplitTokenNllBackward(self.0.clone());
+        let backward = TokenNllBackward(self.0.clone());
         let d_logits = logits.apply_op3_no_bwd(targets, &scale, &backward)?;
         Ok((Some(d_logits), None, None))
     }
 }
 
-/// `(softmax(row) − onehot(target)) · scale` on this part's slice of each row, the softmax
-/// over the whole vocabulary.
-struct SplitTokenNllBackward(Arc<dyn Parts>);
+/// `(softmax(row) − onehot(target)) · scale` per row (this part's slice of it, the softmax over
+/// the whole vocabulary, when split).
+struct TokenNllBackward(Option<Arc<dyn Parts>>);
 
-impl CustomOp3 for SplitTokenNllBackward {
+impl CustomOp3 for TokenNllBackward {
     fn name(&self) -> &'static str {
-        "herd-split-token-nll-backward"
+        "herd-token-nll-backward"
     }
 
     fn cpu_fwd(
@@ -255,26 +179,28 @@ impl CustomOp3 for SplitTokenNllBackward {
     ) -> candle_core::Result<(CpuStorage, Shape)> {
         let (_, vocab) = ll.shape().dims2()?;
         let split = self.0.as_ref();
-        let (logits, targets) = (slice::<f32>(ls, ll)?, slice::<u32>(ts, tl)?);
-        let scales = slice::<f32>(ss, sl)?;
-        let lse = whole_log_sum_exp(split, logits, vocab)?;
-        let mut out = vec![0.0f32; logits.len()];
-        out.par_chunks_mut(vocab)
-            .zip(logits.par_chunks(vocab))
-            .enumerate()
-            .for_each(|(i, (o, row))| {
-                let scale = scales[i];
-                if scale == 0.0 {
-                    return;
-                }
-                for (o, &v) in o.iter_mut().zip(row) {
-                    *o = (v - lse[i]).exp() * scale;
-                }
-                if let Some(t) = local_target(split, vocab, targets[i]) {
-                    o[t] -= scale;
-                }
-            });
-        Ok((storage(out), ll.shape().clone()))
+        let targets = slice::<u32>(ts, tl)?;
+        for_real_dtype!(ls, T => {
+            let (logits, scales) = (slice::<T>(ls, ll)?, slice::<T>(ss, sl)?);
+            let lse = row_log_sum_exp(split, logits, vocab)?;
+            let mut out = vec![T::zero(); logits.len()];
+            out.par_chunks_mut(vocab)
+                .zip(logits.par_chunks(vocab))
+                .enumerate()
+                .for_each(|(i, (o, row))| {
+                    let scale = scales[i];
+                    if scale == T::zero() {
+                        return;
+                    }
+                    for (o, &v) in o.iter_mut().zip(row) {
+                        *o = (v - lse[i]).exp() * scale;
+                    }
+                    if let Some(t) = local_target(split, vocab, targets[i]) {
+                        o[t] -= scale;
+                    }
+                });
+            Ok((storage(out), ll.shape().clone()))
+        })
     }
 }
 

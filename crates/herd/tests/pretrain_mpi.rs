@@ -202,17 +202,40 @@ fn step_traffic(
         .collect()
 }
 
+/// The last checkpoint of a 2-rank `run` holds one optimizer file per rank.
+fn one_optimizer_file_per_rank(run: &Path) {
+    let last = run.join("checkpoints/step-00000020");
+    let mut files: Vec<String> = std::fs::read_dir(&last)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|name| name.starts_with("optimizer"))
+        .collect();
+    files.sort();
+    assert_eq!(
+        files,
+        [
+            "optimizer-00000-of-00002.safetensors",
+            "optimizer-00001-of-00002.safetensors"
+        ]
+    );
+}
+
+/// The test recipe of 20 steps on Alice in Wonderland's shards, made in `root`; None (the test
+/// prints why and skips; under CI=true it fails instead) without ../shared's book.
+fn alice_recipe(root: &Path) -> Option<std::path::PathBuf> {
+    herd_util::testing::shared(common::ALICE_BOOK)?;
+    alice_shards(root).expect("the book is there");
+    Some(recipe(root, 20))
+}
+
 #[test]
 fn data_parallel_pretraining_under_mpirun_equals_one_process() {
     let dir = tempfile::tempdir().unwrap();
     let root = dir.path();
-    // Without ../shared's book this prints why and skips (under CI=true it fails instead).
-    let Some(_) = herd_util::testing::shared(common::ALICE_BOOK) else {
+    let Some(alone) = alice_recipe(root) else {
         return;
     };
-    alice_shards(root).expect("the book is there");
     let s = |p: &Path| p.display().to_string();
-    let alone = recipe(root, 20);
     let shared = root.join("recipe-dp2.toml");
     let text = std::fs::read_to_string(&alone).unwrap();
     std::fs::write(&shared, format!("{text}\n[parallel]\ndp = 2\n")).unwrap();
@@ -248,20 +271,7 @@ fn data_parallel_pretraining_under_mpirun_equals_one_process() {
     );
     let (losses_dp, weights_dp) = compare(&single, &dp2);
     // Each rank wrote its own slices of the optimizer state; nothing was gathered to save.
-    let last = dp2.join("checkpoints/step-00000020");
-    let mut files: Vec<String> = std::fs::read_dir(&last)
-        .unwrap()
-        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
-        .filter(|name| name.starts_with("optimizer"))
-        .collect();
-    files.sort();
-    assert_eq!(
-        files,
-        [
-            "optimizer-00000-of-00002.safetensors",
-            "optimizer-00001-of-00002.safetensors"
-        ]
-    );
+    one_optimizer_file_per_rank(&dp2);
 
     // A rank killed with -9 mid-run: the launcher restarts the job from its last checkpoint.
     let launched = root.join("launched");
@@ -416,13 +426,10 @@ fn with_parallel(recipe: &Path, name: &str, section: &str) -> String {
 fn tensor_and_context_parallel_pretraining_under_mpirun_equals_one_process() {
     let dir = tempfile::tempdir().unwrap();
     let root = dir.path();
-    // Without ../shared's book this prints why and skips (under CI=true it fails instead).
-    let Some(_) = herd_util::testing::shared(common::ALICE_BOOK) else {
+    let Some(alone) = alice_recipe(root) else {
         return;
     };
-    alice_shards(root).expect("the book is there");
     let s = |p: &Path| p.display().to_string();
-    let alone = recipe(root, 20);
     let tp2 = with_parallel(&alone, "recipe-tp2.toml", "tp = 2");
     let tp2_dp2 = with_parallel(&alone, "recipe-tp2-dp2.toml", "tp = 2\ndp = 2");
     let cp2 = with_parallel(&alone, "recipe-cp2.toml", "cp = 2");
@@ -462,19 +469,7 @@ fn tensor_and_context_parallel_pretraining_under_mpirun_equals_one_process() {
         ));
     }
     // The TP 2 run's checkpoint: each rank's slice of the whole optimizer state.
-    let mut files: Vec<String> = std::fs::read_dir(root.join("tp2/checkpoints/step-00000020"))
-        .unwrap()
-        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
-        .filter(|name| name.starts_with("optimizer"))
-        .collect();
-    files.sort();
-    assert_eq!(
-        files,
-        [
-            "optimizer-00000-of-00002.safetensors",
-            "optimizer-00001-of-00002.safetensors"
-        ]
-    );
+    one_optimizer_file_per_rank(&root.join("tp2"));
 
     // Saved under one layout at step 8, resumed under another.
     for (first, then, name) in [(&dp2, &tp2, "dp2-then-tp2"), (&tp2, &alone, "tp2-then-one")] {
