@@ -287,3 +287,35 @@ fn eval_names_the_task_key_or_record_at_fault() {
         &["--contamination-threshold"],
     );
 }
+
+#[test]
+fn parallel_layouts_the_model_cannot_take_are_refused_before_anything_starts() {
+    let dir = tempfile::tempdir().unwrap();
+    let template = include_str!("../../herd-train/tests/fixtures/recipe.toml.in");
+    let text = template
+        .replace("{root}", &dir.path().display().to_string())
+        .replace("{total}", "20")
+        .replace("{half}", "10")
+        .replace("{anneal}", "5");
+    let out = dir.path().join("run");
+    for (section, expect) in [
+        ("pp = 2", "pp must be 1"),
+        (
+            "tp = 3",
+            "the model's n_heads (4) must split into tp equal parts",
+        ),
+        (
+            "cp = 3",
+            "a stage's seq_len (32) must split into 2 × cp equal chunks",
+        ),
+    ] {
+        let recipe = dir.path().join("recipe.toml");
+        std::fs::write(&recipe, format!("{text}\n[parallel]\n{section}\n")).unwrap();
+        let (recipe, out) = (recipe.display().to_string(), out.display().to_string());
+        refused(
+            &["pretrain", "--recipe", &recipe, "--out", &out],
+            &["[parallel]", expect],
+        );
+    }
+    assert!(!out.exists(), "a refused run made its folder");
+}
