@@ -62,16 +62,16 @@ def degrees(layout):
     return found
 
 
-def run(herd, recipe_text, layout, steps, work, cores):
+def run(herd, recipe_text, layout, steps, work, cores, index):
     parallel = degrees(layout)
     ranks = 1
     for degree in parallel.values():
         ranks *= degree
-    recipe = os.path.join(work, f"{layout}.toml")
+    recipe = os.path.join(work, f"{index}-{layout}.toml")
     with open(recipe, "w") as f:
         section = "".join(f"{k} = {v}\n" for k, v in parallel.items())
         f.write(recipe_text + (f"\n[parallel]\n{section}" if section else ""))
-    out = os.path.join(work, f"run-{layout}")
+    out = os.path.join(work, f"run-{index}-{layout}")
     threads = max(1, cores // ranks)
     command = [herd, "--threads", str(threads), "pretrain", "--recipe", recipe, "--out", out,
                "--max-steps", str(steps), "--quiet"]
@@ -120,9 +120,9 @@ def main():
     cores = os.cpu_count()
     work = tempfile.mkdtemp(prefix="herd-parallel-bench-")
     try:
-        for layout in args.layouts.split(","):
-            print(json.dumps(run(args.herd, recipe_text, layout, args.steps, work, cores)),
-                  flush=True)
+        for index, layout in enumerate(args.layouts.split(",")):
+            result = run(args.herd, recipe_text, layout, args.steps, work, cores, index)
+            print(json.dumps(result), flush=True)
     finally:
         shutil.rmtree(work)
 

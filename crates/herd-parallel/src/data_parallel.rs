@@ -26,7 +26,7 @@ use std::sync::Arc;
 
 use candle_core::{DType, Device, Tensor};
 use herd_model::split::{part_of, whole_of, Parts};
-use herd_train::adamw::AdamWConfig;
+use herd_train::adamw::{update_values, AdamWConfig, StepConstants};
 use herd_train::checkpoint;
 use herd_train::params::Parameters;
 use herd_train::sharing::StepSharing;
@@ -212,27 +212,19 @@ impl StepSharing for DataParallel<'_> {
         let coefficient = max_norm / (norm + 1e-6);
         let clip = coefficient.min(1.0) as f32;
         self.steps += 1;
-        let c = &self.config;
-        let t = self.steps as i32;
-        let (bias1, bias2) = (1.0 - c.beta1.powi(t), 1.0 - c.beta2.powi(t));
-        let (b1, b2) = (c.beta1 as f32, c.beta2 as f32);
-        let (one_b1, one_b2) = ((1.0 - c.beta1) as f32, (1.0 - c.beta2) as f32);
-        let (sqrt_bias2, eps) = (bias2.sqrt() as f32, c.eps as f32);
-        let (step_size, shrink) = ((lr / bias1) as f32, (1.0 - lr * c.weight_decay) as f32);
+        let constants = StepConstants::new(&self.config, self.steps, lr);
         for (i, (var, grad)) in params.vars().iter().zip(grad_slices).enumerate() {
             let mut slice = self.slice_of(i, var.as_tensor())?;
-            let decays = self.shards[i].decays;
             let (m, v) = (&mut self.m[i], &mut self.v[i]);
-            for (j, p) in slice.iter_mut().enumerate() {
-                let g = grad[j] * clip;
-                m[j] = m[j] * b1 + g * one_b1;
-                v[j] = v[j] * b2 + g * g * one_b2;
-                let denom = v[j].sqrt() / sqrt_bias2 + eps;
-                if decays {
-                    *p *= shrink;
-                }
-                *p -= m[j] / denom * step_size;
-            }
+            update_values(
+                &constants,
+                self.shards[i].decays,
+                clip,
+                &mut slice,
+                &grad,
+                m,
+                v,
+            );
             var.set(&self.gather(i, &slice, var.as_tensor())?)?;
         }
         Ok(norm)

@@ -4,7 +4,8 @@
 
 use std::collections::HashMap;
 
-use candle_core::Tensor;
+use candle_core::{DType, Tensor};
+use herd_model::kernel::{for_each_row, Real};
 use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
@@ -21,6 +22,124 @@ pub struct AdamWConfig {
     pub eps: f64,
     /// Decoupled weight decay (times the learning rate).
     pub weight_decay: f64,
+}
+
+/// AdamW's numbers for one step `t` at learning rate `lr`, in the parameters' type.
+#[derive(Debug, Clone, Copy)]
+pub struct StepConstants {
+    beta1: f64,
+    beta2: f64,
+    eps: f64,
+    /// `√(1 − β₂ᵗ)`.
+    sqrt_bias2: f64,
+    /// `lr / (1 − β₁ᵗ)`.
+    step_size: f64,
+    /// `1 − lr·wd`.
+    shrink: f64,
+}
+
+impl StepConstants {
+    /// The constants of step `t` (from 1) of `config` at `lr`.
+    pub fn new(config: &AdamWConfig, t: u64, lr: f64) -> StepConstants {
+        let t = t as i32;
+        StepConstants {
+            beta1: config.beta1,
+            beta2: config.beta2,
+            eps: config.eps,
+            sqrt_bias2: (1.0 - config.beta2.powi(t)).sqrt(),
+            step_size: lr / (1.0 - config.beta1.powi(t)),
+            shrink: 1.0 - lr * config.weight_decay,
+        }
+    }
+}
+
+/// Elements per parallel task of [`update_values`].
+const CHUNK: usize = 1 << 14;
+
+/// AdamW on one tensor's values in one pass, in place: the gradient `g` scaled by `clip`
+/// (gradient clipping's coefficient, 1 for none), the moments `m` and `v` updated, then the
+/// parameters `p` decayed (when `decays`) and stepped. What [`AdamW::step`] and herd-parallel's
+/// sharded optimizer run.
+pub fn update_values<T: Real>(
+    c: &StepConstants,
+    decays: bool,
+    clip: T,
+    p: &mut [T],
+    g: &[T],
+    m: &mut [T],
+    v: &mut [T],
+) {
+    let [b1, b2, one_b1, one_b2] = [c.beta1, c.beta2, 1.0 - c.beta1, 1.0 - c.beta2].map(T::narrow);
+    let [eps, sqrt_bias2, step_size, shrink] =
+        [c.eps, c.sqrt_bias2, c.step_size, c.shrink].map(T::narrow);
+    let (m_ptr, v_ptr) = (SharedSlice(m.as_mut_ptr()), SharedSlice(v.as_mut_ptr()));
+    for_each_row(p, CHUNK, |chunk, p| {
+        let start = chunk * CHUNK;
+        // SAFETY: each chunk index is handed to one task, so these are disjoint slices of
+        // `m` and `v`, of the same length as this chunk of `p`.
+        let (m, v) = unsafe { (m_ptr.slice(start, p.len()), v_ptr.slice(start, p.len())) };
+        let g = &g[start..start + p.len()];
+        for j in 0..p.len() {
+            let g = g[j] * clip;
+            m[j] = m[j] * b1 + g * one_b1;
+            v[j] = v[j] * b2 + g * g * one_b2;
+            let denom = v[j].sqrt() / sqrt_bias2 + eps;
+            if decays {
+                p[j] *= shrink;
+            }
+            p[j] -= m[j] / denom * step_size;
+        }
+    });
+}
+
+/// A buffer whose disjoint chunks the pool's tasks write.
+struct SharedSlice<T>(*mut T);
+
+// SAFETY: only used to hand disjoint chunks of one live buffer to the pool's tasks, which
+// finish before `update_values` returns.
+unsafe impl<T: Send> Sync for SharedSlice<T> {}
+
+impl<T> SharedSlice<T> {
+    /// `len` values from `start`.
+    ///
+    /// # Safety
+    /// The range is inside the buffer and no other live reference covers it.
+    #[allow(clippy::mut_from_ref)]
+    unsafe fn slice(&self, start: usize, len: usize) -> &mut [T] {
+        std::slice::from_raw_parts_mut(self.0.add(start), len)
+    }
+}
+
+/// One tensor's AdamW update from flat `p` and `g` and the moments: the new parameters and
+/// moments, flat.
+fn updated<T: Real>(
+    c: &StepConstants,
+    decays: bool,
+    p: &Tensor,
+    g: &Tensor,
+    m: &Tensor,
+    v: &Tensor,
+) -> Result<(Tensor, Tensor, Tensor)> {
+    let flat =
+        |t: &Tensor| -> Result<Vec<T>> { Ok(t.flatten_all()?.to_dtype(T::DTYPE)?.to_vec1::<T>()?) };
+    let (mut p_values, g_values) = (flat(p)?, flat(g)?);
+    let (mut m_values, mut v_values) = (flat(m)?, flat(v)?);
+    update_values(
+        c,
+        decays,
+        T::one(),
+        &mut p_values,
+        &g_values,
+        &mut m_values,
+        &mut v_values,
+    );
+    let device = p.device();
+    let n = p_values.len();
+    Ok((
+        Tensor::from_vec(p_values, n, device)?,
+        Tensor::from_vec(m_values, n, device)?,
+        Tensor::from_vec(v_values, n, device)?,
+    ))
 }
 
 /// The optimizer's moments and step count.
@@ -50,26 +169,24 @@ impl AdamW {
     }
 
     /// One update of every parameter with its gradient (`grads` in parameter order):
-    /// `p ← p·(1 − lr·wd) − lr/(1−β₁ᵗ) · m / (√v/√(1−β₂ᵗ) + ε)`.
+    /// `p ← p·(1 − lr·wd) − lr/(1−β₁ᵗ) · m / (√v/√(1−β₂ᵗ) + ε)`, each tensor in one pass over
+    /// its values ([`update_values`]).
     pub fn step(&mut self, params: &Parameters, grads: &[Tensor], lr: f64) -> Result<()> {
         self.steps += 1;
-        let c = &self.config;
-        let t = self.steps as i32;
-        let (bias1, bias2) = (1.0 - c.beta1.powi(t), 1.0 - c.beta2.powi(t));
+        let constants = StepConstants::new(&self.config, self.steps, lr);
         for (i, (var, grad)) in params.vars().iter().zip(grads).enumerate() {
-            let m = ((&self.m[i] * c.beta1)? + (grad * (1.0 - c.beta1))?)?;
-            let v = ((&self.v[i] * c.beta2)? + (grad.sqr()? * (1.0 - c.beta2))?)?;
-            let denom = ((v.sqrt()? / bias2.sqrt())? + c.eps)?;
-            let p = var.as_tensor().detach();
-            let p = if params.decays(i) {
-                (p * (1.0 - lr * c.weight_decay))?
-            } else {
-                p
+            let decays = params.decays(i);
+            let (m, v) = (&mut self.m[i], &mut self.v[i]);
+            let values = |t: &Tensor| t.flatten_all();
+            let (p, g) = (values(var.as_tensor())?, values(grad)?);
+            let (new_p, new_m, new_v) = match var.dtype() {
+                DType::F64 => updated::<f64>(&constants, decays, &p, &g, m, v)?,
+                _ => updated::<f32>(&constants, decays, &p, &g, m, v)?,
             };
-            let update = (m.div(&denom)? * (lr / bias1))?;
-            var.set(&(p - update)?)?;
-            self.m[i] = m;
-            self.v[i] = v;
+            let shape = var.shape().clone();
+            var.set(&new_p.reshape(shape.clone())?)?;
+            *m = new_m.reshape(shape.clone())?;
+            *v = new_v.reshape(shape)?;
         }
         Ok(())
     }
