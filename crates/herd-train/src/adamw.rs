@@ -30,8 +30,8 @@ pub struct StepConstants {
     beta1: f64,
     beta2: f64,
     eps: f64,
-    /// `√(1 − β₂ᵗ)`.
-    sqrt_bias2: f64,
+    /// `1 / √(1 − β₂ᵗ)`.
+    inv_sqrt_bias2: f64,
     /// `lr / (1 − β₁ᵗ)`.
     step_size: f64,
     /// `1 − lr·wd`.
@@ -46,7 +46,7 @@ impl StepConstants {
             beta1: config.beta1,
             beta2: config.beta2,
             eps: config.eps,
-            sqrt_bias2: (1.0 - config.beta2.powi(t)).sqrt(),
+            inv_sqrt_bias2: 1.0 / (1.0 - config.beta2.powi(t)).sqrt(),
             step_size: lr / (1.0 - config.beta1.powi(t)),
             shrink: 1.0 - lr * config.weight_decay,
         }
@@ -70,8 +70,8 @@ pub fn update_values<T: Real>(
     v: &mut [T],
 ) {
     let [b1, b2, one_b1, one_b2] = [c.beta1, c.beta2, 1.0 - c.beta1, 1.0 - c.beta2].map(T::narrow);
-    let [eps, sqrt_bias2, step_size, shrink] =
-        [c.eps, c.sqrt_bias2, c.step_size, c.shrink].map(T::narrow);
+    let [eps, inv_sqrt_bias2, step_size, shrink] =
+        [c.eps, c.inv_sqrt_bias2, c.step_size, c.shrink].map(T::narrow);
     let (m_ptr, v_ptr) = (SharedSlice(m.as_mut_ptr()), SharedSlice(v.as_mut_ptr()));
     for_each_row(p, CHUNK, |chunk, p| {
         let start = chunk * CHUNK;
@@ -83,7 +83,9 @@ pub fn update_values<T: Real>(
             let g = g[j] * clip;
             m[j] = m[j] * b1 + g * one_b1;
             v[j] = v[j] * b2 + g * g * one_b2;
-            let denom = v[j].sqrt() / sqrt_bias2 + eps;
+            // Times the reciprocal, as candle divides a tensor by a number: the same values as
+            // the composed tensor version had.
+            let denom = v[j].sqrt() * inv_sqrt_bias2 + eps;
             if decays {
                 p[j] *= shrink;
             }
