@@ -16,7 +16,7 @@ use crate::norm::{accumulation_dtype, RmsNorm};
 use crate::paged::{PagedKv, PagedSeq};
 use crate::rope::Rope;
 use crate::sequence::SequenceLayout;
-use crate::split::{enter, exit, Parts};
+use crate::split::{check_parts, enter, exit, Parts};
 use crate::weights::Weights;
 
 /// A dense Llama 3 decoder ready for inference.
@@ -30,9 +30,8 @@ pub struct Llama {
     rope: Rope,
     dtype: DType,
     device: Device,
-    /// When the layers are split ([`crate::split`]): the exchange between the parts, and the
-    /// first vocabulary id this part's embedding rows and logits are of.
-    split: Option<(Arc<dyn Parts>, u32)>,
+    /// When the layers are split ([`crate::split`]): the exchange between the parts.
+    split: Option<Arc<dyn Parts>>,
 }
 
 /// HF name of a tensor of block `layer`.
@@ -97,18 +96,11 @@ impl Llama {
             |m: String| crate::Error::format(weights.source(), format!("bad config: {m}"));
         config.validate().map_err(bad_config)?;
         let parts = split.as_ref().map_or(1, |s| s.parts());
-        for (name, value) in [
-            ("n_heads", config.n_heads),
-            ("n_kv_heads", config.n_kv_heads),
-            ("ffn_dim", config.ffn_dim),
-            ("vocab_size", config.vocab_size),
-        ] {
-            if !value.is_multiple_of(parts) {
-                return Err(bad_config(format!(
-                    "{name} ({value}) does not split into {parts} equal parts"
-                )));
-            }
-        }
+        check_parts(&config, parts).map_err(|(name, value)| {
+            bad_config(format!(
+                "{name} ({value}) does not split into {parts} equal parts"
+            ))
+        })?;
         let (d, hd) = (config.dim, config.head_dim);
         let (heads, kv_heads) = (config.n_heads / parts, config.n_kv_heads / parts);
         let (ffn, vocab) = (config.ffn_dim / parts, config.vocab_size / parts);
@@ -151,10 +143,6 @@ impl Llama {
         } else {
             linear("lm_head.weight", vocab, d)?
         };
-        let split = split.map(|s| {
-            let first = (s.part() * vocab) as u32;
-            (s, first)
-        });
         Ok(Llama {
             rope: Rope::new(&config),
             norm: norm("model.norm.weight")?,
@@ -170,16 +158,17 @@ impl Llama {
 
     /// The exchange between the parts of a split model ([`Llama::load_part`]), or `None`.
     pub fn split(&self) -> Option<&Arc<dyn Parts>> {
-        self.split.as_ref().map(|(s, _)| s)
+        self.split.as_ref()
     }
 
     /// The embedding rows of `ids` (flat u32), `[ids, dim]`. A split model looks up the ids of
     /// its slice of the vocabulary, zeros for the others, and sums the parts' rows.
     fn embed(&self, ids: &Tensor) -> Result<Tensor> {
-        let Some((split, first)) = &self.split else {
+        let Some(split) = &self.split else {
             return self.embedding.lookup(ids);
         };
         let rows = (self.config.vocab_size / split.parts()) as u32;
+        let first = split.part() as u32 * rows;
         let ids = ids.to_vec1::<u32>()?;
         if let Some(id) = ids
             .iter()
@@ -190,7 +179,7 @@ impl Llama {
                 self.config.vocab_size
             );
         }
-        let mine = |id: u32| id >= *first && id < first + rows;
+        let mine = |id: u32| id >= first && id < first + rows;
         let local: Vec<u32> = ids
             .iter()
             .map(|&id| if mine(id) { id - first } else { 0 })

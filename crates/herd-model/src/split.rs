@@ -72,6 +72,24 @@ pub fn split_dim(name: &str) -> Option<usize> {
     }
 }
 
+/// Checks that `config`'s heads (query and KV), FFN units and vocabulary split into `parts`
+/// equal parts, as a model split into them needs; the error is the first setting that does not
+/// and its value.
+pub fn check_parts(
+    config: &crate::LlamaConfig,
+    parts: usize,
+) -> std::result::Result<(), (&'static str, usize)> {
+    [
+        ("n_heads", config.n_heads),
+        ("n_kv_heads", config.n_kv_heads),
+        ("ffn_dim", config.ffn_dim),
+        ("vocab_size", config.vocab_size),
+    ]
+    .into_iter()
+    .find(|(_, value)| !value.is_multiple_of(parts))
+    .map_or(Ok(()), Err)
+}
+
 /// Part `part` of `parts` of `tensor` cut along `dim` (which `parts` must divide).
 pub fn part_of(tensor: &Tensor, dim: usize, parts: usize, part: usize) -> Result<Tensor> {
     let len = tensor.dim(dim)?;
@@ -132,15 +150,6 @@ struct Hand {
     sums_forward: bool,
 }
 
-impl Hand {
-    fn summed(&self, x: &Tensor) -> Result<Tensor> {
-        let dtype = x.dtype();
-        let mut values = x.flatten_all()?.to_dtype(DType::F32)?.to_vec1::<f32>()?;
-        self.split.sum(&mut values)?;
-        Tensor::from_vec(values, x.shape(), x.device())?.to_dtype(dtype)
-    }
-}
-
 impl CustomOp1 for Hand {
     fn name(&self) -> &'static str {
         if self.sums_forward {
@@ -168,9 +177,13 @@ impl CustomOp1 for Hand {
     }
 
     fn bwd(&self, _x: &Tensor, _y: &Tensor, grad: &Tensor) -> Result<Option<Tensor>> {
+        // Each direction's sum is the other hand-off's forward.
         Ok(Some(match self.sums_forward {
             true => grad.clone(),
-            false => self.summed(grad)?,
+            false => grad.contiguous()?.apply_op1_no_bwd(&Hand {
+                split: self.split.clone(),
+                sums_forward: true,
+            })?,
         }))
     }
 }

@@ -77,21 +77,12 @@ pub fn pretrain(
             p.cp, stage.seq_len
         )));
     }
-    let m = &recipe.model;
-    if let Some((key, value)) = [
-        ("n_heads", m.n_heads),
-        ("n_kv_heads", m.n_kv_heads),
-        ("ffn_dim", m.ffn_dim),
-        ("vocab_size", m.vocab_size),
-    ]
-    .into_iter()
-    .find(|(_, value)| !value.is_multiple_of(p.tp))
-    {
-        return Err(bad(format!(
+    herd_model::split::check_parts(&recipe.model, p.tp).map_err(|(key, value)| {
+        bad(format!(
             "[parallel] tp = {}: the model's {key} ({value}) must split into tp equal parts",
             p.tp
-        )));
-    }
+        ))
+    })?;
     match launched_size() {
         None if p.world_size() == 1 => herd_train::pretrain(recipe, options),
         None => Err(bad(format!(

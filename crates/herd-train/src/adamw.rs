@@ -5,7 +5,7 @@
 use std::collections::HashMap;
 
 use candle_core::{DType, Tensor};
-use herd_model::kernel::{for_each_row, Real};
+use herd_model::kernel::{par_for_each, Real};
 use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
@@ -72,13 +72,12 @@ pub fn update_values<T: Real>(
     let [b1, b2, one_b1, one_b2] = [c.beta1, c.beta2, 1.0 - c.beta1, 1.0 - c.beta2].map(T::narrow);
     let [eps, inv_sqrt_bias2, step_size, shrink] =
         [c.eps, c.inv_sqrt_bias2, c.step_size, c.shrink].map(T::narrow);
-    let (m_ptr, v_ptr) = (SharedSlice(m.as_mut_ptr()), SharedSlice(v.as_mut_ptr()));
-    for_each_row(p, CHUNK, |chunk, p| {
-        let start = chunk * CHUNK;
-        // SAFETY: each chunk index is handed to one task, so these are disjoint slices of
-        // `m` and `v`, of the same length as this chunk of `p`.
-        let (m, v) = unsafe { (m_ptr.slice(start, p.len()), v_ptr.slice(start, p.len())) };
-        let g = &g[start..start + p.len()];
+    let mut chunks: Vec<_> = p
+        .chunks_mut(CHUNK)
+        .zip(g.chunks(CHUNK))
+        .zip(m.chunks_mut(CHUNK).zip(v.chunks_mut(CHUNK)))
+        .collect();
+    par_for_each(&mut chunks, |_, ((p, g), (m, v))| {
         for j in 0..p.len() {
             let g = g[j] * clip;
             m[j] = m[j] * b1 + g * one_b1;
@@ -92,24 +91,6 @@ pub fn update_values<T: Real>(
             p[j] -= m[j] / denom * step_size;
         }
     });
-}
-
-/// A buffer whose disjoint chunks the pool's tasks write.
-struct SharedSlice<T>(*mut T);
-
-// SAFETY: only used to hand disjoint chunks of one live buffer to the pool's tasks, which
-// finish before `update_values` returns.
-unsafe impl<T: Send> Sync for SharedSlice<T> {}
-
-impl<T> SharedSlice<T> {
-    /// `len` values from `start`.
-    ///
-    /// # Safety
-    /// The range is inside the buffer and no other live reference covers it.
-    #[allow(clippy::mut_from_ref)]
-    unsafe fn slice(&self, start: usize, len: usize) -> &mut [T] {
-        std::slice::from_raw_parts_mut(self.0.add(start), len)
-    }
 }
 
 /// One tensor's AdamW update from flat `p` and `g` and the moments: the new parameters and
@@ -179,11 +160,10 @@ impl AdamW {
         for (i, (var, grad)) in params.vars().iter().zip(grads).enumerate() {
             let decays = params.decays(i);
             let (m, v) = (&mut self.m[i], &mut self.v[i]);
-            let values = |t: &Tensor| t.flatten_all();
-            let (p, g) = (values(var.as_tensor())?, values(grad)?);
+            let (p, g) = (var.as_tensor(), grad);
             let (new_p, new_m, new_v) = match var.dtype() {
-                DType::F64 => updated::<f64>(&constants, decays, &p, &g, m, v)?,
-                _ => updated::<f32>(&constants, decays, &p, &g, m, v)?,
+                DType::F64 => updated::<f64>(&constants, decays, p, g, m, v)?,
+                _ => updated::<f32>(&constants, decays, p, g, m, v)?,
             };
             let shape = var.shape().clone();
             var.set(&new_p.reshape(shape.clone())?)?;
