@@ -23,6 +23,7 @@ pub mod seeded_weights;
 pub mod sequence;
 pub mod softmax;
 pub mod split;
+pub mod stage;
 pub mod trace;
 pub mod weights;
 

@@ -1,6 +1,7 @@
 //! The Llama 3 Transformer: token embedding, the blocks, a final RMSNorm and the output
 //! projection (paper §3.2).
 
+use std::ops::Range;
 use std::sync::Arc;
 
 use candle_core::{DType, Device, Result, Tensor};
@@ -17,21 +18,32 @@ use crate::paged::{PagedKv, PagedSeq};
 use crate::rope::Rope;
 use crate::sequence::SequenceLayout;
 use crate::split::{check_parts, enter, exit, Parts};
+use crate::stage::holds;
 use crate::weights::Weights;
 
-/// A dense Llama 3 decoder ready for inference.
+/// A dense Llama 3 decoder ready for inference, or one stage of one ([`crate::stage`]).
 #[derive(Debug, Clone)]
 pub struct Llama {
     config: LlamaConfig,
-    embedding: Embedding,
+    /// The token embedding (on the first stage).
+    embedding: Option<Embedding>,
+    /// Blocks `layers` of the model.
+    layers: Range<usize>,
     blocks: Vec<Block>,
-    norm: RmsNorm,
-    output: Linear,
+    /// The final norm and the output layer (on the last stage).
+    head: Option<Head>,
     rope: Rope,
     dtype: DType,
     device: Device,
     /// When the layers are split ([`crate::split`]): the exchange between the parts.
     split: Option<Arc<dyn Parts>>,
+}
+
+/// What follows the last block: the final RMSNorm and the output projection.
+#[derive(Debug, Clone)]
+struct Head {
+    norm: RmsNorm,
+    output: Linear,
 }
 
 /// HF name of a tensor of block `layer`.
@@ -92,6 +104,24 @@ impl Llama {
         device: &Device,
         split: Option<Arc<dyn Parts>>,
     ) -> crate::Result<Llama> {
+        let layers = 0..config.n_layers;
+        Llama::load_stage(config, weights, dtype, device, split, layers)
+    }
+
+    /// Builds the stage of a model of shape `config` that holds blocks `layers`
+    /// ([`crate::stage`]): `weights` need only hold that stage's tensors, the embedding when
+    /// `layers` starts at 0, the final norm and output layer when it ends at the last block.
+    /// Its [`Llama::stage_forward`] takes the previous stage's hidden states (or the tokens)
+    /// and gives the next stage's (or the logits). `split` as in [`Llama::load_part`]; a model
+    /// whose output layer is its embedding (`tie_embeddings`) is not cut into stages.
+    pub fn load_stage(
+        config: LlamaConfig,
+        weights: &Weights,
+        dtype: DType,
+        device: &Device,
+        split: Option<Arc<dyn Parts>>,
+        layers: Range<usize>,
+    ) -> crate::Result<Llama> {
         let bad_config =
             |m: String| crate::Error::format(weights.source(), format!("bad config: {m}"));
         config.validate().map_err(bad_config)?;
@@ -101,6 +131,20 @@ impl Llama {
                 "{name} ({value}) does not split into {parts} equal parts"
             ))
         })?;
+        let whole = 0..config.n_layers;
+        if layers.is_empty() || layers.end > config.n_layers {
+            return Err(bad_config(format!(
+                "a stage of blocks {layers:?} of a model of {}",
+                config.n_layers
+            )));
+        }
+        if config.tie_embeddings && layers != whole {
+            return Err(bad_config(
+                "a model whose output layer is its embedding (tie_embeddings) is not cut into \
+                 stages"
+                    .into(),
+            ));
+        }
         let (d, hd) = (config.dim, config.head_dim);
         let (heads, kv_heads) = (config.n_heads / parts, config.n_kv_heads / parts);
         let (ffn, vocab) = (config.ffn_dim / parts, config.vocab_size / parts);
@@ -113,8 +157,8 @@ impl Llama {
                 .to_dense(accumulation_dtype(dtype))?;
             Ok(RmsNorm::new(w, config.norm_eps)?)
         };
-        let mut blocks = Vec::with_capacity(config.n_layers);
-        for l in 0..config.n_layers {
+        let mut blocks = Vec::with_capacity(layers.len());
+        for l in layers.clone() {
             let t = |suffix: &str| layer_tensor(l, suffix);
             blocks.push(Block {
                 attention_norm: norm(&t("input_layernorm.weight"))?,
@@ -136,23 +180,57 @@ impl Llama {
                 split: split.clone(),
             });
         }
-        let embed = weights.get("model.embed_tokens.weight", &[vocab, d])?;
-        let embedding = Embedding::new(embed, dtype)?;
-        let output = if config.tie_embeddings && !weights.contains("lm_head.weight") {
-            Linear::new(embed, dtype)?
-        } else {
-            linear("lm_head.weight", vocab, d)?
+        let holds = |name: &str| holds(name, &layers, config.n_layers);
+        let embed = "model.embed_tokens.weight";
+        let embedding = match holds(embed) {
+            true => Some(Embedding::new(weights.get(embed, &[vocab, d])?, dtype)?),
+            false => None,
+        };
+        let head = match holds("lm_head.weight") {
+            false => None,
+            true => Some(Head {
+                norm: norm("model.norm.weight")?,
+                output: match config.tie_embeddings && !weights.contains("lm_head.weight") {
+                    true => Linear::new(weights.get(embed, &[vocab, d])?, dtype)?,
+                    false => linear("lm_head.weight", vocab, d)?,
+                },
+            }),
         };
         Ok(Llama {
             rope: Rope::new(&config),
-            norm: norm("model.norm.weight")?,
             config,
             embedding,
+            layers,
             blocks,
-            output,
+            head,
             dtype,
             device: device.clone(),
             split,
+        })
+    }
+
+    /// The blocks this model holds: all of them, or a stage's ([`Llama::load_stage`]).
+    pub fn layers(&self) -> Range<usize> {
+        self.layers.clone()
+    }
+
+    /// The embedding, which the first stage holds.
+    fn embedding(&self) -> Result<&Embedding> {
+        self.embedding.as_ref().ok_or_else(|| {
+            candle_core::Error::Msg(format!(
+                "this stage (blocks {:?}) holds no embedding: it takes hidden states",
+                self.layers
+            ))
+        })
+    }
+
+    /// The final norm and output layer, which the last stage holds.
+    fn head(&self) -> Result<&Head> {
+        self.head.as_ref().ok_or_else(|| {
+            candle_core::Error::Msg(format!(
+                "this stage (blocks {:?}) holds no output layer: it gives hidden states",
+                self.layers
+            ))
         })
     }
 
@@ -164,8 +242,9 @@ impl Llama {
     /// The embedding rows of `ids` (flat u32), `[ids, dim]`. A split model looks up the ids of
     /// its slice of the vocabulary, zeros for the others, and sums the parts' rows.
     fn embed(&self, ids: &Tensor) -> Result<Tensor> {
+        let embedding = self.embedding()?;
         let Some(split) = &self.split else {
-            return self.embedding.lookup(ids);
+            return embedding.lookup(ids);
         };
         let rows = (self.config.vocab_size / split.parts()) as u32;
         let first = split.part() as u32 * rows;
@@ -190,7 +269,7 @@ impl Llama {
             .collect();
         let keep = Tensor::from_vec(keep, (ids.len(), 1), &self.device)?.to_dtype(self.dtype)?;
         let local = Tensor::from_vec(local, ids.len(), &self.device)?;
-        let looked_up = self.embedding.lookup(&local)?.broadcast_mul(&keep)?;
+        let looked_up = embedding.lookup(&local)?.broadcast_mul(&keep)?;
         exit(Some(split), &looked_up)
     }
 
@@ -220,37 +299,74 @@ impl Llama {
         &self,
         tokens: &Tensor,
         layout: &SequenceLayout,
+        cache: Option<&mut KvCache>,
+    ) -> Result<Tensor> {
+        let head = self.head()?;
+        let out = head
+            .norm
+            .forward(&self.run_blocks(tokens, layout, cache)?)?;
+        crate::trace::record("result_norm", None, &out);
+        Ok(out)
+    }
+
+    /// What this stage ([`Llama::load_stage`]) computes of `input` laid out as `layout`: the
+    /// first stage takes tokens (`[batch, seq]`, u32), the others the previous stage's output
+    /// (`[batch, seq, dim]`); the last gives logits (as [`Llama::forward`]), the others their
+    /// last block's output, the residual stream the next stage goes on from.
+    pub fn stage_forward(&self, input: &Tensor, layout: &SequenceLayout) -> Result<Tensor> {
+        let x = self.run_blocks(input, layout, None)?;
+        match &self.head {
+            Some(head) => self.logits(&head.norm.forward(&x)?),
+            None => Ok(x),
+        }
+    }
+
+    /// The residual stream after this model's blocks: of the embedded `input` tokens when it
+    /// holds the embedding, of `input` hidden states otherwise.
+    fn run_blocks(
+        &self,
+        input: &Tensor,
+        layout: &SequenceLayout,
         mut cache: Option<&mut KvCache>,
     ) -> Result<Tensor> {
-        let (b, t) = tokens.dims2()?;
+        let (b, t) = (input.dim(0)?, input.dim(1)?);
         if (b, t) != (layout.batch(), layout.seq_len()) {
             candle_core::bail!(
-                "tokens are [{b}, {t}] but the layout is [{}, {}]",
+                "the input is [{b}, {t}, …] but the layout is [{}, {}]",
                 layout.batch(),
                 layout.seq_len()
             );
         }
+        let mut x = match &self.embedding {
+            Some(_) => {
+                input.dims2()?;
+                let x = self.embed(&input.flatten_all()?)?;
+                x.reshape((b, t, self.config.dim))?
+            }
+            None if input.dims() == [b, t, self.config.dim] => input.clone(),
+            None => candle_core::bail!(
+                "this stage (blocks {:?}) takes hidden states [{b}, {t}, {}], not {:?}",
+                self.layers,
+                self.config.dim,
+                input.dims()
+            ),
+        };
+        crate::trace::record("embd", None, &x);
         let (cos, sin) = self
             .rope
             .cos_sin(layout.positions(), b, self.dtype, &self.device)?;
         // In the dtype attention scores are computed in, once for every layer.
         let mask = layout.mask(accumulation_dtype(self.dtype), &self.device)?;
-        let input = AttentionInput {
+        let attention = AttentionInput {
             cos: &cos,
             sin: &sin,
             mask: mask.as_ref(),
             context: layout.context(),
         };
-        let mut x = self
-            .embed(&tokens.flatten_all()?)?
-            .reshape((b, t, self.config.dim))?;
-        crate::trace::record("embd", None, &x);
-        for (l, block) in self.blocks.iter().enumerate() {
-            x = block.forward(&x, &input, cache.as_deref_mut().map(|c| (c, l)), l)?;
+        for (l, block) in self.layers.clone().zip(&self.blocks) {
+            x = block.forward(&x, &attention, cache.as_deref_mut().map(|c| (c, l)), l)?;
         }
-        let out = self.norm.forward(&x)?;
-        crate::trace::record("result_norm", None, &out);
-        Ok(out)
+        Ok(x)
     }
 
     /// One step of several sequences at once, as a serving engine runs them: sequence `i`
@@ -310,7 +426,7 @@ impl Llama {
             .cos_sin(&positions, total, self.dtype, &self.device)?;
         let ids = Tensor::new(all.as_slice(), &self.device)?;
         let mut x = self.embed(&ids)?.reshape((1, total, self.config.dim))?;
-        for (l, block) in self.blocks.iter().enumerate() {
+        for (l, block) in self.layers.clone().zip(&self.blocks) {
             x = block.forward_paged(&x, &spans, (&cos, &sin), kv, seqs, l)?;
         }
         let rows: Vec<u32> = spans
@@ -324,13 +440,14 @@ impl Llama {
         let rows = x
             .squeeze(0)?
             .index_select(&Tensor::new(rows.as_slice(), &self.device)?, 0)?;
-        self.norm.forward(&rows)
+        self.head()?.norm.forward(&rows)
     }
 
     /// Output logits (f32, or f64 for an f64 model) for hidden states `[..., dim]`; a split
     /// model's are of its slice of the vocabulary.
     pub fn logits(&self, hidden: &Tensor) -> Result<Tensor> {
-        self.output
+        self.head()?
+            .output
             .forward(&enter(self.split(), hidden)?)?
             .to_dtype(accumulation_dtype(self.dtype))
     }

@@ -33,6 +33,11 @@ pub trait Collectives {
     /// Receives into `buf` what rank `from` sent with `tag`.
     fn receive(&self, from: usize, buf: &mut [f32], tag: u16) -> Result<()>;
 
+    /// Sends `buf` to rank `peer` and receives what it sends into `into`, both with `tag` and
+    /// both started before either is waited for: two ranks that exchange values this way do not
+    /// wait on each other (pipeline stages passing activations one way and gradients back).
+    fn send_receive(&self, peer: usize, buf: &[f32], into: &mut [f32], tag: u16) -> Result<()>;
+
     /// Returns once every rank of the group has called it.
     fn barrier(&self) -> Result<()>;
 }
@@ -100,6 +105,10 @@ impl Collectives for SingleProcess {
         Err(Self::no_peer("receive", from))
     }
 
+    fn send_receive(&self, peer: usize, _: &[f32], _: &mut [f32], _: u16) -> Result<()> {
+        Err(Self::no_peer("send_receive", peer))
+    }
+
     fn barrier(&self) -> Result<()> {
         Ok(())
     }
@@ -162,6 +171,20 @@ pub fn self_check(group: &dyn Collectives) -> std::result::Result<(), String> {
         let want: Vec<f32> = (0..shard_len).map(|i| value(prev, i)).collect();
         if got != want {
             return Err(format!("receive from {prev} gave {got:?}, want {want:?}"));
+        }
+        // Pairs (0, 1), (2, 3), …: each sends its values to the other and receives theirs at once.
+        let partner = rank ^ 1;
+        if partner < size {
+            let mut got = vec![0.0; shard_len];
+            group
+                .send_receive(partner, &mine, &mut got, 8)
+                .map_err(|e| e.to_string())?;
+            let want: Vec<f32> = (0..shard_len).map(|i| value(partner, i)).collect();
+            if got != want {
+                return Err(format!(
+                    "send_receive with {partner} gave {got:?}, want {want:?}"
+                ));
+            }
         }
     }
     group.barrier().map_err(|e| e.to_string())?;

@@ -19,6 +19,10 @@
 //! same). A checkpoint's moments are put back together whole, one parameter at a time, and each
 //! of the TP × DP ranks writes its slice of the whole tensor — the files a DP run over as many
 //! ranks writes — so the run resumes under any layout.
+//!
+//! Under pipeline parallelism ([`crate::stages`]) each stage's ranks shard its own parameters;
+//! the global norm adds every stage's squares, and each rank's optimizer file, named by its rank
+//! in the whole run, holds its slices of its stage's tensors.
 
 use std::collections::HashMap;
 use std::path::Path;
@@ -29,6 +33,7 @@ use herd_model::split::{part_of, whole_of, Parts};
 use herd_train::adamw::{update_values, AdamWConfig, StepConstants};
 use herd_train::checkpoint;
 use herd_train::params::Parameters;
+use herd_train::pipeline::Stages;
 use herd_train::sharing::StepSharing;
 
 use crate::collectives::Collectives;
@@ -57,6 +62,8 @@ pub struct DataParallel<'g> {
     split: Option<Arc<dyn Parts>>,
     /// Consecutive ranks of the group that share each replica's rows (CP; 1 without).
     sequence_parts: usize,
+    /// The pipeline this rank's stage belongs to, when the blocks are cut into stages.
+    stages: Option<Arc<dyn Stages>>,
 }
 
 /// A collective's error as the trainer reports it.
@@ -100,6 +107,7 @@ impl<'g> DataParallel<'g> {
             steps: 0,
             split: params.split().cloned(),
             sequence_parts: 1,
+            stages: None,
         })
     }
 
@@ -116,22 +124,51 @@ impl<'g> DataParallel<'g> {
         Ok(self)
     }
 
-    /// Sums `values` over every rank of the run: the DP group, then each TP group.
+    /// The same share of one stage of `stages` (the group holds that stage's ranks).
+    pub fn with_stages(mut self, stages: Arc<dyn Stages>) -> Self {
+        self.stages = Some(stages);
+        self
+    }
+
+    /// Sums `values` over every rank of the run: the DP group, then each TP group, then each
+    /// pipeline.
     fn sum_over_all(&self, values: &mut [f32]) -> herd_train::Result<()> {
         self.group.all_reduce_sum(values).map_err(train_error)?;
         if let Some(split) = &self.split {
             split.sum(values)?;
         }
+        if let Some(stages) = &self.stages {
+            stages.sum(values)?;
+        }
         Ok(())
     }
 
-    /// This rank's number among all the run's ranks (TP innermost) and their count.
-    fn run_rank(&self) -> (usize, usize) {
+    /// This rank's number among the ranks that hold its stage's parameters (TP innermost) and
+    /// their count: which slice of each whole tensor's moments it saves.
+    fn slice_rank(&self) -> (usize, usize) {
         let (part, parts) = self
             .split
             .as_ref()
             .map_or((0, 1), |s| (s.part(), s.parts()));
         (self.group.rank() * parts + part, self.group.size() * parts)
+    }
+
+    /// This rank's number in the whole run, ordered [TP, CP, PP, DP] as the layout orders
+    /// them, and the run's size: the name of its optimizer file.
+    fn run_rank(&self) -> (usize, usize) {
+        let (slice, slices) = self.slice_rank();
+        let Some(stages) = &self.stages else {
+            return (slice, slices);
+        };
+        let tp = slices / self.group.size();
+        let (tp_part, group_rank) = (slice % tp, slice / tp);
+        let (cp, dp) = (
+            group_rank % self.sequence_parts,
+            group_rank / self.sequence_parts,
+        );
+        let (pp, stage) = (stages.stages(), stages.stage());
+        let rank = ((dp * pp + stage) * self.sequence_parts + cp) * tp + tp_part;
+        (rank, slices * pp)
     }
 
     /// This rank's slice of `tensor` (parameter `i`), padded with zeros.
@@ -231,7 +268,7 @@ impl StepSharing for DataParallel<'_> {
     }
 
     fn save_optimizer(&self, params: &Parameters, dir: &Path) -> herd_train::Result<()> {
-        let (rank, ranks) = self.run_rank();
+        let (rank, ranks) = self.slice_rank();
         let mut slices = HashMap::new();
         for (prefix, moments) in [("exp_avg", &self.m), ("exp_avg_sq", &self.v)] {
             for (i, (name, moment)) in params.names().iter().zip(moments).enumerate() {
@@ -254,7 +291,9 @@ impl StepSharing for DataParallel<'_> {
                 slices.insert(format!("{prefix}.{name}"), tensor);
             }
         }
-        let path = dir.join(checkpoint::optimizer_shard_name(rank, ranks));
+        let (file, files) = self.run_rank();
+        checkpoint::note_slices(&mut slices, ranks)?;
+        let path = dir.join(checkpoint::optimizer_shard_name(file, files));
         candle_core::safetensors::save(&slices, &path)
             .map_err(|e| herd_train::Error::Checkpoint(format!("{}: {e}", path.display())))
     }
@@ -263,7 +302,8 @@ impl StepSharing for DataParallel<'_> {
         // Saved by as many processes of a DP run: this rank reads its own file; otherwise the
         // whole state.
         let own_file = checkpoint::optimizer_shards(dir)?
-            .filter(|files| self.split.is_none() && files.len() == self.group.size())
+            .filter(|_| self.split.is_none() && self.stages.is_none())
+            .filter(|files| files.len() == self.group.size())
             .map(|files| files[self.group.rank()].clone());
         let state = match &own_file {
             Some(file) => candle_core::safetensors::load(file, &Device::Cpu)

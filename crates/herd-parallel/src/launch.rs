@@ -2,9 +2,11 @@
 //! asks for one process and no launcher started several; otherwise as one of the ranks
 //! `mpirun -n N herd pretrain …` started, the parallel plans wrapping the trainer.
 //!
-//! So far the plans are tensor and context parallelism ([`crate::parts`]) inside data
-//! parallelism ([`DataParallel`]); a recipe with `pp` above 1 is refused by name before anything
-//! starts.
+//! The plans are tensor and context parallelism ([`crate::parts`]) and pipeline parallelism
+//! ([`crate::stages`]) inside data parallelism ([`DataParallel`]). What a layout cannot split —
+//! heads, units or vocabulary that tp does not divide, rows that 2 × cp does not, fewer blocks
+//! than stages, an output layer tied to the embedding across stages — is refused by name before
+//! anything starts.
 
 use std::time::Duration;
 
@@ -60,11 +62,15 @@ pub fn pretrain(
         message,
     };
     if p.pp > 1 {
-        return Err(bad(format!(
-            "[parallel] pp = {}: herd shares runs by tensor, context and data parallelism only \
-             so far (pp must be 1)",
-            p.pp
-        )));
+        if recipe.model.tie_embeddings {
+            return Err(bad(format!(
+                "[parallel] pp = {}: the model's output layer is its embedding \
+                 (tie_embeddings = true), which the first and the last stage cannot both hold",
+                p.pp
+            )));
+        }
+        herd_model::stage::stage_layers(recipe.model.n_layers, p.pp, 0)
+            .map_err(|e| bad(format!("[parallel] pp = {}: {e}", p.pp)))?;
     }
     if let Some(stage) = recipe
         .training
@@ -93,7 +99,7 @@ pub fn pretrain(
     }
 }
 
-/// One rank of a tensor- and data-parallel run over MPI.
+/// One rank of a run over MPI laid out as its recipe's `[parallel]` section says.
 #[cfg(feature = "mpi")]
 fn pretrain_on_mpi(
     recipe: &Recipe,
@@ -104,7 +110,9 @@ fn pretrain_on_mpi(
     use crate::layout::{Dim, Layout};
     use crate::mpi::{MpiWorld, Watchdog};
     use crate::parts::{with_group, GroupParts};
+    use crate::stages::GroupStages;
     use herd_model::split::Parts;
+    use herd_train::pipeline::Stages;
     use std::sync::Arc;
 
     let mpi = MpiWorld::init(Watchdog {
@@ -125,19 +133,29 @@ fn pretrain_on_mpi(
         (world.split_over(&layout, &[Dim::Context, Dim::Data], "cp×dp")).map_err(train_error)?;
     let tensor = world.split(&layout, Dim::Tensor).map_err(train_error)?;
     let context = world.split(&layout, Dim::Context).map_err(train_error)?;
+    let pipeline = world.split(&layout, Dim::Pipeline).map_err(train_error)?;
     let parts = |dim: Dim, group: &dyn Collectives| {
         (group.size() > 1)
             .then(|| Arc::new(GroupParts::new(dim, group.size(), group.rank())) as Arc<dyn Parts>)
     };
+    let stages = (pipeline.size() > 1)
+        .then(|| Arc::new(GroupStages::new(pipeline.size(), pipeline.rank())) as Arc<dyn Stages>);
     let split = herd_train::ModelSplit {
         layers: parts(Dim::Tensor, &tensor),
         sequence: parts(Dim::Context, &context),
+        stages: stages.clone(),
     };
     with_group(Dim::Tensor, &tensor, || {
         with_group(Dim::Context, &context, || {
-            herd_train::pretrain_shared(recipe, options, split, &|params, config| {
-                let share = DataParallel::new(&sharded, params, config)?;
-                Ok(Box::new(share.with_sequence_parts(p.cp)?))
+            with_group(Dim::Pipeline, &pipeline, || {
+                herd_train::pretrain_shared(recipe, options, split, &|params, config| {
+                    let share =
+                        DataParallel::new(&sharded, params, config)?.with_sequence_parts(p.cp)?;
+                    Ok(Box::new(match &stages {
+                        Some(stages) => share.with_stages(stages.clone()),
+                        None => share,
+                    }))
+                })
             })
         })
     })

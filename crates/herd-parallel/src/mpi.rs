@@ -315,6 +315,31 @@ impl Collectives for MpiGroup<'_> {
         Ok(())
     }
 
+    fn send_receive(&self, peer: usize, buf: &[f32], into: &mut [f32], tag: u16) -> Result<()> {
+        let rank = self.peer("send_receive", peer)?;
+        let expected = into.len();
+        let send = self.start("send", buf.len(), Some((peer, tag)));
+        let receive = self.start("receive", expected, Some((peer, tag)));
+        let status = ::mpi::request::scope(|scope| {
+            let process = self.comm.process_at_rank(rank);
+            let tag = i32::from(tag);
+            let sent = process.immediate_send_with_tag(scope, buf, tag);
+            let received = process.immediate_receive_into_with_tag(scope, into, tag);
+            self.complete(sent, send);
+            self.complete(received, receive)
+        });
+        let got = status.count(f32::equivalent_datatype()) as usize;
+        if got != expected {
+            return Err(Error::Collective {
+                op: "send_receive",
+                message: format!(
+                    "rank {peer} sent {got} values with tag {tag}, {expected} were expected"
+                ),
+            });
+        }
+        Ok(())
+    }
+
     fn barrier(&self) -> Result<()> {
         let seq = self.start("barrier", 0, None);
         let request = self.comm.immediate_barrier();

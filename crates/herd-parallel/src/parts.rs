@@ -58,7 +58,7 @@ pub fn with_group<R>(dim: Dim, group: &dyn Collectives, f: impl FnOnce() -> R) -
 }
 
 /// Calls `f` on this thread's bound group of `dim`.
-fn on_group<R>(
+pub(crate) fn on_group<R>(
     dim: Dim,
     op: &str,
     f: impl FnOnce(&dyn Collectives) -> crate::Result<R>,
@@ -218,6 +218,10 @@ mod tests {
 
         fn receive(&self, _: usize, _: &mut [f32], _: u16) -> crate::Result<()> {
             unreachable!("tensor and context parallelism do not receive")
+        }
+
+        fn send_receive(&self, _: usize, _: &[f32], _: &mut [f32], _: u16) -> crate::Result<()> {
+            unreachable!("tensor and context parallelism do not send")
         }
 
         fn barrier(&self) -> crate::Result<()> {

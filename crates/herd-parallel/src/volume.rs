@@ -98,31 +98,10 @@ pub struct RankShare {
     pub state_bytes: u64,
 }
 
-/// Layers of each pipeline stage: the layers and the two ends (embedding, output and loss)
-/// counted as layers and spread evenly, so the first and last stages carry one layer fewer,
-/// as the paper balances them (§3.3.2); a remainder goes to the middle stages first.
+/// Blocks of each pipeline stage, as the trainer cuts them ([`herd_model::stage::stage_sizes`]:
+/// the first and last stages carry one block fewer, as the paper balances them).
 pub fn stage_layers(n_layers: usize, pp: usize) -> Result<Vec<usize>> {
-    if pp == 1 {
-        return Ok(vec![n_layers]);
-    }
-    let slots = n_layers + 2;
-    if slots < 2 * pp {
-        return Err(Error::Layout(format!(
-            "pp = {pp} stages need at least {} layers (each end stage gives one slot to the \
-             embedding or the output); the model has {n_layers}",
-            2 * pp - 2
-        )));
-    }
-    let (base, extra) = (slots / pp, slots % pp);
-    let mut layers = vec![base; pp];
-    // The remainder goes to the middle stages (1..pp-1), then to the ends.
-    let order = (1..pp - 1).chain([0, pp - 1]);
-    for stage in order.take(extra) {
-        layers[stage] += 1;
-    }
-    layers[0] -= 1;
-    layers[pp - 1] -= 1;
-    Ok(layers)
+    herd_model::stage::stage_sizes(n_layers, pp).map_err(Error::Layout)
 }
 
 /// The sizes of the tensors one tensor-parallel rank of pipeline stage `stage` holds: each
@@ -251,10 +230,12 @@ pub fn step_volume(
         let chunk = tokens * kv_heads * c.head_dim as u64 * 2 * a;
         micro_batches * most_layers * 2 * (cp - 1) * chunk
     };
+    // Each micro-batch's hidden states forward and their gradients back (an end stage sends
+    // one of the two); the loss and the gradients' squared norm summed over the stages.
     let pp_volume = match pp {
         1 => 0,
-        2 => micro_batches * activation,
-        _ => micro_batches * 2 * activation,
+        2 => micro_batches * activation + 2 * all_reduce(4, pp),
+        _ => micro_batches * 2 * activation + 2 * all_reduce(4, pp),
     };
     let dp_volume = {
         // Each tensor is sharded on its own over the CP × DP ranks, padded to a multiple of
@@ -327,9 +308,10 @@ mod tests {
         let p = c.num_parameters() as u64;
         assert_eq!(dp.dp, 3 * (p / 4) * 6 + 2 * (2 * 3 * 4 / 4));
         assert_eq!((dp.tp, dp.cp, dp.pp), (0, 0, 0));
-        // PP 4: a middle stage sends each of its 16 micro-batches' activations both ways.
+        // PP 4: a middle stage sends each of its 16 micro-batches' activations both ways, and
+        // takes part in the sums of the loss and the squared norm.
         let pp = step_volume(&c, &Layout::new(1, 1, 4, 1, 4).unwrap(), &step, &bf16).unwrap();
-        assert_eq!(pp.pp, 16 * 2 * 8192 * 4096 * 2);
+        assert_eq!(pp.pp, 16 * 2 * 8192 * 4096 * 2 + 2 * (2 * 3 * 4 / 4));
         // CP 2: per layer, 1 peer's chunk of K and V (8 heads of 128) out forward and backward.
         let cp = step_volume(&c, &Layout::new(1, 2, 1, 1, 2).unwrap(), &step, &bf16).unwrap();
         assert_eq!(cp.cp, 16 * 32 * 2 * 4096 * 8 * 128 * 2 * 2);

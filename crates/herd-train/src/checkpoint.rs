@@ -9,8 +9,10 @@
 //! as the parameter), or — when N processes share the optimizer state — one file per process,
 //! `optimizer-RRRRR-of-NNNNN.safetensors`, each written by its process: there each moment is
 //! the process's slice of the parameter flattened and padded with zeros to a multiple of N
-//! ([`shard_range`]). Either resumes under any sharing ([`load_optimizer`] puts slices back
-//! together).
+//! ([`shard_range`]). When the model is cut into pipeline stages, each stage's tensors are
+//! sliced among that stage's processes only, and a file holds its stage's moments; each file
+//! records among how many processes its tensors are sliced (`slices`). Either resumes under any
+//! sharing ([`load_optimizer`] puts slices back together).
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -239,6 +241,17 @@ pub fn optimizer_shard_name(rank: usize, ranks: usize) -> String {
     format!("optimizer-{rank:05}-of-{ranks:05}.safetensors")
 }
 
+/// The key of an optimizer file's count of the processes each of its tensors is sliced among.
+const SLICES: &str = "slices";
+
+/// Records in an optimizer file's tensors `file` that each moment in it is sliced among
+/// `slices` processes (all the run's, or its pipeline stage's).
+pub fn note_slices(file: &mut HashMap<String, Tensor>, slices: usize) -> Result<()> {
+    let count = Tensor::new(&[slices as u32], &Device::Cpu)?;
+    file.insert(SLICES.to_string(), count);
+    Ok(())
+}
+
 /// The elements of a flattened tensor of `len` values that process `rank` of `ranks` holds:
 /// `len` padded to a multiple of `ranks`, cut into equal slices; the slice's real values (the
 /// rest of it, past `len`, is padding).
@@ -300,19 +313,45 @@ pub fn load_optimizer(dir: &Path, params: &Parameters) -> Result<HashMap<String,
         return read(&dir.join(WHOLE_OPTIMIZER));
     };
     let parts = files.iter().map(|f| read(f)).collect::<Result<Vec<_>>>()?;
+    // Among how many files each file's tensors are sliced (all of them, before pipelines).
+    let slices = parts
+        .iter()
+        .zip(&files)
+        .map(|(part, file)| match part.get(SLICES) {
+            None => Ok(files.len()),
+            Some(count) => match count.to_vec1::<u32>() {
+                Ok(count) if count.len() == 1 => Ok(count[0] as usize),
+                _ => Err(Error::Checkpoint(format!(
+                    "{}: `{SLICES}` is not one count",
+                    file.display()
+                ))),
+            },
+        })
+        .collect::<Result<Vec<_>>>()?;
     let mut state = HashMap::new();
     for (name, dims) in params.shapes() {
         for prefix in ["exp_avg", "exp_avg_sq"] {
             let key = format!("{prefix}.{name}");
-            let slices = parts
-                .iter()
-                .zip(&files)
-                .map(|(part, file)| {
-                    part.get(&key).cloned().ok_or_else(|| {
-                        Error::Checkpoint(format!("{} has no {key}", file.display()))
-                    })
-                })
-                .collect::<Result<Vec<_>>>()?;
+            // The slices in file order, from the files of the processes that held the tensor.
+            let holders: Vec<usize> = (0..parts.len())
+                .filter(|&f| parts[f].contains_key(&key))
+                .collect();
+            let Some(&first) = holders.first() else {
+                return Err(Error::Checkpoint(format!(
+                    "{}: no optimizer file has {key}",
+                    dir.display()
+                )));
+            };
+            if holders.len() != slices[first] {
+                return Err(Error::Checkpoint(format!(
+                    "{}: {key} is in {} optimizer files, but {} says it is sliced among {}",
+                    dir.display(),
+                    holders.len(),
+                    files[first].display(),
+                    slices[first]
+                )));
+            }
+            let slices: Vec<Tensor> = holders.iter().map(|&f| parts[f][&key].clone()).collect();
             let len: usize = dims.iter().product();
             let whole = Tensor::cat(&slices, 0)?;
             if whole.dims1()? < len {

@@ -3,7 +3,8 @@
 //! [`loader`] packs documents from token shards into rows with document boundaries,
 //! [`params`] holds the trainable tensors, [`loss`] the next-token loss, [`adamw`] and
 //! [`schedule`] the optimizer and its learning rate and batch stages, [`step`] one step's
-//! arithmetic, [`sharing`] how processes share a step; [`trainer`] runs a [`recipe`] with
+//! arithmetic, [`sharing`] how processes share a step, [`pipeline`] the 1F1B schedule of a
+//! model cut into stages; [`trainer`] runs a [`recipe`] with
 //! [`checkpoint`]s, [`metrics`] and the final [`average`].
 
 pub mod adamw;
@@ -14,6 +15,7 @@ pub mod loader;
 pub mod loss;
 pub mod metrics;
 pub mod params;
+pub mod pipeline;
 pub mod recipe;
 pub mod schedule;
 pub mod sharing;

@@ -4,11 +4,13 @@
 //! values come in and go out whole (initialisation, checkpoints), so a run's files do not
 //! depend on how it was split.
 
+use std::ops::Range;
 use std::sync::Arc;
 
 use candle_core::{DType, Device, Tensor, Var};
 use herd_model::llama::tensor_shapes;
 use herd_model::split::{part_of, split_dim, whole_of, Parts};
+use herd_model::stage::holds;
 use herd_model::{Llama, LlamaConfig, Weight, Weights};
 use herd_util::seeded::{fnv1a64, splitmix64};
 
@@ -23,6 +25,8 @@ pub struct Parameters {
     names: Vec<String>,
     vars: Vec<Var>,
     split: Option<Arc<dyn Parts>>,
+    /// The blocks held: all of them, or a pipeline stage's ([`Parameters::stage`]).
+    layers: Range<usize>,
 }
 
 impl Parameters {
@@ -64,6 +68,7 @@ impl Parameters {
             names,
             vars,
             split: None,
+            layers: 0..config.n_layers,
         })
     }
 
@@ -86,6 +91,7 @@ impl Parameters {
             names,
             vars,
             split: None,
+            layers: 0..config.n_layers,
         })
     }
 
@@ -122,6 +128,35 @@ impl Parameters {
             split: Some(split),
             ..self
         })
+    }
+
+    /// The parameters of the pipeline stage that holds blocks `layers` ([`herd_model::stage`]):
+    /// those blocks' tensors, the embedding on the first stage, the final norm and the output
+    /// layer on the last.
+    pub fn stage(self, layers: Range<usize>) -> Result<Self> {
+        let n_layers = self.config.n_layers;
+        if layers.is_empty() || layers.end > n_layers {
+            return Err(Error::Data(format!(
+                "a stage of blocks {layers:?} of a model of {n_layers}"
+            )));
+        }
+        let (names, vars) = self
+            .names
+            .into_iter()
+            .zip(self.vars)
+            .filter(|(name, _)| holds(name, &layers, n_layers))
+            .unzip();
+        Ok(Parameters {
+            names,
+            vars,
+            layers,
+            ..self
+        })
+    }
+
+    /// The blocks these parameters hold: all of them, or a pipeline stage's.
+    pub fn layers(&self) -> Range<usize> {
+        self.layers.clone()
     }
 
     /// The exchange between the parts when the parameters are split.
@@ -224,7 +259,9 @@ impl Parameters {
     fn build(&self, weights: &Weights) -> Result<Llama> {
         let var = &self.vars[0];
         let (config, split) = (self.config.clone(), self.split.clone());
-        Llama::load_part(config, weights, var.dtype(), var.device(), split).map_err(Error::from)
+        let (dtype, device) = (var.dtype(), var.device());
+        Llama::load_stage(config, weights, dtype, device, split, self.layers.clone())
+            .map_err(Error::from)
     }
 
     /// A model computing with these variables: gradients of its outputs reach them, and

@@ -4,6 +4,7 @@
 
 use std::sync::Arc;
 
+use candle_core::backprop::GradStore;
 use candle_core::Tensor;
 use herd_model::split::Parts;
 use herd_model::{context_columns, Llama, SequenceLayout};
@@ -49,6 +50,30 @@ pub fn part_nll_sum(
     batch: &Batch,
     sequence: Option<&Arc<dyn Parts>>,
 ) -> Result<Tensor> {
+    let part = part_tensors(batch, model, sequence)?;
+    let logits = model.forward(&part.inputs, &part.layout, None)?;
+    logits_nll_sum(model, &logits, &part)
+}
+
+/// The tensors of this process's part of `batch`'s rows ([`tensors`], the columns of
+/// `sequence`'s part when the rows are split).
+pub struct PartTensors {
+    /// Input ids `[rows, columns]`.
+    pub inputs: Tensor,
+    /// Target ids, flat.
+    pub targets: Tensor,
+    /// Target weights, flat.
+    pub weights: Tensor,
+    /// The part's layout.
+    pub layout: SequenceLayout,
+}
+
+/// [`tensors`] of `batch`, of `sequence`'s part of every row when given.
+pub fn part_tensors(
+    batch: &Batch,
+    model: &Llama,
+    sequence: Option<&Arc<dyn Parts>>,
+) -> Result<PartTensors> {
     let (mut inputs, mut targets, mut weights, mut layout) = tensors(batch, model)?;
     if let Some(parts) = sequence {
         let columns =
@@ -65,13 +90,34 @@ pub fn part_nll_sum(
         weights = weights.index_select(&flat, 0)?;
         layout = layout.context_part(parts.clone()).map_err(Error::Data)?;
     }
-    let logits = model.forward(&inputs, &layout, None)?;
+    Ok(PartTensors {
+        inputs,
+        targets,
+        weights,
+        layout,
+    })
+}
+
+/// The weighted sum of `part`'s target losses under `logits` (`[rows, columns, vocab]`, of the
+/// model's slice of the vocabulary when it is split).
+pub fn logits_nll_sum(model: &Llama, logits: &Tensor, part: &PartTensors) -> Result<Tensor> {
     let vocab = logits.dim(2)?;
     let logits = logits.reshape(((), vocab))?;
     match model.split() {
-        None => nll_sum(&logits, &targets, &weights),
-        Some(split) => Ok(split_token_nll(&logits, &targets, &weights, split)?.sum_all()?),
+        None => nll_sum(&logits, &part.targets, &part.weights),
+        Some(split) => {
+            Ok(split_token_nll(&logits, &part.targets, &part.weights, split)?.sum_all()?)
+        }
     }
+}
+
+/// `batch` in micro-batches of `micro_rows` rows (the last may be shorter).
+pub fn micro_batches(batch: &Batch, micro_rows: usize) -> Vec<Batch> {
+    let micro_rows = micro_rows.max(1);
+    (0..batch.rows)
+        .step_by(micro_rows)
+        .map(|start| batch.slice(start, micro_rows.min(batch.rows - start)))
+        .collect()
 }
 
 /// Mean loss of `batch` and its gradients, running `micro_rows` rows at a time.
@@ -99,8 +145,7 @@ pub fn loss_and_grads_of_share(
     let n_targets = n_targets.max(1);
     let mut grads: Option<Vec<Tensor>> = None;
     let mut loss = 0.0;
-    for start in (0..batch.rows).step_by(micro_rows.max(1)) {
-        let micro = batch.slice(start, micro_rows.min(batch.rows - start));
+    for micro in micro_batches(batch, micro_rows) {
         let scaled = (part_nll_sum(model, &micro, sequence)? / n_targets as f64)?;
         loss += scaled
             .to_dtype(candle_core::DType::F64)?
@@ -125,7 +170,15 @@ pub enum Unused {
 
 /// d `loss` / d parameter, in parameter order.
 pub fn gradients(params: &Parameters, loss: &Tensor, unused: Unused) -> Result<Vec<Tensor>> {
-    let mut store = loss.backward()?;
+    parameter_gradients(params, &mut loss.backward()?, unused)
+}
+
+/// The parameters' gradients in `store` (a backward pass's), in parameter order.
+pub fn parameter_gradients(
+    params: &Parameters,
+    store: &mut GradStore,
+    unused: Unused,
+) -> Result<Vec<Tensor>> {
     params
         .vars()
         .iter()
@@ -183,8 +236,7 @@ pub fn evaluate(
     sequence: Option<&Arc<dyn Parts>>,
 ) -> Result<f64> {
     let mut sum = 0.0;
-    for start in (0..batch.rows).step_by(micro_rows.max(1)) {
-        let micro = batch.slice(start, micro_rows.min(batch.rows - start));
+    for micro in micro_batches(batch, micro_rows) {
         let nll = part_nll_sum(model, &micro, sequence)?;
         sum += nll.to_dtype(candle_core::DType::F64)?.to_scalar::<f64>()?;
     }

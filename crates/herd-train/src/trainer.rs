@@ -22,6 +22,7 @@ use std::time::Instant;
 
 use candle_core::{DType, Device};
 use herd_model::split::Parts;
+use herd_model::Llama;
 use indicatif::{ProgressBar, ProgressStyle};
 
 use crate::adamw::AdamWConfig;
@@ -31,10 +32,11 @@ use crate::error::{Error, Result};
 use crate::loader::{Batch, Loader};
 use crate::metrics::{MetricsLog, StepMetrics};
 use crate::params::Parameters;
+use crate::pipeline::{self, Stages};
 use crate::recipe::Recipe;
 use crate::schedule::stage_at;
 use crate::sharing::{OneProcess, StepSharing};
-use crate::step::{evaluate, loss_and_grads_of_share};
+use crate::step::{evaluate, loss_and_grads_of_share, Gradients};
 
 /// How to run a recipe.
 #[derive(Debug, Clone)]
@@ -75,6 +77,71 @@ pub struct ModelSplit {
     /// Every row's tokens split into parts (context parallelism,
     /// [`herd_model::context_columns`]).
     pub sequence: Option<Arc<dyn Parts>>,
+    /// The blocks cut into stages (pipeline parallelism, [`crate::pipeline`]).
+    pub stages: Option<Arc<dyn Stages>>,
+}
+
+impl ModelSplit {
+    /// This process's parameters of a model shaped as `params` (whole): its tensor-parallel
+    /// part's slices of its stage's tensors.
+    fn parameters(&self, params: Parameters) -> Result<Parameters> {
+        let params = params.split_by(self.layers.clone())?;
+        match &self.stages {
+            Some(stages) => {
+                let layers = pipeline::layers_of(params.config(), stages.as_ref())?;
+                params.stage(layers)
+            }
+            None => Ok(params),
+        }
+    }
+
+    /// The whole model's current weights on the process that writes files: gathered over the
+    /// tensor-parallel parts, then from every stage (a collective: every process calls it).
+    fn whole_weights(&self, params: &Parameters) -> Result<herd_model::Weights> {
+        let weights = params.whole_weights()?;
+        match &self.stages {
+            Some(stages) => {
+                pipeline::gather_on_first_stage(params.config(), weights, stages.as_ref())
+            }
+            None => Ok(weights),
+        }
+    }
+
+    /// `batch`'s share of the loss and gradients on this process.
+    fn loss_and_grads(
+        &self,
+        model: &Llama,
+        params: &Parameters,
+        (batch, micro_rows, n_targets): (&Batch, usize, usize),
+    ) -> Result<Gradients> {
+        let sequence = self.sequence.as_ref();
+        match &self.stages {
+            Some(stages) => pipeline::loss_and_grads_of_share(
+                model,
+                params,
+                batch,
+                micro_rows,
+                n_targets,
+                sequence,
+                stages.as_ref(),
+            ),
+            None => loss_and_grads_of_share(model, params, batch, micro_rows, n_targets, sequence),
+        }
+    }
+
+    /// The mean validation loss of `batch` under `model` (frozen).
+    fn evaluate(&self, model: &Llama, batch: &Batch, micro_rows: usize) -> Result<f64> {
+        let sequence = self.sequence.as_ref();
+        match &self.stages {
+            Some(stages) => pipeline::evaluate(model, batch, micro_rows, sequence, stages.as_ref()),
+            None => evaluate(model, batch, micro_rows, sequence),
+        }
+    }
+
+    /// Whether any part of the model or of its rows is on another process.
+    fn is_split(&self) -> bool {
+        self.layers.is_some() || self.sequence.is_some() || self.stages.is_some()
+    }
 }
 
 /// Makes a run's [`StepSharing`] for its parameters and AdamW settings.
@@ -87,13 +154,13 @@ pub type SharingFactory<'a> =
 fn save_checkpoint(
     recipe: &Recipe,
     root: &Path,
-    params: &Parameters,
+    (params, split): (&Parameters, &ModelSplit),
     state: &TrainerState,
     sharing: &dyn StepSharing,
 ) -> Result<()> {
     let writer = sharing.writes_files();
     // Every process takes part in gathering a split model's weights; the writer writes them.
-    let weights = params.whole_weights()?;
+    let weights = split.whole_weights(params)?;
     let began = match writer {
         true => checkpoint::begin(root, state.step).map(|_| ()),
         false => Ok(()),
@@ -161,8 +228,7 @@ pub fn pretrain_shared(
     });
     // The sharing needs the parameters' shapes only; their values come once it is known whether
     // a checkpoint holds them (no random draws for a run that resumes).
-    let mut params =
-        Parameters::zeros(&recipe.model, DType::F32, &device)?.split_by(split.layers.clone())?;
+    let mut params = split.parameters(Parameters::zeros(&recipe.model, DType::F32, &device)?)?;
     let mut sharing = sharing(&params, recipe.optimizer.clone())?;
     let writer = sharing.writes_files();
     // From here on `out` holds this run (fresh, or resumed with the same recipe and data); the
@@ -184,8 +250,8 @@ pub fn pretrain_shared(
             state
         }
         None => {
-            params = Parameters::init(&recipe.model, recipe.seed, DType::F32, &device)?
-                .split_by(split.layers.clone())?;
+            let init = Parameters::init(&recipe.model, recipe.seed, DType::F32, &device)?;
+            params = split.parameters(init)?;
             TrainerState {
                 cursor: loader.cursor().clone(),
                 ..TrainerState::default()
@@ -210,8 +276,7 @@ pub fn pretrain_shared(
         let slice = (rows.len() < batch.rows).then(|| batch.slice(rows.start, rows.len()));
         let share = slice.as_ref().unwrap_or(&batch);
         let (micro, n_targets) = (recipe.training.micro_batch_rows, batch.n_targets());
-        let sequence = split.sequence.as_ref();
-        let g = loss_and_grads_of_share(&model, &params, share, micro, n_targets, sequence)?;
+        let g = split.loss_and_grads(&model, &params, (share, micro, n_targets))?;
         let loss = sharing.total_loss(g.loss)?;
         let lr = recipe.lr.lr(step);
         let grad_norm = sharing.update(&params, g.grads, lr, recipe.grad_clip, loss)?;
@@ -245,15 +310,14 @@ pub fn pretrain_shared(
         };
         let validates = state.step.is_multiple_of(recipe.eval.every) || state.step == total;
         // A split model's or sequence's validation loss takes every part.
-        let split_somehow = split.layers.is_some() || split.sequence.is_some();
-        if (writer || split_somehow) && validates {
+        if (writer || split.is_split()) && validates {
             let val = validation
                 .entry(stage.seq_len)
                 .or_insert_with(|| loader.validation_batch(recipe.eval.rows, stage.seq_len));
             if let Some(val) = val {
                 let frozen = params.frozen_model()?;
                 let micro = recipe.training.micro_batch_rows;
-                line.val_loss = Some(evaluate(&frozen, val, micro, split.sequence.as_ref())?);
+                line.val_loss = Some(split.evaluate(&frozen, val, micro)?);
                 val_loss = line.val_loss;
             }
         }
@@ -281,7 +345,7 @@ pub fn pretrain_shared(
             let into_annealing = (state.step + anneal.steps).saturating_sub(total);
             if into_annealing > 0 && into_annealing.is_multiple_of(anneal.checkpoint_every) {
                 let dir = out.join("anneal").join(format!("step-{:08}", state.step));
-                let weights = params.whole_weights()?;
+                let weights = split.whole_weights(&params)?;
                 if writer {
                     checkpoint::save_model(&dir, &recipe.model, &weights, &recipe.tokenizer)?;
                 }
@@ -291,12 +355,13 @@ pub fn pretrain_shared(
             }
         }
         if state.step.is_multiple_of(recipe.checkpoint.every) || state.step == stop {
-            save_checkpoint(recipe, &ckpt_root, &params, &state, sharing.as_ref())?;
+            let model_split = (&params, &split);
+            save_checkpoint(recipe, &ckpt_root, model_split, &state, sharing.as_ref())?;
         }
     }
     bar.finish();
     if state.step == total {
-        let last = params.whole_weights()?;
+        let last = split.whole_weights(&params)?;
         if writer {
             write_final(recipe, &last, &state, &out.join("final"), &device)?;
         }

@@ -299,7 +299,11 @@ fn parallel_layouts_the_model_cannot_take_are_refused_before_anything_starts() {
         .replace("{anneal}", "5");
     let out = dir.path().join("run");
     for (section, expect) in [
-        ("pp = 2", "pp must be 1"),
+        (
+            "pp = 3",
+            "3 stages need at least 4 blocks (the first and the last stage each give a place to \
+             the embedding or the output layer); the model has 2",
+        ),
         (
             "tp = 3",
             "the model's n_heads (4) must split into tp equal parts",

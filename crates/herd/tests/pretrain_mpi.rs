@@ -17,6 +17,11 @@
 //! cp = 2`: losses and final weights equal one process's within 1e-5; a checkpoint of DP 2
 //! resumes under TP 2, and one of TP 2 in one process, each ending where one process ends; the
 //! bytes each rank sends per step under TP 2 and CP 2 are the formula's.
+//!
+//! And with `pp = 2` (pipeline parallelism on the 1F1B schedule, 4 micro-batches a step in the
+//! first stage of the recipe) and `tp = 2, pp = 2, dp = 2` on 8 ranks: the same; a checkpoint of
+//! PP 2 resumes in one process and one of DP 2 under PP 2; the bytes each rank sends per step
+//! under PP 2 (hidden states forward, their gradients back) are the formula's.
 
 use std::path::Path;
 use std::process::{Command, Output};
@@ -134,6 +139,17 @@ fn step_traffic(
     recipe: &str,
     layout: &herd_parallel::Layout,
 ) -> Vec<(usize, u64, herd_parallel::volume::StepVolume)> {
+    step_traffic_of(root, recipe, layout, &["C"])
+}
+
+/// [`step_traffic`] counting the monitoring's lines of `kinds` (`C` collectives, `E` the
+/// point-to-point messages the program sends).
+fn step_traffic_of(
+    root: &Path,
+    recipe: &str,
+    layout: &herd_parallel::Layout,
+    kinds: &[&str],
+) -> Vec<(usize, u64, herd_parallel::volume::StepVolume)> {
     let s = |p: &Path| p.display().to_string();
     let ranks = layout.world_size();
     let tag = format!("{}", std::fs::read_dir(root).unwrap().count());
@@ -170,7 +186,7 @@ fn step_traffic(
                 let text =
                     std::fs::read_to_string(&report).unwrap_or_else(|e| panic!("{report}: {e}"));
                 text.lines()
-                    .filter(|l| l.starts_with("C\t"))
+                    .filter(|l| kinds.iter().any(|k| l.starts_with(&format!("{k}\t"))))
                     .map(|line| {
                         let bytes = line.split('\t').nth(3).expect("C rank peer bytes");
                         bytes
@@ -422,6 +438,55 @@ fn with_parallel(recipe: &Path, name: &str, section: &str) -> String {
     path.display().to_string()
 }
 
+/// `herd pretrain` of `recipe` into `out` (with `more` arguments) as `ranks` processes of
+/// `mpirun`, or in this process's child when `ranks` is 1.
+fn pretrain_as(ranks: usize, recipe: &str, out: &Path, more: &[&str]) {
+    let out = out.display().to_string();
+    let mut args = vec!["pretrain", "--recipe", recipe, "--out", &out];
+    args.extend_from_slice(more);
+    args.push("--quiet");
+    match ranks {
+        1 => herd(&args),
+        _ => succeeded(
+            &mpirun_herd(ranks, &args),
+            &format!("{ranks} ranks: {recipe}"),
+        ),
+    }
+}
+
+/// Runs the one-process recipe `alone` into `root/single`, then each of `fresh` (ranks,
+/// recipe, name) into `root/name`, and each of `resumed` (first, then, name) saved by `first`'s
+/// 2 ranks at step 8 and resumed by `then` (2 ranks, or `alone` in one process); each must
+/// [`compare`] with the one process. Returns a line of how close they came.
+fn against_one_process(
+    root: &Path,
+    alone: &str,
+    fresh: &[(usize, &str, &str)],
+    resumed: &[(&str, &str, &str)],
+) -> String {
+    let single = root.join("single");
+    pretrain_as(1, alone, &single, &[]);
+    let mut report = Vec::new();
+    let mut note = |name: &str| {
+        let (losses, weights) = compare(&single, &root.join(name));
+        report.push(format!(
+            "{name}: losses within {losses:.1e}, weights {weights:.1e}"
+        ));
+    };
+    for &(ranks, recipe, name) in fresh {
+        pretrain_as(ranks, recipe, &root.join(name), &[]);
+        note(name);
+    }
+    for &(first, then, name) in resumed {
+        let out = root.join(name);
+        pretrain_as(2, first, &out, &["--max-steps", "8"]);
+        let ranks = if then == alone { 1 } else { 2 };
+        pretrain_as(ranks, then, &out, &["--resume"]);
+        note(name);
+    }
+    report.join("; ")
+}
+
 #[test]
 fn tensor_and_context_parallel_pretraining_under_mpirun_equals_one_process() {
     let dir = tempfile::tempdir().unwrap();
@@ -436,53 +501,20 @@ fn tensor_and_context_parallel_pretraining_under_mpirun_equals_one_process() {
     let tp2_cp2 = with_parallel(&alone, "recipe-tp2-cp2.toml", "tp = 2\ncp = 2");
     let dp2 = with_parallel(&alone, "recipe-dp2.toml", "dp = 2");
     let alone = s(&alone);
-    let run = |ranks: usize, recipe: &str, out: &Path, more: &[&str]| {
-        let mut args = vec!["pretrain", "--recipe", recipe, "--out"];
-        let out = s(out);
-        args.push(&out);
-        args.extend_from_slice(more);
-        args.push("--quiet");
-        if ranks == 1 {
-            herd(&args);
-        } else {
-            succeeded(
-                &mpirun_herd(ranks, &args),
-                &format!("{ranks} ranks: {recipe}"),
-            );
-        }
-    };
-
-    let single = root.join("single");
-    run(1, &alone, &single, &[]);
-    let mut report = Vec::new();
-    for (ranks, recipe, name) in [
-        (2, &tp2, "tp2"),
-        (4, &tp2_dp2, "tp2-dp2"),
-        (2, &cp2, "cp2"),
-        (4, &tp2_cp2, "tp2-cp2"),
-    ] {
-        let out = root.join(name);
-        run(ranks, recipe, &out, &[]);
-        let (losses, weights) = compare(&single, &out);
-        report.push(format!(
-            "{name}: losses within {losses:.1e}, weights {weights:.1e}"
-        ));
-    }
+    let report = against_one_process(
+        root,
+        &alone,
+        &[
+            (2, &tp2, "tp2"),
+            (4, &tp2_dp2, "tp2-dp2"),
+            (2, &cp2, "cp2"),
+            (4, &tp2_cp2, "tp2-cp2"),
+        ],
+        &[(&dp2, &tp2, "dp2-then-tp2"), (&tp2, &alone, "tp2-then-one")],
+    );
+    println!("against one process over 20 steps: {report}");
     // The TP 2 run's checkpoint: each rank's slice of the whole optimizer state.
     one_optimizer_file_per_rank(&root.join("tp2"));
-
-    // Saved under one layout at step 8, resumed under another.
-    for (first, then, name) in [(&dp2, &tp2, "dp2-then-tp2"), (&tp2, &alone, "tp2-then-one")] {
-        let out = root.join(name);
-        run(2, first, &out, &["--max-steps", "8"]);
-        let ranks = if then == &alone { 1 } else { 2 };
-        run(ranks, then, &out, &["--resume"]);
-        let (losses, weights) = compare(&single, &out);
-        report.push(format!(
-            "{name}: losses within {losses:.1e}, weights {weights:.1e}"
-        ));
-    }
-    println!("against one process over 20 steps: {}", report.join("; "));
 
     // What each rank sends in one step of TP 2 and of CP 2 (its keys and values, and the
     // gradients sharded over the CP ranks) is the formula's.
@@ -499,5 +531,39 @@ fn tensor_and_context_parallel_pretraining_under_mpirun_equals_one_process() {
         let (cp, dp) = (formula.cp, formula.dp);
         println!("CP 2: rank {rank} sent {sent} bytes in step 3; the formula says {cp} + {dp}");
         assert_eq!(sent, cp + dp, "rank {rank}");
+    }
+}
+
+#[test]
+fn pipeline_parallel_pretraining_under_mpirun_equals_one_process() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path();
+    let Some(alone) = alice_recipe(root) else {
+        return;
+    };
+    let s = |p: &Path| p.display().to_string();
+    let pp2 = with_parallel(&alone, "recipe-pp2.toml", "pp = 2");
+    let all3 = with_parallel(&alone, "recipe-tp2-pp2-dp2.toml", "tp = 2\npp = 2\ndp = 2");
+    let dp2 = with_parallel(&alone, "recipe-dp2.toml", "dp = 2");
+    let alone = s(&alone);
+    let report = against_one_process(
+        root,
+        &alone,
+        &[(2, &pp2, "pp2"), (8, &all3, "tp2-pp2-dp2")],
+        &[(&pp2, &alone, "pp2-then-one"), (&dp2, &pp2, "dp2-then-pp2")],
+    );
+    println!("against one process over 20 steps: {report}");
+    // The PP 2 run's checkpoint: a file per rank, each of its stage's tensors.
+    one_optimizer_file_per_rank(&root.join("pp2"));
+
+    // Each stage sends each micro-batch's hidden states or their gradients, and the sums of
+    // the loss and the norm: the formula's bytes.
+    let layout = herd_parallel::Layout::new(1, 1, 2, 1, 2).unwrap();
+    for (rank, sent, formula) in step_traffic_of(root, &pp2, &layout, &["C", "E"]) {
+        println!(
+            "PP 2: rank {rank} sent {sent} bytes in step 3; the formula says {}",
+            formula.pp
+        );
+        assert_eq!(sent, formula.pp, "rank {rank}");
     }
 }
