@@ -6,7 +6,8 @@
 
 R.toml is a pretraining recipe with its data (paths relative to the working folder) and no
 [parallel] section; herd must be built with `--features mpi`. A layout names its degrees
-(`tp2xdp2` is tp = 2, dp = 2; `1` is one process). For each, the recipe runs `--steps` steps
+(`tp2xdp2` is tp = 2, dp = 2; `pp2xv2` pp = 2 with 2 virtual stages per rank; `1` is one
+process). For each, the recipe runs `--steps` steps
 (one process, or `mpirun -n RANKS`), every rank with cores/RANKS threads, while each rank's
 resident memory (VmRSS) is sampled every 20 ms:
 `steady` is its largest value before the first checkpoint (training steps only), `peak` its
@@ -50,14 +51,17 @@ def herd_pids(root, exe):
 
 
 def degrees(layout):
-    """{"tp": 2, "dp": 2} for "tp2xdp2"; {} for "1"."""
+    """{"tp": 2, "dp": 2} for "tp2xdp2"; {"pp": 2, "virtual_stages": 2} for "pp2xv2"; {} for
+    "1"."""
     if layout == "1":
         return {}
     found = {}
     for part in layout.split("x"):
-        key, value = part[:2], part[2:]
-        if key not in ("tp", "cp", "pp", "dp") or not value.isdigit() or int(value) < 1:
-            raise SystemExit(f"bad layout {layout!r}: write e.g. 1, dp2, tp2xdp2")
+        key, value = part.rstrip("0123456789"), part.lstrip("abcdefghijklmnopqrstuvwxyz")
+        key = {"v": "virtual_stages"}.get(key, key)
+        if key not in ("tp", "cp", "pp", "dp", "virtual_stages") or not value.isdigit() \
+                or int(value) < 1:
+            raise SystemExit(f"bad layout {layout!r}: write e.g. 1, dp2, tp2xdp2, pp2xv2")
         found[key] = int(value)
     return found
 
@@ -65,8 +69,9 @@ def degrees(layout):
 def run(herd, recipe_text, layout, steps, work, cores, index):
     parallel = degrees(layout)
     ranks = 1
-    for degree in parallel.values():
-        ranks *= degree
+    for key, degree in parallel.items():
+        if key != "virtual_stages":
+            ranks *= degree
     recipe = os.path.join(work, f"{index}-{layout}.toml")
     with open(recipe, "w") as f:
         section = "".join(f"{k} = {v}\n" for k, v in parallel.items())

@@ -33,10 +33,14 @@ pub trait Collectives {
     /// Receives into `buf` what rank `from` sent with `tag`.
     fn receive(&self, from: usize, buf: &mut [f32], tag: u16) -> Result<()>;
 
-    /// Sends `buf` to rank `peer` and receives what it sends into `into`, both with `tag` and
-    /// both started before either is waited for: two ranks that exchange values this way do not
-    /// wait on each other (pipeline stages passing activations one way and gradients back).
-    fn send_receive(&self, peer: usize, buf: &[f32], into: &mut [f32], tag: u16) -> Result<()>;
+    /// Starts sending `buf` to rank `to` with `tag` and returns: the send completes by the next
+    /// [`Collectives::wait_sends`]. A rank that posts its sends before it waits to receive never
+    /// waits on a peer that does the same (pipeline stages passing hidden states one way and
+    /// gradients the other).
+    fn post_send(&self, to: usize, buf: Vec<f32>, tag: u16) -> Result<()>;
+
+    /// Returns once every send this rank posted has completed.
+    fn wait_sends(&self) -> Result<()>;
 
     /// Returns once every rank of the group has called it.
     fn barrier(&self) -> Result<()>;
@@ -105,8 +109,12 @@ impl Collectives for SingleProcess {
         Err(Self::no_peer("receive", from))
     }
 
-    fn send_receive(&self, peer: usize, _: &[f32], _: &mut [f32], _: u16) -> Result<()> {
-        Err(Self::no_peer("send_receive", peer))
+    fn post_send(&self, to: usize, _buf: Vec<f32>, _tag: u16) -> Result<()> {
+        Err(Self::no_peer("post_send", to))
+    }
+
+    fn wait_sends(&self) -> Result<()> {
+        Ok(())
     }
 
     fn barrier(&self) -> Result<()> {
@@ -172,18 +180,25 @@ pub fn self_check(group: &dyn Collectives) -> std::result::Result<(), String> {
         if got != want {
             return Err(format!("receive from {prev} gave {got:?}, want {want:?}"));
         }
-        // Pairs (0, 1), (2, 3), …: each sends its values to the other and receives theirs at once.
+        // Pairs (0, 1), (2, 3), …: each posts a send of more than any eager limit to the other,
+        // then receives theirs — which only posted sends allow.
         let partner = rank ^ 1;
         if partner < size {
-            let mut got = vec![0.0; shard_len];
+            let long = |r: usize| {
+                (0..1 << 18)
+                    .map(move |i| value(r, i % 1000))
+                    .collect::<Vec<_>>()
+            };
             group
-                .send_receive(partner, &mine, &mut got, 8)
+                .post_send(partner, long(rank), 8)
                 .map_err(|e| e.to_string())?;
-            let want: Vec<f32> = (0..shard_len).map(|i| value(partner, i)).collect();
-            if got != want {
-                return Err(format!(
-                    "send_receive with {partner} gave {got:?}, want {want:?}"
-                ));
+            let mut got = vec![0.0; 1 << 18];
+            group
+                .receive(partner, &mut got, 8)
+                .map_err(|e| e.to_string())?;
+            group.wait_sends().map_err(|e| e.to_string())?;
+            if got != long(partner) {
+                return Err(format!("a posted send from {partner} arrived changed"));
             }
         }
     }

@@ -166,7 +166,7 @@ impl<'g> DataParallel<'g> {
             group_rank % self.sequence_parts,
             group_rank / self.sequence_parts,
         );
-        let (pp, stage) = (stages.stages(), stages.stage());
+        let (pp, stage) = (stages.ranks(), stages.rank());
         let rank = ((dp * pp + stage) * self.sequence_parts + cp) * tp + tp_part;
         (rank, slices * pp)
     }

@@ -69,8 +69,13 @@ pub fn pretrain(
                 p.pp
             )));
         }
-        herd_model::stage::stage_layers(recipe.model.n_layers, p.pp, 0)
-            .map_err(|e| bad(format!("[parallel] pp = {}: {e}", p.pp)))?;
+        let stages = p.pp * p.virtual_stages;
+        herd_model::stage::stage_sizes(recipe.model.n_layers, stages).map_err(|e| {
+            bad(format!(
+                "[parallel] pp = {} × virtual_stages = {}: {e}",
+                p.pp, p.virtual_stages
+            ))
+        })?;
     }
     if let Some(stage) = recipe
         .training
@@ -138,8 +143,10 @@ fn pretrain_on_mpi(
         (group.size() > 1)
             .then(|| Arc::new(GroupParts::new(dim, group.size(), group.rank())) as Arc<dyn Parts>)
     };
-    let stages = (pipeline.size() > 1)
-        .then(|| Arc::new(GroupStages::new(pipeline.size(), pipeline.rank())) as Arc<dyn Stages>);
+    let stages = (pipeline.size() > 1).then(|| {
+        let stages = GroupStages::new(pipeline.size(), pipeline.rank(), p.virtual_stages);
+        Arc::new(stages) as Arc<dyn Stages>
+    });
     let split = herd_train::ModelSplit {
         layers: parts(Dim::Tensor, &tensor),
         sequence: parts(Dim::Context, &context),

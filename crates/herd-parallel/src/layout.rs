@@ -68,6 +68,8 @@ impl Coords {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Layout {
     degrees: [usize; 4],
+    /// Pipeline stages per PP rank (interleaved virtual stages; 1 without).
+    virtual_stages: usize,
 }
 
 impl Layout {
@@ -88,7 +90,29 @@ impl Layout {
                  {world}: launch {product} processes or change the degrees"
             )));
         }
-        Ok(Layout { degrees })
+        Ok(Layout {
+            degrees,
+            virtual_stages: 1,
+        })
+    }
+
+    /// The same layout with `virtual_stages` pipeline stages on each PP rank (an interleaved
+    /// pipeline; at least 1, and above 1 only with pp above 1).
+    pub fn with_virtual_stages(self, virtual_stages: usize) -> Result<Layout> {
+        if virtual_stages == 0 || (virtual_stages > 1 && self.degree(Dim::Pipeline) == 1) {
+            return Err(Error::Layout(format!(
+                "virtual_stages = {virtual_stages}: at least 1, and above 1 only with pp above 1"
+            )));
+        }
+        Ok(Layout {
+            virtual_stages,
+            ..self
+        })
+    }
+
+    /// Pipeline stages per PP rank.
+    pub fn virtual_stages(&self) -> usize {
+        self.virtual_stages
     }
 
     /// The degree of `dim`.

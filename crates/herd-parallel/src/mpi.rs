@@ -18,7 +18,7 @@ use std::time::{Duration, Instant};
 use ::mpi::collective::SystemOperation;
 use ::mpi::environment::Universe;
 use ::mpi::point_to_point::Status;
-use ::mpi::request::{Request, Scope};
+use ::mpi::request::{Request, Scope, StaticScope};
 use ::mpi::topology::{Color, SimpleCommunicator};
 use ::mpi::traits::*;
 
@@ -100,6 +100,7 @@ impl MpiWorld {
             comm: self.universe.world(),
             name: "world",
             shared: self.shared.clone(),
+            posted: RefCell::new(Vec::new()),
             _universe: PhantomData,
         }
     }
@@ -111,7 +112,27 @@ pub struct MpiGroup<'u> {
     comm: SimpleCommunicator,
     name: &'static str,
     shared: Rc<Shared>,
+    /// Sends posted and not yet waited for ([`Collectives::post_send`]).
+    posted: RefCell<Vec<PostedSend>>,
     _universe: PhantomData<&'u Universe>,
+}
+
+/// A posted send: its request, the values it sends (owned until it completes) and its
+/// recorder entry.
+struct PostedSend {
+    request: Request<'static, [f32], StaticScope>,
+    values: *mut [f32],
+    seq: u64,
+}
+
+impl Drop for MpiGroup<'_> {
+    /// Sends still pending when a group ends (a run that stopped on an error mid-step) are left
+    /// to MPI, their values leaked: completing them could wait forever on a peer that is gone.
+    fn drop(&mut self) {
+        for send in self.posted.get_mut().drain(..) {
+            std::mem::forget(send.request);
+        }
+    }
 }
 
 impl<'u> MpiGroup<'u> {
@@ -149,6 +170,7 @@ impl<'u> MpiGroup<'u> {
             comm,
             name,
             shared: self.shared.clone(),
+            posted: RefCell::new(Vec::new()),
             _universe: PhantomData,
         })
     }
@@ -315,27 +337,32 @@ impl Collectives for MpiGroup<'_> {
         Ok(())
     }
 
-    fn send_receive(&self, peer: usize, buf: &[f32], into: &mut [f32], tag: u16) -> Result<()> {
-        let rank = self.peer("send_receive", peer)?;
-        let expected = into.len();
-        let send = self.start("send", buf.len(), Some((peer, tag)));
-        let receive = self.start("receive", expected, Some((peer, tag)));
-        let status = ::mpi::request::scope(|scope| {
-            let process = self.comm.process_at_rank(rank);
-            let tag = i32::from(tag);
-            let sent = process.immediate_send_with_tag(scope, buf, tag);
-            let received = process.immediate_receive_into_with_tag(scope, into, tag);
-            self.complete(sent, send);
-            self.complete(received, receive)
+    fn post_send(&self, to: usize, buf: Vec<f32>, tag: u16) -> Result<()> {
+        let rank = self.peer("post_send", to)?;
+        let seq = self.start("send", buf.len(), Some((to, tag)));
+        let values = Box::into_raw(buf.into_boxed_slice());
+        // SAFETY: the values stay allocated until the send completes (`wait_sends` frees them
+        // after its request completes; a group dropped with sends pending leaks them).
+        let static_values: &'static [f32] = unsafe { &*values };
+        let request = self.comm.process_at_rank(rank).immediate_send_with_tag(
+            StaticScope,
+            static_values,
+            i32::from(tag),
+        );
+        self.posted.borrow_mut().push(PostedSend {
+            request,
+            values,
+            seq,
         });
-        let got = status.count(f32::equivalent_datatype()) as usize;
-        if got != expected {
-            return Err(Error::Collective {
-                op: "send_receive",
-                message: format!(
-                    "rank {peer} sent {got} values with tag {tag}, {expected} were expected"
-                ),
-            });
+        Ok(())
+    }
+
+    fn wait_sends(&self) -> Result<()> {
+        let posted = std::mem::take(&mut *self.posted.borrow_mut());
+        for send in posted {
+            self.complete(send.request, send.seq);
+            // SAFETY: made by `Box::into_raw` in `post_send`; its send has completed.
+            drop(unsafe { Box::from_raw(send.values) });
         }
         Ok(())
     }

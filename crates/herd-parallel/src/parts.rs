@@ -220,8 +220,12 @@ mod tests {
             unreachable!("tensor and context parallelism do not receive")
         }
 
-        fn send_receive(&self, _: usize, _: &[f32], _: &mut [f32], _: u16) -> crate::Result<()> {
+        fn post_send(&self, _: usize, _: Vec<f32>, _: u16) -> crate::Result<()> {
             unreachable!("tensor and context parallelism do not send")
+        }
+
+        fn wait_sends(&self) -> crate::Result<()> {
+            Ok(())
         }
 
         fn barrier(&self) -> crate::Result<()> {

@@ -1,9 +1,9 @@
-//! The stages of a pipeline (paper §3.3.1), exchanging through their group: herd-train's
-//! [`Stages`] over the layout's pipeline group, whose rank `s` holds stage `s`. Activations go to
-//! the next stage and gradients back with point-to-point messages; a stage that sends to a
-//! neighbour and then receives from it does both at once ([`Collectives::send_receive`]), so
-//! the 1F1B schedule never waits on itself. As for [`crate::parts`], the group is bound to the
-//! training thread for the run ([`crate::parts::with_group`]).
+//! The ranks of a pipeline (paper §3.3.1), exchanging through their group: herd-train's
+//! [`Stages`] over the layout's pipeline group, whose rank `r` holds stage `r` (and `r + pp`, …
+//! when interleaved). Hidden states go to the next stage and gradients back as tagged
+//! point-to-point messages; sends are posted ([`Collectives::post_send`]) and waited for at the
+//! end of the schedule, so a rank waits only to receive. As for [`crate::parts`], the group is
+//! bound to the training thread for the run ([`crate::parts::with_group`]).
 
 use herd_train::pipeline::Stages;
 
@@ -11,21 +11,27 @@ use crate::collectives::Collectives;
 use crate::layout::Dim;
 use crate::parts::on_group;
 
-/// The tag of every message between stages (each pair's messages arrive in order).
-const STAGE_TAG: u16 = 3;
-
-/// This rank's stage of a pipeline over its bound [`Dim::Pipeline`] group.
+/// This rank of a pipeline over its bound [`Dim::Pipeline`] group.
 #[derive(Debug, Clone, Copy)]
 pub struct GroupStages {
-    stages: usize,
-    stage: usize,
+    ranks: usize,
+    rank: usize,
+    stages_per_rank: usize,
 }
 
 impl GroupStages {
-    /// Stage `stage` of `stages` (the pipeline group's size and this rank's number in it).
-    pub fn new(stages: usize, stage: usize) -> GroupStages {
-        assert!(stage < stages, "stage {stage} of {stages}");
-        GroupStages { stages, stage }
+    /// Rank `rank` of a pipeline of `ranks` (the pipeline group's size and this rank's number
+    /// in it), each holding `stages_per_rank` stages.
+    pub fn new(ranks: usize, rank: usize, stages_per_rank: usize) -> GroupStages {
+        assert!(
+            rank < ranks && stages_per_rank > 0,
+            "rank {rank} of {ranks}"
+        );
+        GroupStages {
+            ranks,
+            rank,
+            stages_per_rank,
+        }
     }
 
     fn on_group<R>(
@@ -34,13 +40,13 @@ impl GroupStages {
         f: impl FnOnce(&dyn Collectives) -> crate::Result<R>,
     ) -> herd_train::Result<R> {
         let result = on_group(Dim::Pipeline, op, |group| {
-            if (group.size(), group.rank()) != (self.stages, self.stage) {
+            if (group.size(), group.rank()) != (self.ranks, self.rank) {
                 return Err(crate::Error::Layout(format!(
-                    "the bound group is rank {} of {}, the stage {} of {}",
+                    "the bound group is rank {} of {}, the pipeline's {} of {}",
                     group.rank(),
                     group.size(),
-                    self.stage,
-                    self.stages
+                    self.rank,
+                    self.ranks
                 )));
             }
             f(group)
@@ -50,28 +56,28 @@ impl GroupStages {
 }
 
 impl Stages for GroupStages {
-    fn stages(&self) -> usize {
-        self.stages
+    fn ranks(&self) -> usize {
+        self.ranks
     }
 
-    fn stage(&self) -> usize {
-        self.stage
+    fn rank(&self) -> usize {
+        self.rank
     }
 
-    fn send(&self, to: usize, values: &[f32]) -> herd_train::Result<()> {
-        self.on_group("a send to a stage", |g| g.send(to, values, STAGE_TAG))
+    fn stages_per_rank(&self) -> usize {
+        self.stages_per_rank
     }
 
-    fn receive(&self, from: usize, values: &mut [f32]) -> herd_train::Result<()> {
-        self.on_group("a receive from a stage", |g| {
-            g.receive(from, values, STAGE_TAG)
-        })
+    fn send(&self, to: usize, values: Vec<f32>, tag: u16) -> herd_train::Result<()> {
+        self.on_group("a send to a stage", |g| g.post_send(to, values, tag))
     }
 
-    fn exchange(&self, peer: usize, values: &[f32], into: &mut [f32]) -> herd_train::Result<()> {
-        self.on_group("an exchange with a stage", |g| {
-            g.send_receive(peer, values, into, STAGE_TAG)
-        })
+    fn receive(&self, from: usize, values: &mut [f32], tag: u16) -> herd_train::Result<()> {
+        self.on_group("a receive from a stage", |g| g.receive(from, values, tag))
+    }
+
+    fn flush(&self) -> herd_train::Result<()> {
+        self.on_group("the end of the sends to the stages", |g| g.wait_sends())
     }
 
     fn sum(&self, values: &mut [f32]) -> herd_train::Result<()> {
@@ -87,16 +93,18 @@ mod tests {
 
     #[test]
     fn stages_exchange_only_through_their_bound_group() {
-        let stage = GroupStages::new(1, 0);
+        let stage = GroupStages::new(1, 0, 1);
         let err = stage.sum(&mut [1.0]).unwrap_err().to_string();
         assert!(err.contains("outside a run's pp group"), "{err}");
         let mut values = [2.0];
         with_group(Dim::Pipeline, &SingleProcess, || stage.sum(&mut values)).unwrap();
         assert_eq!(values, [2.0]);
-        let other = GroupStages::new(2, 1);
-        let err = with_group(Dim::Pipeline, &SingleProcess, || other.send(0, &values))
-            .unwrap_err()
-            .to_string();
-        assert!(err.contains("the stage 1 of 2"), "{err}");
+        let other = GroupStages::new(2, 1, 1);
+        let err = with_group(Dim::Pipeline, &SingleProcess, || {
+            other.send(0, vec![1.0], 0)
+        })
+        .unwrap_err()
+        .to_string();
+        assert!(err.contains("the pipeline's 1 of 2"), "{err}");
     }
 }

@@ -141,12 +141,27 @@ fn stage_tensors(c: &LlamaConfig, stages: &[usize], stage: usize, tp: u64) -> Ve
     tensors
 }
 
+/// The pipeline stages (of `pp × virtual_stages`) each PP rank of `layout` holds, rank by
+/// rank: rank r holds stages r, r + pp, …
+fn stages_of_ranks(layout: &Layout) -> Vec<Vec<usize>> {
+    let (pp, v) = (layout.degree(Dim::Pipeline), layout.virtual_stages());
+    (0..pp)
+        .map(|rank| (0..v).map(|chunk| chunk * pp + rank).collect())
+        .collect()
+}
+
 /// The tensors of the rank of `layout` that holds the most parameters.
 fn busiest_rank_tensors(c: &LlamaConfig, layout: &Layout) -> Result<Vec<u64>> {
-    let stages = stage_layers(c.n_layers, layout.degree(Dim::Pipeline))?;
+    let pp = layout.degree(Dim::Pipeline) * layout.virtual_stages();
+    let stages = stage_layers(c.n_layers, pp)?;
     let tp = layout.degree(Dim::Tensor) as u64;
-    Ok((0..stages.len())
-        .map(|s| stage_tensors(c, &stages, s, tp))
+    Ok(stages_of_ranks(layout)
+        .into_iter()
+        .map(|held| {
+            held.into_iter()
+                .flat_map(|s| stage_tensors(c, &stages, s, tp))
+                .collect::<Vec<u64>>()
+        })
         .max_by_key(|tensors| tensors.iter().sum::<u64>())
         .expect("at least one stage"))
 }
@@ -209,33 +224,50 @@ pub fn step_volume(
     let all_reduce = |bytes: u64, g: u64| 2 * (g - 1) * bytes / g;
     // `bytes` of this rank's among g: it sends them to each other rank (as a ring passes them).
     let all_gather = |bytes: u64, g: u64| (g - 1) * bytes;
-    let stages = stage_layers(c.n_layers, pp as usize)?;
-    let most_layers = *stages.iter().max().expect("a stage") as u64;
+    let stages = stage_layers(c.n_layers, pp as usize * layout.virtual_stages())?;
+    let last = stages.len() - 1;
+    let ranks = stages_of_ranks(layout);
+    // The largest over the PP ranks of `per_stage` summed over each rank's stages.
+    let busiest = |per_stage: &dyn Fn(usize) -> u64| -> u64 {
+        ranks
+            .iter()
+            .map(|held| held.iter().map(|&s| per_stage(s)).sum())
+            .max()
+            .expect("a rank")
+    };
 
     let tp_volume = {
         let per_layer = 4 * all_reduce(activation, tp);
-        let first = stages[0] as u64 * per_layer + all_reduce(activation, tp);
         let cross_entropy = 2 * all_gather(tokens * 4, tp) + all_reduce(tokens * 4, tp);
-        let last = stages[stages.len() - 1] as u64 * per_layer
-            + all_reduce(activation, tp)
-            + cross_entropy;
-        let busiest = match pp {
-            1 => first + last - stages[0] as u64 * per_layer,
-            _ => first.max(last).max(most_layers * per_layer),
+        let per_stage = |s: usize| {
+            let embedding = if s == 0 {
+                all_reduce(activation, tp)
+            } else {
+                0
+            };
+            let output = match s == last {
+                true => all_reduce(activation, tp) + cross_entropy,
+                false => 0,
+            };
+            stages[s] as u64 * per_layer + embedding + output
         };
-        micro_batches * busiest + all_reduce(4, tp)
+        micro_batches * busiest(&per_stage) + all_reduce(4, tp)
     };
     let cp_volume = {
         let kv_heads = (c.n_kv_heads as u64).div_ceil(tp);
         let chunk = tokens * kv_heads * c.head_dim as u64 * 2 * a;
+        let most_layers = busiest(&|s| stages[s] as u64);
         micro_batches * most_layers * 2 * (cp - 1) * chunk
     };
-    // Each micro-batch's hidden states forward and their gradients back (an end stage sends
-    // one of the two); the loss and the gradients' squared norm summed over the stages.
+    // Each micro-batch's hidden states out of every stage but the last, their gradients out of
+    // every stage but the first; the loss and the gradients' squared norm summed over the PP
+    // ranks.
     let pp_volume = match pp {
         1 => 0,
-        2 => micro_batches * activation + 2 * all_reduce(4, pp),
-        _ => micro_batches * 2 * activation + 2 * all_reduce(4, pp),
+        _ => {
+            let messages = busiest(&|s| u64::from(s != last) + u64::from(s != 0));
+            micro_batches * messages * activation + 2 * all_reduce(4, pp)
+        }
     };
     let dp_volume = {
         // Each tensor is sharded on its own over the CP × DP ranks, padded to a multiple of
@@ -312,6 +344,20 @@ mod tests {
         // takes part in the sums of the loss and the squared norm.
         let pp = step_volume(&c, &Layout::new(1, 1, 4, 1, 4).unwrap(), &step, &bf16).unwrap();
         assert_eq!(pp.pp, 16 * 2 * 8192 * 4096 * 2 + 2 * (2 * 3 * 4 / 4));
+        // Interleaved, 2 stages per rank: each micro-batch crosses every rank twice each way.
+        let layout = Layout::new(1, 1, 4, 1, 4)
+            .unwrap()
+            .with_virtual_stages(2)
+            .unwrap();
+        let interleaved = step_volume(&c, &layout, &step, &bf16).unwrap();
+        assert_eq!(
+            interleaved.pp,
+            16 * 4 * 8192 * 4096 * 2 + 2 * (2 * 3 * 4 / 4)
+        );
+        // A rank then holds 2 of the 8 stages: 32 + 2 layers over 8, two stages of 4 layers.
+        let share = rank_share(&c, &layout).unwrap();
+        let per_layer = rank_share(&c, &Layout::new(1, 1, 1, 1, 1).unwrap()).unwrap();
+        assert!(share.parameters < per_layer.parameters / 3, "{share:?}");
         // CP 2: per layer, 1 peer's chunk of K and V (8 heads of 128) out forward and backward.
         let cp = step_volume(&c, &Layout::new(1, 2, 1, 1, 2).unwrap(), &step, &bf16).unwrap();
         assert_eq!(cp.cp, 16 * 32 * 2 * 4096 * 8 * 128 * 2 * 2);

@@ -25,8 +25,9 @@ pub struct Parameters {
     names: Vec<String>,
     vars: Vec<Var>,
     split: Option<Arc<dyn Parts>>,
-    /// The blocks held: all of them, or a pipeline stage's ([`Parameters::stage`]).
-    layers: Range<usize>,
+    /// The blocks held, stage by stage: all of them as one, or a pipeline rank's stages
+    /// ([`Parameters::stages`]).
+    stages: Vec<Range<usize>>,
 }
 
 impl Parameters {
@@ -68,7 +69,7 @@ impl Parameters {
             names,
             vars,
             split: None,
-            layers: 0..config.n_layers,
+            stages: whole_model(config),
         })
     }
 
@@ -91,7 +92,7 @@ impl Parameters {
             names,
             vars,
             split: None,
-            layers: 0..config.n_layers,
+            stages: whole_model(config),
         })
     }
 
@@ -130,33 +131,29 @@ impl Parameters {
         })
     }
 
-    /// The parameters of the pipeline stage that holds blocks `layers` ([`herd_model::stage`]):
-    /// those blocks' tensors, the embedding on the first stage, the final norm and the output
-    /// layer on the last.
-    pub fn stage(self, layers: Range<usize>) -> Result<Self> {
+    /// The parameters of the pipeline stages that hold blocks `stages` ([`herd_model::stage`];
+    /// one, or an interleaved rank's several): those blocks' tensors, the embedding with the
+    /// first stage, the final norm and the output layer with the last.
+    pub fn stages(self, stages: &[Range<usize>]) -> Result<Self> {
         let n_layers = self.config.n_layers;
-        if layers.is_empty() || layers.end > n_layers {
+        if let Some(bad) = stages.iter().find(|l| l.is_empty() || l.end > n_layers) {
             return Err(Error::Data(format!(
-                "a stage of blocks {layers:?} of a model of {n_layers}"
+                "a stage of blocks {bad:?} of a model of {n_layers}"
             )));
         }
+        let held = |name: &String| stages.iter().any(|l| holds(name, l, n_layers));
         let (names, vars) = self
             .names
             .into_iter()
             .zip(self.vars)
-            .filter(|(name, _)| holds(name, &layers, n_layers))
+            .filter(|(name, _)| held(name))
             .unzip();
         Ok(Parameters {
             names,
             vars,
-            layers,
+            stages: stages.to_vec(),
             ..self
         })
-    }
-
-    /// The blocks these parameters hold: all of them, or a pipeline stage's.
-    pub fn layers(&self) -> Range<usize> {
-        self.layers.clone()
     }
 
     /// The exchange between the parts when the parameters are split.
@@ -256,25 +253,56 @@ impl Parameters {
         weights
     }
 
-    fn build(&self, weights: &Weights) -> Result<Llama> {
+    /// One model per stage held, on `weights`.
+    fn build(&self, weights: &Weights) -> Result<Vec<Llama>> {
         let var = &self.vars[0];
-        let (config, split) = (self.config.clone(), self.split.clone());
         let (dtype, device) = (var.dtype(), var.device());
-        Llama::load_stage(config, weights, dtype, device, split, self.layers.clone())
-            .map_err(Error::from)
+        self.stages
+            .iter()
+            .map(|layers| {
+                let (config, split) = (self.config.clone(), self.split.clone());
+                Llama::load_stage(config, weights, dtype, device, split, layers.clone())
+                    .map_err(Error::from)
+            })
+            .collect()
+    }
+
+    /// The one model of parameters that hold one stage (the whole model, unless cut).
+    fn single(mut models: Vec<Llama>) -> Result<Llama> {
+        match models.len() {
+            1 => Ok(models.remove(0)),
+            n => Err(Error::Data(format!(
+                "these parameters hold {n} pipeline stages, not one model"
+            ))),
+        }
     }
 
     /// A model computing with these variables: gradients of its outputs reach them, and
     /// updates to them are seen by it.
     pub fn model(&self) -> Result<Llama> {
-        self.build(&self.weights())
+        Self::single(self.models()?)
     }
 
     /// A model on the current values that tracks no gradients (for validation and sampling
     /// during training); it shares storage with the variables.
     pub fn frozen_model(&self) -> Result<Llama> {
+        Self::single(self.frozen_models()?)
+    }
+
+    /// [`Parameters::model`] of each stage held (a pipeline rank's), in order.
+    pub fn models(&self) -> Result<Vec<Llama>> {
+        self.build(&self.weights())
+    }
+
+    /// [`Parameters::frozen_model`] of each stage held, in order.
+    pub fn frozen_models(&self) -> Result<Vec<Llama>> {
         self.build(&self.weights_as(Tensor::detach))
     }
+}
+
+/// The one stage of a model that is not cut into stages: all its blocks.
+fn whole_model(config: &LlamaConfig) -> Vec<Range<usize>> {
+    std::iter::once(0..config.n_layers).collect()
 }
 
 /// `n` draws of N(0, std²) from a splitmix64 stream (Box–Muller).

@@ -1,19 +1,28 @@
 //! Pipeline parallelism (paper §3.3.1): the model's blocks cut into consecutive stages
-//! ([`herd_model::stage`]), each held by its own process, and every batch's micro-batches passed
+//! ([`herd_model::stage`]) held by the ranks of a pipeline, and every batch's micro-batches passed
 //! from stage to stage — hidden states forward, their gradients backward — on the 1F1B schedule
-//! (PipeDream-Flush, Megatron-LM's non-interleaved schedule): stage s of P first runs the forward
-//! passes of P − s − 1 micro-batches, then alternates one forward and one backward, then runs
-//! the backward passes left. A stage so keeps at most P − s micro-batches' activations, and
-//! every stage's gradients are the sums over the micro-batches that one process would compute.
+//! (PipeDream-Flush, Megatron-LM's): rank r of P first runs the forward passes of P − r − 1
+//! micro-batches, then alternates one forward and one backward, then runs the backward passes
+//! left; so it keeps at most P − r micro-batches' activations, and every stage's gradients are
+//! the sums over the micro-batches that one process computes.
 //!
-//! How stages exchange values is [`Stages`], implemented outside (herd-parallel, over MPI); a
-//! send to the next stage and a receive from it that must not wait for each other are one
-//! [`Stages::exchange`]. A stage's backward pass starts from its output and the gradient the
-//! next stage sent for it: the gradient of `sum(output · upstream)`, which is exactly the chain
-//! rule's vector–Jacobian product, reaches the stage's parameters and its input.
+//! Interleaved (Megatron-LM's virtual stages): with V stages per rank the blocks are cut into
+//! P·V stages and rank r holds stages r, r + P, …; the forward passes go through a rank's stages
+//! in groups of P micro-batches, its warm-up is (P − r − 1)·2 + (V − 1)·P passes, and the idle
+//! time at the ends of a step shrinks by V for V times the messages. The micro-batches of a step
+//! must then be a multiple of P.
+//!
+//! How ranks exchange values is [`Stages`], implemented outside (herd-parallel, over MPI). Sends
+//! are posted and complete by the end of the schedule ([`Stages::flush`]), receives wait, and
+//! every message is tagged with its micro-batch, stage and direction: a rank only ever waits
+//! for a value an earlier pass of the schedule produces, so no order of arrival can stall it.
+//! A stage's backward pass starts from its output and the gradient the next stage sent for it:
+//! the gradient of `sum(output · upstream)`, which is exactly the chain rule's vector–Jacobian
+//! product, reaches the stage's parameters and its input.
 
 use std::collections::VecDeque;
 use std::fmt::Debug;
+use std::ops::Range;
 use std::sync::Arc;
 
 use candle_core::{DType, Tensor, Var};
@@ -25,41 +34,96 @@ use herd_model::{Llama, LlamaConfig, Weight, Weights};
 use crate::error::{Error, Result};
 use crate::loader::Batch;
 use crate::params::Parameters;
-use crate::step::{
-    accumulate, logits_nll_sum, micro_batches, parameter_gradients, part_tensors, Gradients,
-    PartTensors, Unused,
-};
+use crate::step::{logits_nll_sum, micro_batches, part_tensors, Gradients, PartTensors};
 
-/// The exchange between the stages of a pipeline. Every stage calls the methods its schedule
-/// says; a send is matched by the receiving stage's receive of the same length.
+/// The exchange between the ranks of a pipeline. Every message is tagged; a receive takes the
+/// message of its sender and tag, whatever else arrived first.
 pub trait Stages: Debug + Send + Sync {
-    /// Stages in the pipeline.
-    fn stages(&self) -> usize;
+    /// Ranks in the pipeline.
+    fn ranks(&self) -> usize;
 
-    /// This process's stage, `0..stages()`.
-    fn stage(&self) -> usize;
+    /// This process's rank in it, `0..ranks()`.
+    fn rank(&self) -> usize;
 
-    /// Sends `values` to stage `to`.
-    fn send(&self, to: usize, values: &[f32]) -> Result<()>;
+    /// Stages each rank holds (1, or the virtual stages of an interleaved pipeline).
+    fn stages_per_rank(&self) -> usize;
 
-    /// Receives into `values` what stage `from` sent.
-    fn receive(&self, from: usize, values: &mut [f32]) -> Result<()>;
+    /// Posts `values` to rank `to` with `tag`; the send completes by the next [`Stages::flush`].
+    fn send(&self, to: usize, values: Vec<f32>, tag: u16) -> Result<()>;
 
-    /// Sends `values` to stage `peer` and receives what it sends into `into`, neither waiting
-    /// for the other (two neighbours that both send and then receive would wait forever).
-    fn exchange(&self, peer: usize, values: &[f32], into: &mut [f32]) -> Result<()>;
+    /// Receives into `values` what rank `from` sent with `tag`.
+    fn receive(&self, from: usize, values: &mut [f32], tag: u16) -> Result<()>;
 
-    /// Replaces `values` by their element-wise sum over the stages.
+    /// Returns once every send this rank posted has completed.
+    fn flush(&self) -> Result<()>;
+
+    /// Replaces `values` by their element-wise sum over the ranks.
     fn sum(&self, values: &mut [f32]) -> Result<()>;
 }
 
-/// The blocks this process's stage holds of a model of `config`.
-pub fn layers_of(config: &LlamaConfig, stages: &dyn Stages) -> Result<std::ops::Range<usize>> {
-    stage_layers(config.n_layers, stages.stages(), stages.stage()).map_err(Error::Data)
+/// The blocks of each stage this rank holds of a model of `config`, in order: stage
+/// `chunk · ranks + rank` of `ranks · stages_per_rank` for each chunk.
+pub fn layers_of(config: &LlamaConfig, stages: &dyn Stages) -> Result<Vec<Range<usize>>> {
+    let (p, v) = (stages.ranks(), stages.stages_per_rank());
+    (0..v)
+        .map(|chunk| {
+            stage_layers(config.n_layers, p * v, chunk * p + stages.rank()).map_err(Error::Data)
+        })
+        .collect()
 }
 
-/// A micro-batch between its forward and its backward pass on this stage.
+/// One pass of a rank's schedule: micro-batch `micro` through its stage `chunk`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Pass {
+    /// The forward pass.
+    Forward { micro: usize, chunk: usize },
+    /// The backward pass.
+    Backward { micro: usize, chunk: usize },
+}
+
+/// Rank `rank`'s passes, in order, for `micro` micro-batches on a pipeline of `ranks` ranks of
+/// `chunks` stages each: the 1F1B schedule, interleaved when `chunks` is above 1 (Megatron-LM's
+/// order; its micro-batches must then be a multiple of `ranks`).
+pub fn schedule(ranks: usize, rank: usize, chunks: usize, micro: usize) -> Result<Vec<Pass>> {
+    if chunks > 1 && !micro.is_multiple_of(ranks) {
+        return Err(Error::Data(format!(
+            "the interleaved schedule needs the micro-batches of a step ({micro}) to be a \
+             multiple of pp ({ranks}): change batch_rows, micro_batch_rows or dp"
+        )));
+    }
+    let total = micro * chunks;
+    // The k-th forward (or backward) pass of this rank: groups of `ranks` micro-batches go
+    // through its stages in turn (backward, from its last stage).
+    let pass = |k: usize, backward: bool| {
+        let group = k % (ranks * chunks) / ranks;
+        let chunk = if backward { chunks - 1 - group } else { group };
+        (k / (ranks * chunks) * ranks + k % ranks, chunk)
+    };
+    let warmup = match chunks {
+        1 => ranks - rank - 1,
+        _ => (ranks - rank - 1) * 2 + (chunks - 1) * ranks,
+    }
+    .min(total);
+    let forward = |k| {
+        let (micro, chunk) = pass(k, false);
+        Pass::Forward { micro, chunk }
+    };
+    let backward = |k| {
+        let (micro, chunk) = pass(k, true);
+        Pass::Backward { micro, chunk }
+    };
+    let mut passes: Vec<Pass> = (0..warmup).map(forward).collect();
+    for i in 0..total - warmup {
+        passes.push(forward(warmup + i));
+        passes.push(backward(i));
+    }
+    passes.extend((total - warmup..total).map(backward));
+    Ok(passes)
+}
+
+/// A micro-batch between its forward and its backward pass on one of this rank's stages.
 struct InFlight {
+    micro: usize,
     /// The received hidden states as a variable the backward pass reaches (`None` on the first
     /// stage, whose input is tokens).
     input: Option<Var>,
@@ -67,9 +131,10 @@ struct InFlight {
     output: Tensor,
 }
 
-/// One stage's view of a batch: the micro-batches, the model and how its part is laid out.
+/// One rank's view of a batch: its stages' models, the micro-batches, how its part is laid out.
 struct Schedule<'a> {
-    model: &'a Llama,
+    /// This rank's stages, in order.
+    models: &'a [Llama],
     stages: &'a dyn Stages,
     micro: Vec<Batch>,
     sequence: Option<&'a Arc<dyn Parts>>,
@@ -77,46 +142,80 @@ struct Schedule<'a> {
     n_targets: usize,
 }
 
+/// Which way a message between stages goes.
+#[derive(Clone, Copy)]
+enum Direction {
+    Forward,
+    Backward,
+}
+
 impl Schedule<'_> {
-    fn is_first(&self) -> bool {
-        self.stages.stage() == 0
+    /// The number of stage `chunk` of this rank in the whole pipeline.
+    fn stage(&self, chunk: usize) -> usize {
+        chunk * self.stages.ranks() + self.stages.rank()
     }
 
-    fn is_last(&self) -> bool {
-        self.stages.stage() + 1 == self.stages.stages()
+    fn is_first(&self, chunk: usize) -> bool {
+        self.stage(chunk) == 0
+    }
+
+    fn is_last(&self, chunk: usize) -> bool {
+        self.stage(chunk) + 1 == self.stages.ranks() * self.models.len()
+    }
+
+    fn next_rank(&self) -> usize {
+        (self.stages.rank() + 1) % self.stages.ranks()
+    }
+
+    fn previous_rank(&self) -> usize {
+        (self.stages.rank() + self.stages.ranks() - 1) % self.stages.ranks()
+    }
+
+    /// The tag of micro-batch `micro`'s message to stage `stage` going `direction`.
+    fn tag(&self, micro: usize, stage: usize, direction: Direction) -> Result<u16> {
+        let stages = self.stages.ranks() * self.models.len();
+        let tag =
+            1 + 2 * (micro * stages + stage) + matches!(direction, Direction::Backward) as usize;
+        // MPI promises tags up to 32,767.
+        u16::try_from(tag)
+            .ok()
+            .filter(|&t| t <= 32_767)
+            .ok_or_else(|| {
+                Error::Data(format!(
+                "{} micro-batches × {stages} stages are more messages per step than a pipeline \
+                 tags: use fewer micro-batches per step",
+                self.micro.len()
+            ))
+            })
     }
 
     fn part(&self, i: usize) -> Result<PartTensors> {
-        part_tensors(&self.micro[i], self.model, self.sequence)
+        part_tensors(&self.micro[i], &self.models[0], self.sequence)
     }
 
-    /// The shape of the hidden states between stages for micro-batch `i`.
-    fn hidden_dims(&self, part: &PartTensors) -> [usize; 3] {
-        let layout = &part.layout;
-        [layout.batch(), layout.seq_len(), self.model.config().dim]
+    fn hidden(&self, values: Vec<f32>, dims: &[usize]) -> Result<Tensor> {
+        let model = &self.models[0];
+        Ok(Tensor::from_vec(values, dims, model.device())?.to_dtype(model.dtype())?)
     }
 
-    /// Receives micro-batch `i`'s hidden states from the previous stage (`None` on the first).
-    fn receive_forward(&self, i: usize) -> Result<Option<Tensor>> {
-        if self.is_first() {
-            return Ok(None);
-        }
-        let dims = self.hidden_dims(&self.part(i)?);
-        let mut values = vec![0.0f32; dims.iter().product()];
-        self.stages.receive(self.stages.stage() - 1, &mut values)?;
-        Ok(Some(self.hidden(values, dims)?))
-    }
-
-    fn hidden(&self, values: Vec<f32>, dims: [usize; 3]) -> Result<Tensor> {
-        let model = self.model;
-        Ok(Tensor::from_vec(values, &dims[..], model.device())?.to_dtype(model.dtype())?)
-    }
-
-    /// Micro-batch `i`'s forward pass on this stage from `received` (the previous stage's
-    /// hidden states; tokens on the first stage). With `track`, its input and graph are kept
-    /// for the backward pass.
-    fn forward(&self, i: usize, received: Option<Tensor>, track: bool) -> Result<InFlight> {
-        let part = self.part(i)?;
+    /// Micro-batch `micro`'s forward pass through stage `chunk`, from the previous stage's hidden
+    /// states (received here) or the tokens; the output goes on to the next stage. With
+    /// `track`, its input and graph are kept for the backward pass.
+    fn forward(&self, micro: usize, chunk: usize, track: bool) -> Result<InFlight> {
+        let part = self.part(micro)?;
+        let model = &self.models[chunk];
+        let received = match self.is_first(chunk) {
+            true => None,
+            false => {
+                let layout = &part.layout;
+                let dims = [layout.batch(), layout.seq_len(), model.config().dim];
+                let mut values = vec![0.0f32; dims.iter().product()];
+                let tag = self.tag(micro, self.stage(chunk), Direction::Forward)?;
+                self.stages
+                    .receive(self.previous_rank(), &mut values, tag)?;
+                Some(self.hidden(values, &dims)?)
+            }
+        };
         let input = match (&received, track) {
             (Some(hidden), true) => Some(Var::from_tensor(hidden)?),
             _ => None,
@@ -126,40 +225,62 @@ impl Schedule<'_> {
             (None, Some(hidden)) => hidden,
             (None, None) => &part.inputs,
         };
-        let out = self.model.stage_forward(x, &part.layout)?;
-        let output = match self.is_last() {
-            true => (logits_nll_sum(self.model, &out, &part)? / self.n_targets as f64)?,
-            false => out,
+        let out = model.stage_forward(x, &part.layout)?;
+        let output = match self.is_last(chunk) {
+            true => (logits_nll_sum(model, &out, &part)? / self.n_targets as f64)?,
+            false => {
+                let tag = self.tag(micro, self.stage(chunk) + 1, Direction::Forward)?;
+                self.stages.send(self.next_rank(), values(&out)?, tag)?;
+                out
+            }
         };
-        Ok(InFlight { input, output })
+        Ok(InFlight {
+            micro,
+            input,
+            output,
+        })
     }
 
-    /// The backward pass of `flight` from `upstream` (the next stage's gradient of its output;
-    /// `None` on the last stage, whose output is the loss): the stage's parameter gradients are
-    /// added to `grads`; returns the gradient of its input to send back (`None` on the first).
+    /// The backward pass of `flight` through stage `chunk`, from the gradient of its output the
+    /// next stage sends (none on the last stage, whose output is the loss): the gradients of the
+    /// stage's parameters are added to theirs in `grads` (in parameter order), its input's
+    /// gradient goes to the previous stage.
     fn backward(
         &self,
         params: &Parameters,
+        chunk: usize,
         flight: InFlight,
-        upstream: Option<Tensor>,
-        grads: &mut Option<Vec<Tensor>>,
-    ) -> Result<Option<Vec<f32>>> {
-        let objective = match upstream {
-            None => flight.output,
-            Some(upstream) => (flight.output * upstream)?.sum_all()?,
+        grads: &mut [Option<Tensor>],
+    ) -> Result<()> {
+        let micro = flight.micro;
+        let objective = match self.is_last(chunk) {
+            true => flight.output,
+            false => {
+                let mut gradient = vec![0.0f32; flight.output.elem_count()];
+                let tag = self.tag(micro, self.stage(chunk), Direction::Backward)?;
+                self.stages.receive(self.next_rank(), &mut gradient, tag)?;
+                let upstream = self.hidden(gradient, flight.output.dims())?;
+                (flight.output * upstream)?.sum_all()?
+            }
         };
         let mut store = objective.backward()?;
-        accumulate(
-            grads,
-            parameter_gradients(params, &mut store, Unused::Error)?,
-        )?;
-        let Some(input) = flight.input else {
-            return Ok(None);
-        };
-        let gradient = store.remove(input.as_tensor()).ok_or_else(|| {
-            Error::Data("no gradient reached the stage's input hidden states".into())
-        })?;
-        Ok(Some(values(&gradient)?))
+        for (sum, var) in grads.iter_mut().zip(params.vars()) {
+            if let Some(g) = store.remove(var.as_tensor()) {
+                *sum = Some(match sum.take() {
+                    None => g.detach(),
+                    Some(sum) => (sum + g.detach())?,
+                });
+            }
+        }
+        if let Some(input) = flight.input {
+            let gradient = store.remove(input.as_tensor()).ok_or_else(|| {
+                Error::Data("no gradient reached the stage's input hidden states".into())
+            })?;
+            let tag = self.tag(micro, self.stage(chunk) - 1, Direction::Backward)?;
+            self.stages
+                .send(self.previous_rank(), values(&gradient)?, tag)?;
+        }
+        Ok(())
     }
 }
 
@@ -168,120 +289,92 @@ fn values(t: &Tensor) -> Result<Vec<f32>> {
     Ok(t.flatten_all()?.to_dtype(DType::F32)?.to_vec1::<f32>()?)
 }
 
-/// This stage's share of `batch`'s loss and gradients on the 1F1B schedule, in micro-batches of
-/// `micro_rows` rows, as [`crate::step::loss_and_grads_of_share`] computes them in one process:
-/// the gradients of this stage's parameters, and the loss (over every stage: each returns it).
+/// This rank's share of `batch`'s loss and gradients on the (interleaved) 1F1B schedule through
+/// its stages `models`, in micro-batches of `micro_rows` rows, as
+/// [`crate::step::loss_and_grads_of_share`] computes them in one process: the gradients of
+/// this rank's parameters, and the loss (over every stage: each rank returns it).
 pub fn loss_and_grads_of_share(
-    model: &Llama,
+    models: &[Llama],
     params: &Parameters,
-    batch: &Batch,
-    micro_rows: usize,
-    n_targets: usize,
+    (batch, micro_rows, n_targets): (&Batch, usize, usize),
     sequence: Option<&Arc<dyn Parts>>,
     stages: &dyn Stages,
 ) -> Result<Gradients> {
     let schedule = Schedule {
-        model,
+        models,
         stages,
         micro: micro_batches(batch, micro_rows),
         sequence,
         n_targets: n_targets.max(1),
     };
-    let (m, stage) = (schedule.micro.len(), stages.stage());
-    let (next, previous) = (stage + 1, stage.wrapping_sub(1));
-    let warmup = (stages.stages() - stage - 1).min(m);
-    let mut in_flight = VecDeque::new();
-    let mut grads = None;
+    let chunks = models.len();
+    let passes = self::schedule(stages.ranks(), stages.rank(), chunks, schedule.micro.len())?;
+    let mut in_flight: Vec<VecDeque<InFlight>> = (0..chunks).map(|_| VecDeque::new()).collect();
+    let mut grads: Vec<Option<Tensor>> = vec![None; params.vars().len()];
     let mut loss = 0.0f64;
-    let mut account = |flight: &InFlight| -> Result<()> {
-        if schedule.is_last() {
-            loss += flight.output.to_dtype(DType::F64)?.to_scalar::<f64>()?;
-        }
-        Ok(())
-    };
-    // Warm-up: forward passes only.
-    for i in 0..warmup {
-        let flight = schedule.forward(i, schedule.receive_forward(i)?, true)?;
-        stages.send(next, &values(&flight.output)?)?;
-        in_flight.push_back(flight);
-    }
-    // Steady state: one forward, one backward.
-    let mut received = match warmup < m {
-        true => schedule.receive_forward(warmup)?,
-        false => None,
-    };
-    for i in warmup..m {
-        let flight = schedule.forward(i, received.take(), true)?;
-        account(&flight)?;
-        let sent = (!schedule.is_last())
-            .then(|| values(&flight.output))
-            .transpose()?;
-        in_flight.push_back(flight);
-        // The gradient that comes back is the oldest micro-batch's.
-        let oldest = in_flight.pop_front().expect("just pushed");
-        let upstream = match sent {
-            None => None,
-            Some(sent) => {
-                let mut gradient = vec![0.0f32; oldest.output.elem_count()];
-                stages.exchange(next, &sent, &mut gradient)?;
-                Some(schedule.hidden(gradient, oldest.output.dims3()?.into())?)
+    for pass in passes {
+        match pass {
+            Pass::Forward { micro, chunk } => {
+                let flight = schedule.forward(micro, chunk, true)?;
+                if schedule.is_last(chunk) {
+                    loss += flight.output.to_dtype(DType::F64)?.to_scalar::<f64>()?;
+                }
+                in_flight[chunk].push_back(flight);
             }
-        };
-        let gradient = schedule.backward(params, oldest, upstream, &mut grads)?;
-        if let Some(gradient) = gradient {
-            if i + 1 < m {
-                let dims = schedule.hidden_dims(&schedule.part(i + 1)?);
-                let mut hidden = vec![0.0f32; dims.iter().product()];
-                stages.exchange(previous, &gradient, &mut hidden)?;
-                received = Some(schedule.hidden(hidden, dims)?);
-            } else {
-                stages.send(previous, &gradient)?;
+            Pass::Backward { micro, chunk } => {
+                let flight = in_flight[chunk].pop_front().filter(|f| f.micro == micro);
+                let flight = flight.ok_or_else(|| {
+                    Error::Data(format!(
+                        "the schedule runs micro-batch {micro} backward before forward"
+                    ))
+                })?;
+                schedule.backward(params, chunk, flight, &mut grads)?;
             }
         }
     }
-    // Cool-down: the backward passes of the warm-up's micro-batches.
-    while let Some(flight) = in_flight.pop_front() {
-        let mut gradient = vec![0.0f32; flight.output.elem_count()];
-        stages.receive(next, &mut gradient)?;
-        let upstream = schedule.hidden(gradient, flight.output.dims3()?.into())?;
-        if let Some(gradient) = schedule.backward(params, flight, Some(upstream), &mut grads)? {
-            stages.send(previous, &gradient)?;
-        }
-    }
+    stages.flush()?;
+    let grads = grads
+        .into_iter()
+        .zip(params.names())
+        .map(|(g, name)| g.ok_or_else(|| Error::Data(format!("no gradient reached {name}"))))
+        .collect::<Result<_>>()?;
     let mut total = [loss as f32];
     stages.sum(&mut total)?;
     Ok(Gradients {
         loss: f64::from(total[0]),
-        grads: grads.unwrap_or_default(),
+        grads,
         n_targets: batch.n_targets(),
     })
 }
 
-/// Mean loss of `batch` under the stages of a frozen model (as [`crate::step::evaluate`]):
-/// each micro-batch's hidden states go from stage to stage, the last stage sums the losses,
-/// and every stage returns the mean (over the `sequence` parts too when the rows are split).
+/// Mean loss of `batch` under this rank's stages `models` of a frozen model (as
+/// [`crate::step::evaluate`]): each micro-batch's hidden states go from stage to stage, the last
+/// stage sums the losses, and every rank returns the mean (over the `sequence` parts too when
+/// the rows are split).
 pub fn evaluate(
-    model: &Llama,
+    models: &[Llama],
     batch: &Batch,
     micro_rows: usize,
     sequence: Option<&Arc<dyn Parts>>,
     stages: &dyn Stages,
 ) -> Result<f64> {
     let schedule = Schedule {
-        model,
+        models,
         stages,
         micro: micro_batches(batch, micro_rows),
         sequence,
         n_targets: 1,
     };
     let mut sum = 0.0f64;
-    for i in 0..schedule.micro.len() {
-        let flight = schedule.forward(i, schedule.receive_forward(i)?, false)?;
-        match schedule.is_last() {
-            true => sum += flight.output.to_dtype(DType::F64)?.to_scalar::<f64>()?,
-            false => stages.send(stages.stage() + 1, &values(&flight.output)?)?,
+    for micro in 0..schedule.micro.len() {
+        for chunk in 0..models.len() {
+            let flight = schedule.forward(micro, chunk, false)?;
+            if schedule.is_last(chunk) {
+                sum += flight.output.to_dtype(DType::F64)?.to_scalar::<f64>()?;
+            }
         }
     }
+    stages.flush()?;
     let mut total = [sum as f32];
     stages.sum(&mut total)?;
     if let Some(parts) = sequence {
@@ -290,39 +383,42 @@ pub fn evaluate(
     Ok(f64::from(total[0]) / batch.n_targets().max(1) as f64)
 }
 
-/// The whole model's weights on the first stage: every other stage sends it its tensors
-/// (`mine`, whole over tensor parallelism), in [`tensor_shapes`] order; the first stage returns
-/// them all, the others `mine`. Every stage calls it.
+/// The whole model's weights on the first rank: every other rank sends it its tensors (`mine`,
+/// whole over tensor parallelism), in [`tensor_shapes`] order; the first rank returns them all,
+/// the others `mine`. Every rank calls it.
 pub fn gather_on_first_stage(
     config: &LlamaConfig,
     mine: Weights,
     stages: &dyn Stages,
 ) -> Result<Weights> {
-    let stage = stages.stage();
-    let shapes = tensor_shapes(config);
-    if stage > 0 {
-        let layers = layers_of(config, stages)?;
-        for (name, dims) in shapes
-            .iter()
-            .filter(|(n, _)| holds(n, &layers, config.n_layers))
-        {
-            let tensor = mine.get(name, dims)?.to_dense(DType::F32)?;
-            stages.send(0, &values(&tensor)?)?;
+    // The tensors rank `rank`'s stages hold, in order.
+    let held = |rank: usize| -> Result<Vec<(String, Vec<usize>)>> {
+        let (p, v) = (stages.ranks(), stages.stages_per_rank());
+        let chunks = (0..v)
+            .map(|c| stage_layers(config.n_layers, p * v, c * p + rank).map_err(Error::Data))
+            .collect::<Result<Vec<_>>>()?;
+        Ok(tensor_shapes(config)
+            .into_iter()
+            .filter(|(name, _)| chunks.iter().any(|l| holds(name, l, config.n_layers)))
+            .collect())
+    };
+    const WEIGHTS_TAG: u16 = 0;
+    if stages.rank() > 0 {
+        for (name, dims) in held(stages.rank())? {
+            let tensor = mine.get(&name, &dims)?.to_dense(DType::F32)?;
+            stages.send(0, values(&tensor)?, WEIGHTS_TAG)?;
         }
+        stages.flush()?;
         return Ok(mine);
     }
     let mut whole = mine;
     let device = candle_core::Device::Cpu;
-    for from in 1..stages.stages() {
-        let layers = stage_layers(config.n_layers, stages.stages(), from).map_err(Error::Data)?;
-        for (name, dims) in shapes
-            .iter()
-            .filter(|(n, _)| holds(n, &layers, config.n_layers))
-        {
+    for from in 1..stages.ranks() {
+        for (name, dims) in held(from)? {
             let mut received = vec![0.0f32; dims.iter().product()];
-            stages.receive(from, &mut received)?;
+            stages.receive(from, &mut received, WEIGHTS_TAG)?;
             let tensor = Tensor::from_vec(received, dims.as_slice(), &device)?;
-            whole.insert(name.clone(), Weight::Dense(tensor));
+            whole.insert(name, Weight::Dense(tensor));
         }
     }
     Ok(whole)
@@ -330,6 +426,7 @@ pub fn gather_on_first_stage(
 
 #[cfg(test)]
 mod tests {
+    use std::collections::HashMap;
     use std::sync::mpsc::{channel, Receiver, Sender};
     use std::sync::Mutex;
 
@@ -338,19 +435,28 @@ mod tests {
     use super::*;
     use crate::step::loss_and_grads;
 
-    /// Threads of one process as a pipeline's stages, each pair joined by a channel each way.
+    /// A tagged message between threads.
+    type Message = (u16, Vec<f32>);
+
+    /// Messages that arrived before their receive, by sender and tag.
+    type Early = HashMap<(usize, u16), VecDeque<Vec<f32>>>;
+
+    /// Threads of one process as a pipeline's ranks, each pair joined by a channel each way;
+    /// messages that arrive before their receive waits for them are kept by tag.
     #[derive(Debug)]
     struct Channels {
-        stage: usize,
-        to: Vec<Sender<Vec<f32>>>,
-        from: Vec<Mutex<Receiver<Vec<f32>>>>,
+        rank: usize,
+        chunks: usize,
+        to: Vec<Sender<Message>>,
+        from: Vec<Mutex<Receiver<Message>>>,
+        early: Mutex<Early>,
     }
 
     impl Channels {
-        fn pipeline(stages: usize) -> Vec<Channels> {
-            let mut senders: Vec<Vec<Sender<Vec<f32>>>> = vec![Vec::new(); stages];
-            let mut receivers: Vec<Vec<Mutex<Receiver<Vec<f32>>>>> =
-                (0..stages).map(|_| Vec::new()).collect();
+        fn pipeline(ranks: usize, chunks: usize) -> Vec<Channels> {
+            let mut senders: Vec<Vec<Sender<Message>>> = vec![Vec::new(); ranks];
+            let mut receivers: Vec<Vec<Mutex<Receiver<Message>>>> =
+                (0..ranks).map(|_| Vec::new()).collect();
             // senders[a][b] reaches receivers[b][a].
             for sending in senders.iter_mut() {
                 for receiving in receivers.iter_mut() {
@@ -363,47 +469,82 @@ mod tests {
                 .into_iter()
                 .zip(receivers)
                 .enumerate()
-                .map(|(stage, (to, from))| Channels { stage, to, from })
+                .map(|(rank, (to, from))| Channels {
+                    rank,
+                    chunks,
+                    to,
+                    from,
+                    early: Mutex::new(HashMap::new()),
+                })
                 .collect()
         }
     }
 
     impl Stages for Channels {
-        fn stages(&self) -> usize {
+        fn ranks(&self) -> usize {
             self.to.len()
         }
 
-        fn stage(&self) -> usize {
-            self.stage
+        fn rank(&self) -> usize {
+            self.rank
         }
 
-        fn send(&self, to: usize, values: &[f32]) -> Result<()> {
-            self.to[to].send(values.to_vec()).unwrap();
+        fn stages_per_rank(&self) -> usize {
+            self.chunks
+        }
+
+        fn send(&self, to: usize, values: Vec<f32>, tag: u16) -> Result<()> {
+            self.to[to].send((tag, values)).unwrap();
             Ok(())
         }
 
-        fn receive(&self, from: usize, values: &mut [f32]) -> Result<()> {
-            let got = self.from[from].lock().unwrap().recv().unwrap();
-            assert_eq!(got.len(), values.len(), "stage {} from {from}", self.stage);
+        fn receive(&self, from: usize, values: &mut [f32], tag: u16) -> Result<()> {
+            let got = loop {
+                let kept = self
+                    .early
+                    .lock()
+                    .unwrap()
+                    .get_mut(&(from, tag))
+                    .and_then(|q| q.pop_front());
+                if let Some(got) = kept {
+                    break got;
+                }
+                let (t, got) = self.from[from].lock().unwrap().recv().unwrap();
+                if t == tag {
+                    break got;
+                }
+                self.early
+                    .lock()
+                    .unwrap()
+                    .entry((from, t))
+                    .or_default()
+                    .push_back(got);
+            };
+            assert_eq!(
+                got.len(),
+                values.len(),
+                "rank {} from {from}, tag {tag}",
+                self.rank
+            );
             values.copy_from_slice(&got);
             Ok(())
         }
 
-        fn exchange(&self, peer: usize, values: &[f32], into: &mut [f32]) -> Result<()> {
-            self.send(peer, values)?;
-            self.receive(peer, into)
+        fn flush(&self) -> Result<()> {
+            Ok(())
         }
 
         fn sum(&self, values: &mut [f32]) -> Result<()> {
-            // Every stage sends its values to every other, then adds theirs in stage order.
-            for to in (0..self.stages()).filter(|&s| s != self.stage) {
-                self.send(to, values)?;
+            // Every rank sends its values to every other, then adds theirs in rank order.
+            const SUM_TAG: u16 = u16::MAX;
+            for to in (0..self.ranks()).filter(|&r| r != self.rank) {
+                self.send(to, values.to_vec(), SUM_TAG)?;
             }
             let mut total = vec![0.0f32; values.len()];
-            for from in 0..self.stages() {
+            for from in 0..self.ranks() {
                 let mut theirs = values.to_vec();
-                if from != self.stage {
-                    self.receive(from, &mut theirs)?;
+                if from != self.rank {
+                    self.receive(from, &mut theirs, SUM_TAG)?;
                 }
                 total.iter_mut().zip(&theirs).for_each(|(t, v)| *t += v);
             }
@@ -416,7 +557,7 @@ mod tests {
         LlamaConfig {
             vocab_size: 96,
             dim: 32,
-            n_layers: 4,
+            n_layers: 10,
             n_heads: 4,
             n_kv_heads: 2,
             head_dim: 8,
@@ -429,9 +570,9 @@ mod tests {
         }
     }
 
-    /// Five rows of packed documents (the last micro-batch of two rows is shorter).
+    /// Six rows of packed documents.
     fn batch() -> Batch {
-        let rows = 5;
+        let rows = 6;
         let seq_len = 8;
         let ids: Vec<u32> = (0..rows * seq_len + 1)
             .map(|i| (i * 37 % 96) as u32)
@@ -448,33 +589,27 @@ mod tests {
         }
     }
 
-    /// What each stage computes: its loss, its parameters' names and gradients, its validation
+    /// What each rank computes: its loss, its parameters' names and gradients, its validation
     /// loss, and the whole weights gathered on it.
     type Outcome = (f64, Vec<String>, Vec<Tensor>, f64, Weights);
 
-    fn run_stages(stages: usize, micro_rows: usize) -> Vec<Outcome> {
+    fn run_pipeline(ranks: usize, chunks: usize, micro_rows: usize) -> Result<Vec<Outcome>> {
         std::thread::scope(|s| {
-            let handles: Vec<_> = Channels::pipeline(stages)
+            let handles: Vec<_> = Channels::pipeline(ranks, chunks)
                 .into_iter()
                 .map(|link| {
-                    s.spawn(move || {
+                    s.spawn(move || -> Result<Outcome> {
                         let dev = Device::Cpu;
-                        let layers = layers_of(&config(), &link).unwrap();
-                        let params = Parameters::init(&config(), 5, DType::F32, &dev)
-                            .unwrap()
-                            .stage(layers)
-                            .unwrap();
-                        let (model, b) = (params.model().unwrap(), batch());
-                        let n = b.n_targets();
-                        let g = loss_and_grads_of_share(
-                            &model, &params, &b, micro_rows, n, None, &link,
-                        )
-                        .unwrap();
-                        let frozen = params.frozen_model().unwrap();
-                        let val = evaluate(&frozen, &b, micro_rows, None, &link).unwrap();
-                        let whole =
-                            gather_on_first_stage(&config(), params.weights(), &link).unwrap();
-                        (g.loss, params.names().to_vec(), g.grads, val, whole)
+                        let layers = layers_of(&config(), &link)?;
+                        let params =
+                            Parameters::init(&config(), 5, DType::F32, &dev)?.stages(&layers)?;
+                        let (models, b) = (params.models()?, batch());
+                        let work = (&b, micro_rows, b.n_targets());
+                        let g = loss_and_grads_of_share(&models, &params, work, None, &link)?;
+                        let frozen = params.frozen_models()?;
+                        let val = evaluate(&frozen, &b, micro_rows, None, &link)?;
+                        let whole = gather_on_first_stage(&config(), params.weights(), &link)?;
+                        Ok((g.loss, params.names().to_vec(), g.grads, val, whole))
                     })
                 })
                 .collect();
@@ -482,31 +617,86 @@ mod tests {
         })
     }
 
-    /// Two and three stages on the 1F1B schedule, with as many micro-batches as stages, more,
-    /// and fewer: each stage's gradients are the whole model's for its parameters, every stage
-    /// has the whole loss, and the first stage gathers the whole model's weights.
+    /// Every rank's passes run each micro-batch through each of its stages forward once and
+    /// backward once, forward first; 1F1B keeps at most `ranks − rank` micro-batches in flight.
     #[test]
-    fn stages_on_the_1f1b_schedule_compute_the_whole_models_loss_and_gradients() {
+    fn schedules_run_every_pass_once_and_forward_first() {
+        for (ranks, chunks, micro) in [(2, 1, 4), (4, 1, 3), (2, 2, 4), (3, 2, 6), (4, 3, 8)] {
+            for rank in 0..ranks {
+                let passes = schedule(ranks, rank, chunks, micro).unwrap();
+                assert_eq!(passes.len(), 2 * micro * chunks);
+                let (mut forward, mut in_flight, mut most) = (Vec::new(), 0usize, 0);
+                for pass in &passes {
+                    match *pass {
+                        Pass::Forward { micro, chunk } => {
+                            assert!(!forward.contains(&(micro, chunk)));
+                            forward.push((micro, chunk));
+                            in_flight += 1;
+                            most = most.max(in_flight);
+                        }
+                        Pass::Backward { micro, chunk } => {
+                            assert!(forward.contains(&(micro, chunk)), "{pass:?} before forward");
+                            in_flight -= 1;
+                        }
+                    }
+                }
+                if chunks == 1 {
+                    assert!(
+                        most <= ranks - rank,
+                        "rank {rank} of {ranks}: {most} in flight"
+                    );
+                }
+            }
+        }
+        assert_eq!(
+            schedule(2, 0, 1, 3).unwrap(),
+            [
+                Pass::Forward { micro: 0, chunk: 0 },
+                Pass::Forward { micro: 1, chunk: 0 },
+                Pass::Backward { micro: 0, chunk: 0 },
+                Pass::Forward { micro: 2, chunk: 0 },
+                Pass::Backward { micro: 1, chunk: 0 },
+                Pass::Backward { micro: 2, chunk: 0 },
+            ]
+        );
+        let err = schedule(2, 0, 2, 3).unwrap_err().to_string();
+        assert!(err.contains("multiple of pp (2)"), "{err}");
+    }
+
+    /// Two and three ranks on the 1F1B schedule and on the interleaved one, with as many
+    /// micro-batches as stages, more and fewer: each rank's gradients are the whole model's for
+    /// its parameters, every rank has the whole loss, and the first gathers the whole model's
+    /// weights.
+    #[test]
+    fn pipelines_compute_the_whole_models_loss_and_gradients() {
         let dev = Device::Cpu;
         let whole = Parameters::init(&config(), 5, DType::F32, &dev).unwrap();
         let initial = whole.weights();
-        for (stages, micro_rows) in [(2, 1), (2, 2), (3, 1), (3, 2), (3, 5)] {
+        let val = crate::step::evaluate(&whole.frozen_model().unwrap(), &batch(), 2, None).unwrap();
+        let cases = [
+            (2, 1, 1),
+            (2, 1, 4),
+            (3, 1, 1),
+            (3, 1, 6),
+            (2, 2, 1),
+            (2, 2, 3),
+            (3, 2, 2),
+            (2, 3, 1),
+        ];
+        for (ranks, chunks, micro_rows) in cases {
             let reference =
                 loss_and_grads(&whole.model().unwrap(), &whole, &batch(), micro_rows).unwrap();
-            let val =
-                crate::step::evaluate(&whole.frozen_model().unwrap(), &batch(), 2, None).unwrap();
-            let outcomes = run_stages(stages, micro_rows);
+            let outcomes = run_pipeline(ranks, chunks, micro_rows).unwrap();
             let mut seen = 0;
-            for (stage, (loss, names, grads, stage_val, gathered)) in outcomes.iter().enumerate() {
-                let what =
-                    format!("{stages} stages, {micro_rows} rows per micro-batch, stage {stage}");
+            for (rank, (loss, names, grads, rank_val, gathered)) in outcomes.iter().enumerate() {
+                let what = format!("{ranks} ranks × {chunks} stages, micro-batches of {micro_rows} rows, rank {rank}");
                 assert!(
                     (loss - reference.loss).abs() <= 1e-6 * reference.loss,
                     "{what}: {loss}"
                 );
                 assert!(
-                    (stage_val - val).abs() <= 1e-5 * val,
-                    "{what}: {stage_val} vs {val}"
+                    (rank_val - val).abs() <= 1e-5 * val,
+                    "{what}: {rank_val} vs {val}"
                 );
                 for (name, grad) in names.iter().zip(grads) {
                     let i = whole.names().iter().position(|n| n == name).unwrap();
@@ -515,7 +705,7 @@ mod tests {
                     assert!(diff < 1e-6, "{what}, {name}: {diff}");
                     seen += 1;
                 }
-                if stage == 0 {
+                if rank == 0 {
                     for (name, dims) in tensor_shapes(&config()) {
                         let values = |w: &Weights| {
                             let t = w.get(&name, &dims).unwrap().to_dense(DType::F32).unwrap();
@@ -525,7 +715,10 @@ mod tests {
                     }
                 }
             }
-            assert_eq!(seen, whole.names().len(), "every parameter on one stage");
+            assert_eq!(seen, whole.names().len(), "every parameter on one rank");
         }
+        // 3 micro-batches do not interleave over 2 ranks: every rank says so, none hangs.
+        let err = run_pipeline(2, 2, 2).unwrap_err().to_string();
+        assert!(err.contains("multiple of pp"), "{err}");
     }
 }

@@ -69,6 +69,11 @@ pub struct ParallelSection {
     /// sharded over them.
     #[serde(default = "one")]
     pub dp: usize,
+    /// Interleaved pipeline (Megatron-LM's virtual stages): the blocks are cut into
+    /// `pp × virtual_stages` stages, and pipeline rank r holds stages r, r + pp, r + 2·pp, …,
+    /// which shrinks the schedule's idle time by this factor for as many more messages.
+    #[serde(default = "one")]
+    pub virtual_stages: usize,
 }
 
 impl Default for ParallelSection {
@@ -78,6 +83,7 @@ impl Default for ParallelSection {
             cp: 1,
             pp: 1,
             dp: 1,
+            virtual_stages: 1,
         }
     }
 }
@@ -351,6 +357,13 @@ impl Recipe {
         let p = &self.parallel;
         for (key, degree) in [("tp", p.tp), ("cp", p.cp), ("pp", p.pp), ("dp", p.dp)] {
             within(key, degree, 1, 1 << 16).map_err(section("parallel"))?;
+        }
+        within("virtual_stages", p.virtual_stages, 1, 64).map_err(section("parallel"))?;
+        if p.virtual_stages > 1 && p.pp == 1 {
+            return Err(
+                "[parallel] virtual_stages interleaves the stages of a pipeline: set pp above 1"
+                    .into(),
+            );
         }
         if let Some(s) = t.stages.iter().find(|s| !s.batch_rows.is_multiple_of(p.dp)) {
             return Err(format!(

@@ -4,7 +4,6 @@
 
 use std::sync::Arc;
 
-use candle_core::backprop::GradStore;
 use candle_core::Tensor;
 use herd_model::split::Parts;
 use herd_model::{context_columns, Llama, SequenceLayout};
@@ -170,15 +169,7 @@ pub enum Unused {
 
 /// d `loss` / d parameter, in parameter order.
 pub fn gradients(params: &Parameters, loss: &Tensor, unused: Unused) -> Result<Vec<Tensor>> {
-    parameter_gradients(params, &mut loss.backward()?, unused)
-}
-
-/// The parameters' gradients in `store` (a backward pass's), in parameter order.
-pub fn parameter_gradients(
-    params: &Parameters,
-    store: &mut GradStore,
-    unused: Unused,
-) -> Result<Vec<Tensor>> {
+    let mut store = loss.backward()?;
     params
         .vars()
         .iter()

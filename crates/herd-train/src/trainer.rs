@@ -89,7 +89,7 @@ impl ModelSplit {
         match &self.stages {
             Some(stages) => {
                 let layers = pipeline::layers_of(params.config(), stages.as_ref())?;
-                params.stage(layers)
+                params.stages(&layers)
             }
             None => Ok(params),
         }
@@ -107,34 +107,37 @@ impl ModelSplit {
         }
     }
 
-    /// `batch`'s share of the loss and gradients on this process.
+    /// `batch`'s share of the loss and gradients on this process, whose stages are `models`
+    /// (the whole model as one, unless the blocks are cut into stages).
     fn loss_and_grads(
         &self,
-        model: &Llama,
+        models: &[Llama],
         params: &Parameters,
-        (batch, micro_rows, n_targets): (&Batch, usize, usize),
+        work: (&Batch, usize, usize),
     ) -> Result<Gradients> {
         let sequence = self.sequence.as_ref();
-        match &self.stages {
-            Some(stages) => pipeline::loss_and_grads_of_share(
-                model,
-                params,
-                batch,
-                micro_rows,
-                n_targets,
-                sequence,
-                stages.as_ref(),
-            ),
-            None => loss_and_grads_of_share(model, params, batch, micro_rows, n_targets, sequence),
+        match (&self.stages, models) {
+            (Some(stages), _) => {
+                pipeline::loss_and_grads_of_share(models, params, work, sequence, stages.as_ref())
+            }
+            (None, [model]) => {
+                let (batch, micro_rows, n_targets) = work;
+                loss_and_grads_of_share(model, params, batch, micro_rows, n_targets, sequence)
+            }
+            (None, _) => Err(Error::Data("several stages without a pipeline".into())),
         }
     }
 
-    /// The mean validation loss of `batch` under `model` (frozen).
-    fn evaluate(&self, model: &Llama, batch: &Batch, micro_rows: usize) -> Result<f64> {
+    /// The mean validation loss of `batch` under `models` (frozen; as in
+    /// [`ModelSplit::loss_and_grads`]).
+    fn evaluate(&self, models: &[Llama], batch: &Batch, micro_rows: usize) -> Result<f64> {
         let sequence = self.sequence.as_ref();
-        match &self.stages {
-            Some(stages) => pipeline::evaluate(model, batch, micro_rows, sequence, stages.as_ref()),
-            None => evaluate(model, batch, micro_rows, sequence),
+        match (&self.stages, models) {
+            (Some(stages), _) => {
+                pipeline::evaluate(models, batch, micro_rows, sequence, stages.as_ref())
+            }
+            (None, [model]) => evaluate(model, batch, micro_rows, sequence),
+            (None, _) => Err(Error::Data("several stages without a pipeline".into())),
         }
     }
 
@@ -264,7 +267,7 @@ pub fn pretrain_shared(
     };
     let total = recipe.lr.total_steps;
     let stop = options.max_steps.unwrap_or(total).min(total);
-    let model = params.model()?;
+    let models = params.models()?;
     let bar = progress_bar(options.progress && writer, state.step, stop);
     let mut validation: HashMap<usize, Option<Batch>> = HashMap::new();
     let (mut last_loss, mut val_loss) = (None, None);
@@ -276,7 +279,7 @@ pub fn pretrain_shared(
         let slice = (rows.len() < batch.rows).then(|| batch.slice(rows.start, rows.len()));
         let share = slice.as_ref().unwrap_or(&batch);
         let (micro, n_targets) = (recipe.training.micro_batch_rows, batch.n_targets());
-        let g = split.loss_and_grads(&model, &params, (share, micro, n_targets))?;
+        let g = split.loss_and_grads(&models, &params, (share, micro, n_targets))?;
         let loss = sharing.total_loss(g.loss)?;
         let lr = recipe.lr.lr(step);
         let grad_norm = sharing.update(&params, g.grads, lr, recipe.grad_clip, loss)?;
@@ -315,7 +318,7 @@ pub fn pretrain_shared(
                 .entry(stage.seq_len)
                 .or_insert_with(|| loader.validation_batch(recipe.eval.rows, stage.seq_len));
             if let Some(val) = val {
-                let frozen = params.frozen_model()?;
+                let frozen = params.frozen_models()?;
                 let micro = recipe.training.micro_batch_rows;
                 line.val_loss = Some(split.evaluate(&frozen, val, micro)?);
                 val_loss = line.val_loss;

@@ -19,9 +19,10 @@
 //! bytes each rank sends per step under TP 2 and CP 2 are the formula's.
 //!
 //! And with `pp = 2` (pipeline parallelism on the 1F1B schedule, 4 micro-batches a step in the
-//! first stage of the recipe) and `tp = 2, pp = 2, dp = 2` on 8 ranks: the same; a checkpoint of
+//! first stage of the recipe), `tp = 2, pp = 2, dp = 2` on 8 ranks, and `pp = 2,
+//! virtual_stages = 2` (the interleaved schedule, on a 6-layer model): the same; a checkpoint of
 //! PP 2 resumes in one process and one of DP 2 under PP 2; the bytes each rank sends per step
-//! under PP 2 (hidden states forward, their gradients back) are the formula's.
+//! under PP 2 and interleaved (hidden states forward, their gradients back) are the formula's.
 
 use std::path::Path;
 use std::process::{Command, Output};
@@ -110,6 +111,12 @@ fn weight_difference(a: &Path, b: &Path) -> (f64, f64) {
 /// and no single weight further than 1e-4 of its tensor's largest. Returns the loss and the
 /// norm differences.
 fn compare(reference: &Path, run: &Path) -> (f64, f64) {
+    compare_within(reference, run, 1e-4)
+}
+
+/// [`compare`] with `single` as the bound on one weight's difference relative to its tensor's
+/// largest.
+fn compare_within(reference: &Path, run: &Path, single: f64) -> (f64, f64) {
     let (a, b) = (losses(reference), losses(run));
     assert_eq!((a.len(), b.len()), (20, 20), "{}", run.display());
     let worst = a
@@ -124,7 +131,7 @@ fn compare(reference: &Path, run: &Path) -> (f64, f64) {
     );
     let (norm, element) = weight_difference(reference, run);
     assert!(
-        norm <= 1e-5 && element <= 1e-4,
+        norm <= 1e-5 && element <= single,
         "{}: final weights differ by {norm:e} in norm, {element:e} in one weight",
         run.display()
     );
@@ -464,11 +471,22 @@ fn against_one_process(
     fresh: &[(usize, &str, &str)],
     resumed: &[(&str, &str, &str)],
 ) -> String {
+    against_one_process_within(root, alone, fresh, resumed, 1e-4)
+}
+
+/// [`against_one_process`] with `single_weight` as [`compare_within`]'s bound on one weight.
+fn against_one_process_within(
+    root: &Path,
+    alone: &str,
+    fresh: &[(usize, &str, &str)],
+    resumed: &[(&str, &str, &str)],
+    single_weight: f64,
+) -> String {
     let single = root.join("single");
     pretrain_as(1, alone, &single, &[]);
     let mut report = Vec::new();
     let mut note = |name: &str| {
-        let (losses, weights) = compare(&single, &root.join(name));
+        let (losses, weights) = compare_within(&single, &root.join(name), single_weight);
         report.push(format!(
             "{name}: losses within {losses:.1e}, weights {weights:.1e}"
         ));
@@ -556,14 +574,39 @@ fn pipeline_parallel_pretraining_under_mpirun_equals_one_process() {
     // The PP 2 run's checkpoint: a file per rank, each of its stage's tensors.
     one_optimizer_file_per_rank(&root.join("pp2"));
 
+    // Interleaved: 4 stages of a 6-layer model (1, 2, 2, 1 blocks), 2 on each rank.
+    let six = root.join("six-layers");
+    std::fs::create_dir(&six).unwrap();
+    let text = std::fs::read_to_string(&alone).unwrap();
+    let alone6 = six.join("recipe.toml");
+    std::fs::write(&alone6, text.replace("n_layers = 2", "n_layers = 6")).unwrap();
+    let interleaved = with_parallel(&alone6, "recipe-pp2-v2.toml", "pp = 2\nvirtual_stages = 2");
+    // Its 3 stage boundaries each reorder a sum of the backward pass, and AdamW's m/√v turns
+    // that noise into up to 2e-4 of a tensor's largest on weights whose gradient is near zero:
+    // one weight may differ by 1e-3; every tensor stays within 1e-5 in norm.
+    let run = [(2, interleaved.as_str(), "pp2-v2")];
+    let report = against_one_process_within(&six, &s(&alone6), &run, &[], 1e-3);
+    println!("interleaved, against one process over 20 steps: {report}");
+
     // Each stage sends each micro-batch's hidden states or their gradients, and the sums of
     // the loss and the norm: the formula's bytes.
-    let layout = herd_parallel::Layout::new(1, 1, 2, 1, 2).unwrap();
-    for (rank, sent, formula) in step_traffic_of(root, &pp2, &layout, &["C", "E"]) {
-        println!(
-            "PP 2: rank {rank} sent {sent} bytes in step 3; the formula says {}",
-            formula.pp
-        );
-        assert_eq!(sent, formula.pp, "rank {rank}");
+    let pp = herd_parallel::Layout::new(1, 1, 2, 1, 2).unwrap();
+    let layouts = [
+        ("PP 2", root, &pp2, pp),
+        (
+            "PP 2 interleaved",
+            &six,
+            &interleaved,
+            pp.with_virtual_stages(2).unwrap(),
+        ),
+    ];
+    for (name, dir, recipe, layout) in layouts {
+        for (rank, sent, formula) in step_traffic_of(dir, recipe, &layout, &["C", "E"]) {
+            println!(
+                "{name}: rank {rank} sent {sent} bytes in step 3; the formula says {}",
+                formula.pp
+            );
+            assert_eq!(sent, formula.pp, "{name}: rank {rank}");
+        }
     }
 }

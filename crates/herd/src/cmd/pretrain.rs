@@ -243,12 +243,17 @@ fn describe(recipe: &Recipe, path: &Path, out: &Path) -> Result<()> {
 /// Prints the rank share and the bytes each dimension sends per step, stage by stage.
 fn plan(recipe: &Recipe, numerics: Numerics) -> Result<()> {
     let p = recipe.parallel;
-    let layout = Layout::new(p.tp, p.cp, p.pp, p.dp, p.world_size())?;
+    let layout = Layout::new(p.tp, p.cp, p.pp, p.dp, p.world_size())?
+        .with_virtual_stages(p.virtual_stages)?;
     let c = &recipe.model;
     let share = volume::rank_share(c, &layout)?;
-    let stages = volume::stage_layers(c.n_layers, p.pp)?;
+    let stages = volume::stage_layers(c.n_layers, p.pp * p.virtual_stages)?;
+    let interleaved = match p.virtual_stages {
+        1 => String::new(),
+        v => format!(" ({v} per pipeline rank, interleaved)"),
+    };
     println!(
-        "{}: tp {} × cp {} × pp {} × dp {} = {} ranks; layers per pipeline stage {}",
+        "{}: tp {} × cp {} × pp {} × dp {} = {} ranks; layers per pipeline stage{interleaved} {}",
         recipe.name,
         p.tp,
         p.cp,
