@@ -69,6 +69,25 @@ pub fn pretrain(
                 p.pp
             )));
         }
+        // The interleaved schedule takes the micro-batches pp at a time.
+        let micro_batches =
+            |rows: usize| (rows / p.dp).div_ceil(recipe.training.micro_batch_rows.max(1));
+        if let Some(stage) = recipe
+            .training
+            .stages
+            .iter()
+            .find(|s| p.virtual_stages > 1 && !micro_batches(s.batch_rows).is_multiple_of(p.pp))
+        {
+            return Err(bad(format!(
+                "[parallel] virtual_stages = {}: a step of the stage until step {} has {} \
+                 micro-batches per data-parallel rank, which the interleaved schedule needs to \
+                 be a multiple of pp = {} (change batch_rows, micro_batch_rows or dp)",
+                p.virtual_stages,
+                stage.until_step,
+                micro_batches(stage.batch_rows),
+                p.pp
+            )));
+        }
         let stages = p.pp * p.virtual_stages;
         herd_model::stage::stage_sizes(recipe.model.n_layers, stages).map_err(|e| {
             bad(format!(

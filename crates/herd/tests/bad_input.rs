@@ -309,6 +309,11 @@ fn parallel_layouts_the_model_cannot_take_are_refused_before_anything_starts() {
             "the model's n_heads (4) must split into tp equal parts",
         ),
         (
+            // 16 rows in micro-batches of 4: 4 per step, not a multiple of pp = 3.
+            "pp = 3\nvirtual_stages = 2",
+            "a step of the stage until step 10 has 4 micro-batches per data-parallel rank",
+        ),
+        (
             "cp = 3",
             "a stage's seq_len (32) must split into 2 × cp equal chunks",
         ),
