@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Reference log-mel features for herd-speech's front end: `torchaudio.compliance.kaldi.fbank`
-(torchaudio 2.9.1, torch 2.9.1: tools/reference/requirements-speech.txt) of each given 16 kHz
-mono int16 WAV file, with the settings herd uses — 80 bins, 25 ms frames every 10 ms, dither
+(torchaudio 2.9.1, torch 2.9.1: tools/reference/requirements-speech.txt) of each given mono
+int16 WAV file (resampled to 16 kHz by `torchaudio.functional.resample` first when it is not), with the settings herd uses — 80 bins, 25 ms frames every 10 ms, dither
 off, the rest Kaldi's defaults (Povey window, pre-emphasis 0.97, DC offset removed, power
 spectrum, 20 Hz to Nyquist). Samples are read with Python's `wave` as their int16 values, as
 Kaldi reads them, and computed in float64: in float32 torchaudio's own FFT rounding moves the
@@ -25,12 +25,19 @@ import torchaudio
 
 def features(path):
     with wave.open(path, "rb") as w:
-        assert w.getframerate() == 16000 and w.getnchannels() == 1 and w.getsampwidth() == 2, path
+        assert w.getnchannels() == 1 and w.getsampwidth() == 2, path
+        rate = w.getframerate()
         frames = w.readframes(w.getnframes())
     samples = torch.frombuffer(bytearray(frames), dtype=torch.int16)
-    fbank = lambda dtype: torchaudio.compliance.kaldi.fbank(
-        samples.to(dtype).unsqueeze(0), num_mel_bins=80, frame_length=25.0, frame_shift=10.0,
-        dither=0.0, sample_frequency=16000.0)
+
+    def fbank(dtype):
+        x = samples.to(dtype).unsqueeze(0)
+        if rate != 16000:  # torchaudio's default resampling (sinc, Hann window, 6 crossings)
+            x = torchaudio.functional.resample(x, rate, 16000)
+        return torchaudio.compliance.kaldi.fbank(
+            x, num_mel_bins=80, frame_length=25.0, frame_shift=10.0, dither=0.0,
+            sample_frequency=16000.0)
+
     f64 = fbank(torch.float64)
     f32 = fbank(torch.float32)
     print(f"{path}: float32 against float64, largest difference "

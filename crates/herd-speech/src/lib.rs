@@ -1,9 +1,10 @@
 //! herd-speech: the speech side of Llama 3 (paper §8). So far its front end: [`wav`] reads
-//! 16 kHz audio, [`fbank`] computes the 80-bin log-mel filterbank features as Kaldi does
+//! audio, [`resample`] brings it to 16 kHz, [`fbank`] computes the 80-bin log-mel filterbank features as Kaldi does
 //! (`torchaudio.compliance.kaldi.fbank`), normalises them per utterance and stacks 4 frames
 //! into one 40 ms frame, what the speech encoder reads.
 
 pub mod fbank;
+pub mod resample;
 pub mod wav;
 
 pub use fbank::{normalize, stack_frames, Fbank, FbankOptions};

@@ -1,7 +1,7 @@
 //! WAV files (`hound`) as the front end takes them: mono samples at 16 kHz in the int16 range
 //! Kaldi's features expect (an int16 sample as its integer value; float and wider integer
-//! samples scaled to it). Several channels are averaged. Other sample rates are refused by
-//! name until the resampler exists.
+//! samples scaled to it). Several channels are averaged; other sample rates are resampled
+//! ([`crate::resample`], torchaudio's default).
 
 use std::path::Path;
 
@@ -10,16 +10,17 @@ use crate::{Error, Result};
 /// The sample rate the speech front end works at.
 pub const SAMPLE_RATE: u32 = 16_000;
 
-/// Mono audio: samples in the int16 range, and their rate.
+/// Mono audio at [`SAMPLE_RATE`]: samples in the int16 range, and the file's own rate.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Audio {
-    /// One sample per time step, int16-scaled.
+    /// One sample per time step at [`SAMPLE_RATE`], int16-scaled.
     pub samples: Vec<f32>,
-    /// Samples per second.
-    pub sample_rate: u32,
+    /// The rate the file was recorded at (its samples resampled from it when not 16 kHz).
+    pub file_rate: u32,
 }
 
-/// Reads `path` (PCM integer of 8–32 bits, or 32-bit float) into mono int16-scaled samples.
+/// Reads `path` (PCM integer of 8–32 bits, or 32-bit float, at any rate) into mono
+/// int16-scaled samples at [`SAMPLE_RATE`].
 pub fn read_wav(path: &Path) -> Result<Audio> {
     let bad = |message: String| Error::Wav {
         path: path.display().to_string(),
@@ -27,12 +28,8 @@ pub fn read_wav(path: &Path) -> Result<Audio> {
     };
     let mut reader = hound::WavReader::open(path).map_err(|e| bad(e.to_string()))?;
     let spec = reader.spec();
-    if spec.sample_rate != SAMPLE_RATE {
-        return Err(bad(format!(
-            "{} Hz: herd's speech front end takes {SAMPLE_RATE} Hz (resample it first, e.g. \
-             `sox in.wav -r 16000 out.wav`)",
-            spec.sample_rate
-        )));
+    if spec.sample_rate == 0 {
+        return Err(bad("a sample rate of 0 Hz".into()));
     }
     let channels = usize::from(spec.channels.max(1));
     let interleaved: Vec<f32> = match spec.sample_format {
@@ -50,12 +47,12 @@ pub fn read_wav(path: &Path) -> Result<Audio> {
             .collect::<std::result::Result<_, _>>(),
     }
     .map_err(|e| bad(format!("sample data: {e}")))?;
-    let samples = interleaved
+    let mono: Vec<f32> = interleaved
         .chunks(channels)
         .map(|frame| frame.iter().sum::<f32>() / frame.len() as f32)
         .collect();
     Ok(Audio {
-        samples,
-        sample_rate: spec.sample_rate,
+        samples: crate::resample::resample(&mono, spec.sample_rate, SAMPLE_RATE),
+        file_rate: spec.sample_rate,
     })
 }

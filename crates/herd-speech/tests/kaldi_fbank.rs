@@ -1,6 +1,7 @@
 //! herd-speech's features equal `torchaudio.compliance.kaldi.fbank`'s (torchaudio 2.9.1 in
 //! float64, the fixture of tools/reference/kaldi_fbank_fixture.py, rounded to 5 decimals) within
-//! 1e-4 on real speech WAV files.
+//! 1e-4 on real speech WAV files: two at 16 kHz, one at 22.05 kHz that both resample first
+//! (`torchaudio.functional.resample`'s defaults).
 
 use std::path::Path;
 
@@ -13,7 +14,7 @@ fn features_equal_torchaudios_kaldi_fbank() {
     let fixture: serde_json::Value = serde_json::from_str(&text).unwrap();
     let bank = Fbank::new(FbankOptions::default()).unwrap();
     let files = fixture["files"].as_object().unwrap();
-    assert_eq!(files.len(), 2);
+    assert_eq!(files.len(), 3);
     for (name, want) in files {
         let audio = read_wav(&dir.join(name)).unwrap();
         let got = bank.compute(&audio.samples);
@@ -37,21 +38,9 @@ fn features_equal_torchaudios_kaldi_fbank() {
 }
 
 #[test]
-fn other_rates_and_broken_files_are_refused_by_name() {
+fn broken_files_are_refused_by_name() {
     let dir = tempfile::tempdir().unwrap();
     let dir = dir.path();
-    let path = dir.join("8k.wav");
-    let spec = hound::WavSpec {
-        channels: 1,
-        sample_rate: 8000,
-        bits_per_sample: 16,
-        sample_format: hound::SampleFormat::Int,
-    };
-    let mut writer = hound::WavWriter::create(&path, spec).unwrap();
-    writer.write_sample(1i16).unwrap();
-    writer.finalize().unwrap();
-    let err = read_wav(&path).unwrap_err().to_string();
-    assert!(err.contains("8k.wav") && err.contains("8000 Hz"), "{err}");
     let broken = dir.join("broken.wav");
     std::fs::write(&broken, b"RIFF....WAVEfmt").unwrap();
     let err = read_wav(&broken).unwrap_err().to_string();
