@@ -64,11 +64,18 @@ pub trait Stages: Debug + Send + Sync {
 /// The blocks of each stage this rank holds of a model of `config`, in order: stage
 /// `chunk · ranks + rank` of `ranks · stages_per_rank` for each chunk.
 pub fn layers_of(config: &LlamaConfig, stages: &dyn Stages) -> Result<Vec<Range<usize>>> {
+    layers_of_rank(config, stages, stages.rank())
+}
+
+/// [`layers_of`] for pipeline rank `rank`.
+fn layers_of_rank(
+    config: &LlamaConfig,
+    stages: &dyn Stages,
+    rank: usize,
+) -> Result<Vec<Range<usize>>> {
     let (p, v) = (stages.ranks(), stages.stages_per_rank());
     (0..v)
-        .map(|chunk| {
-            stage_layers(config.n_layers, p * v, chunk * p + stages.rank()).map_err(Error::Data)
-        })
+        .map(|chunk| stage_layers(config.n_layers, p * v, chunk * p + rank).map_err(Error::Data))
         .collect()
 }
 
@@ -131,13 +138,13 @@ struct InFlight {
     output: Tensor,
 }
 
-/// One rank's view of a batch: its stages' models, the micro-batches, how its part is laid out.
+/// One rank's view of a batch: its stages' models and its part of each micro-batch.
 struct Schedule<'a> {
     /// This rank's stages, in order.
     models: &'a [Llama],
     stages: &'a dyn Stages,
-    micro: Vec<Batch>,
-    sequence: Option<&'a Arc<dyn Parts>>,
+    /// This rank's tensors of each micro-batch, made once for all its stages.
+    parts: Vec<PartTensors>,
     /// What each micro-batch's loss sum is divided by.
     n_targets: usize,
 }
@@ -149,7 +156,27 @@ enum Direction {
     Backward,
 }
 
-impl Schedule<'_> {
+impl<'a> Schedule<'a> {
+    /// `batch` in micro-batches of `micro_rows` rows, of `sequence`'s part of each row when the
+    /// rows are split, through `models`.
+    fn new(
+        models: &'a [Llama],
+        stages: &'a dyn Stages,
+        (batch, micro_rows, n_targets): (&Batch, usize, usize),
+        sequence: Option<&Arc<dyn Parts>>,
+    ) -> Result<Schedule<'a>> {
+        let parts = micro_batches(batch, micro_rows)
+            .iter()
+            .map(|micro| part_tensors(micro, &models[0], sequence))
+            .collect::<Result<_>>()?;
+        Ok(Schedule {
+            models,
+            stages,
+            parts,
+            n_targets: n_targets.max(1),
+        })
+    }
+
     /// The number of stage `chunk` of this rank in the whole pipeline.
     fn stage(&self, chunk: usize) -> usize {
         chunk * self.stages.ranks() + self.stages.rank()
@@ -184,13 +211,9 @@ impl Schedule<'_> {
                 Error::Data(format!(
                 "{} micro-batches × {stages} stages are more messages per step than a pipeline \
                  tags: use fewer micro-batches per step",
-                self.micro.len()
+                self.parts.len()
             ))
             })
-    }
-
-    fn part(&self, i: usize) -> Result<PartTensors> {
-        part_tensors(&self.micro[i], &self.models[0], self.sequence)
     }
 
     fn hidden(&self, values: Vec<f32>, dims: &[usize]) -> Result<Tensor> {
@@ -202,7 +225,7 @@ impl Schedule<'_> {
     /// states (received here) or the tokens; the output goes on to the next stage. With
     /// `track`, its input and graph are kept for the backward pass.
     fn forward(&self, micro: usize, chunk: usize, track: bool) -> Result<InFlight> {
-        let part = self.part(micro)?;
+        let part = &self.parts[micro];
         let model = &self.models[chunk];
         let received = match self.is_first(chunk) {
             true => None,
@@ -227,7 +250,7 @@ impl Schedule<'_> {
         };
         let out = model.stage_forward(x, &part.layout)?;
         let output = match self.is_last(chunk) {
-            true => (logits_nll_sum(model, &out, &part)? / self.n_targets as f64)?,
+            true => (logits_nll_sum(model, &out, part)? / self.n_targets as f64)?,
             false => {
                 let tag = self.tag(micro, self.stage(chunk) + 1, Direction::Forward)?;
                 self.stages.send(self.next_rank(), values(&out)?, tag)?;
@@ -300,15 +323,9 @@ pub fn loss_and_grads_of_share(
     sequence: Option<&Arc<dyn Parts>>,
     stages: &dyn Stages,
 ) -> Result<Gradients> {
-    let schedule = Schedule {
-        models,
-        stages,
-        micro: micro_batches(batch, micro_rows),
-        sequence,
-        n_targets: n_targets.max(1),
-    };
+    let schedule = Schedule::new(models, stages, (batch, micro_rows, n_targets), sequence)?;
     let chunks = models.len();
-    let passes = self::schedule(stages.ranks(), stages.rank(), chunks, schedule.micro.len())?;
+    let passes = self::schedule(stages.ranks(), stages.rank(), chunks, schedule.parts.len())?;
     let mut in_flight: Vec<VecDeque<InFlight>> = (0..chunks).map(|_| VecDeque::new()).collect();
     let mut grads: Vec<Option<Tensor>> = vec![None; params.vars().len()];
     let mut loss = 0.0f64;
@@ -358,15 +375,9 @@ pub fn evaluate(
     sequence: Option<&Arc<dyn Parts>>,
     stages: &dyn Stages,
 ) -> Result<f64> {
-    let schedule = Schedule {
-        models,
-        stages,
-        micro: micro_batches(batch, micro_rows),
-        sequence,
-        n_targets: 1,
-    };
+    let schedule = Schedule::new(models, stages, (batch, micro_rows, 1), sequence)?;
     let mut sum = 0.0f64;
-    for micro in 0..schedule.micro.len() {
+    for micro in 0..schedule.parts.len() {
         for chunk in 0..models.len() {
             let flight = schedule.forward(micro, chunk, false)?;
             if schedule.is_last(chunk) {
@@ -393,10 +404,7 @@ pub fn gather_on_first_stage(
 ) -> Result<Weights> {
     // The tensors rank `rank`'s stages hold, in order.
     let held = |rank: usize| -> Result<Vec<(String, Vec<usize>)>> {
-        let (p, v) = (stages.ranks(), stages.stages_per_rank());
-        let chunks = (0..v)
-            .map(|c| stage_layers(config.n_layers, p * v, c * p + rank).map_err(Error::Data))
-            .collect::<Result<Vec<_>>>()?;
+        let chunks = layers_of_rank(config, stages, rank)?;
         Ok(tensor_shapes(config)
             .into_iter()
             .filter(|(name, _)| chunks.iter().any(|l| holds(name, l, config.n_layers)))
