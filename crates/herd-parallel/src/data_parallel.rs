@@ -28,12 +28,12 @@ use std::collections::HashMap;
 use std::path::Path;
 use std::sync::Arc;
 
-use candle_core::{DType, Device, Tensor};
+use candle_core::{Device, Tensor};
 use herd_model::split::{part_of, whole_of, Parts};
 use herd_train::adamw::{update_values, AdamWConfig, StepConstants};
 use herd_train::checkpoint;
 use herd_train::params::Parameters;
-use herd_train::pipeline::Stages;
+use herd_train::pipeline::{values, Stages};
 use herd_train::sharing::StepSharing;
 
 use crate::collectives::Collectives;
@@ -69,11 +69,6 @@ pub struct DataParallel<'g> {
 /// A collective's error as the trainer reports it.
 pub(crate) fn train_error(e: impl std::fmt::Display) -> herd_train::Error {
     herd_train::Error::Sharing(format!("data parallelism: {e}"))
-}
-
-/// `t`'s values in f32, flattened.
-fn values(t: &Tensor) -> herd_train::Result<Vec<f32>> {
-    Ok(t.flatten_all()?.to_dtype(DType::F32)?.to_vec1::<f32>()?)
 }
 
 impl<'g> DataParallel<'g> {

@@ -155,11 +155,6 @@ impl Fbank {
         })
     }
 
-    /// The settings.
-    pub fn options(&self) -> &FbankOptions {
-        &self.options
-    }
-
     /// Whole frames in `samples` samples (none when shorter than one frame).
     pub fn frames(&self, samples: usize) -> usize {
         match samples >= self.frame_length {

@@ -307,8 +307,8 @@ impl<'a> Schedule<'a> {
     }
 }
 
-/// `t`'s values in f32, flattened (what goes between stages).
-fn values(t: &Tensor) -> Result<Vec<f32>> {
+/// `t`'s values in f32, flattened (what goes between stages and through collectives).
+pub fn values(t: &Tensor) -> Result<Vec<f32>> {
     Ok(t.flatten_all()?.to_dtype(DType::F32)?.to_vec1::<f32>()?)
 }
 
